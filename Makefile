@@ -1,0 +1,51 @@
+# The one entry point for people and CI. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+
+.PHONY: help run build deps test test-core test-rust test-python lint fmt doc bench fuzz ci
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+run: ## build and start the broker with its built-in defaults (0.0.0.0:1883, one shard per CPU)
+	$(CARGO) run --release --bin shardmq
+
+build: ## debug build of the broker and the load generator
+	$(CARGO) build --workspace
+
+deps: ## install what the tests need when missing (Debian packages, Python packages)
+	@command -v mosquitto_pub >/dev/null && command -v mosquitto >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
+	@$(PYTHON) -c 'import paho.mqtt, pytest, pytest_timeout' 2>/dev/null || \
+		$(PYTHON) -m pip install -q 'paho-mqtt>=2,<3' pytest pytest-timeout
+
+test: deps build test-rust test-python ## everything: unit, property and integration tests (installs what it needs)
+
+test-core: ## sans-IO unit and property tests only; run anywhere, no io_uring needed
+	$(CARGO) test --lib -- protocol:: session:: router:: message::
+
+test-rust: ## cargo tests of the whole workspace
+	$(CARGO) test --workspace
+
+test-python: build ## black-box tests with paho-mqtt, mosquitto_pub/sub and raw sockets
+	SHARDMQ_BIN=$(CURDIR)/target/debug/shardmq $(PYTHON) -m pytest tests/python -q
+
+lint: ## formatting and clippy, warnings are errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+doc: ## API docs, warnings are errors
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+
+bench: ## micro-benchmarks of the codec and the trie
+	$(CARGO) bench --bench codec --bench trie
+
+fuzz: ## one minute of fuzzing per target (needs cargo-fuzz)
+	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz decode_packet -- -max_total_time=60
+	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz topic -- -max_total_time=60
+
+ci: lint test ## what CI runs

@@ -1,0 +1,414 @@
+//! The client tasks that run on a generator core: publishers, subscribers,
+//! idle connections, and connection-storm attempts.
+
+use anyhow::{bail, Context as _};
+use futures_lite::{AsyncWriteExt, FutureExt};
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crate::engine::ShardCtx;
+use crate::mqtt::{self, Packet};
+use crate::net::{Conn, Notify, ReadBuf, Shared};
+use crate::payload::{Header, HEADER_LEN};
+use crate::schedule::Schedule;
+use crate::stats::SubscriberStats;
+use crate::sys::mono_ns;
+
+/// Publishers stop adding PUBLISH packets to one write at this size.
+const BATCH_BYTES: usize = 64 * 1024;
+/// How long a subscriber read waits before it re-checks stop and keep-alive.
+const SUB_POLL: Duration = Duration::from_millis(100);
+/// The same for idle connections (there may be tens of thousands of them).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How long to wait for the broker to close after DISCONNECT.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// What one publisher does.
+#[derive(Debug, Clone)]
+pub struct PubSpec {
+    pub id: u32,
+    pub topic: Vec<u8>,
+    /// Subscribers that receive each of its messages.
+    pub fanout: u64,
+}
+
+/// Per-publisher results.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PubResult {
+    pub sent_w: u64,
+    pub sent_total: u64,
+    /// Open loop only: messages whose intended time fell in the window.
+    pub scheduled_w: u64,
+    /// QoS 1/2 publishes never completed (no PUBACK / PUBCOMP) at the end.
+    pub unacked: u64,
+}
+
+/// State shared by a publisher's writer (driver) and its reader task.
+#[derive(Debug)]
+struct PubState {
+    /// QoS 1/2 slot per packet id: 0 free, 1 awaiting PUBACK/PUBREC,
+    /// 2 awaiting PUBCOMP.
+    slots: RefCell<Vec<u8>>,
+    inflight: Cell<u32>,
+    /// Packets the reader wants written (PUBREL, acks of stray publishes).
+    ctrl: RefCell<Vec<u8>>,
+    notify: Notify,
+    error: RefCell<Option<anyhow::Error>>,
+    closing: Cell<bool>,
+    protocol_errors: Cell<u64>,
+}
+
+async fn publisher_reader(stream: Shared, mut rbuf: ReadBuf, st: Rc<PubState>) {
+    let mut stream = stream;
+    let res: anyhow::Result<()> = async {
+        loop {
+            let n = rbuf.fill(&mut stream).await?;
+            if n == 0 {
+                if st.closing.get() {
+                    return Ok(());
+                }
+                bail!("broker closed a publisher connection");
+            }
+            let mut used = 0;
+            {
+                let mut slots = st.slots.borrow_mut();
+                let mut ctrl = st.ctrl.borrow_mut();
+                while let Some((p, len)) = mqtt::decode(&rbuf.data()[used..])? {
+                    used += len;
+                    match p {
+                        Packet::PubAck(pid) | Packet::PubComp(pid) => {
+                            let want = if matches!(p, Packet::PubAck(_)) { 1 } else { 2 };
+                            let s = &mut slots[pid as usize];
+                            if *s == want {
+                                *s = 0;
+                                st.inflight.set(st.inflight.get() - 1);
+                            } else {
+                                st.protocol_errors.set(st.protocol_errors.get() + 1);
+                            }
+                        }
+                        Packet::PubRec(pid) => {
+                            let s = &mut slots[pid as usize];
+                            if *s == 1 || *s == 2 {
+                                *s = 2;
+                                mqtt::encode_ack(&mut ctrl, mqtt::PUBREL, pid);
+                            } else {
+                                st.protocol_errors.set(st.protocol_errors.get() + 1);
+                            }
+                        }
+                        Packet::PingResp => {}
+                        Packet::Publish(p) => match (p.qos, p.pid) {
+                            (1, Some(pid)) => mqtt::encode_ack(&mut ctrl, mqtt::PUBACK, pid),
+                            (2, Some(pid)) => mqtt::encode_ack(&mut ctrl, mqtt::PUBREC, pid),
+                            _ => {}
+                        },
+                        Packet::PubRel(pid) => mqtt::encode_ack(&mut ctrl, mqtt::PUBCOMP, pid),
+                        other => bail!("publisher got an unexpected {other:?}"),
+                    }
+                }
+            }
+            rbuf.consume(used);
+            st.notify.notify();
+        }
+    }
+    .await;
+    if let Err(e) = res {
+        if !st.closing.get() {
+            *st.error.borrow_mut() = Some(e);
+        }
+    }
+    st.notify.notify();
+}
+
+/// Sleeps until the monotonic time `t_ns` (returns at once if it is past).
+pub async fn sleep_until(t_ns: u64) {
+    let now = mono_ns();
+    if t_ns > now {
+        glommio::timer::sleep(Duration::from_nanos(t_ns - now)).await;
+    }
+}
+
+/// Runs one publisher from the start time to the end of the window, then
+/// waits for its QoS 1/2 acknowledgements (until the drain ends).
+pub async fn run_publisher(
+    ctx: Rc<ShardCtx>,
+    spec: PubSpec,
+    conn: Conn,
+    start_ns: u64,
+) -> anyhow::Result<PubResult> {
+    let plan = &ctx.shared.plan;
+    let counters = &ctx.shared.shards[ctx.shard];
+    let qos = plan.c.qos;
+    let (ws, we) = plan.window(start_ns);
+    let window = plan.c.inflight.clamp(1, 65_535);
+    let sched = Schedule::new(
+        start_ns,
+        plan.c.rate,
+        plan.publishers as u64,
+        spec.id as u64,
+    );
+    let keepalive_ns = plan.c.keepalive as u64 * 500_000_000; // half of it
+    let pad = vec![0x5au8; plan.c.payload - HEADER_LEN];
+
+    let Conn { stream, rbuf, .. } = conn;
+    let mut stream = Shared(Rc::new(RefCell::new(stream)));
+    let st = Rc::new(PubState {
+        slots: RefCell::new(vec![0u8; 65_536]),
+        inflight: Cell::new(0),
+        ctrl: RefCell::new(Vec::new()),
+        notify: Notify::default(),
+        error: RefCell::new(None),
+        closing: Cell::new(false),
+        protocol_errors: Cell::new(0),
+    });
+    let reader = glommio::spawn_local(publisher_reader(stream.clone(), rbuf, st.clone()));
+
+    let mut res = PubResult::default();
+    let mut out: Vec<u8> = Vec::with_capacity(BATCH_BYTES + plan.c.payload + 1024);
+    let mut seq = 0u64;
+    let mut next_pid = 0u16;
+    let mut last_write = mono_ns();
+    sleep_until(start_ns).await;
+    loop {
+        if let Some(e) = st.error.borrow_mut().take() {
+            return Err(e);
+        }
+        if ctx.shared.failed.load(Relaxed) {
+            bail!("aborted");
+        }
+        out.clear();
+        out.append(&mut st.ctrl.borrow_mut());
+        let now = mono_ns();
+        let sending = now < we;
+        let mut n = 0u64;
+        let mut n_w = 0u64;
+        if sending {
+            let mut slots = st.slots.borrow_mut();
+            while out.len() < BATCH_BYTES {
+                if qos > 0 && st.inflight.get() >= window {
+                    break;
+                }
+                let t = if sched.is_open_loop() {
+                    let t = sched.intended(seq);
+                    if t > now || t >= we {
+                        break;
+                    }
+                    t
+                } else {
+                    now
+                };
+                let pid = if qos > 0 {
+                    loop {
+                        next_pid = next_pid.wrapping_add(1).max(1);
+                        if slots[next_pid as usize] == 0 {
+                            break;
+                        }
+                    }
+                    slots[next_pid as usize] = 1;
+                    st.inflight.set(st.inflight.get() + 1);
+                    next_pid
+                } else {
+                    0
+                };
+                mqtt::encode_publish_header(
+                    &mut out,
+                    false,
+                    qos,
+                    false,
+                    &spec.topic,
+                    pid,
+                    plan.c.payload,
+                );
+                Header {
+                    publisher: spec.id,
+                    seq,
+                    intended_ns: t,
+                }
+                .append(&mut out);
+                out.extend_from_slice(&pad);
+                seq += 1;
+                n += 1;
+                if t >= ws && t < we {
+                    n_w += 1;
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await.context("publisher write")?;
+            res.sent_total += n;
+            res.sent_w += n_w;
+            counters.sent.fetch_add(n, Relaxed);
+            counters.expected.fetch_add(n * spec.fanout, Relaxed);
+            last_write = now;
+            futures_lite::future::yield_now().await;
+            continue;
+        }
+        if !sending && (qos == 0 || st.inflight.get() == 0 || ctx.shared.stop.load(Relaxed)) {
+            break;
+        }
+        if keepalive_ns > 0 && now - last_write >= keepalive_ns {
+            mqtt::encode_empty(&mut st.ctrl.borrow_mut(), mqtt::PINGREQ);
+            continue;
+        }
+        // Nothing to write: wait for the next intended time, an ack, the end
+        // of the window, or a periodic re-check (stop flag, keep-alive).
+        let mut wake = now + 50_000_000;
+        if sending {
+            wake = wake.min(we);
+            if sched.is_open_loop() && (qos == 0 || st.inflight.get() < window) {
+                wake = wake.min(sched.intended(seq));
+            }
+        }
+        st.notify.wait().or(sleep_until(wake)).await;
+    }
+    ctx.shared.pubs_done.fetch_add(1, Relaxed);
+    if sched.is_open_loop() {
+        let before = |t: u64| sched.due_count(t.saturating_sub(1));
+        res.scheduled_w = before(we) - before(ws);
+    }
+    res.unacked = st.inflight.get() as u64;
+    ctx.protocol_errors
+        .set(ctx.protocol_errors.get() + st.protocol_errors.get());
+
+    // Orderly goodbye: DISCONNECT, then give the reader a moment to see EOF.
+    st.closing.set(true);
+    let mut bye = std::mem::take(&mut *st.ctrl.borrow_mut());
+    mqtt::encode_empty(&mut bye, mqtt::DISCONNECT);
+    if stream.write_all(&bye).await.is_ok() {
+        let _ = reader
+            .or(async {
+                glommio::timer::sleep(CLOSE_WAIT).await;
+            })
+            .await;
+    }
+    Ok(res)
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
+}
+
+/// Runs one subscriber until the engine says stop (after the drain).
+pub async fn run_subscriber(ctx: Rc<ShardCtx>, idx: u32, mut conn: Conn, start_ns: u64) -> anyhow::Result<()> {
+    let plan = &ctx.shared.plan;
+    let counters = &ctx.shared.shards[ctx.shard];
+    let (ws, we) = plan.window(start_ns);
+    let publishers = plan.publishers;
+    let keepalive_ns = plan.c.keepalive as u64 * 500_000_000;
+    let mut stats = SubscriberStats::default();
+    conn.stream
+        .set_read_timeout(Some(SUB_POLL))
+        .map_err(|e| anyhow::anyhow!("set_read_timeout: {e}"))?;
+    let mut last_write = mono_ns();
+    let mut acks: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        if ctx.shared.stop.load(Relaxed) || ctx.shared.failed.load(Relaxed) {
+            break;
+        }
+        match conn.rbuf.fill(&mut conn.stream).await {
+            Ok(0) => bail!("broker closed the connection of subscriber {idx}"),
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return Err(e).context(format!("subscriber {idx} read")),
+        }
+        let now = mono_ns();
+        let mut used = 0;
+        let mut n = 0u64;
+        {
+            let mut hist = ctx.hist.borrow_mut();
+            while let Some((p, len)) = mqtt::decode(&conn.rbuf.data()[used..])? {
+                used += len;
+                match p {
+                    Packet::Publish(p) => {
+                        n += 1;
+                        match Header::parse(p.payload) {
+                            Some(h) if h.publisher < publishers => {
+                                let t = h.intended_ns;
+                                let in_w = t >= ws && t < we;
+                                if stats.on_message(h.publisher, h.seq, in_w) {
+                                    // A clock read per batch: messages decoded from one read
+                                    // all arrived by `now`.
+                                    let _ = hist.record(now.saturating_sub(t).max(1));
+                                }
+                            }
+                            _ => stats.tally.corrupt += 1,
+                        }
+                        match (p.qos, p.pid) {
+                            (1, Some(pid)) => mqtt::encode_ack(&mut acks, mqtt::PUBACK, pid),
+                            (2, Some(pid)) => mqtt::encode_ack(&mut acks, mqtt::PUBREC, pid),
+                            _ => {}
+                        }
+                    }
+                    Packet::PubRel(pid) => mqtt::encode_ack(&mut acks, mqtt::PUBCOMP, pid),
+                    Packet::PingResp => {}
+                    other => bail!("subscriber {idx} got an unexpected {other:?}"),
+                }
+            }
+        }
+        conn.rbuf.consume(used);
+        if n > 0 {
+            counters.received.fetch_add(n, Relaxed);
+            if now >= ws && now < we {
+                counters.arrived_w.fetch_add(n, Relaxed);
+            }
+        }
+        if keepalive_ns > 0 && now - last_write >= keepalive_ns {
+            mqtt::encode_empty(&mut acks, mqtt::PINGREQ);
+        }
+        if !acks.is_empty() {
+            conn.stream.write_all(&acks).await.context("subscriber ack write")?;
+            acks.clear();
+            last_write = now;
+        }
+        futures_lite::future::yield_now().await;
+    }
+    ctx.tally.borrow_mut().add(&stats.tally);
+    conn.disconnect(CLOSE_WAIT).await;
+    Ok(())
+}
+
+/// Holds one idle connection until stop, answering keep-alive.
+pub async fn run_idle(ctx: Rc<ShardCtx>, mut conn: Conn) -> anyhow::Result<()> {
+    let keepalive_ns = ctx.shared.plan.c.keepalive as u64 * 500_000_000;
+    conn.stream
+        .set_read_timeout(Some(IDLE_POLL))
+        .map_err(|e| anyhow::anyhow!("set_read_timeout: {e}"))?;
+    let mut last_write = mono_ns();
+    loop {
+        if ctx.shared.stop.load(Relaxed) || ctx.shared.failed.load(Relaxed) {
+            break;
+        }
+        match conn.rbuf.fill(&mut conn.stream).await {
+            Ok(0) => bail!("broker closed an idle connection"),
+            Ok(_) => {
+                let mut used = 0;
+                while let Some((p, len)) = mqtt::decode(&conn.rbuf.data()[used..])? {
+                    used += len;
+                    match p {
+                        Packet::PingResp => {}
+                        Packet::Publish(p) => match (p.qos, p.pid) {
+                            (1, Some(pid)) => mqtt::encode_ack(&mut conn.out, mqtt::PUBACK, pid),
+                            (2, Some(pid)) => mqtt::encode_ack(&mut conn.out, mqtt::PUBREC, pid),
+                            _ => {}
+                        },
+                        Packet::PubRel(pid) => mqtt::encode_ack(&mut conn.out, mqtt::PUBCOMP, pid),
+                        other => bail!("idle connection got an unexpected {other:?}"),
+                    }
+                }
+                conn.rbuf.consume(used);
+            }
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return Err(e).context("idle read"),
+        }
+        let now = mono_ns();
+        if keepalive_ns > 0 && now - last_write >= keepalive_ns {
+            mqtt::encode_empty(&mut conn.out, mqtt::PINGREQ);
+            last_write = now;
+        }
+        conn.flush_out().await?;
+    }
+    conn.disconnect(CLOSE_WAIT).await;
+    Ok(())
+}

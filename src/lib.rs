@@ -1,0 +1,29 @@
+//! shardmq: a thread-per-core, shared-nothing MQTT broker on io_uring.
+//!
+//! Crate map (the directory tree is the architecture; see ARCHITECTURE.md):
+//! - [`protocol`]: MQTT bytes <-> packets. Sans-IO.
+//! - [`session`]: one client's session state machine (inflight window, mqueue). Sans-IO.
+//! - [`router`]: subscription trie, route table, shard placement. Sans-IO.
+//! - [`message`]: messages and their 128-bit ids. Sans-IO.
+//! - `shard`: the pinned executors, their tasks and rings (the only glommio user,
+//!   with `net`).
+//! - [`broker`]: the embedding API; [`config`]: every setting.
+//!
+//! ```no_run
+//! let broker = shardmq::Broker::new(shardmq::Config::default())?.start()?;
+//! broker.wait();
+//! # Ok::<(), shardmq::StartError>(())
+//! ```
+
+pub mod broker;
+pub mod config;
+pub mod message;
+mod net;
+pub mod protocol;
+pub mod router;
+pub mod session;
+mod shard;
+
+pub use broker::{Broker, BrokerHandle, StartError};
+pub use config::Config;
+pub use shard::ShardStats;

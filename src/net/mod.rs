@@ -1,0 +1,40 @@
+//! Sockets: listener creation and moving an accepted socket between shards.
+//! No MQTT here.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Binds one listening socket with SO_REUSEPORT, so every shard can bind its own on
+/// the same address and the kernel spreads incoming connections over them. Built by
+/// hand (not glommio's `TcpListener::bind`) to choose the backlog, which glommio
+/// fixes at 1024.
+pub(crate) fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+/// The address a listening socket is bound to (resolves port 0).
+pub(crate) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    let socket = socket2::SockRef::from(fd);
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an inet socket"))
+}
+
+/// Duplicates the descriptor of a socket held by a glommio stream, so the stream can
+/// be dropped on one shard while the connection lives on in another.
+pub(crate) fn dup_socket(socket: &impl AsRawFd) -> io::Result<OwnedFd> {
+    // SAFETY: the descriptor belongs to `socket`, which the caller holds for the
+    // whole call, so it is open while borrowed here.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+    borrowed.try_clone_to_owned()
+}

@@ -1,0 +1,90 @@
+//! The bounded queue of messages waiting for a client: while it is offline, while its
+//! inflight window is full, or while its connection's output buffer is full.
+//!
+//! # Invariants
+//! `len() <= len_max`. A message leaves only by `pop_front` (delivered, in order) or
+//! as the returned drop of `push` (counted by the caller).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::message::Message;
+use crate::protocol::QoS;
+
+/// A message due to one subscriber, with the QoS and RETAIN flag it goes out with.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// `min(published QoS, subscription QoS)`.
+    pub qos: QoS,
+    /// Set only for retained messages sent because of a new subscription [MQTT-3.3.1-8].
+    pub retain: bool,
+}
+
+/// Why a message was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// QoS 0 while `mqueue_store_qos0` is off and it could not be sent at once.
+    Qos0NotStored,
+    /// The queue was full; this was the oldest pending message.
+    QueueFull,
+}
+
+/// The emqttd mqueue: bounded FIFO, drop-oldest when full.
+#[derive(Debug)]
+pub struct Mqueue {
+    items: VecDeque<Delivery>,
+    len_max: usize,
+    store_qos0: bool,
+}
+
+impl Mqueue {
+    /// A queue holding at most `len_max` messages (at least one).
+    pub fn new(len_max: usize, store_qos0: bool) -> Self {
+        assert!(len_max > 0, "config validation rejects an unbounded mqueue");
+        Mqueue { items: VecDeque::new(), len_max, store_qos0 }
+    }
+
+    /// Queues `delivery`. Returns the message that had to be dropped, if any: the
+    /// incoming QoS 0 message when QoS 0 is not stored, otherwise the oldest one when
+    /// the queue is full.
+    pub fn push(&mut self, delivery: Delivery) -> Option<(Delivery, DropReason)> {
+        if delivery.qos == QoS::AtMostOnce && !self.store_qos0 {
+            return Some((delivery, DropReason::Qos0NotStored));
+        }
+        let dropped = if self.items.len() == self.len_max {
+            self.items.pop_front().map(|d| (d, DropReason::QueueFull))
+        } else {
+            None
+        };
+        self.items.push_back(delivery);
+        debug_assert!(self.check_invariants());
+        dropped
+    }
+
+    pub fn front(&self) -> Option<&Delivery> {
+        self.items.front()
+    }
+
+    pub fn pop_front(&mut self) -> Option<Delivery> {
+        self.items.pop_front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Empties the queue (a clean session starting over).
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    pub fn check_invariants(&self) -> bool {
+        self.items.len() <= self.len_max
+            && (self.store_qos0 || self.items.iter().all(|d| d.qos != QoS::AtMostOnce))
+    }
+}

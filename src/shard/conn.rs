@@ -1,0 +1,253 @@
+//! The task of one client connection: read, decode, hand packets to the shard, write
+//! what the shard encoded for the client.
+//!
+//! Owner: the shard that owns the client id. A connection accepted elsewhere reads
+//! its CONNECT there, then moves here (`handshake` -> hand-off -> `serve`).
+
+use std::cell::RefCell;
+use std::os::fd::IntoRawFd;
+use std::os::unix::io::FromRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::future::or;
+use futures_lite::{AsyncBufReadExt, AsyncWriteExt};
+use glommio::net::{Preallocated, TcpStream};
+use tracing::{debug, info, warn};
+
+use crate::net;
+use crate::protocol::{codec, ConnAck, ConnectReturnCode, DecodeError, Limits, Packet};
+use crate::router::owner_shard;
+
+use super::mesh::{CtrlMsg, Handoff};
+use super::state::{Close, ConnIo, ShardState};
+
+type Stream = TcpStream<Preallocated>;
+type Shard = Rc<RefCell<ShardState>>;
+
+fn limits(shard: &Shard) -> Limits {
+    Limits { packet_size_max: shard.borrow().config.packet_size_max }
+}
+
+/// Reads more bytes into `buf`. Returns 0 at end of stream.
+///
+/// Readiness-based (glommio polls, then `recv`s), so dropping this future when another
+/// event wins a race loses no data.
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let chunk = stream.fill_buf().await?;
+    let n = chunk.len();
+    buf.extend_from_slice(chunk);
+    stream.consume(n);
+    Ok(n)
+}
+
+/// A freshly accepted connection: read CONNECT (within `connect_timeout_secs`), then
+/// serve it here or hand it to the shard that owns its client id.
+pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
+    // MQTT traffic is small packets whose latency matters; Nagle only delays them.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!("set_nodelay: {e}");
+    }
+    let (read_buffer, timeout) = {
+        let s = shard.borrow();
+        (s.config.read_buffer_bytes, Duration::from_secs(s.config.connect_timeout_secs))
+    };
+    let peer = stream.peer_addr().ok();
+    let mut stream = stream.buffered_with(Preallocated::new(read_buffer));
+    let mut buf = BytesMut::with_capacity(1024);
+    let limits = limits(&shard);
+    let first = or(
+        async {
+            loop {
+                match codec::decode(&mut buf, &limits) {
+                    Ok(Some(packet)) => return Ok(packet),
+                    Ok(None) => {}
+                    Err(e) => return Err(Some(e)),
+                }
+                match read_more(&mut stream, &mut buf).await {
+                    Ok(0) | Err(_) => return Err(None),
+                    Ok(_) => {}
+                }
+            }
+        },
+        async {
+            glommio::timer::sleep(timeout).await;
+            shard.borrow_mut().stats.connect_timeouts += 1;
+            Err(None)
+        },
+    )
+    .await;
+    let connect = match first {
+        Ok(Packet::Connect(connect)) => connect,
+        Ok(other) => {
+            warn!(?peer, "closing connection: [MQTT-3.1.0-1] first packet is {:?}", kind(&other));
+            return;
+        }
+        Err(Some(DecodeError::UnsupportedProtocolLevel(level))) => {
+            info!(?peer, "refusing connection: [MQTT-3.1.2-2] protocol level {level}");
+            let mut out = BytesMut::new();
+            let code = ConnectReturnCode::UnacceptableProtocolVersion;
+            codec::encode(&Packet::ConnAck(ConnAck { session_present: false, code }), &mut out);
+            let _ = stream.write_all(&out).await;
+            return;
+        }
+        Err(Some(e)) => {
+            warn!(?peer, "closing connection before CONNECT: {e}");
+            return;
+        }
+        Err(None) => return,
+    };
+    let (me, shards) = {
+        let s = shard.borrow();
+        (s.id, s.shards)
+    };
+    let owner = if connect.client_id.is_empty() {
+        me
+    } else {
+        owner_shard(connect.client_id.as_bytes(), shards)
+    };
+    if owner == me {
+        serve(shard, stream, connect, buf).await;
+        return;
+    }
+    // The session lives on `owner`: move the socket there with the bytes already read.
+    match net::dup_socket(&stream) {
+        Ok(fd) => {
+            drop(stream);
+            let handoff = Handoff { fd, connect, buffered: buf.freeze() };
+            let mut s = shard.borrow_mut();
+            s.stats.handoffs_out += 1;
+            s.ctrl_out.push(owner, CtrlMsg::Handoff(Box::new(handoff)));
+            s.end_of_pass();
+        }
+        Err(e) => warn!(?peer, "cannot hand the connection to shard {owner}: {e}"),
+    }
+}
+
+/// Serves a connection handed over by another shard.
+pub(crate) async fn serve_handoff(shard: Shard, handoff: Handoff) {
+    let read_buffer = shard.borrow().config.read_buffer_bytes;
+    // SAFETY: the descriptor is an open TCP socket that this hand-off owned alone.
+    let stream = unsafe { TcpStream::from_raw_fd(handoff.fd.into_raw_fd()) };
+    let stream = stream.buffered_with(Preallocated::new(read_buffer));
+    shard.borrow_mut().stats.handoffs_in += 1;
+    serve(shard, stream, handoff.connect, BytesMut::from(&handoff.buffered[..])).await;
+}
+
+/// Runs an MQTT connection on its owner shard, from CONNECT to close.
+async fn serve(shard: Shard, mut stream: Stream, connect: crate::protocol::Connect, buf: BytesMut) {
+    let mut refusal = BytesMut::new();
+    let conn = shard.borrow_mut().connect(connect, &mut refusal);
+    let Some(conn) = conn else {
+        let _ = stream.write_all(&refusal).await;
+        return;
+    };
+    debug!(client_id = %conn.client_id, "connected");
+    let close = drive(&shard, &mut stream, &conn, buf).await;
+    // Whatever was encoded before the close (e.g. a PUBACK) still goes out.
+    let _ = write_out(&mut stream, &conn).await;
+    {
+        let mut s = shard.borrow_mut();
+        s.disconnect(&conn, &close);
+        s.end_of_pass();
+    }
+    match &close {
+        Close::Violation(v) => warn!(client_id = %conn.client_id, "closing connection: {v}"),
+        Close::Malformed(e) => warn!(client_id = %conn.client_id, "closing connection: {e}"),
+        Close::KeepAliveTimeout => {
+            info!(client_id = %conn.client_id, "closing connection: keep-alive timeout [MQTT-3.1.2-24]");
+        }
+        other => debug!(client_id = %conn.client_id, reason = ?other, "disconnected"),
+    }
+}
+
+enum Event {
+    Read(std::io::Result<usize>),
+    Woken,
+}
+
+/// The read-process-write loop. Returns why the connection ends.
+async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: BytesMut) -> Close {
+    let limits = limits(shard);
+    let gate = Rc::clone(&shard.borrow().readers_gate);
+    loop {
+        {
+            let mut s = shard.borrow_mut();
+            loop {
+                match codec::decode(&mut buf, &limits) {
+                    Ok(Some(packet)) => {
+                        if let Err(close) = s.handle_packet(conn, packet) {
+                            s.end_of_pass();
+                            return close;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        s.end_of_pass();
+                        return Close::Malformed(e);
+                    }
+                }
+            }
+            s.end_of_pass();
+        }
+        if let Some(close) = conn.close.borrow().clone() {
+            return close;
+        }
+        if write_out(stream, conn).await.is_err() {
+            return Close::Io;
+        }
+        if gate.is_closed() {
+            // Backpressure: a ring is full, so stop reading until it drains. Output
+            // still flows (woken below).
+            or(gate.wait_open(), conn.wake.notified()).await;
+            continue;
+        }
+        let event = or(async { Event::Read(read_more(stream, &mut buf).await) }, async {
+            conn.wake.notified().await;
+            Event::Woken
+        })
+        .await;
+        match event {
+            Event::Read(Ok(0)) | Event::Read(Err(_)) => return Close::Io,
+            Event::Read(Ok(_)) | Event::Woken => {}
+        }
+    }
+}
+
+/// Writes everything the shard encoded for this client, in one write per batch.
+async fn write_out(stream: &mut Stream, conn: &Rc<ConnIo>) -> std::io::Result<()> {
+    loop {
+        let mut pending = std::mem::take(&mut *conn.out.borrow_mut());
+        if pending.is_empty() {
+            *conn.out.borrow_mut() = pending;
+            return Ok(());
+        }
+        stream.write_all(&pending).await?;
+        pending.clear();
+        let mut out = conn.out.borrow_mut();
+        if out.is_empty() {
+            // Keep the allocation for the next batch.
+            *out = pending;
+        }
+    }
+}
+
+fn kind(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}

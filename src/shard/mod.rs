@@ -1,0 +1,226 @@
+//! Shards: one pinned glommio executor per core, each owning a disjoint set of client
+//! sessions, a replica of the route table and a partition of the retained messages.
+//!
+//! This module and `net` are the only places that know glommio. Shards share nothing
+//! mutable: they talk over two meshes of lock-free SPSC rings (`mesh`), in batches.
+//!
+//! Tasks of one shard: an accept loop per listener, a task per connection (`conn`),
+//! a receiver per peer and mesh, a drain task per mesh for overflowed batches, and a
+//! tick that drives the timer wheel and watches for shutdown.
+
+mod conn;
+mod mesh;
+mod notify;
+mod state;
+mod wheel;
+
+use std::cell::RefCell;
+use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::unix::io::FromRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::channels::shared_channel::ConnectedReceiver;
+use glommio::net::TcpListener;
+use glommio::{spawn_local, yield_if_needed};
+use tracing::{error, warn};
+
+use crate::config::Config;
+
+use mesh::Outbox;
+pub(crate) use mesh::{CtrlMsg, DataMsg};
+use state::{ShardState, TICK_MS};
+
+/// Counters of one shard. Plain numbers owned by the shard: no atomics on the data
+/// path; readers merge them off the hot path.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardStats {
+    /// Connections currently open on this shard.
+    pub connections: u64,
+    pub connects: u64,
+    pub connects_refused: u64,
+    pub connect_timeouts: u64,
+    pub takeovers: u64,
+    pub keep_alive_timeouts: u64,
+    pub handoffs_out: u64,
+    pub handoffs_in: u64,
+    /// PUBLISH packets received from clients.
+    pub messages_in: u64,
+    pub bytes_in: u64,
+    /// Deliveries handed to local sessions (sent or queued).
+    pub messages_out: u64,
+    pub dropped_no_subscribers: u64,
+    pub dropped_mqueue: u64,
+    pub wills_published: u64,
+    pub sessions_expired: u64,
+    pub route_updates_sent: u64,
+    pub route_updates_stale: u64,
+    /// Times readers were paused because rings overflowed.
+    pub reader_pauses: u64,
+}
+
+/// The listening sockets of every shard, taken by each shard at start-up.
+pub(crate) type ListenerFds = Arc<Mutex<Vec<Vec<OwnedFd>>>>;
+
+/// Everything a shard needs to start; cloned into every executor.
+#[derive(Clone, Debug)]
+pub(crate) struct ShardContext {
+    pub config: Arc<Config>,
+    pub data_mesh: MeshBuilder<Vec<DataMsg>, Full>,
+    pub ctrl_mesh: MeshBuilder<Vec<CtrlMsg>, Full>,
+    pub listeners: ListenerFds,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Runs one shard until the broker stops.
+pub(crate) async fn run(ctx: ShardContext) {
+    let shards = ctx.data_mesh.nr_peers();
+    let Ok((data_tx, mut data_rx)) = ctx.data_mesh.join().await else {
+        error!("cannot join the data mesh");
+        return;
+    };
+    let Ok((ctrl_tx, mut ctrl_rx)) = ctx.ctrl_mesh.join().await else {
+        error!("cannot join the control mesh");
+        return;
+    };
+    let id = data_tx.peer_id();
+    assert_eq!(id, ctrl_tx.peer_id(), "both meshes are joined in the same order");
+    let data_tx: Rc<Senders<Vec<DataMsg>>> = Rc::new(data_tx);
+    let ctrl_tx: Rc<Senders<Vec<CtrlMsg>>> = Rc::new(ctrl_tx);
+    let shard = Rc::new(RefCell::new(ShardState::new(
+        id,
+        shards,
+        Arc::clone(&ctx.config),
+        Rc::clone(&data_tx),
+        Rc::clone(&ctrl_tx),
+    )));
+
+    for (_, receiver) in data_rx.streams() {
+        spawn_local(receive_data(Rc::clone(&shard), receiver)).detach();
+    }
+    for (_, receiver) in ctrl_rx.streams() {
+        spawn_local(receive_ctrl(Rc::clone(&shard), receiver)).detach();
+    }
+    spawn_local(drain_data(Rc::clone(&shard))).detach();
+    spawn_local(drain_ctrl(Rc::clone(&shard))).detach();
+
+    let fds = {
+        let mut all = ctx.listeners.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::take(&mut all[id])
+    };
+    for fd in fds {
+        // SAFETY: a listening TCP socket that this shard alone owns from here on.
+        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        spawn_local(accept_loop(Rc::clone(&shard), listener)).detach();
+    }
+
+    tick_until_stopped(&shard, &ctx.stop).await;
+    data_tx.close();
+    ctrl_tx.close();
+}
+
+async fn accept_loop(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                spawn_local(conn::handshake(Rc::clone(&shard), stream)).detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on the error.
+                warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if shard.borrow().stopping {
+            return;
+        }
+    }
+}
+
+async fn receive_data(shard: Rc<RefCell<ShardState>>, receiver: ConnectedReceiver<Vec<DataMsg>>) {
+    while let Some(batch) = receiver.recv().await {
+        {
+            let mut s = shard.borrow_mut();
+            for msg in batch {
+                s.on_data(msg);
+            }
+            s.end_of_pass();
+        }
+        yield_if_needed().await;
+    }
+}
+
+async fn receive_ctrl(shard: Rc<RefCell<ShardState>>, receiver: ConnectedReceiver<Vec<CtrlMsg>>) {
+    while let Some(batch) = receiver.recv().await {
+        let mut handoffs = Vec::new();
+        {
+            let mut s = shard.borrow_mut();
+            for msg in batch {
+                if let Some(handoff) = s.on_ctrl(msg) {
+                    handoffs.push(handoff);
+                }
+            }
+            s.end_of_pass();
+        }
+        for handoff in handoffs {
+            spawn_local(conn::serve_handoff(Rc::clone(&shard), *handoff)).detach();
+        }
+        yield_if_needed().await;
+    }
+}
+
+/// Sends overflowed data batches as ring slots free up, in order.
+async fn drain_data(shard: Rc<RefCell<ShardState>>) {
+    let signal = Rc::clone(&shard.borrow().data_out.overflow_signal);
+    loop {
+        signal.notified().await;
+        drain(&shard, |s| &mut s.data_out).await;
+    }
+}
+
+async fn drain_ctrl(shard: Rc<RefCell<ShardState>>) {
+    let signal = Rc::clone(&shard.borrow().ctrl_out.overflow_signal);
+    loop {
+        signal.notified().await;
+        drain(&shard, |s| &mut s.ctrl_out).await;
+    }
+}
+
+async fn drain<T: Send + 'static>(
+    shard: &Rc<RefCell<ShardState>>,
+    outbox: impl Fn(&mut ShardState) -> &mut Outbox<T>,
+) {
+    loop {
+        let next = {
+            let mut s = shard.borrow_mut();
+            let out = outbox(&mut s);
+            out.take_overflow().map(|(dest, batch)| (dest, batch, out.senders()))
+        };
+        let Some((dest, batch, senders)) = next else { return };
+        // Waits for room; an error means the destination shut down.
+        let _ = senders.send_to(dest, batch).await;
+        let mut s = shard.borrow_mut();
+        outbox(&mut s).drained(dest);
+        s.end_of_pass();
+    }
+}
+
+async fn tick_until_stopped(shard: &Rc<RefCell<ShardState>>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
+        let mut s = shard.borrow_mut();
+        s.tick();
+        s.end_of_pass();
+    }
+    shard.borrow_mut().close_all();
+    // Give connections a moment to flush and close before the executor drops them.
+    for _ in 0..50 {
+        if shard.borrow().stats.connections == 0 {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}

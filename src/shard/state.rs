@@ -1,0 +1,788 @@
+//! The state of one shard and everything that happens to it synchronously: packets
+//! from its connections, items from other shards, timer ticks.
+//!
+//! Owner: one shard. Reached through `Rc<RefCell<ShardState>>` by the shard's tasks,
+//! which borrow it only between awaits, never across one.
+//!
+//! # Invariants
+//! - A session lives in `sessions` of exactly one shard: `owner_shard(client_id)`.
+//! - `local_subs` holds exactly the subscriptions of this shard's sessions, and this
+//!   shard's bit in every replica's route table is set for a filter iff `local_subs`
+//!   has it.
+//! - A SUBACK leaves only after every other shard acknowledged the route updates
+//!   issued before it, so a message published anywhere after the SUBACK reaches the
+//!   new subscription.
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use glommio::channels::channel_mesh::Senders;
+use hashbrown::HashMap;
+
+use crate::config::Config;
+use crate::message::{Message, MessageIdGen};
+use crate::protocol::{
+    codec, Ack, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet,
+    ProtocolVersion, ProtocolViolation, Publish, QoS, SubAck, SubAckCode, Subscribe, TopicFilter,
+    Unsubscribe,
+};
+use crate::router::{owner_shard, topic_matches, RouteTable, SubTrie};
+use crate::session::{Delivery, Session};
+
+use super::mesh::{CtrlMsg, DataMsg, Outbox};
+use super::notify::{Gate, Notify};
+use super::wheel::Wheel;
+use super::ShardStats;
+
+/// Why the broker ends a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Close {
+    /// The client sent DISCONNECT: no will.
+    Normal,
+    /// A new connection took the client id over [MQTT-3.1.4-2].
+    TakenOver,
+    /// Nothing received for 1.5 times the keep-alive [MQTT-3.1.2-24].
+    KeepAliveTimeout,
+    /// The peer broke the protocol; the message names the clause.
+    Violation(ProtocolViolation),
+    /// The peer sent bytes that do not decode (or a packet over the size limit).
+    Malformed(DecodeError),
+    /// The socket failed or the peer closed it.
+    Io,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+impl Close {
+    /// Whether the will message is published [MQTT-3.1.2-8]: on every close the
+    /// client did not ask for with DISCONNECT. Takeover and shutdown keep the will
+    /// unpublished, as the client is (or may soon be) back.
+    fn publishes_will(&self) -> bool {
+        matches!(
+            self,
+            Close::KeepAliveTimeout | Close::Violation(_) | Close::Malformed(_) | Close::Io
+        )
+    }
+}
+
+/// The part of a connection that the shard touches: its output buffer and how to
+/// wake its task. The socket itself stays with the task.
+#[derive(Debug)]
+pub(crate) struct ConnIo {
+    /// Unique on this shard; tells an old connection from its replacement.
+    pub id: u64,
+    pub client_id: ByteString,
+    /// Packets encoded for the client, written by the connection's task.
+    pub out: RefCell<BytesMut>,
+    pub wake: Notify,
+    /// Set when the broker ends the connection; the task closes the socket.
+    pub close: RefCell<Option<Close>>,
+    /// Shard clock tick of the last packet received.
+    pub last_seen: Cell<u64>,
+    pub keep_alive_secs: u16,
+}
+
+impl ConnIo {
+    pub fn end(&self, reason: Close) {
+        self.close.borrow_mut().get_or_insert(reason);
+        self.wake.notify();
+    }
+}
+
+/// A session and what ties it to a connection.
+#[derive(Debug)]
+struct SessionEntry {
+    session: Session,
+    conn: Option<Rc<ConnIo>>,
+    will: Option<LastWill>,
+    /// Shard clock tick at which an offline persistent session is removed.
+    expires_at: Option<u64>,
+}
+
+/// A SUBACK held until other shards acknowledge route revision `rev`.
+#[derive(Debug)]
+struct PendingSubAck {
+    rev: u64,
+    conn: Weak<ConnIo>,
+    suback: SubAck,
+}
+
+/// Timer wheel keys.
+#[derive(Debug)]
+pub(crate) enum Timer {
+    KeepAlive(Weak<ConnIo>),
+    SessionExpiry(ByteString),
+    Retry(Weak<ConnIo>),
+}
+
+/// One shard's sessions, subscriptions, routes and retained partition.
+pub(crate) struct ShardState {
+    pub id: usize,
+    pub shards: usize,
+    pub config: Arc<Config>,
+    sessions: HashMap<ByteString, SessionEntry>,
+    /// Filter -> this shard's subscribed clients and their QoS.
+    local_subs: SubTrie<HashMap<ByteString, QoS>>,
+    routes: RouteTable,
+    /// The last route revision this shard issued.
+    route_rev: u64,
+    /// Per shard, the highest of our revisions it has acknowledged.
+    route_acked: Vec<u64>,
+    pending_subacks: Vec<PendingSubAck>,
+    /// This shard's partition of the retained messages, by topic.
+    retained: HashMap<ByteString, Arc<Message>>,
+    pub data_out: Outbox<DataMsg>,
+    pub ctrl_out: Outbox<CtrlMsg>,
+    /// Connections with new output since the end of the last pass.
+    to_wake: Vec<Rc<ConnIo>>,
+    ids: MessageIdGen,
+    wheel: Wheel<Timer>,
+    started: Instant,
+    next_conn_id: u64,
+    next_assigned_id: u64,
+    /// Scratch for matching: (client id, QoS), reused across publishes.
+    scratch: Vec<(ByteString, QoS)>,
+    pub readers_gate: Rc<Gate>,
+    pub stats: ShardStats,
+    pub stopping: bool,
+}
+
+impl std::fmt::Debug for ShardState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardState")
+            .field("id", &self.id)
+            .field("sessions", &self.sessions.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+impl ShardState {
+    pub fn new(
+        id: usize,
+        shards: usize,
+        config: Arc<Config>,
+        data: Rc<Senders<Vec<DataMsg>>>,
+        ctrl: Rc<Senders<Vec<CtrlMsg>>>,
+    ) -> Self {
+        let batch = config.ring_batch_max;
+        ShardState {
+            id,
+            shards,
+            sessions: HashMap::new(),
+            local_subs: SubTrie::new(),
+            routes: RouteTable::new(shards),
+            route_rev: 0,
+            route_acked: vec![0; shards],
+            pending_subacks: Vec::new(),
+            retained: HashMap::new(),
+            data_out: Outbox::new(data, shards, batch),
+            ctrl_out: Outbox::new(ctrl, shards, batch),
+            to_wake: Vec::new(),
+            ids: MessageIdGen::new(config.node_id, id as u32),
+            wheel: Wheel::new(0),
+            started: Instant::now(),
+            next_conn_id: 0,
+            next_assigned_id: 0,
+            scratch: Vec::new(),
+            readers_gate: Rc::new(Gate::default()),
+            stats: ShardStats::default(),
+            stopping: false,
+            config,
+        }
+    }
+
+    /// Ticks (of [`TICK_MS`]) since the shard started: the clock of keep-alive,
+    /// retries and expiry.
+    pub fn now_ticks(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 / TICK_MS
+    }
+
+    fn mark_dirty(&mut self, conn: &Rc<ConnIo>) {
+        self.to_wake.push(Rc::clone(conn));
+    }
+
+    /// End of a processing pass: send the batches filled during it, wake the
+    /// connections that have output, and apply backpressure if rings overflow.
+    pub fn end_of_pass(&mut self) {
+        self.data_out.flush();
+        self.ctrl_out.flush();
+        for conn in self.to_wake.drain(..) {
+            conn.wake.notify();
+        }
+        let overflow = self.data_out.overflow_len() + self.ctrl_out.overflow_len();
+        if overflow > self.config.ring_overflow_max {
+            if !self.readers_gate.is_closed() {
+                self.stats.reader_pauses += 1;
+                self.readers_gate.close();
+            }
+        } else if self.readers_gate.is_closed() {
+            self.readers_gate.open();
+        }
+    }
+
+    // ---- connections -------------------------------------------------------------
+
+    /// A client id for a client that sent an empty one: unique on this node, and
+    /// owned by this shard, so a later client choosing the same id lands here too.
+    pub fn assign_client_id(&mut self) -> ByteString {
+        loop {
+            self.next_assigned_id += 1;
+            let id = format!("shardmq-{}-{}", self.id, self.next_assigned_id);
+            if owner_shard(id.as_bytes(), self.shards) == self.id {
+                return ByteString::from(id);
+            }
+        }
+    }
+
+    /// Processes CONNECT on the owner shard. Returns the connection's handle, or the
+    /// refusal code (the CONNACK is then encoded into `refusal_out`).
+    pub fn connect(&mut self, connect: Connect, refusal_out: &mut BytesMut) -> Option<Rc<ConnIo>> {
+        let refuse = |code, out: &mut BytesMut| {
+            codec::encode(&Packet::ConnAck(ConnAck { session_present: false, code }), out);
+            None
+        };
+        if self.stopping {
+            return refuse(ConnectReturnCode::ServerUnavailable, refusal_out);
+        }
+        let client_id = if connect.client_id.is_empty() {
+            // [MQTT-3.1.3-8]: an empty id needs CleanSession = 1; MQTT 3.1 has no
+            // empty ids at all.
+            if !connect.clean_session || connect.protocol == ProtocolVersion::V31 {
+                self.stats.connects_refused += 1;
+                return refuse(ConnectReturnCode::IdentifierRejected, refusal_out);
+            }
+            self.assign_client_id()
+        } else {
+            connect.client_id.clone()
+        };
+        debug_assert!(
+            connect.client_id.is_empty()
+                || owner_shard(client_id.as_bytes(), self.shards) == self.id
+        );
+        self.next_conn_id += 1;
+        let now = self.now_ticks();
+        let conn = Rc::new(ConnIo {
+            id: self.next_conn_id,
+            client_id: client_id.clone(),
+            out: RefCell::new(BytesMut::with_capacity(4096)),
+            wake: Notify::default(),
+            close: RefCell::new(None),
+            last_seen: Cell::new(now),
+            keep_alive_secs: connect.keep_alive_secs,
+        });
+
+        let mut session_present = false;
+        if let Some(old) = self.sessions.get_mut(&client_id) {
+            if let Some(old_conn) = old.conn.take() {
+                // [MQTT-3.1.4-2]: the new connection wins; the old one is closed.
+                old_conn.end(Close::TakenOver);
+                self.stats.takeovers += 1;
+            }
+            if connect.clean_session || !old.session.is_persistent() {
+                self.remove_session(&client_id);
+            } else {
+                session_present = true;
+            }
+        }
+        if !session_present {
+            let session = Session::new(
+                client_id.clone(),
+                !connect.clean_session,
+                self.config.session_limits(),
+            );
+            self.sessions.insert(
+                client_id.clone(),
+                SessionEntry { session, conn: None, will: None, expires_at: None },
+            );
+        }
+        let entry = self.sessions.get_mut(&client_id).expect("inserted or present above");
+        entry.conn = Some(Rc::clone(&conn));
+        entry.will = connect.will;
+        entry.expires_at = None;
+        {
+            let mut out = conn.out.borrow_mut();
+            codec::encode(
+                &Packet::ConnAck(ConnAck { session_present, code: ConnectReturnCode::Accepted }),
+                &mut out,
+            );
+            entry.session.resume(&mut out);
+        }
+        self.stats.connections += 1;
+        self.stats.connects += 1;
+        if connect.keep_alive_secs > 0 {
+            let deadline = now + keep_alive_grace(connect.keep_alive_secs);
+            self.wheel.schedule(deadline, Timer::KeepAlive(Rc::downgrade(&conn)));
+        }
+        if self.config.retry_interval_secs > 0 {
+            let deadline = now + secs_to_ticks(self.config.retry_interval_secs);
+            self.wheel.schedule(deadline, Timer::Retry(Rc::downgrade(&conn)));
+        }
+        Some(conn)
+    }
+
+    /// The connection ended; `reason` decides the will and the log line.
+    pub fn disconnect(&mut self, conn: &Rc<ConnIo>, reason: &Close) {
+        self.stats.connections -= 1;
+        let now = self.now_ticks();
+        let Some(entry) = self.sessions.get_mut(&conn.client_id) else { return };
+        let owns = entry.conn.as_ref().is_some_and(|c| c.id == conn.id);
+        if !owns {
+            // Taken over: the session belongs to the new connection now.
+            return;
+        }
+        entry.conn = None;
+        entry.session.go_offline();
+        let will = entry.will.take();
+        let persistent = entry.session.is_persistent();
+        if persistent {
+            let expiry = self.config.session_expiry_secs;
+            if expiry > 0 {
+                let at = now + secs_to_ticks(expiry);
+                entry.expires_at = Some(at);
+                self.wheel.schedule(at, Timer::SessionExpiry(conn.client_id.clone()));
+            }
+        } else {
+            self.remove_session(&conn.client_id);
+        }
+        if let (Some(will), true) = (will, reason.publishes_will()) {
+            self.stats.wills_published += 1;
+            let message = Message {
+                id: self.ids.next(unix_micros()),
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+            };
+            self.route(Arc::new(message));
+        }
+    }
+
+    /// Drops a session and its subscriptions.
+    fn remove_session(&mut self, client_id: &ByteString) {
+        let Some(entry) = self.sessions.remove(client_id) else { return };
+        let filters: Vec<TopicFilter> =
+            entry.session.subscriptions().map(|(f, _)| f.clone()).collect();
+        for filter in filters {
+            self.remove_local_sub(&filter, client_id);
+        }
+    }
+
+    // ---- packets from a client ---------------------------------------------------
+
+    /// Handles one packet from `conn`'s client. An error closes that connection only.
+    pub fn handle_packet(&mut self, conn: &Rc<ConnIo>, packet: Packet) -> Result<(), Close> {
+        conn.last_seen.set(self.now_ticks());
+        match packet {
+            Packet::Publish(publish) => self.on_publish(conn, publish)?,
+            Packet::PubAck(Ack { packet_id }) => {
+                self.with_session(conn, |s, out| {
+                    s.on_puback(packet_id, out);
+                });
+            }
+            Packet::PubRec(Ack { packet_id }) => {
+                self.with_session(conn, |s, out| s.on_pubrec(packet_id, out));
+            }
+            Packet::PubRel(Ack { packet_id }) => {
+                self.with_session(conn, |s, out| s.on_pubrel(packet_id, out));
+            }
+            Packet::PubComp(Ack { packet_id }) => {
+                self.with_session(conn, |s, out| {
+                    s.on_pubcomp(packet_id, out);
+                });
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(conn, subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(conn, unsubscribe),
+            Packet::PingReq => {
+                codec::encode(&Packet::PingResp, &mut conn.out.borrow_mut());
+                self.mark_dirty(conn);
+            }
+            Packet::Disconnect => {
+                // [MQTT-3.14.4-3]: the will is discarded.
+                return Err(Close::Normal);
+            }
+            Packet::Connect(_) => {
+                return Err(Close::Violation(ProtocolViolation::new(
+                    "MQTT-3.1.0-2",
+                    "a second CONNECT on one connection",
+                )));
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return Err(Close::Violation(ProtocolViolation::new(
+                    "MQTT-2.2.1",
+                    "a packet only a server may send",
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on `conn`'s session with its output buffer, if `conn` still owns it.
+    fn with_session<R>(
+        &mut self,
+        conn: &Rc<ConnIo>,
+        f: impl FnOnce(&mut Session, &mut BytesMut) -> R,
+    ) -> Option<R> {
+        let entry = self.sessions.get_mut(&conn.client_id)?;
+        if !entry.conn.as_ref().is_some_and(|c| c.id == conn.id) {
+            return None;
+        }
+        let result = f(&mut entry.session, &mut conn.out.borrow_mut());
+        self.to_wake.push(Rc::clone(conn));
+        Some(result)
+    }
+
+    fn on_publish(&mut self, conn: &Rc<ConnIo>, publish: Publish) -> Result<(), Close> {
+        self.stats.messages_in += 1;
+        self.stats.bytes_in += publish.payload.len() as u64;
+        let route = match (publish.qos, publish.packet_id) {
+            (QoS::AtMostOnce, _) => true,
+            (QoS::AtLeastOnce, Some(packet_id)) => {
+                codec::encode(&Packet::PubAck(Ack { packet_id }), &mut conn.out.borrow_mut());
+                self.mark_dirty(conn);
+                true
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) => {
+                let first = self.with_session(conn, |s, out| {
+                    let first = s.on_incoming_qos2(packet_id);
+                    codec::encode(&Packet::PubRec(Ack { packet_id }), out);
+                    first
+                });
+                first.unwrap_or(false)
+            }
+            (_, None) => {
+                return Err(Close::Violation(ProtocolViolation::new(
+                    "MQTT-2.3.1-1",
+                    "QoS > 0 PUBLISH without a packet identifier",
+                )));
+            }
+        };
+        if route {
+            let message = Message {
+                id: self.ids.next(unix_micros()),
+                topic: publish.topic,
+                payload: publish.payload,
+                qos: publish.qos,
+                retain: publish.retain,
+            };
+            self.route(Arc::new(message));
+        }
+        Ok(())
+    }
+
+    /// Sends a message everywhere it has subscribers, and to its retained partition.
+    pub fn route(&mut self, message: Arc<Message>) {
+        if message.retain {
+            let owner = owner_shard(message.topic.as_str().as_bytes(), self.shards);
+            if owner == self.id {
+                self.store_retained(Arc::clone(&message));
+            } else {
+                self.data_out.push(owner, DataMsg::Retain(Arc::clone(&message)));
+            }
+        }
+        let shards = self.routes.matching_shards(message.topic.as_str());
+        if shards.is_empty() {
+            self.stats.dropped_no_subscribers += 1;
+        }
+        for shard in shards.iter() {
+            if shard == self.id {
+                self.deliver_local(&message);
+            } else {
+                self.data_out.push(shard, DataMsg::Publish(Arc::clone(&message)));
+            }
+        }
+    }
+
+    /// Hands a message to every local session subscribed to its topic: one copy per
+    /// session, at the highest QoS among its matching subscriptions.
+    fn deliver_local(&mut self, message: &Arc<Message>) {
+        let mut targets = std::mem::take(&mut self.scratch);
+        let mut filters = 0;
+        self.local_subs.for_each_match(message.topic.as_str(), |_, clients| {
+            filters += 1;
+            targets.extend(clients.iter().map(|(c, q)| (c.clone(), *q)));
+        });
+        if filters > 1 {
+            // Overlapping subscriptions: one copy at the maximum QoS [MQTT-3.3.5-1].
+            targets.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            targets.dedup_by(|later, first| later.0 == first.0);
+        }
+        for (client_id, sub_qos) in targets.drain(..) {
+            let delivery = Delivery {
+                message: Arc::clone(message),
+                qos: message.qos.min(sub_qos),
+                retain: false,
+            };
+            self.deliver_to(&client_id, delivery);
+        }
+        self.scratch = targets;
+    }
+
+    fn deliver_to(&mut self, client_id: &ByteString, delivery: Delivery) {
+        let Some(entry) = self.sessions.get_mut(client_id) else { return };
+        let dropped = match &entry.conn {
+            Some(conn) => {
+                let dropped = entry.session.deliver(delivery, Some(&mut conn.out.borrow_mut()));
+                self.to_wake.push(Rc::clone(conn));
+                dropped
+            }
+            None => entry.session.deliver(delivery, None),
+        };
+        self.stats.messages_out += 1;
+        if dropped.is_some() {
+            self.stats.dropped_mqueue += 1;
+        }
+    }
+
+    fn store_retained(&mut self, message: Arc<Message>) {
+        let topic = message.topic.as_byte_string().clone();
+        if message.payload.is_empty() {
+            // [MQTT-3.3.1-10], [MQTT-3.3.1-11]: an empty retained message clears the
+            // topic and is not stored.
+            self.retained.remove(&topic);
+        } else {
+            self.retained.insert(topic, message);
+        }
+    }
+
+    fn on_subscribe(&mut self, conn: &Rc<ConnIo>, subscribe: Subscribe) {
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        for request in subscribe.filters {
+            let qos = request.qos;
+            let known = self.with_session(conn, |s, _| s.subscribe(request.filter.clone(), qos));
+            if known.is_none() {
+                return;
+            }
+            self.add_local_sub(&request.filter, &conn.client_id, qos);
+            codes.push(SubAckCode::Granted(qos));
+            self.query_retained(&conn.client_id, request.filter, qos);
+        }
+        let suback = SubAck { packet_id: subscribe.packet_id, codes };
+        if self.route_rev_acked() {
+            codec::encode(&Packet::SubAck(suback), &mut conn.out.borrow_mut());
+            self.mark_dirty(conn);
+        } else {
+            self.pending_subacks.push(PendingSubAck {
+                rev: self.route_rev,
+                conn: Rc::downgrade(conn),
+                suback,
+            });
+        }
+    }
+
+    fn on_unsubscribe(&mut self, conn: &Rc<ConnIo>, unsubscribe: Unsubscribe) {
+        for filter in &unsubscribe.filters {
+            let existed = self.with_session(conn, |s, _| s.unsubscribe(filter));
+            if existed == Some(true) {
+                self.remove_local_sub(filter, &conn.client_id);
+            }
+        }
+        codec::encode(
+            &Packet::UnsubAck(Ack { packet_id: unsubscribe.packet_id }),
+            &mut conn.out.borrow_mut(),
+        );
+        self.mark_dirty(conn);
+    }
+
+    fn add_local_sub(&mut self, filter: &TopicFilter, client_id: &ByteString, qos: QoS) {
+        let clients = self.local_subs.get_or_insert_with(filter.as_str(), HashMap::new);
+        let first = clients.is_empty();
+        clients.insert(client_id.clone(), qos);
+        if first {
+            self.announce_route(filter, true);
+        }
+    }
+
+    fn remove_local_sub(&mut self, filter: &TopicFilter, client_id: &ByteString) {
+        let Some(clients) = self.local_subs.get_mut(filter.as_str()) else { return };
+        clients.remove(client_id);
+        if clients.is_empty() {
+            self.local_subs.remove(filter.as_str());
+            self.announce_route(filter, false);
+        }
+    }
+
+    /// A 0 <-> 1 transition of local subscribers for `filter`: apply it to our own
+    /// replica and tell every other shard.
+    fn announce_route(&mut self, filter: &TopicFilter, present: bool) {
+        self.route_rev += 1;
+        let rev = self.route_rev;
+        self.routes.apply(self.id, rev, filter.as_str(), present);
+        for shard in (0..self.shards).filter(|s| *s != self.id) {
+            let msg = CtrlMsg::Route { origin: self.id, rev, filter: filter.clone(), present };
+            self.ctrl_out.push(shard, msg);
+        }
+        self.stats.route_updates_sent += 1;
+    }
+
+    fn route_rev_acked(&self) -> bool {
+        (0..self.shards).filter(|s| *s != self.id).all(|s| self.route_acked[s] >= self.route_rev)
+    }
+
+    /// Asks the shards holding retained messages that may match `filter`.
+    fn query_retained(&mut self, client_id: &ByteString, filter: TopicFilter, qos: QoS) {
+        let targets: Vec<usize> = if filter.has_wildcards() {
+            (0..self.shards).collect()
+        } else {
+            vec![owner_shard(filter.as_str().as_bytes(), self.shards)]
+        };
+        for shard in targets {
+            if shard == self.id {
+                let messages = self.matching_retained(&filter);
+                self.deliver_retained(client_id, qos, messages);
+            } else {
+                let msg = CtrlMsg::RetainedQuery {
+                    origin: self.id,
+                    client_id: client_id.clone(),
+                    filter: filter.clone(),
+                    qos,
+                };
+                self.ctrl_out.push(shard, msg);
+            }
+        }
+    }
+
+    fn matching_retained(&self, filter: &TopicFilter) -> Vec<Arc<Message>> {
+        if filter.has_wildcards() {
+            self.retained
+                .iter()
+                .filter(|(topic, _)| topic_matches(filter.as_str(), topic))
+                .map(|(_, m)| Arc::clone(m))
+                .collect()
+        } else {
+            self.retained.get(filter.as_str()).map(Arc::clone).into_iter().collect()
+        }
+    }
+
+    fn deliver_retained(&mut self, client_id: &ByteString, qos: QoS, messages: Vec<Arc<Message>>) {
+        for message in messages {
+            let qos = message.qos.min(qos);
+            // [MQTT-3.3.1-8]: sent because of a new subscription, so RETAIN is set.
+            self.deliver_to(client_id, Delivery { message, qos, retain: true });
+        }
+    }
+
+    // ---- items from other shards -------------------------------------------------
+
+    pub fn on_data(&mut self, msg: DataMsg) {
+        match msg {
+            DataMsg::Publish(message) => self.deliver_local(&message),
+            DataMsg::Retain(message) => self.store_retained(message),
+            DataMsg::Retained { client_id, qos, messages } => {
+                self.deliver_retained(&client_id, qos, messages);
+            }
+        }
+    }
+
+    /// Handles a control item; a hand-off is returned for the caller to serve.
+    pub fn on_ctrl(&mut self, msg: CtrlMsg) -> Option<Box<super::mesh::Handoff>> {
+        match msg {
+            CtrlMsg::Route { origin, rev, filter, present } => {
+                if !self.routes.apply(origin, rev, filter.as_str(), present) {
+                    self.stats.route_updates_stale += 1;
+                }
+                self.ctrl_out.push(origin, CtrlMsg::RouteAck { from: self.id, rev });
+            }
+            CtrlMsg::RouteAck { from, rev } => {
+                self.route_acked[from] = self.route_acked[from].max(rev);
+                self.release_subacks();
+            }
+            CtrlMsg::RetainedQuery { origin, client_id, filter, qos } => {
+                let messages = self.matching_retained(&filter);
+                if !messages.is_empty() {
+                    self.data_out.push(origin, DataMsg::Retained { client_id, qos, messages });
+                }
+            }
+            CtrlMsg::Handoff(handoff) => return Some(handoff),
+        }
+        None
+    }
+
+    fn release_subacks(&mut self) {
+        let acked = (0..self.shards)
+            .filter(|s| *s != self.id)
+            .map(|s| self.route_acked[s])
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut i = 0;
+        while i < self.pending_subacks.len() {
+            if self.pending_subacks[i].rev <= acked {
+                let pending = self.pending_subacks.remove(i);
+                if let Some(conn) = pending.conn.upgrade() {
+                    codec::encode(&Packet::SubAck(pending.suback), &mut conn.out.borrow_mut());
+                    self.mark_dirty(&conn);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    // ---- time --------------------------------------------------------------------
+
+    /// Advances the timer wheel to now: keep-alive timeouts, retries, expiries.
+    pub fn tick(&mut self) {
+        let now = self.now_ticks();
+        let mut due = Vec::new();
+        self.wheel.advance(now, &mut due);
+        for timer in due {
+            match timer {
+                Timer::KeepAlive(conn) => {
+                    let Some(conn) = conn.upgrade() else { continue };
+                    let deadline = conn.last_seen.get() + keep_alive_grace(conn.keep_alive_secs);
+                    if deadline <= now {
+                        self.stats.keep_alive_timeouts += 1;
+                        conn.end(Close::KeepAliveTimeout);
+                    } else {
+                        self.wheel.schedule(deadline, Timer::KeepAlive(Rc::downgrade(&conn)));
+                    }
+                }
+                Timer::Retry(conn) => {
+                    let Some(conn) = conn.upgrade() else { continue };
+                    self.with_session(&conn, |s, out| s.retry(out));
+                    let next = now + secs_to_ticks(self.config.retry_interval_secs);
+                    self.wheel.schedule(next, Timer::Retry(Rc::downgrade(&conn)));
+                }
+                Timer::SessionExpiry(client_id) => {
+                    let expired = self.sessions.get(&client_id).is_some_and(|e| {
+                        e.conn.is_none() && e.expires_at.is_some_and(|at| at <= now)
+                    });
+                    if expired {
+                        self.stats.sessions_expired += 1;
+                        self.remove_session(&client_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks every connection to close (shutdown).
+    pub fn close_all(&mut self) {
+        self.stopping = true;
+        for entry in self.sessions.values() {
+            if let Some(conn) = &entry.conn {
+                conn.end(Close::Shutdown);
+            }
+        }
+    }
+}
+
+/// The resolution of the shard clock and its timer wheel.
+pub(crate) const TICK_MS: u64 = 100;
+
+fn secs_to_ticks(secs: u64) -> u64 {
+    secs.saturating_mul(1000 / TICK_MS)
+}
+
+/// The keep-alive deadline: one and a half times the interval [MQTT-3.1.2-24].
+fn keep_alive_grace(keep_alive_secs: u16) -> u64 {
+    secs_to_ticks(u64::from(keep_alive_secs)) * 3 / 2
+}
