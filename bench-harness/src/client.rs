@@ -143,12 +143,7 @@ pub async fn run_publisher(
     let qos = plan.c.qos;
     let (ws, we) = plan.window(start_ns);
     let window = plan.c.inflight.clamp(1, 65_535);
-    let sched = Schedule::new(
-        start_ns,
-        plan.c.rate,
-        plan.publishers as u64,
-        spec.id as u64,
-    );
+    let sched = Schedule::new(start_ns, plan.c.rate, plan.publishers as u64, spec.id as u64);
     let keepalive_ns = plan.c.keepalive as u64 * 500_000_000; // half of it
     let pad = vec![0x5au8; plan.c.payload - HEADER_LEN];
 
@@ -221,12 +216,7 @@ pub async fn run_publisher(
                     pid,
                     plan.c.payload,
                 );
-                Header {
-                    publisher: spec.id,
-                    seq,
-                    intended_ns: t,
-                }
-                .append(&mut out);
+                Header { publisher: spec.id, seq, intended_ns: t }.append(&mut out);
                 out.extend_from_slice(&pad);
                 seq += 1;
                 n += 1;
@@ -269,8 +259,7 @@ pub async fn run_publisher(
         res.scheduled_w = before(we) - before(ws);
     }
     res.unacked = st.inflight.get() as u64;
-    ctx.protocol_errors
-        .set(ctx.protocol_errors.get() + st.protocol_errors.get());
+    ctx.protocol_errors.set(ctx.protocol_errors.get() + st.protocol_errors.get());
 
     // Orderly goodbye: DISCONNECT, then give the reader a moment to see EOF.
     st.closing.set(true);
@@ -291,7 +280,12 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Runs one subscriber until the engine says stop (after the drain).
-pub async fn run_subscriber(ctx: Rc<ShardCtx>, idx: u32, mut conn: Conn, start_ns: u64) -> anyhow::Result<()> {
+pub async fn run_subscriber(
+    ctx: Rc<ShardCtx>,
+    idx: u32,
+    mut conn: Conn,
+    start_ns: u64,
+) -> anyhow::Result<()> {
     let plan = &ctx.shared.plan;
     let counters = &ctx.shared.shards[ctx.shard];
     let (ws, we) = plan.window(start_ns);

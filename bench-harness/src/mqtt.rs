@@ -232,10 +232,7 @@ pub fn encode_empty(out: &mut Vec<u8>, kind: u8) {
 pub fn encode(out: &mut Vec<u8>, p: &Packet<'_>) {
     match p {
         Packet::Connect(c) => encode_connect(out, c),
-        Packet::ConnAck {
-            session_present,
-            code,
-        } => encode_connack(out, *session_present, *code),
+        Packet::ConnAck { session_present, code } => encode_connack(out, *session_present, *code),
         Packet::Publish(p) => encode_publish(out, p),
         Packet::PubAck(pid) => encode_ack(out, PUBACK, *pid),
         Packet::PubRec(pid) => encode_ack(out, PUBREC, *pid),
@@ -279,10 +276,8 @@ struct Body<'a> {
 
 impl<'a> Body<'a> {
     fn u8(&mut self) -> Result<u8, DecodeError> {
-        let (&v, rest) = self
-            .b
-            .split_first()
-            .ok_or_else(|| DecodeError("packet too short".into()))?;
+        let (&v, rest) =
+            self.b.split_first().ok_or_else(|| DecodeError("packet too short".into()))?;
         self.b = rest;
         Ok(v)
     }
@@ -364,10 +359,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Packet<'_>, usize)>, DecodeError> {
             let sp = body.u8()?;
             let code = body.u8()?;
             body.end()?;
-            Packet::ConnAck {
-                session_present: sp & 1 != 0,
-                code,
-            }
+            Packet::ConnAck { session_present: sp & 1 != 0, code }
         }
         SUBACK => {
             expect_flags(0)?;
@@ -397,16 +389,8 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Packet<'_>, usize)>, DecodeError> {
             if cf & 0x04 != 0 {
                 return err("CONNECT with a will is not supported");
             }
-            let username = if cf & 0x80 != 0 {
-                Some(body.str()?)
-            } else {
-                None
-            };
-            let password = if cf & 0x40 != 0 {
-                Some(body.bytes()?)
-            } else {
-                None
-            };
+            let username = if cf & 0x80 != 0 { Some(body.str()?) } else { None };
+            let password = if cf & 0x40 != 0 { Some(body.bytes()?) } else { None };
             body.end()?;
             Packet::Connect(Connect {
                 client_id,
@@ -455,14 +439,8 @@ mod tests {
                 username: Some("user"),
                 password: Some(b"secret\0bytes"),
             }),
-            Packet::ConnAck {
-                session_present: true,
-                code: 0,
-            },
-            Packet::ConnAck {
-                session_present: false,
-                code: 5,
-            },
+            Packet::ConnAck { session_present: true, code: 0 },
+            Packet::ConnAck { session_present: false, code: 5 },
             Packet::Publish(Publish {
                 dup: false,
                 qos: 0,
@@ -491,14 +469,8 @@ mod tests {
             Packet::PubRec(2),
             Packet::PubRel(3),
             Packet::PubComp(65535),
-            Packet::Subscribe {
-                pid: 9,
-                filters: vec![("bench/+", 0), ("bench/#", 2)],
-            },
-            Packet::SubAck {
-                pid: 9,
-                codes: &[0, 2, 0x80],
-            },
+            Packet::Subscribe { pid: 9, filters: vec![("bench/+", 0), ("bench/#", 2)] },
+            Packet::SubAck { pid: 9, codes: &[0, 2, 0x80] },
             Packet::PingReq,
             Packet::PingResp,
             Packet::Disconnect,

@@ -38,9 +38,7 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
@@ -52,9 +50,7 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
@@ -71,18 +67,10 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 /// destination). The connection completes in the background: the first write
 /// waits for it (and reports a refused connection).
 pub fn start_connect(dst: SocketAddr, src: Option<IpAddr>) -> anyhow::Result<TcpStream> {
-    let family = if dst.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
+    let family = if dst.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket(2) call.
     let fd = unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
+        libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
     };
     if fd < 0 {
         return Err(io::Error::last_os_error()).context("socket()");
@@ -136,11 +124,7 @@ pub struct ReadBuf {
 
 impl ReadBuf {
     pub fn new(capacity: usize) -> ReadBuf {
-        ReadBuf {
-            buf: vec![0; capacity.max(64)],
-            start: 0,
-            end: 0,
-        }
+        ReadBuf { buf: vec![0; capacity.max(64)], start: 0, end: 0 }
     }
 
     /// The bytes received and not yet consumed.
@@ -221,7 +205,11 @@ impl AsyncRead for Shared {
 }
 
 impl AsyncWrite for Shared {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -268,15 +256,8 @@ impl Conn {
                 password: opts.password.as_deref().map(str::as_bytes),
             },
         );
-        stream
-            .write_all(&out)
-            .await
-            .with_context(|| format!("connecting to {}", opts.broker))?;
-        let mut conn = Conn {
-            stream,
-            rbuf: ReadBuf::new(opts.read_buf),
-            out,
-        };
+        stream.write_all(&out).await.with_context(|| format!("connecting to {}", opts.broker))?;
+        let mut conn = Conn { stream, rbuf: ReadBuf::new(opts.read_buf), out };
         loop {
             let done = conn.on_setup_packets(|p| match p {
                 Packet::ConnAck { code: 0, .. } => Ok(true),
@@ -306,7 +287,10 @@ impl Conn {
                 let done = self.on_setup_packets(|p| match p {
                     Packet::SubAck { pid: got, codes } if *got == pid => {
                         if let Some(i) = codes.iter().position(|&c| c == 0x80) {
-                            bail!("broker refused subscription to {}", chunk[i.min(chunk.len() - 1)]);
+                            bail!(
+                                "broker refused subscription to {}",
+                                chunk[i.min(chunk.len() - 1)]
+                            );
                         }
                         if codes.len() != chunk.len() {
                             bail!("SUBACK has {} codes for {} filters", codes.len(), chunk.len());
@@ -434,11 +418,7 @@ mod tests {
             );
         }
         for piece in [1, 3, 7, 64, 333, 4096] {
-            let mut r = Trickle {
-                data: wire.clone(),
-                pos: 0,
-                piece,
-            };
+            let mut r = Trickle { data: wire.clone(), pos: 0, piece };
             let mut rb = ReadBuf::new(64);
             let mut pids = Vec::new();
             futures_lite::future::block_on(async {

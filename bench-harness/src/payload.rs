@@ -57,21 +57,9 @@ mod tests {
     #[test]
     fn encode_decode_round_trip() {
         for h in [
-            Header {
-                publisher: 0,
-                seq: 0,
-                intended_ns: 0,
-            },
-            Header {
-                publisher: 7,
-                seq: 123_456_789,
-                intended_ns: 987_654_321_000,
-            },
-            Header {
-                publisher: u32::MAX,
-                seq: u64::MAX,
-                intended_ns: u64::MAX - 1,
-            },
+            Header { publisher: 0, seq: 0, intended_ns: 0 },
+            Header { publisher: 7, seq: 123_456_789, intended_ns: 987_654_321_000 },
+            Header { publisher: u32::MAX, seq: u64::MAX, intended_ns: u64::MAX - 1 },
         ] {
             let mut v = Vec::new();
             h.append(&mut v);
@@ -84,16 +72,8 @@ mod tests {
     #[test]
     fn layout_is_big_endian() {
         let mut v = Vec::new();
-        Header {
-            publisher: 1,
-            seq: 2,
-            intended_ns: 3,
-        }
-        .append(&mut v);
-        assert_eq!(
-            v,
-            [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3]
-        );
+        Header { publisher: 1, seq: 2, intended_ns: 3 }.append(&mut v);
+        assert_eq!(v, [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3]);
     }
 
     #[test]

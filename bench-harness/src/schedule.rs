@@ -23,12 +23,7 @@ impl Schedule {
     /// Stream `index` of `streams` sharing a total `rate` per second.
     pub fn new(start_ns: u64, rate: u64, streams: u64, index: u64) -> Schedule {
         assert!(streams > 0 && index < streams, "bad schedule stream");
-        Schedule {
-            start_ns,
-            rate,
-            streams,
-            index,
-        }
+        Schedule { start_ns, rate, streams, index }
     }
 
     /// True when the schedule is open-loop (a fixed rate).
@@ -88,10 +83,8 @@ mod tests {
     fn streams_interleave_into_one_even_sequence() {
         // 4 publishers sharing 4000 msgs/s: together one message every 250 us.
         let scheds: Vec<Schedule> = (0..4).map(|i| Schedule::new(0, 4_000, 4, i)).collect();
-        let mut all: Vec<u64> = scheds
-            .iter()
-            .flat_map(|s| (0..50).map(move |k| s.intended(k)))
-            .collect();
+        let mut all: Vec<u64> =
+            scheds.iter().flat_map(|s| (0..50).map(move |k| s.intended(k))).collect();
         all.sort_unstable();
         for (g, t) in all.iter().enumerate() {
             assert_eq!(*t, g as u64 * 250_000);

@@ -205,7 +205,7 @@ mod tests {
         let t = run(&[0, 1, 3, 2, 5, 4, 10]);
         assert_eq!(t.unique_w, 7);
         assert_eq!(t.ooo_w, 2); // 2 after 3, 4 after 5
-        // Loss is the sender's count minus the unique receipts: 11 - 7.
+                                // Loss is the sender's count minus the unique receipts: 11 - 7.
         assert_eq!(11 - t.unique_w, 4);
     }
 

@@ -8,10 +8,7 @@ use std::path::Path;
 /// Shared by every thread (and process) on the host.
 #[inline]
 pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -49,12 +46,7 @@ pub fn thread_cpu_s(tid: i32) -> Option<f64> {
 /// Resident set size of a process in KiB (VmRSS).
 pub fn proc_rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The calling thread's kernel thread id.
@@ -93,9 +85,7 @@ pub fn raise_nofile() -> u64 {
 
 /// Online CPUs of this host.
 pub fn nproc() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// The machine the benchmark ran on.
@@ -125,13 +115,7 @@ impl Machine {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let (hostname, kernel) = uname();
-        Machine {
-            hostname,
-            nproc: nproc(),
-            cpu_model,
-            mem_total_kib,
-            kernel,
-        }
+        Machine { hostname, nproc: nproc(), cpu_model, mem_total_kib, kernel }
     }
 }
 
@@ -144,11 +128,7 @@ fn uname() -> (String, String) {
         return (String::new(), String::new());
     }
     let field = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
+        let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     };
     (field(&u.nodename), field(&u.release))

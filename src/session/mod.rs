@@ -274,3 +274,6 @@ impl Session {
             && self.inflight.len() <= usize::from(self.limits.inflight_max)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -174,7 +174,7 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
     loop {
         {
             let mut s = shard.borrow_mut();
-            loop {
+            while conn.subacks_pending.get() == 0 {
                 match codec::decode(&mut buf, &limits) {
                     Ok(Some(packet)) => {
                         if let Err(close) = s.handle_packet(conn, packet) {
@@ -196,6 +196,11 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
         }
         if write_out(stream, conn).await.is_err() {
             return Close::Io;
+        }
+        if conn.subacks_pending.get() > 0 {
+            // Released (and woken) when the other shards acknowledge the routes.
+            conn.wake.notified().await;
+            continue;
         }
         if gate.is_closed() {
             // Backpressure: a ring is full, so stop reading until it drains. Output

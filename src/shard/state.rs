@@ -84,6 +84,10 @@ pub(crate) struct ConnIo {
     /// Shard clock tick of the last packet received.
     pub last_seen: Cell<u64>,
     pub keep_alive_secs: u16,
+    /// SUBACKs of this connection held for route acknowledgements. While any is
+    /// pending the connection processes no further packet, so the client's own
+    /// packets keep their order relative to the SUBACK.
+    pub subacks_pending: Cell<u32>,
 }
 
 impl ConnIo {
@@ -278,6 +282,7 @@ impl ShardState {
             close: RefCell::new(None),
             last_seen: Cell::new(now),
             keep_alive_secs: connect.keep_alive_secs,
+            subacks_pending: Cell::new(0),
         });
 
         let mut session_present = false;
@@ -570,6 +575,7 @@ impl ShardState {
             codec::encode(&Packet::SubAck(suback), &mut conn.out.borrow_mut());
             self.mark_dirty(conn);
         } else {
+            conn.subacks_pending.set(conn.subacks_pending.get() + 1);
             self.pending_subacks.push(PendingSubAck {
                 rev: self.route_rev,
                 conn: Rc::downgrade(conn),
@@ -717,6 +723,7 @@ impl ShardState {
             if self.pending_subacks[i].rev <= acked {
                 let pending = self.pending_subacks.remove(i);
                 if let Some(conn) = pending.conn.upgrade() {
+                    conn.subacks_pending.set(conn.subacks_pending.get() - 1);
                     codec::encode(&Packet::SubAck(pending.suback), &mut conn.out.borrow_mut());
                     self.mark_dirty(&conn);
                 }

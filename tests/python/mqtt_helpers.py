@@ -463,7 +463,11 @@ class MqttClient:
             self._cond.notify_all()
 
     def _on_message(self, client, userdata, m):
-        self.messages.put(Msg(m.topic, bytes(m.payload), m.qos, bool(m.retain), bool(m.dup)))
+        try:
+            topic = m.topic
+        except UnicodeDecodeError:  # a broker forwarded an invalid topic: keep it visible
+            topic = repr(m._topic)
+        self.messages.put(Msg(topic, bytes(m.payload), m.qos, bool(m.retain), bool(m.dup)))
 
     def _wait(self, pred, timeout, what):
         with self._cond:
