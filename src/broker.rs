@@ -1,11 +1,17 @@
-//! The embedding API: start a broker inside any program, stop it cleanly.
+//! The embedding API: start a broker inside any program, publish into it, register
+//! hooks, stop it cleanly.
 //!
 //! ```no_run
-//! let mut config = shardmq::Config::default();
-//! config.listen = vec!["127.0.0.1:1883".parse().unwrap()];
-//! let broker = shardmq::Broker::new(config).unwrap().start().unwrap();
-//! println!("listening on {:?}", broker.local_addrs());
-//! broker.shutdown();
+//! use shardmq::protocol::QoS;
+//!
+//! let broker = shardmq::Broker::builder()
+//!     .listen("127.0.0.1:1883".parse().unwrap())
+//!     .cores(2)
+//!     .hooks(|hooks| hooks.on_client_connected(|c| println!("{} connected", c.client_id)))
+//!     .start()
+//!     .unwrap();
+//! broker.publish("greetings", "hello", QoS::AtLeastOnce, false).unwrap();
+//! broker.shutdown(); // closes connections, joins the shard threads
 //! ```
 
 use std::net::SocketAddr;
@@ -13,6 +19,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{
     CpuSet, LocalExecutorBuilder, LocalExecutorPoolBuilder, Placement, PoolPlacement,
@@ -21,8 +28,11 @@ use glommio::{
 use tracing::info;
 
 use crate::config::{Config, ConfigError};
+use crate::hooks::Hooks;
 use crate::net;
-use crate::shard::{self, ShardContext};
+use crate::protocol::{ProtocolViolation, QoS, TopicName};
+use crate::router::owner_shard;
+use crate::shard::{self, ApiPublish, ShardContext};
 
 /// Where to read how to fix the host.
 const TUNING_HINT: &str = "see tuning/README.md";
@@ -50,6 +60,90 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Broker {
     config: Config,
+    hooks: Hooks,
+}
+
+/// Builds a [`Broker`] step by step; every setting not given keeps its default.
+#[derive(Debug, Default)]
+pub struct BrokerBuilder {
+    config: Config,
+    listen: Vec<SocketAddr>,
+    hooks: Hooks,
+}
+
+impl BrokerBuilder {
+    /// Starts from `config` instead of the defaults.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds an address to listen on (the first call replaces the default).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// Runs `n` shards.
+    pub fn cores(mut self, n: usize) -> Self {
+        self.config.cores = Some(n);
+        self.config.cpus = None;
+        self
+    }
+
+    /// Pins one shard to each of `cpus`.
+    pub fn cpus(mut self, cpus: Vec<usize>) -> Self {
+        self.config.cpus = Some(cpus);
+        self
+    }
+
+    /// Unacknowledged QoS 1/2 messages per client.
+    pub fn inflight_max(mut self, n: u16) -> Self {
+        self.config.inflight_max = n;
+        self
+    }
+
+    /// Messages queued per session.
+    pub fn mqueue_len_max(mut self, n: usize) -> Self {
+        self.config.mqueue_len_max = n;
+        self
+    }
+
+    /// Largest packet accepted.
+    pub fn packet_size_max(mut self, bytes: usize) -> Self {
+        self.config.packet_size_max = bytes;
+        self
+    }
+
+    /// Registers hooks (see [`crate::hooks`]).
+    pub fn hooks(mut self, register: impl FnOnce(&mut Hooks)) -> Self {
+        register(&mut self.hooks);
+        self
+    }
+
+    /// Validates the settings into a [`Broker`].
+    pub fn build(mut self) -> Result<Broker, StartError> {
+        if !self.listen.is_empty() {
+            self.config.listen = self.listen;
+        }
+        let mut broker = Broker::new(self.config)?;
+        broker.hooks = self.hooks;
+        Ok(broker)
+    }
+
+    /// Builds and starts the broker.
+    pub fn start(self) -> Result<BrokerHandle, StartError> {
+        self.build()?.start()
+    }
+}
+
+/// Why [`BrokerHandle::publish`] refused a message.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("invalid topic: {0}")]
+    Topic(#[from] ProtocolViolation),
+    #[error("the broker is stopped")]
+    Stopped,
 }
 
 /// The smallest io_uring memory a shard can work with.
@@ -61,7 +155,12 @@ impl Broker {
     /// Validates `config`.
     pub fn new(config: Config) -> Result<Broker, StartError> {
         config.validate()?;
-        Ok(Broker { config })
+        Ok(Broker { config, hooks: Hooks::default() })
+    }
+
+    /// A builder starting from the defaults.
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
     }
 
     /// Binds the listeners and starts one pinned shard per configured CPU.
@@ -74,8 +173,18 @@ impl Broker {
 
         let (listeners, local_addrs) = bind_all(&config, shards)?;
         let stop = Arc::new(AtomicBool::new(false));
+        // Bounded: a program that publishes faster than the broker routes blocks in
+        // `publish` instead of growing a queue.
+        let (api_tx, api_rx): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| {
+                let (tx, rx) = crossbeam_channel::bounded(config.ring_batch_max * 16);
+                (tx, Some(rx))
+            })
+            .unzip();
         let ctx = ShardContext {
             config: Arc::clone(&config),
+            hooks: Arc::new(self.hooks),
+            api: Arc::new(Mutex::new(api_rx)),
             data_mesh: MeshBuilder::full(shards, config.ring_capacity),
             ctrl_mesh: MeshBuilder::full(shards, config.ring_capacity),
             listeners: Arc::new(Mutex::new(listeners)),
@@ -108,7 +217,7 @@ impl Broker {
             listen = ?local_addrs,
             "shardmq started"
         );
-        Ok(BrokerHandle { local_addrs, stop, threads: Some(threads) })
+        Ok(BrokerHandle { local_addrs, stop, api: api_tx, threads: Some(threads) })
     }
 }
 
@@ -117,6 +226,8 @@ impl Broker {
 pub struct BrokerHandle {
     local_addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
+    /// Per shard, the way in for [`BrokerHandle::publish`].
+    api: Vec<crossbeam_channel::Sender<ApiPublish>>,
     threads: Option<PoolThreadHandles<()>>,
 }
 
@@ -124,6 +235,22 @@ impl BrokerHandle {
     /// The addresses the broker listens on (ports resolved when 0 was asked).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Publishes a message as if a client had, from this program. Messages to one
+    /// topic keep their order (they enter through the shard owning the topic).
+    /// Blocks while that shard is behind; call it from outside the broker's threads.
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), PublishError> {
+        let topic = TopicName::try_from(topic)?;
+        let shard = owner_shard(topic.as_str().as_bytes(), self.api.len());
+        let publish = ApiPublish { topic, payload: payload.into(), qos, retain };
+        self.api[shard].send(publish).map_err(|_| PublishError::Stopped)
     }
 
     /// A flag that stops the broker when set (e.g. from a signal handler).
@@ -143,6 +270,8 @@ impl BrokerHandle {
     }
 
     fn join_threads(&mut self) {
+        // Wakes the shards' API receivers, which wait on these channels.
+        self.api.clear();
         if let Some(threads) = self.threads.take() {
             for result in threads.join_all() {
                 if let Err(e) = result {

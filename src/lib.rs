@@ -7,7 +7,8 @@
 //! - [`message`]: messages and their 128-bit ids. Sans-IO.
 //! - `shard`: the pinned executors, their tasks and rings (the only glommio user,
 //!   with `net`).
-//! - [`broker`]: the embedding API; [`config`]: every setting.
+//! - [`broker`]: the embedding API; [`hooks`]: code run at events; [`config`]: every
+//!   setting.
 //!
 //! ```no_run
 //! let broker = shardmq::Broker::new(shardmq::Config::default())?.start()?;
@@ -17,6 +18,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod hooks;
 pub mod message;
 mod net;
 pub mod protocol;
@@ -24,6 +26,6 @@ pub mod router;
 pub mod session;
 mod shard;
 
-pub use broker::{Broker, BrokerHandle, StartError};
+pub use broker::{Broker, BrokerBuilder, BrokerHandle, PublishError, StartError};
 pub use config::Config;
 pub use shard::ShardStats;

@@ -20,7 +20,7 @@ use crate::sys::mono_ns;
 /// Publishers stop adding PUBLISH packets to one write at this size.
 const BATCH_BYTES: usize = 64 * 1024;
 /// How long a subscriber read waits before it re-checks stop and keep-alive.
-const SUB_POLL: Duration = Duration::from_millis(100);
+const SUB_POLL: Duration = Duration::from_millis(1000);
 /// The same for idle connections (there may be tens of thousands of them).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How long to wait for the broker to close after DISCONNECT.

@@ -257,6 +257,7 @@ impl Conn {
             },
         );
         stream.write_all(&out).await.with_context(|| format!("connecting to {}", opts.broker))?;
+        out.clear();
         let mut conn = Conn { stream, rbuf: ReadBuf::new(opts.read_buf), out };
         loop {
             let done = conn.on_setup_packets(|p| match p {

@@ -29,9 +29,11 @@ use glommio::{spawn_local, yield_if_needed};
 use tracing::{error, warn};
 
 use crate::config::Config;
+use crate::hooks::Hooks;
 
 use mesh::Outbox;
 pub(crate) use mesh::{CtrlMsg, DataMsg};
+pub(crate) use state::ApiPublish;
 use state::{ShardState, TICK_MS};
 
 /// Counters of one shard. Plain numbers owned by the shard: no atomics on the data
@@ -55,6 +57,8 @@ pub struct ShardStats {
     pub dropped_no_subscribers: u64,
     pub dropped_mqueue: u64,
     pub wills_published: u64,
+    /// Messages dropped by a `message.publish` hook.
+    pub dropped_by_hook: u64,
     pub sessions_expired: u64,
     pub route_updates_sent: u64,
     pub route_updates_stale: u64,
@@ -65,10 +69,15 @@ pub struct ShardStats {
 /// The listening sockets of every shard, taken by each shard at start-up.
 pub(crate) type ListenerFds = Arc<Mutex<Vec<Vec<OwnedFd>>>>;
 
+/// Messages from the embedding program, per shard (taken at start-up).
+pub(crate) type ApiReceivers = Arc<Mutex<Vec<Option<crossbeam_channel::Receiver<ApiPublish>>>>>;
+
 /// Everything a shard needs to start; cloned into every executor.
 #[derive(Clone, Debug)]
 pub(crate) struct ShardContext {
     pub config: Arc<Config>,
+    pub hooks: Arc<Hooks>,
+    pub api: ApiReceivers,
     pub data_mesh: MeshBuilder<Vec<DataMsg>, Full>,
     pub ctrl_mesh: MeshBuilder<Vec<CtrlMsg>, Full>,
     pub listeners: ListenerFds,
@@ -94,6 +103,7 @@ pub(crate) async fn run(ctx: ShardContext) {
         id,
         shards,
         Arc::clone(&ctx.config),
+        Arc::clone(&ctx.hooks),
         Rc::clone(&data_tx),
         Rc::clone(&ctrl_tx),
     )));
@@ -115,6 +125,11 @@ pub(crate) async fn run(ctx: ShardContext) {
         // SAFETY: a listening TCP socket that this shard alone owns from here on.
         let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
         spawn_local(accept_loop(Rc::clone(&shard), listener)).detach();
+    }
+
+    let api = ctx.api.lock().unwrap_or_else(|poisoned| poisoned.into_inner())[id].take();
+    if let Some(api) = api {
+        spawn_local(receive_api(Rc::clone(&shard), api)).detach();
     }
 
     tick_until_stopped(&shard, &ctx.stop).await;
@@ -169,6 +184,33 @@ async fn receive_ctrl(shard: Rc<RefCell<ShardState>>, receiver: ConnectedReceive
             spawn_local(conn::serve_handoff(Rc::clone(&shard), *handoff)).detach();
         }
         yield_if_needed().await;
+    }
+}
+
+/// Messages published by the embedding program. Waiting on a blocking channel
+/// happens on glommio's blocking-thread pool, never on the shard's thread.
+async fn receive_api(
+    shard: Rc<RefCell<ShardState>>,
+    receiver: crossbeam_channel::Receiver<ApiPublish>,
+) {
+    let batch_max = shard.borrow().config.ring_batch_max;
+    loop {
+        let rx = receiver.clone();
+        let batch = glommio::executor()
+            .spawn_blocking(move || {
+                let first = rx.recv().ok()?;
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter().take(batch_max - 1));
+                Some(batch)
+            })
+            .await;
+        // `None`: the broker handle is gone or shutting down.
+        let Some(batch) = batch else { return };
+        let mut s = shard.borrow_mut();
+        for publish in batch {
+            s.publish_api(publish);
+        }
+        s.end_of_pass();
     }
 }
 

@@ -24,6 +24,7 @@ use glommio::channels::channel_mesh::Senders;
 use hashbrown::HashMap;
 
 use crate::config::Config;
+use crate::hooks::{ClientInfo, Hooks, Origin};
 use crate::message::{Message, MessageIdGen};
 use crate::protocol::{
     codec, Ack, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet,
@@ -37,6 +38,15 @@ use super::mesh::{CtrlMsg, DataMsg, Outbox};
 use super::notify::{Gate, Notify};
 use super::wheel::Wheel;
 use super::ShardStats;
+
+/// A message published by the embedding program.
+#[derive(Debug)]
+pub(crate) struct ApiPublish {
+    pub topic: crate::protocol::TopicName,
+    pub payload: bytes::Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
 
 /// Why the broker ends a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +68,19 @@ pub(crate) enum Close {
 }
 
 impl Close {
+    /// A short text for logs and the `client.disconnected` hook.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Close::Normal => "disconnect",
+            Close::TakenOver => "taken over",
+            Close::KeepAliveTimeout => "keep-alive timeout",
+            Close::Violation(_) => "protocol violation",
+            Close::Malformed(_) => "malformed packet",
+            Close::Io => "connection lost",
+            Close::Shutdown => "shutdown",
+        }
+    }
+
     /// Whether the will message is published [MQTT-3.1.2-8]: on every close the
     /// client did not ask for with DISCONNECT. Takeover and shutdown keep the will
     /// unpublished, as the client is (or may soon be) back.
@@ -76,6 +99,8 @@ pub(crate) struct ConnIo {
     /// Unique on this shard; tells an old connection from its replacement.
     pub id: u64,
     pub client_id: ByteString,
+    /// What hooks are told about the client.
+    pub info: ClientInfo,
     /// Packets encoded for the client, written by the connection's task.
     pub out: RefCell<BytesMut>,
     pub wake: Notify,
@@ -128,6 +153,7 @@ pub(crate) struct ShardState {
     pub id: usize,
     pub shards: usize,
     pub config: Arc<Config>,
+    hooks: Arc<Hooks>,
     sessions: HashMap<ByteString, SessionEntry>,
     /// Filter -> this shard's subscribed clients and their QoS.
     local_subs: SubTrie<HashMap<ByteString, QoS>>,
@@ -174,6 +200,7 @@ impl ShardState {
         id: usize,
         shards: usize,
         config: Arc<Config>,
+        hooks: Arc<Hooks>,
         data: Rc<Senders<Vec<DataMsg>>>,
         ctrl: Rc<Senders<Vec<CtrlMsg>>>,
     ) -> Self {
@@ -181,6 +208,7 @@ impl ShardState {
         ShardState {
             id,
             shards,
+            hooks,
             sessions: HashMap::new(),
             local_subs: SubTrie::new(),
             routes: RouteTable::new(shards),
@@ -274,9 +302,18 @@ impl ShardState {
         );
         self.next_conn_id += 1;
         let now = self.now_ticks();
+        let info = ClientInfo {
+            client_id: client_id.clone(),
+            username: connect.username.clone(),
+            protocol: connect.protocol,
+            clean_session: connect.clean_session,
+            keep_alive_secs: connect.keep_alive_secs,
+            shard: self.id,
+        };
         let conn = Rc::new(ConnIo {
             id: self.next_conn_id,
             client_id: client_id.clone(),
+            info,
             out: RefCell::new(BytesMut::with_capacity(4096)),
             wake: Notify::default(),
             close: RefCell::new(None),
@@ -323,6 +360,7 @@ impl ShardState {
         }
         self.stats.connections += 1;
         self.stats.connects += 1;
+        self.hooks.client_connected(&conn.info);
         if connect.keep_alive_secs > 0 {
             let deadline = now + keep_alive_grace(connect.keep_alive_secs);
             self.wheel.schedule(deadline, Timer::KeepAlive(Rc::downgrade(&conn)));
@@ -337,6 +375,7 @@ impl ShardState {
     /// The connection ended; `reason` decides the will and the log line.
     pub fn disconnect(&mut self, conn: &Rc<ConnIo>, reason: &Close) {
         self.stats.connections -= 1;
+        self.hooks.client_disconnected(&conn.info, reason.describe());
         let now = self.now_ticks();
         let Some(entry) = self.sessions.get_mut(&conn.client_id) else { return };
         let owns = entry.conn.as_ref().is_some_and(|c| c.id == conn.id);
@@ -367,7 +406,7 @@ impl ShardState {
                 qos: will.qos,
                 retain: will.retain,
             };
-            self.route(Arc::new(message));
+            self.ingress(Origin::Will(&conn.info), message);
         }
     }
 
@@ -389,9 +428,10 @@ impl ShardState {
         match packet {
             Packet::Publish(publish) => self.on_publish(conn, publish)?,
             Packet::PubAck(Ack { packet_id }) => {
-                self.with_session(conn, |s, out| {
-                    s.on_puback(packet_id, out);
-                });
+                let acked = self.with_session(conn, |s, out| s.on_puback(packet_id, out));
+                if let Some(Some(delivery)) = acked {
+                    self.hooks.message_acked(&conn.info, &delivery.message);
+                }
             }
             Packet::PubRec(Ack { packet_id }) => {
                 self.with_session(conn, |s, out| s.on_pubrec(packet_id, out));
@@ -400,9 +440,10 @@ impl ShardState {
                 self.with_session(conn, |s, out| s.on_pubrel(packet_id, out));
             }
             Packet::PubComp(Ack { packet_id }) => {
-                self.with_session(conn, |s, out| {
-                    s.on_pubcomp(packet_id, out);
-                });
+                let acked = self.with_session(conn, |s, out| s.on_pubcomp(packet_id, out));
+                if let Some(Some(delivery)) = acked {
+                    self.hooks.message_acked(&conn.info, &delivery.message);
+                }
             }
             Packet::Subscribe(subscribe) => self.on_subscribe(conn, subscribe),
             Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(conn, unsubscribe),
@@ -478,9 +519,37 @@ impl ShardState {
                 qos: publish.qos,
                 retain: publish.retain,
             };
-            self.route(Arc::new(message));
+            self.ingress(Origin::Client(&conn.info), message);
         }
         Ok(())
+    }
+
+    /// A message from the embedding program (`BrokerHandle::publish`).
+    pub fn publish_api(&mut self, publish: ApiPublish) {
+        let message = Message {
+            id: self.ids.next(unix_micros()),
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+        };
+        self.ingress(Origin::Api, message);
+    }
+
+    /// Every message enters here: the `message.publish` hooks, then routing.
+    fn ingress(&mut self, origin: Origin<'_>, message: Message) {
+        let message = if self.hooks.has_message_publish() {
+            match self.hooks.message_publish(origin, message) {
+                Some(message) => message,
+                None => {
+                    self.stats.dropped_by_hook += 1;
+                    return;
+                }
+            }
+        } else {
+            message
+        };
+        self.route(Arc::new(message));
     }
 
     /// Sends a message everywhere it has subscribers, and to its retained partition.
@@ -561,6 +630,10 @@ impl ShardState {
     fn on_subscribe(&mut self, conn: &Rc<ConnIo>, subscribe: Subscribe) {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         for request in subscribe.filters {
+            let Some(request) = self.hooks.client_subscribe(&conn.info, request) else {
+                codes.push(SubAckCode::Failure);
+                continue;
+            };
             let qos = request.qos;
             let known = self.with_session(conn, |s, _| s.subscribe(request.filter.clone(), qos));
             if known.is_none() {
@@ -585,10 +658,11 @@ impl ShardState {
     }
 
     fn on_unsubscribe(&mut self, conn: &Rc<ConnIo>, unsubscribe: Unsubscribe) {
-        for filter in &unsubscribe.filters {
-            let existed = self.with_session(conn, |s, _| s.unsubscribe(filter));
+        for filter in unsubscribe.filters {
+            let Some(filter) = self.hooks.client_unsubscribe(&conn.info, filter) else { continue };
+            let existed = self.with_session(conn, |s, _| s.unsubscribe(&filter));
             if existed == Some(true) {
-                self.remove_local_sub(filter, &conn.client_id);
+                self.remove_local_sub(&filter, &conn.client_id);
             }
         }
         codec::encode(

