@@ -17,8 +17,8 @@ build: ## debug build of the broker and the load generator
 deps: ## install what the tests need when missing (Debian packages, Python packages)
 	@command -v mosquitto_pub >/dev/null && command -v mosquitto >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
-	@$(PYTHON) -c 'import paho.mqtt, pytest, pytest_timeout' 2>/dev/null || \
-		$(PYTHON) -m pip install -q 'paho-mqtt>=2,<3' pytest pytest-timeout
+	@$(PYTHON) -c 'import paho.mqtt, pytest, pytest_timeout, prometheus_client' 2>/dev/null || \
+		$(PYTHON) -m pip install -q 'paho-mqtt>=2,<3' pytest pytest-timeout prometheus-client
 
 test: deps build test-rust test-python ## everything: unit, property and integration tests (installs what it needs)
 

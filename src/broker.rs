@@ -172,6 +172,16 @@ impl Broker {
         check_io_uring(io_memory)?;
 
         let (listeners, local_addrs) = bind_all(&config, shards)?;
+        let (metrics, metrics_addr) = match config.metrics_listen {
+            Some(addr) => {
+                let fd = net::bind_listener(addr, 128)
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                let bound =
+                    net::local_addr(&fd).map_err(|source| StartError::Bind { addr, source })?;
+                (Some(fd), Some(bound))
+            }
+            None => (None, None),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         // Bounded: a program that publishes faster than the broker routes blocks in
         // `publish` instead of growing a queue.
@@ -188,6 +198,7 @@ impl Broker {
             data_mesh: MeshBuilder::full(shards, config.ring_capacity),
             ctrl_mesh: MeshBuilder::full(shards, config.ring_capacity),
             listeners: Arc::new(Mutex::new(listeners)),
+            metrics: Arc::new(Mutex::new(metrics)),
             stop: Arc::clone(&stop),
         };
         let online = CpuSet::online().map_err(|e| StartError::Threads(e.to_string()))?;
@@ -215,9 +226,10 @@ impl Broker {
             ?cpus,
             io_memory_kib = io_memory / 1024,
             listen = ?local_addrs,
+            metrics = ?metrics_addr,
             "shardmq started"
         );
-        Ok(BrokerHandle { local_addrs, stop, api: api_tx, threads: Some(threads) })
+        Ok(BrokerHandle { local_addrs, metrics_addr, stop, api: api_tx, threads: Some(threads) })
     }
 }
 
@@ -225,6 +237,7 @@ impl Broker {
 #[derive(Debug)]
 pub struct BrokerHandle {
     local_addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     /// Per shard, the way in for [`BrokerHandle::publish`].
     api: Vec<crossbeam_channel::Sender<ApiPublish>>,
@@ -251,6 +264,11 @@ impl BrokerHandle {
         let shard = owner_shard(topic.as_str().as_bytes(), self.api.len());
         let publish = ApiPublish { topic, payload: payload.into(), qos, retain };
         self.api[shard].send(publish).map_err(|_| PublishError::Stopped)
+    }
+
+    /// The address of the Prometheus endpoint, if `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// A flag that stops the broker when set (e.g. from a signal handler).
@@ -313,10 +331,7 @@ fn bind_all(
 
 /// The locked-memory soft limit in bytes, `None` when unlimited.
 fn memlock_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max locked memory"))?;
-    let soft = line.split_whitespace().nth(3)?;
-    soft.parse().ok()
+    crate::config::proc_limit("Max locked memory")
 }
 
 /// io_uring memory per shard: up to 1 MiB, less when the memlock limit is tight.

@@ -77,6 +77,24 @@ pub struct Config {
     pub retry_interval_secs: u64,
     /// Log filter (tracing `EnvFilter` syntax) when `RUST_LOG` is unset.
     pub log_level: String,
+    /// This node's name in `$SYS/brokers/<node>/`. Empty: `shardmq@<hostname>`.
+    pub node_name: String,
+    /// Seconds between `$SYS` publications; 0 turns `$SYS` off.
+    pub sys_interval_secs: u64,
+    /// Address of the Prometheus endpoint (`GET /metrics`); none by default.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Most client connections; 0 sizes it from the open-files limit. Each shard
+    /// takes an equal share (`connections_max / shards`, rounded up).
+    pub connections_max: usize,
+    /// Resident memory above which the `memory_high` alarm starts; 0: 80% of RAM.
+    pub alarm_memory_high_bytes: u64,
+    /// Share of `connections_max` at which the `connections_high` alarm starts.
+    pub alarm_connections_ratio: f64,
+    /// Messages per second dropped from full session queues that start the
+    /// `mqueue_drops` alarm.
+    pub alarm_mqueue_drops_per_sec: u64,
+    /// Event-loop lag (milliseconds) that starts the `event_loop_lag` alarm.
+    pub alarm_lag_ms: u64,
 }
 
 impl Default for Config {
@@ -101,6 +119,14 @@ impl Default for Config {
             inflight_max: 32,
             retry_interval_secs: 0,
             log_level: "info".to_owned(),
+            node_name: String::new(),
+            sys_interval_secs: 10,
+            metrics_listen: None,
+            connections_max: 0,
+            alarm_memory_high_bytes: 0,
+            alarm_connections_ratio: 0.9,
+            alarm_mqueue_drops_per_sec: 1000,
+            alarm_lag_ms: 250,
         }
     }
 }
@@ -172,6 +198,9 @@ impl Config {
         if self.connect_timeout_secs == 0 {
             return Err(invalid("connect_timeout_secs", "must be at least 1"));
         }
+        if !(self.alarm_connections_ratio > 0.0 && self.alarm_connections_ratio <= 1.0) {
+            return Err(invalid("alarm_connections_ratio", "must be in (0, 1]"));
+        }
         if self.listen_backlog == 0 {
             return Err(invalid("listen_backlog", "must be at least 1"));
         }
@@ -187,9 +216,52 @@ impl Config {
         }
     }
 
+    /// The node name, `shardmq@<hostname>` unless set.
+    pub fn node(&self) -> String {
+        if !self.node_name.is_empty() {
+            return self.node_name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".to_owned());
+        format!("shardmq@{host}")
+    }
+
+    /// `connections_max`, sized from the open-files limit when 0: every connection
+    /// is a descriptor, and some are kept for listeners, rings and logs.
+    pub fn connections_max_effective(&self) -> usize {
+        if self.connections_max > 0 {
+            return self.connections_max;
+        }
+        let nofile = proc_limit("Max open files").unwrap_or(1024);
+        usize::try_from(nofile.saturating_sub(256).max(64)).unwrap_or(usize::MAX)
+    }
+
+    /// The `memory_high` threshold in bytes.
+    pub fn alarm_memory_high_effective(&self) -> u64 {
+        if self.alarm_memory_high_bytes > 0 {
+            return self.alarm_memory_high_bytes;
+        }
+        let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+        total_kib.map_or(0, |kib| kib * 1024 / 10 * 8)
+    }
+
     pub(crate) fn spin_before_park(&self) -> Duration {
         Duration::from_micros(self.spin_before_park_us)
     }
+}
+
+/// A soft limit from `/proc/self/limits` (`None` when unlimited or unreadable).
+pub(crate) fn proc_limit(name: &str) -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with(name))?;
+    let soft = line[name.len()..].split_whitespace().next()?;
+    soft.parse().ok()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - [`session`]: one client's session state machine (inflight window, mqueue). Sans-IO.
 //! - [`router`]: subscription trie, route table, shard placement. Sans-IO.
 //! - [`message`]: messages and their 128-bit ids. Sans-IO.
+//! - [`metrics`], [`sys`]: counters, `$SYS` topics, alarms, Prometheus text. Sans-IO.
 //! - `shard`: the pinned executors, their tasks and rings (the only glommio user,
 //!   with `net`).
 //! - [`broker`]: the embedding API; [`hooks`]: code run at events; [`config`]: every
@@ -20,11 +21,13 @@ pub mod broker;
 pub mod config;
 pub mod hooks;
 pub mod message;
+pub mod metrics;
 mod net;
 pub mod protocol;
 pub mod router;
 pub mod session;
 mod shard;
+pub mod sys;
 
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, PublishError, StartError};
 pub use config::Config;

@@ -73,6 +73,31 @@ struct Cli {
     /// Seconds between resends to a connected client; 0 = only on reconnect [default: 0].
     #[arg(long)]
     retry_interval_secs: Option<u64>,
+    /// Node name in $SYS topics [default: shardmq@<hostname>].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Seconds between $SYS publications; 0 = off [default: 10].
+    #[arg(long)]
+    sys_interval_secs: Option<u64>,
+    /// Serve Prometheus metrics (GET /metrics) on this address [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Most client connections, shared equally by the shards; 0 = sized from the
+    /// open-files limit [default: 0].
+    #[arg(long)]
+    connections_max: Option<usize>,
+    /// Resident bytes that raise the memory_high alarm; 0 = 80% of RAM [default: 0].
+    #[arg(long)]
+    alarm_memory_high_bytes: Option<u64>,
+    /// Share of connections_max that raises the connections_high alarm [default: 0.9].
+    #[arg(long)]
+    alarm_connections_ratio: Option<f64>,
+    /// Queue drops per second that raise the mqueue_drops alarm [default: 1000].
+    #[arg(long)]
+    alarm_mqueue_drops_per_sec: Option<u64>,
+    /// Event-loop lag in milliseconds that raises the event_loop_lag alarm [default: 250].
+    #[arg(long)]
+    alarm_lag_ms: Option<u64>,
     /// Log filter when RUST_LOG is unset: error, warn, info, debug, trace [default: info].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
@@ -96,6 +121,9 @@ fn config_from(cli: Cli) -> Result<Config, String> {
         config.cores = cli.cores;
         config.cpus = None;
     }
+    if cli.metrics.is_some() {
+        config.metrics_listen = cli.metrics;
+    }
     if cli.cpus.is_some() {
         config.cpus = cli.cpus;
     }
@@ -117,7 +145,14 @@ fn config_from(cli: Cli) -> Result<Config, String> {
         mqueue_store_qos0,
         inflight_max,
         retry_interval_secs,
-        log_level
+        log_level,
+        node_name,
+        sys_interval_secs,
+        connections_max,
+        alarm_memory_high_bytes,
+        alarm_connections_ratio,
+        alarm_mqueue_drops_per_sec,
+        alarm_lag_ms
     );
     Ok(config)
 }

@@ -44,8 +44,8 @@ pub struct SessionLimits {
 /// Counters of one session.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SessionStats {
-    /// Messages encoded toward the client (first transmissions only).
-    pub sent: u64,
+    /// Messages encoded toward the client (first transmissions only), by QoS.
+    pub sent: [u64; 3],
     /// Messages dropped because the mqueue was full.
     pub dropped_queue_full: u64,
     /// QoS 0 messages dropped because QoS 0 is not queued.
@@ -169,7 +169,7 @@ impl Session {
             false,
             packet_id,
         );
-        self.stats.sent += 1;
+        self.stats.sent[delivery.qos as usize] += 1;
     }
 
     /// Moves queued messages into `out` while the window and the buffer allow.

@@ -146,7 +146,7 @@ async fn serve(shard: Shard, mut stream: Stream, connect: crate::protocol::Conne
     debug!(client_id = %conn.client_id, "connected");
     let close = drive(&shard, &mut stream, &conn, buf).await;
     // Whatever was encoded before the close (e.g. a PUBACK) still goes out.
-    let _ = write_out(&mut stream, &conn).await;
+    let _ = write_out(&shard, &mut stream, &conn).await;
     {
         let mut s = shard.borrow_mut();
         s.disconnect(&conn, &close);
@@ -194,7 +194,7 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
         if let Some(close) = conn.close.borrow().clone() {
             return close;
         }
-        if write_out(stream, conn).await.is_err() {
+        if write_out(shard, stream, conn).await.is_err() {
             return Close::Io;
         }
         if conn.subacks_pending.get() > 0 {
@@ -221,7 +221,7 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
 }
 
 /// Writes everything the shard encoded for this client, in one write per batch.
-async fn write_out(stream: &mut Stream, conn: &Rc<ConnIo>) -> std::io::Result<()> {
+async fn write_out(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>) -> std::io::Result<()> {
     loop {
         let mut pending = std::mem::take(&mut *conn.out.borrow_mut());
         if pending.is_empty() {
@@ -229,6 +229,7 @@ async fn write_out(stream: &mut Stream, conn: &Rc<ConnIo>) -> std::io::Result<()
             return Ok(());
         }
         stream.write_all(&pending).await?;
+        shard.borrow_mut().stats.bytes_out += pending.len() as u64;
         pending.clear();
         let mut out = conn.out.borrow_mut();
         if out.is_empty() {

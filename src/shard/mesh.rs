@@ -22,6 +22,7 @@ use bytestring::ByteString;
 use glommio::channels::channel_mesh::Senders;
 
 use crate::message::Message;
+use crate::metrics::ShardSnapshot;
 use crate::protocol::{Connect, QoS, TopicFilter};
 
 use super::notify::Notify;
@@ -49,6 +50,8 @@ pub(crate) enum CtrlMsg {
     Handoff(Box<Handoff>),
     /// "Send the retained messages matching `filter` to `client_id` on `origin`."
     RetainedQuery { origin: usize, client_id: ByteString, filter: TopicFilter, qos: QoS },
+    /// A shard's figures, once a second, for shard 0.
+    Stats(Box<ShardSnapshot>),
 }
 
 /// A connection moving to the shard that owns its client id.

@@ -11,6 +11,7 @@
 mod conn;
 mod mesh;
 mod notify;
+mod observe;
 mod state;
 mod wheel;
 
@@ -20,7 +21,7 @@ use std::os::unix::io::FromRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::channels::shared_channel::ConnectedReceiver;
@@ -30,41 +31,12 @@ use tracing::{error, warn};
 
 use crate::config::Config;
 use crate::hooks::Hooks;
+pub use crate::metrics::ShardStats;
 
 use mesh::Outbox;
 pub(crate) use mesh::{CtrlMsg, DataMsg};
 pub(crate) use state::ApiPublish;
 use state::{ShardState, TICK_MS};
-
-/// Counters of one shard. Plain numbers owned by the shard: no atomics on the data
-/// path; readers merge them off the hot path.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ShardStats {
-    /// Connections currently open on this shard.
-    pub connections: u64,
-    pub connects: u64,
-    pub connects_refused: u64,
-    pub connect_timeouts: u64,
-    pub takeovers: u64,
-    pub keep_alive_timeouts: u64,
-    pub handoffs_out: u64,
-    pub handoffs_in: u64,
-    /// PUBLISH packets received from clients.
-    pub messages_in: u64,
-    pub bytes_in: u64,
-    /// Deliveries handed to local sessions (sent or queued).
-    pub messages_out: u64,
-    pub dropped_no_subscribers: u64,
-    pub dropped_mqueue: u64,
-    pub wills_published: u64,
-    /// Messages dropped by a `message.publish` hook.
-    pub dropped_by_hook: u64,
-    pub sessions_expired: u64,
-    pub route_updates_sent: u64,
-    pub route_updates_stale: u64,
-    /// Times readers were paused because rings overflowed.
-    pub reader_pauses: u64,
-}
 
 /// The listening sockets of every shard, taken by each shard at start-up.
 pub(crate) type ListenerFds = Arc<Mutex<Vec<Vec<OwnedFd>>>>;
@@ -81,6 +53,8 @@ pub(crate) struct ShardContext {
     pub data_mesh: MeshBuilder<Vec<DataMsg>, Full>,
     pub ctrl_mesh: MeshBuilder<Vec<CtrlMsg>, Full>,
     pub listeners: ListenerFds,
+    /// The Prometheus listener, for shard 0.
+    pub metrics: Arc<Mutex<Option<OwnedFd>>>,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -127,6 +101,14 @@ pub(crate) async fn run(ctx: ShardContext) {
         spawn_local(accept_loop(Rc::clone(&shard), listener)).detach();
     }
 
+    if id == 0 {
+        let metrics = ctx.metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(fd) = metrics {
+            // SAFETY: a listening TCP socket that shard 0 alone owns from here on.
+            let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+            spawn_local(observe::serve_metrics(Rc::clone(&shard), listener)).detach();
+        }
+    }
     let api = ctx.api.lock().unwrap_or_else(|poisoned| poisoned.into_inner())[id].take();
     if let Some(api) = api {
         spawn_local(receive_api(Rc::clone(&shard), api)).detach();
@@ -251,10 +233,20 @@ async fn drain<T: Send + 'static>(
 }
 
 async fn tick_until_stopped(shard: &Rc<RefCell<ShardState>>, stop: &AtomicBool) {
+    let period = Duration::from_millis(TICK_MS);
+    let mut ticks: u64 = 0;
     while !stop.load(Ordering::Acquire) {
-        glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
+        let asleep = Instant::now();
+        glommio::timer::sleep(period).await;
+        // How late the timer fired: the time ready work waits for this event loop.
+        let late = asleep.elapsed().saturating_sub(period);
         let mut s = shard.borrow_mut();
+        s.lag_max_us = s.lag_max_us.max(late.as_micros() as u64);
         s.tick();
+        ticks += 1;
+        if ticks % (1000 / TICK_MS) == 0 {
+            observe::every_second(&mut s);
+        }
         s.end_of_pass();
     }
     shard.borrow_mut().close_all();

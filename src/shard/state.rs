@@ -36,8 +36,9 @@ use crate::session::{Delivery, Session};
 
 use super::mesh::{CtrlMsg, DataMsg, Outbox};
 use super::notify::{Gate, Notify};
+use super::observe::SysState;
 use super::wheel::Wheel;
-use super::ShardStats;
+use crate::metrics::{ShardSnapshot, ShardStats};
 
 /// A message published by the embedding program.
 #[derive(Debug)]
@@ -178,6 +179,14 @@ pub(crate) struct ShardState {
     scratch: Vec<(ByteString, QoS)>,
     pub readers_gate: Rc<Gate>,
     pub stats: ShardStats,
+    /// `$SYS`, alarms and metrics: shard 0 only.
+    pub sys: Option<SysState>,
+    /// This shard's share of `connections_max`.
+    connections_max: u64,
+    /// Tick of the last "limit reached" log line, to log at most once a second.
+    last_limit_log: u64,
+    /// Worst tick lateness since the last snapshot, in microseconds.
+    pub lag_max_us: u64,
     pub stopping: bool,
 }
 
@@ -227,6 +236,10 @@ impl ShardState {
             scratch: Vec::new(),
             readers_gate: Rc::new(Gate::default()),
             stats: ShardStats::default(),
+            connections_max: config.connections_max_effective().div_ceil(shards) as u64,
+            sys: (id == 0).then(|| SysState::new(&config, shards)),
+            last_limit_log: 0,
+            lag_max_us: 0,
             stopping: false,
             config,
         }
@@ -283,6 +296,13 @@ impl ShardState {
             None
         };
         if self.stopping {
+            return refuse(ConnectReturnCode::ServerUnavailable, refusal_out);
+        }
+        if self.stats.connections >= self.connections_max {
+            // A takeover would free a slot, but refusing keeps the rule simple and
+            // the count an upper bound.
+            self.stats.connects_refused += 1;
+            self.log_limit("connections_max");
             return refuse(ConnectReturnCode::ServerUnavailable, refusal_out);
         }
         let client_id = if connect.client_id.is_empty() {
@@ -376,6 +396,9 @@ impl ShardState {
     pub fn disconnect(&mut self, conn: &Rc<ConnIo>, reason: &Close) {
         self.stats.connections -= 1;
         self.hooks.client_disconnected(&conn.info, reason.describe());
+        if matches!(reason, Close::Violation(_) | Close::Malformed(_)) {
+            self.stats.protocol_errors += 1;
+        }
         let now = self.now_ticks();
         let Some(entry) = self.sessions.get_mut(&conn.client_id) else { return };
         let owns = entry.conn.as_ref().is_some_and(|c| c.id == conn.id);
@@ -481,13 +504,15 @@ impl ShardState {
         if !entry.conn.as_ref().is_some_and(|c| c.id == conn.id) {
             return None;
         }
+        let before = entry.session.stats().sent;
         let result = f(&mut entry.session, &mut conn.out.borrow_mut());
+        count_sent(&mut self.stats, before, entry.session.stats().sent);
         self.to_wake.push(Rc::clone(conn));
         Some(result)
     }
 
     fn on_publish(&mut self, conn: &Rc<ConnIo>, publish: Publish) -> Result<(), Close> {
-        self.stats.messages_in += 1;
+        self.stats.messages_in[publish.qos as usize] += 1;
         self.stats.bytes_in += publish.payload.len() as u64;
         let route = match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => true,
@@ -602,6 +627,7 @@ impl ShardState {
 
     fn deliver_to(&mut self, client_id: &ByteString, delivery: Delivery) {
         let Some(entry) = self.sessions.get_mut(client_id) else { return };
+        let before = entry.session.stats().sent;
         let dropped = match &entry.conn {
             Some(conn) => {
                 let dropped = entry.session.deliver(delivery, Some(&mut conn.out.borrow_mut()));
@@ -610,7 +636,7 @@ impl ShardState {
             }
             None => entry.session.deliver(delivery, None),
         };
-        self.stats.messages_out += 1;
+        count_sent(&mut self.stats, before, entry.session.stats().sent);
         if dropped.is_some() {
             self.stats.dropped_mqueue += 1;
         }
@@ -782,6 +808,11 @@ impl ShardState {
                 }
             }
             CtrlMsg::Handoff(handoff) => return Some(handoff),
+            CtrlMsg::Stats(snapshot) => {
+                if let Some(sys) = self.sys.as_mut() {
+                    sys.record(*snapshot);
+                }
+            }
         }
         None
     }
@@ -845,6 +876,59 @@ impl ShardState {
         }
     }
 
+    /// Logs that a limit was hit, at most once a second per shard.
+    fn log_limit(&mut self, name: &str) {
+        let now = self.now_ticks();
+        if self.last_limit_log == 0 || now >= self.last_limit_log + 1000 / TICK_MS {
+            self.last_limit_log = now.max(1);
+            tracing::warn!(
+                shard = self.id,
+                "limit {name} reached; refusing (logged once a second)"
+            );
+        }
+    }
+
+    /// This shard's figures for `$SYS`, alarms and `/metrics`; resets the lag peak.
+    pub fn snapshot(&mut self) -> ShardSnapshot {
+        let sessions = self.sessions.len() as u64;
+        let offline = self.sessions.values().filter(|e| e.conn.is_none()).count() as u64;
+        let subscriptions = self.local_subs.iter().map(|(_, clients)| clients.len() as u64).sum();
+        let snapshot = ShardSnapshot {
+            shard: self.id,
+            stats: self.stats,
+            sessions,
+            sessions_offline: offline,
+            subscriptions,
+            // The broker's own `$SYS` topics are retained too; they are not counted.
+            retained: self.retained.keys().filter(|t| !t.starts_with('$')).count() as u64,
+            routes: self.routes.len() as u64,
+            ring_batches_sent: self.data_out.batches_sent + self.ctrl_out.batches_sent,
+            ring_batches_overflowed: self.data_out.batches_overflowed
+                + self.ctrl_out.batches_overflowed,
+            ring_overflow_now: (self.data_out.overflow_len() + self.ctrl_out.overflow_len()) as u64,
+            lag_max_us: self.lag_max_us,
+        };
+        self.lag_max_us = 0;
+        snapshot
+    }
+
+    /// Publishes a broker-generated message (`$SYS`, alarms): retained, QoS 0, no
+    /// hooks.
+    pub fn publish_sys(&mut self, topic: &str, payload: String) {
+        let Ok(topic) = crate::protocol::TopicName::try_from(topic) else {
+            debug_assert!(false, "broker-made topics are valid: {topic}");
+            return;
+        };
+        let message = Message {
+            id: self.ids.next(unix_micros()),
+            topic,
+            payload: bytes::Bytes::from(payload),
+            qos: QoS::AtMostOnce,
+            retain: true,
+        };
+        self.route(Arc::new(message));
+    }
+
     /// Asks every connection to close (shutdown).
     pub fn close_all(&mut self) {
         self.stopping = true;
@@ -853,6 +937,13 @@ impl ShardState {
                 conn.end(Close::Shutdown);
             }
         }
+    }
+}
+
+/// Adds the PUBLISH packets a session sent during one call to the shard's counters.
+fn count_sent(stats: &mut ShardStats, before: [u64; 3], after: [u64; 3]) {
+    for qos in 0..3 {
+        stats.messages_out[qos] += after[qos] - before[qos];
     }
 }
 

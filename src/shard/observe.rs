@@ -1,0 +1,180 @@
+//! Shard 0's view of the whole node: the shards' snapshots, `$SYS`, alarms, and the
+//! Prometheus endpoint.
+//!
+//! Owner: shard 0. Other shards only send it a snapshot once a second over the
+//! control ring; nothing here is shared or locked.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::spawn_local;
+use tracing::debug;
+
+use crate::config::Config;
+use crate::metrics::{prometheus_text, totals, ShardSnapshot};
+use crate::sys::{sys_topics, AlarmEvent, AlarmInput, AlarmThresholds, Alarms, NodeFigures};
+
+use super::mesh::CtrlMsg;
+use super::state::ShardState;
+
+/// Node-wide figures kept by shard 0.
+#[derive(Debug)]
+pub(crate) struct SysState {
+    node: String,
+    latest: Vec<ShardSnapshot>,
+    /// `latest` one second ago, for rates.
+    previous: Vec<ShardSnapshot>,
+    alarms: Alarms,
+    thresholds: AlarmThresholds,
+    connections_max_seen: u64,
+    started: Instant,
+    sys_interval_secs: u64,
+    seconds: u64,
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+impl SysState {
+    pub fn new(config: &Config, shards: usize) -> Self {
+        let latest: Vec<ShardSnapshot> =
+            (0..shards).map(|shard| ShardSnapshot { shard, ..Default::default() }).collect();
+        SysState {
+            node: config.node(),
+            previous: latest.clone(),
+            latest,
+            alarms: Alarms::default(),
+            thresholds: AlarmThresholds {
+                memory_high_bytes: config.alarm_memory_high_effective(),
+                connections_max: config.connections_max_effective() as u64,
+                connections_ratio: config.alarm_connections_ratio,
+                mqueue_drops_per_sec: config.alarm_mqueue_drops_per_sec,
+                lag_ms: config.alarm_lag_ms,
+            },
+            connections_max_seen: 0,
+            started: Instant::now(),
+            sys_interval_secs: config.sys_interval_secs,
+            seconds: 0,
+        }
+    }
+
+    pub fn record(&mut self, snapshot: ShardSnapshot) {
+        if let Some(slot) = self.latest.get_mut(snapshot.shard) {
+            *slot = snapshot;
+        }
+    }
+
+    pub fn metrics_text(&self) -> String {
+        prometheus_text(&self.latest, self.started.elapsed().as_secs(), self.alarms.len())
+    }
+
+    /// Once a second: alarms, and `$SYS` every `sys_interval_secs`. Returns the
+    /// `(topic, payload)` pairs to publish.
+    fn step(&mut self) -> Vec<(String, String)> {
+        self.seconds += 1;
+        let now_us = unix_micros();
+        let connections = totals(&self.latest).stats.connections;
+        self.connections_max_seen = self.connections_max_seen.max(connections);
+        let mut out = Vec::new();
+        let input = AlarmInput {
+            node: &self.node,
+            now_us,
+            rss_bytes: resident_bytes(),
+            interval_secs: 1.0,
+            snapshots: &self.latest,
+            previous: &self.previous,
+        };
+        let events = self.alarms.evaluate(&input, &self.thresholds);
+        let root = format!("$SYS/brokers/{}/alarms", self.node);
+        for event in &events {
+            let (topic, alarm) = match event {
+                AlarmEvent::Activate(a) => (format!("{root}/activate"), a),
+                AlarmEvent::Deactivate(a) => (format!("{root}/deactivate"), a),
+            };
+            tracing::warn!(alarm = alarm.name, shard = ?alarm.shard, "{}: {}", topic, alarm.message);
+            out.push((topic, serde_json::to_string(alarm).expect("alarms serialize")));
+        }
+        if !events.is_empty() || self.seconds == 1 {
+            let active: Vec<_> = self.alarms.active().collect();
+            out.push((
+                format!("{root}/active"),
+                serde_json::to_string(&active).expect("serializes"),
+            ));
+        }
+        if self.sys_interval_secs > 0 && (self.seconds - 1) % self.sys_interval_secs == 0 {
+            let figures = NodeFigures {
+                uptime_secs: self.started.elapsed().as_secs(),
+                now_us,
+                connections_max_seen: self.connections_max_seen,
+            };
+            out.extend(sys_topics(&self.node, &figures, &self.latest));
+            out.push(("$SYS/brokers".to_owned(), self.node.clone()));
+        }
+        self.previous.clone_from(&self.latest);
+        out
+    }
+}
+
+/// The process's resident set size, from `/proc/self/statm`.
+fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Every shard, once a second: report figures to shard 0; on shard 0, run the
+/// node-wide step and publish what it produced.
+pub(crate) fn every_second(s: &mut ShardState) {
+    let snapshot = s.snapshot();
+    if s.id != 0 {
+        s.ctrl_out.push(0, CtrlMsg::Stats(Box::new(snapshot)));
+        return;
+    }
+    let Some(mut sys) = s.sys.take() else { return };
+    sys.record(snapshot);
+    let messages = sys.step();
+    s.sys = Some(sys);
+    for (topic, payload) in messages {
+        s.publish_sys(&topic, payload);
+    }
+}
+
+/// Serves `GET /metrics` in the Prometheus text format (OpenMetrics flavour).
+pub(crate) async fn serve_metrics(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
+    loop {
+        let Ok(stream) = listener.accept().await else { continue };
+        spawn_local(answer(Rc::clone(&shard), stream)).detach();
+    }
+}
+
+async fn answer(shard: Rc<RefCell<ShardState>>, mut stream: TcpStream) {
+    let mut request = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    // Read the request head only; a scraper sends no body. 8 KiB is plenty.
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
+    let (status, content_type, body) = if line.starts_with(b"GET /metrics ") {
+        let text = shard.borrow().sys.as_ref().map(SysState::metrics_text).unwrap_or_default();
+        ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+    } else {
+        ("404 Not Found", "text/plain", "try GET /metrics\n".to_owned())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = stream.write_all(response.as_bytes()).await {
+        debug!("metrics response: {e}");
+    }
+}
