@@ -86,6 +86,28 @@ pub struct Config {
     /// Most client connections; 0 sizes it from the open-files limit. Each shard
     /// takes an equal share (`connections_max / shards`, rounded up).
     pub connections_max: usize,
+    /// Longest topic name or filter accepted, in bytes.
+    pub topic_length_max: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter.
+    pub topic_levels_max: usize,
+    /// Most subscriptions per client; beyond, SUBACK answers 0x80.
+    pub subscriptions_max: usize,
+    /// Most retained messages (node-wide; each shard holds an equal share).
+    pub retained_max: usize,
+    /// Most bytes of retained messages (node-wide; each shard an equal share).
+    pub retained_bytes_max: u64,
+    /// PUBLISH packets per second one client may send; 0 = no limit. Beyond, the
+    /// broker stops reading that client's socket until the rate is back (TCP
+    /// backpressure), as a token bucket with one second of burst.
+    pub publish_rate_max: u64,
+    /// PUBLISH payload bytes per second one client may send; 0 = no limit.
+    pub publish_bytes_rate_max: u64,
+    /// New connections per second accepted (node-wide, shared equally by the
+    /// shards); 0 = no limit. Beyond, connections wait in the listen backlog.
+    pub accept_rate_max: u64,
+    /// Bytes all session queues may hold (node-wide, shared equally by the shards).
+    /// Beyond, messages that would be queued are dropped and counted.
+    pub queued_bytes_max: u64,
     /// Resident memory above which the `memory_high` alarm starts; 0: 80% of RAM.
     pub alarm_memory_high_bytes: u64,
     /// Share of `connections_max` at which the `connections_high` alarm starts.
@@ -123,6 +145,15 @@ impl Default for Config {
             sys_interval_secs: 10,
             metrics_listen: None,
             connections_max: 0,
+            topic_length_max: 65_535,
+            topic_levels_max: 128,
+            subscriptions_max: 10_000,
+            retained_max: 1_000_000,
+            retained_bytes_max: 1 << 30,
+            publish_rate_max: 0,
+            publish_bytes_rate_max: 0,
+            accept_rate_max: 0,
+            queued_bytes_max: 1 << 30,
             alarm_memory_high_bytes: 0,
             alarm_connections_ratio: 0.9,
             alarm_mqueue_drops_per_sec: 1000,
@@ -175,7 +206,11 @@ impl Config {
             return Err(invalid("listen", "at least one address is needed"));
         }
         self.shard_cpus()?;
-        let positive: [(&'static str, usize); 7] = [
+        let positive: [(&'static str, usize); 11] = [
+            ("topic_length_max", self.topic_length_max),
+            ("topic_levels_max", self.topic_levels_max),
+            ("subscriptions_max", self.subscriptions_max),
+            ("retained_max", self.retained_max),
             ("ring_capacity", self.ring_capacity),
             ("ring_batch_max", self.ring_batch_max),
             ("ring_overflow_max", self.ring_overflow_max),
@@ -194,6 +229,9 @@ impl Config {
         }
         if self.packet_size_max > 268_435_460 {
             return Err(invalid("packet_size_max", "MQTT packets are at most 268,435,460 bytes"));
+        }
+        if self.retained_bytes_max == 0 || self.queued_bytes_max == 0 {
+            return Err(invalid("retained_bytes_max/queued_bytes_max", "must be at least 1"));
         }
         if self.connect_timeout_secs == 0 {
             return Err(invalid("connect_timeout_secs", "must be at least 1"));

@@ -44,6 +44,20 @@ pub struct ShardStats {
     pub route_updates_stale: u64,
     /// Times readers were paused because rings overflowed.
     pub reader_pauses: u64,
+    /// Messages dropped because the queued-bytes budget was spent.
+    pub dropped_budget: u64,
+    /// Topics or filters refused for `topic_length_max` / `topic_levels_max`.
+    pub limit_topic: u64,
+    /// Subscriptions refused for `subscriptions_max`.
+    pub limit_subscriptions: u64,
+    /// Retained messages not stored for `retained_max` / `retained_bytes_max`.
+    pub limit_retained: u64,
+    /// Times a client's reads were paused by its publish rate limits.
+    pub limit_publish_rate: u64,
+    /// Times accepting paused for `accept_rate_max`.
+    pub limit_accept_rate: u64,
+    /// Bytes held by session queues now.
+    pub queued_bytes: u64,
 }
 
 impl ShardStats {
@@ -108,6 +122,13 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         a.route_updates_sent += b.route_updates_sent;
         a.route_updates_stale += b.route_updates_stale;
         a.reader_pauses += b.reader_pauses;
+        a.dropped_budget += b.dropped_budget;
+        a.limit_topic += b.limit_topic;
+        a.limit_subscriptions += b.limit_subscriptions;
+        a.limit_retained += b.limit_retained;
+        a.limit_publish_rate += b.limit_publish_rate;
+        a.limit_accept_rate += b.limit_accept_rate;
+        a.queued_bytes += b.queued_bytes;
         t.sessions += s.sessions;
         t.sessions_offline += s.sessions_offline;
         t.subscriptions += s.subscriptions;
@@ -205,6 +226,7 @@ pub fn prometheus_text(
             ("no_subscribers", s.stats.dropped_no_subscribers),
             ("mqueue_full", s.stats.dropped_mqueue),
             ("hook", s.stats.dropped_by_hook),
+            ("queued_bytes_budget", s.stats.dropped_budget),
         ] {
             let labels = vec![
                 ("shard".to_owned(), s.shard.to_string()),
@@ -234,6 +256,27 @@ pub fn prometheus_text(
         snapshots,
         |s| s.lag_max_us,
     );
+    let limits = Family::<Labels, Counter>::default();
+    for s in snapshots {
+        for (limit, value) in [
+            ("connections_max", s.stats.connects_refused),
+            ("topic", s.stats.limit_topic),
+            ("subscriptions_max", s.stats.limit_subscriptions),
+            ("retained", s.stats.limit_retained),
+            ("publish_rate", s.stats.limit_publish_rate),
+            ("accept_rate", s.stats.limit_accept_rate),
+        ] {
+            let labels = vec![
+                ("shard".to_owned(), s.shard.to_string()),
+                ("limit".to_owned(), limit.to_owned()),
+            ];
+            limits.get_or_create(&labels).inc_by(value);
+        }
+    }
+    r.register("limit_hits", "Times a limit refused or paused something", limits);
+    gauge(&mut r, "queued_bytes", "Bytes held by session queues", snapshots, |s| {
+        s.stats.queued_bytes
+    });
     let uptime = Gauge::<i64>::default();
     uptime.set(i64::try_from(uptime_secs).unwrap_or(i64::MAX));
     r.register("uptime_seconds", "Seconds since start", uptime);

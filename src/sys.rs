@@ -248,11 +248,14 @@ pub fn sys_topics(
         ("bytes/sent".into(), s.bytes_out.to_string()),
         (
             "messages/dropped".into(),
-            (s.dropped_mqueue + s.dropped_no_subscribers + s.dropped_by_hook).to_string(),
+            (s.dropped_mqueue + s.dropped_no_subscribers + s.dropped_by_hook + s.dropped_budget)
+                .to_string(),
         ),
         ("messages/dropped/mqueue_full".into(), s.dropped_mqueue.to_string()),
         ("messages/dropped/no_subscribers".into(), s.dropped_no_subscribers.to_string()),
         ("messages/dropped/hook".into(), s.dropped_by_hook.to_string()),
+        ("messages/dropped/queued_bytes_budget".into(), s.dropped_budget.to_string()),
+        ("messages/queued_bytes".into(), s.queued_bytes.to_string()),
         // Expiry arrives with MQTT 5's Message Expiry Interval, and full rings apply
         // backpressure instead of dropping: both are honest zeros today.
         ("messages/dropped/expired".into(), "0".into()),

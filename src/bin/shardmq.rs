@@ -86,6 +86,33 @@ struct Cli {
     /// open-files limit [default: 0].
     #[arg(long)]
     connections_max: Option<usize>,
+    /// Longest topic name or filter, in bytes [default: 65535].
+    #[arg(long)]
+    topic_length_max: Option<usize>,
+    /// Most levels in a topic name or filter [default: 128].
+    #[arg(long)]
+    topic_levels_max: Option<usize>,
+    /// Most subscriptions per client [default: 10000].
+    #[arg(long)]
+    subscriptions_max: Option<usize>,
+    /// Most retained messages, node-wide [default: 1000000].
+    #[arg(long)]
+    retained_max: Option<usize>,
+    /// Most bytes of retained messages, node-wide [default: 1073741824].
+    #[arg(long)]
+    retained_bytes_max: Option<u64>,
+    /// PUBLISH packets per second per client; 0 = no limit (reads pause beyond) [default: 0].
+    #[arg(long)]
+    publish_rate_max: Option<u64>,
+    /// PUBLISH payload bytes per second per client; 0 = no limit [default: 0].
+    #[arg(long)]
+    publish_bytes_rate_max: Option<u64>,
+    /// New connections per second, node-wide; 0 = no limit [default: 0].
+    #[arg(long)]
+    accept_rate_max: Option<u64>,
+    /// Bytes all session queues may hold, node-wide [default: 1073741824].
+    #[arg(long)]
+    queued_bytes_max: Option<u64>,
     /// Resident bytes that raise the memory_high alarm; 0 = 80% of RAM [default: 0].
     #[arg(long)]
     alarm_memory_high_bytes: Option<u64>,
@@ -152,7 +179,16 @@ fn config_from(cli: Cli) -> Result<Config, String> {
         alarm_memory_high_bytes,
         alarm_connections_ratio,
         alarm_mqueue_drops_per_sec,
-        alarm_lag_ms
+        alarm_lag_ms,
+        topic_length_max,
+        topic_levels_max,
+        subscriptions_max,
+        retained_max,
+        retained_bytes_max,
+        publish_rate_max,
+        publish_bytes_rate_max,
+        accept_rate_max,
+        queued_bytes_max
     );
     Ok(config)
 }

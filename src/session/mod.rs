@@ -50,6 +50,8 @@ pub struct SessionStats {
     pub dropped_queue_full: u64,
     /// QoS 0 messages dropped because QoS 0 is not queued.
     pub dropped_qos0: u64,
+    /// Messages dropped because the shard's queued-bytes budget was spent.
+    pub dropped_budget: u64,
 }
 
 /// Protocol state of one (connected or persisted) client.
@@ -105,6 +107,11 @@ impl Session {
         self.mqueue.len()
     }
 
+    /// Bytes held by queued messages.
+    pub fn queued_bytes(&self) -> usize {
+        self.mqueue.bytes()
+    }
+
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
     }
@@ -118,6 +125,14 @@ impl Session {
         self.subscriptions.insert(filter, qos)
     }
 
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    pub fn is_subscribed(&self, filter: &TopicFilter) -> bool {
+        self.subscriptions.contains_key(filter)
+    }
+
     /// Removes a subscription; returns whether it existed.
     pub fn unsubscribe(&mut self, filter: &TopicFilter) -> bool {
         self.subscriptions.remove(filter).is_some()
@@ -125,11 +140,13 @@ impl Session {
 
     /// Hands a message to the session. Online, it is encoded into `out` unless
     /// something queued is ahead of it, the window is full, or (QoS 0) `out` is over
-    /// its bound; otherwise it waits in the mqueue. Returns what the mqueue dropped.
+    /// its bound; otherwise it waits in the mqueue, if `may_queue` (the shard's
+    /// memory budget allows it). Returns what was dropped.
     pub fn deliver(
         &mut self,
         delivery: Delivery,
         out: Option<&mut BytesMut>,
+        may_queue: bool,
     ) -> Option<(Delivery, DropReason)> {
         if let Some(out) = out {
             if self.online && self.mqueue.is_empty() && self.can_send_now(&delivery, out) {
@@ -137,11 +154,16 @@ impl Session {
                 return None;
             }
         }
+        if !may_queue {
+            self.stats.dropped_budget += 1;
+            return Some((delivery, DropReason::Budget));
+        }
         let dropped = self.mqueue.push(delivery);
         if let Some((_, reason)) = &dropped {
             match reason {
                 DropReason::QueueFull => self.stats.dropped_queue_full += 1,
                 DropReason::Qos0NotStored => self.stats.dropped_qos0 += 1,
+                DropReason::Budget => self.stats.dropped_budget += 1,
             }
         }
         dropped

@@ -2,7 +2,7 @@
 //! inflight window is full, or while its connection's output buffer is full.
 //!
 //! # Invariants
-//! `len() <= len_max`. A message leaves only by `pop_front` (delivered, in order) or
+//! `len() <= len_max`; `bytes()` is the sum of `Delivery::size` over the queue. A message leaves only by `pop_front` (delivered, in order) or
 //! as the returned drop of `push` (counted by the caller).
 
 use std::collections::VecDeque;
@@ -21,6 +21,14 @@ pub struct Delivery {
     pub retain: bool,
 }
 
+impl Delivery {
+    /// Bytes this delivery holds on to while queued (topic and payload; shared with
+    /// other sessions, so a sum over sessions is an upper bound).
+    pub fn size(&self) -> usize {
+        self.message.topic.as_str().len() + self.message.payload.len()
+    }
+}
+
 /// Why a message was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
@@ -28,12 +36,15 @@ pub enum DropReason {
     Qos0NotStored,
     /// The queue was full; this was the oldest pending message.
     QueueFull,
+    /// The shard's budget for queued bytes was spent.
+    Budget,
 }
 
 /// The emqttd mqueue: bounded FIFO, drop-oldest when full.
 #[derive(Debug)]
 pub struct Mqueue {
     items: VecDeque<Delivery>,
+    bytes: usize,
     len_max: usize,
     store_qos0: bool,
 }
@@ -42,7 +53,7 @@ impl Mqueue {
     /// A queue holding at most `len_max` messages (at least one).
     pub fn new(len_max: usize, store_qos0: bool) -> Self {
         assert!(len_max > 0, "config validation rejects an unbounded mqueue");
-        Mqueue { items: VecDeque::new(), len_max, store_qos0 }
+        Mqueue { items: VecDeque::new(), bytes: 0, len_max, store_qos0 }
     }
 
     /// Queues `delivery`. Returns the message that had to be dropped, if any: the
@@ -53,10 +64,11 @@ impl Mqueue {
             return Some((delivery, DropReason::Qos0NotStored));
         }
         let dropped = if self.items.len() == self.len_max {
-            self.items.pop_front().map(|d| (d, DropReason::QueueFull))
+            self.pop_front().map(|d| (d, DropReason::QueueFull))
         } else {
             None
         };
+        self.bytes += delivery.size();
         self.items.push_back(delivery);
         debug_assert!(self.check_invariants());
         dropped
@@ -67,7 +79,14 @@ impl Mqueue {
     }
 
     pub fn pop_front(&mut self) -> Option<Delivery> {
-        self.items.pop_front()
+        let delivery = self.items.pop_front()?;
+        self.bytes -= delivery.size();
+        Some(delivery)
+    }
+
+    /// Bytes held by the queued messages.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -81,10 +100,12 @@ impl Mqueue {
     /// Empties the queue (a clean session starting over).
     pub fn clear(&mut self) {
         self.items.clear();
+        self.bytes = 0;
     }
 
     pub fn check_invariants(&self) -> bool {
         self.items.len() <= self.len_max
+            && self.bytes == self.items.iter().map(Delivery::size).sum::<usize>()
             && (self.store_qos0 || self.items.iter().all(|d| d.qos != QoS::AtMostOnce))
     }
 }

@@ -133,7 +133,7 @@ fn run(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: bool) {
                     delivered_qos12.push(seq);
                 }
                 let target = if online { Some(&mut out) } else { None };
-                if let Some((gone, _)) = session.deliver(delivery(seq, *qos), target) {
+                if let Some((gone, _)) = session.deliver(delivery(seq, *qos), target, true) {
                     dropped.insert(seq_of(&gone.message.payload));
                 }
             }
@@ -171,6 +171,7 @@ fn run(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: bool) {
     }
     let stats = session.stats();
     assert_eq!(stats.dropped_queue_full + stats.dropped_qos0, dropped.len() as u64);
+    assert_eq!(stats.dropped_budget, 0);
 }
 
 proptest! {
@@ -192,7 +193,7 @@ fn offline_messages_come_back_in_order_with_session_present_state() {
     let mut session = Session::new("c".into(), true, limits(2, 1000, true));
     session.go_offline();
     for seq in 1..=5 {
-        assert!(session.deliver(delivery(seq, QoS::AtLeastOnce), None).is_none());
+        assert!(session.deliver(delivery(seq, QoS::AtLeastOnce), None, true).is_none());
     }
     assert_eq!(session.mqueue_len(), 5);
     let mut out = BytesMut::new();
@@ -211,8 +212,8 @@ fn unacknowledged_messages_are_resent_with_dup_and_same_id() {
     // [MQTT-4.4.0-1]
     let mut session = Session::new("c".into(), true, limits(4, 10, true));
     let mut out = BytesMut::new();
-    session.deliver(delivery(1, QoS::AtLeastOnce), Some(&mut out));
-    session.deliver(delivery(2, QoS::ExactlyOnce), Some(&mut out));
+    session.deliver(delivery(1, QoS::AtLeastOnce), Some(&mut out), true);
+    session.deliver(delivery(2, QoS::ExactlyOnce), Some(&mut out), true);
     let limits = Limits { packet_size_max: 1 << 20 };
     let mut ids = Vec::new();
     while let Some(Packet::Publish(p)) = codec::decode(&mut out, &limits).unwrap() {
@@ -241,7 +242,7 @@ fn full_mqueue_drops_oldest_and_counts() {
     let mut session = Session::new("c".into(), true, limits(1, 3, true));
     session.go_offline();
     for seq in 1..=5 {
-        session.deliver(delivery(seq, QoS::AtLeastOnce), None);
+        session.deliver(delivery(seq, QoS::AtLeastOnce), None, true);
     }
     assert_eq!(session.stats().dropped_queue_full, 2);
     let mut out = BytesMut::new();
@@ -255,7 +256,7 @@ fn full_mqueue_drops_oldest_and_counts() {
 fn qos0_not_stored_is_dropped_when_it_cannot_go_at_once() {
     let mut session = Session::new("c".into(), true, limits(1, 3, false));
     session.go_offline();
-    let dropped = session.deliver(delivery(1, QoS::AtMostOnce), None);
+    let dropped = session.deliver(delivery(1, QoS::AtMostOnce), None, true);
     assert_eq!(dropped.map(|(_, reason)| reason), Some(DropReason::Qos0NotStored));
     assert_eq!(session.stats().dropped_qos0, 1);
 }

@@ -155,6 +155,9 @@ async fn serve(shard: Shard, mut stream: Stream, connect: crate::protocol::Conne
     match &close {
         Close::Violation(v) => warn!(client_id = %conn.client_id, "closing connection: {v}"),
         Close::Malformed(e) => warn!(client_id = %conn.client_id, "closing connection: {e}"),
+        Close::Limit(limit) => {
+            warn!(client_id = %conn.client_id, "closing connection: over {limit}")
+        }
         Close::KeepAliveTimeout => {
             info!(client_id = %conn.client_id, "closing connection: keep-alive timeout [MQTT-3.1.2-24]");
         }
@@ -174,7 +177,7 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
     loop {
         {
             let mut s = shard.borrow_mut();
-            while conn.subacks_pending.get() == 0 {
+            while conn.subacks_pending.get() == 0 && conn.paused_until.get().is_none() {
                 match codec::decode(&mut buf, &limits) {
                     Ok(Some(packet)) => {
                         if let Err(close) = s.handle_packet(conn, packet) {
@@ -196,6 +199,16 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
         }
         if write_out(shard, stream, conn).await.is_err() {
             return Close::Io;
+        }
+        if let Some(until) = conn.paused_until.get() {
+            // Over a publish rate limit: read nothing until the bucket refills.
+            let now = std::time::Instant::now();
+            if until <= now {
+                conn.paused_until.set(None);
+            } else {
+                or(glommio::timer::sleep(until - now), conn.wake.notified()).await;
+            }
+            continue;
         }
         if conn.subacks_pending.get() > 0 {
             // Released (and woken) when the other shards acknowledge the routes.

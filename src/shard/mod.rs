@@ -12,6 +12,7 @@ mod conn;
 mod mesh;
 mod notify;
 mod observe;
+mod rate;
 mod state;
 mod wheel;
 
@@ -120,7 +121,18 @@ pub(crate) async fn run(ctx: ShardContext) {
 }
 
 async fn accept_loop(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
+    let (rate, shards) = {
+        let s = shard.borrow();
+        (s.config.accept_rate_max, s.shards as u64)
+    };
+    let mut bucket =
+        (rate > 0).then(|| rate::TokenBucket::new(rate.div_ceil(shards), Instant::now()));
     loop {
+        if let Some(wait) = bucket.as_mut().and_then(|b| b.take(1, Instant::now())) {
+            // Over accept_rate_max: leave connections in the listen backlog a while.
+            shard.borrow_mut().stats.limit_accept_rate += 1;
+            glommio::timer::sleep(wait).await;
+        }
         match listener.accept().await {
             Ok(stream) => {
                 spawn_local(conn::handshake(Rc::clone(&shard), stream)).detach();

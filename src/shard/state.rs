@@ -32,11 +32,12 @@ use crate::protocol::{
     Unsubscribe,
 };
 use crate::router::{owner_shard, topic_matches, RouteTable, SubTrie};
-use crate::session::{Delivery, Session};
+use crate::session::{Delivery, DropReason, Session};
 
 use super::mesh::{CtrlMsg, DataMsg, Outbox};
 use super::notify::{Gate, Notify};
 use super::observe::SysState;
+use super::rate::TokenBucket;
 use super::wheel::Wheel;
 use crate::metrics::{ShardSnapshot, ShardStats};
 
@@ -62,6 +63,8 @@ pub(crate) enum Close {
     Violation(ProtocolViolation),
     /// The peer sent bytes that do not decode (or a packet over the size limit).
     Malformed(DecodeError),
+    /// The peer went over a configured limit that has no gentler answer.
+    Limit(&'static str),
     /// The socket failed or the peer closed it.
     Io,
     /// The broker is shutting down.
@@ -77,6 +80,7 @@ impl Close {
             Close::KeepAliveTimeout => "keep-alive timeout",
             Close::Violation(_) => "protocol violation",
             Close::Malformed(_) => "malformed packet",
+            Close::Limit(_) => "limit exceeded",
             Close::Io => "connection lost",
             Close::Shutdown => "shutdown",
         }
@@ -88,7 +92,11 @@ impl Close {
     fn publishes_will(&self) -> bool {
         matches!(
             self,
-            Close::KeepAliveTimeout | Close::Violation(_) | Close::Malformed(_) | Close::Io
+            Close::KeepAliveTimeout
+                | Close::Violation(_)
+                | Close::Malformed(_)
+                | Close::Limit(_)
+                | Close::Io
         )
     }
 }
@@ -114,6 +122,10 @@ pub(crate) struct ConnIo {
     /// pending the connection processes no further packet, so the client's own
     /// packets keep their order relative to the SUBACK.
     pub subacks_pending: Cell<u32>,
+    /// Publish rate limits (messages, payload bytes), when configured.
+    pub rates: RefCell<(Option<TokenBucket>, Option<TokenBucket>)>,
+    /// Set when a rate limit is exceeded: no reading before then.
+    pub paused_until: Cell<Option<Instant>>,
 }
 
 impl ConnIo {
@@ -183,6 +195,12 @@ pub(crate) struct ShardState {
     pub sys: Option<SysState>,
     /// This shard's share of `connections_max`.
     connections_max: u64,
+    /// This shard's shares of `retained_max`, `retained_bytes_max`, `queued_bytes_max`.
+    retained_max: usize,
+    retained_bytes_max: u64,
+    queued_bytes_max: u64,
+    /// Bytes held by this shard's retained messages.
+    retained_bytes: u64,
     /// Tick of the last "limit reached" log line, to log at most once a second.
     last_limit_log: u64,
     /// Worst tick lateness since the last snapshot, in microseconds.
@@ -237,6 +255,10 @@ impl ShardState {
             readers_gate: Rc::new(Gate::default()),
             stats: ShardStats::default(),
             connections_max: config.connections_max_effective().div_ceil(shards) as u64,
+            retained_max: config.retained_max.div_ceil(shards),
+            retained_bytes_max: config.retained_bytes_max.div_ceil(shards as u64),
+            queued_bytes_max: config.queued_bytes_max.div_ceil(shards as u64),
+            retained_bytes: 0,
             sys: (id == 0).then(|| SysState::new(&config, shards)),
             last_limit_log: 0,
             lag_max_us: 0,
@@ -340,6 +362,13 @@ impl ShardState {
             last_seen: Cell::new(now),
             keep_alive_secs: connect.keep_alive_secs,
             subacks_pending: Cell::new(0),
+            rates: RefCell::new((
+                (self.config.publish_rate_max > 0)
+                    .then(|| TokenBucket::new(self.config.publish_rate_max, Instant::now())),
+                (self.config.publish_bytes_rate_max > 0)
+                    .then(|| TokenBucket::new(self.config.publish_bytes_rate_max, Instant::now())),
+            )),
+            paused_until: Cell::new(None),
         });
 
         let mut session_present = false;
@@ -436,6 +465,7 @@ impl ShardState {
     /// Drops a session and its subscriptions.
     fn remove_session(&mut self, client_id: &ByteString) {
         let Some(entry) = self.sessions.remove(client_id) else { return };
+        self.stats.queued_bytes -= entry.session.queued_bytes() as u64;
         let filters: Vec<TopicFilter> =
             entry.session.subscriptions().map(|(f, _)| f.clone()).collect();
         for filter in filters {
@@ -504,9 +534,9 @@ impl ShardState {
         if !entry.conn.as_ref().is_some_and(|c| c.id == conn.id) {
             return None;
         }
-        let before = entry.session.stats().sent;
+        let before = (entry.session.stats().sent, entry.session.queued_bytes());
         let result = f(&mut entry.session, &mut conn.out.borrow_mut());
-        count_sent(&mut self.stats, before, entry.session.stats().sent);
+        count_sent(&mut self.stats, before, &entry.session);
         self.to_wake.push(Rc::clone(conn));
         Some(result)
     }
@@ -514,6 +544,12 @@ impl ShardState {
     fn on_publish(&mut self, conn: &Rc<ConnIo>, publish: Publish) -> Result<(), Close> {
         self.stats.messages_in[publish.qos as usize] += 1;
         self.stats.bytes_in += publish.payload.len() as u64;
+        if !self.topic_within_limits(publish.topic.as_str()) {
+            self.stats.limit_topic += 1;
+            self.log_limit("topic_length_max/topic_levels_max");
+            return Err(Close::Limit("topic_length_max/topic_levels_max"));
+        }
+        self.charge_publish_rate(conn, publish.payload.len());
         let route = match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => true,
             (QoS::AtLeastOnce, Some(packet_id)) => {
@@ -547,6 +583,29 @@ impl ShardState {
             self.ingress(Origin::Client(&conn.info), message);
         }
         Ok(())
+    }
+
+    fn topic_within_limits(&self, topic: &str) -> bool {
+        topic.len() <= self.config.topic_length_max
+            && topic.bytes().filter(|b| *b == b'/').count() < self.config.topic_levels_max
+    }
+
+    /// Charges one PUBLISH to the client's rate limits; over them, the connection
+    /// stops reading until the buckets refill.
+    fn charge_publish_rate(&mut self, conn: &ConnIo, payload_len: usize) {
+        let mut rates = conn.rates.borrow_mut();
+        if rates.0.is_none() && rates.1.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let wait_msgs = rates.0.as_mut().and_then(|b| b.take(1, now));
+        let wait_bytes = rates.1.as_mut().and_then(|b| b.take(payload_len as u64, now));
+        if let Some(wait) = wait_msgs.max(wait_bytes) {
+            if conn.paused_until.get().is_none() {
+                self.stats.limit_publish_rate += 1;
+            }
+            conn.paused_until.set(Some(now + wait));
+        }
     }
 
     /// A message from the embedding program (`BrokerHandle::publish`).
@@ -627,30 +686,50 @@ impl ShardState {
 
     fn deliver_to(&mut self, client_id: &ByteString, delivery: Delivery) {
         let Some(entry) = self.sessions.get_mut(client_id) else { return };
-        let before = entry.session.stats().sent;
+        let before = (entry.session.stats().sent, entry.session.queued_bytes());
+        let may_queue = self.stats.queued_bytes < self.queued_bytes_max;
         let dropped = match &entry.conn {
             Some(conn) => {
-                let dropped = entry.session.deliver(delivery, Some(&mut conn.out.borrow_mut()));
+                let out = &mut conn.out.borrow_mut();
+                let dropped = entry.session.deliver(delivery, Some(out), may_queue);
                 self.to_wake.push(Rc::clone(conn));
                 dropped
             }
-            None => entry.session.deliver(delivery, None),
+            None => entry.session.deliver(delivery, None, may_queue),
         };
-        count_sent(&mut self.stats, before, entry.session.stats().sent);
-        if dropped.is_some() {
-            self.stats.dropped_mqueue += 1;
+        count_sent(&mut self.stats, before, &entry.session);
+        match dropped.map(|(_, reason)| reason) {
+            Some(DropReason::Budget) => self.stats.dropped_budget += 1,
+            Some(DropReason::QueueFull | DropReason::Qos0NotStored) => {
+                self.stats.dropped_mqueue += 1
+            }
+            None => {}
         }
     }
 
     fn store_retained(&mut self, message: Arc<Message>) {
         let topic = message.topic.as_byte_string().clone();
+        let size = |m: &Message| (m.topic.as_str().len() + m.payload.len()) as u64;
+        // [MQTT-3.3.1-10], [MQTT-3.3.1-11]: an empty retained message clears the topic
+        // and is not stored.
         if message.payload.is_empty() {
-            // [MQTT-3.3.1-10], [MQTT-3.3.1-11]: an empty retained message clears the
-            // topic and is not stored.
-            self.retained.remove(&topic);
-        } else {
-            self.retained.insert(topic, message);
+            if let Some(old) = self.retained.remove(&topic) {
+                self.retained_bytes -= size(&old);
+            }
+            return;
         }
+        let (count_after, bytes_after) = match self.retained.get(&topic) {
+            Some(old) => (self.retained.len(), self.retained_bytes - size(old) + size(&message)),
+            None => (self.retained.len() + 1, self.retained_bytes + size(&message)),
+        };
+        if count_after > self.retained_max || bytes_after > self.retained_bytes_max {
+            // The message was still routed to subscribers; only the store refuses it.
+            self.stats.limit_retained += 1;
+            self.log_limit("retained_max/retained_bytes_max");
+            return;
+        }
+        self.retained_bytes = bytes_after;
+        self.retained.insert(topic, message);
     }
 
     fn on_subscribe(&mut self, conn: &Rc<ConnIo>, subscribe: Subscribe) {
@@ -660,6 +739,21 @@ impl ShardState {
                 codes.push(SubAckCode::Failure);
                 continue;
             };
+            if !self.topic_within_limits(request.filter.as_str()) {
+                self.stats.limit_topic += 1;
+                codes.push(SubAckCode::Failure);
+                continue;
+            }
+            let subscriptions_max = self.config.subscriptions_max;
+            let full = self.with_session(conn, |s, _| {
+                s.subscription_count() >= subscriptions_max && !s.is_subscribed(&request.filter)
+            });
+            if full == Some(true) {
+                self.stats.limit_subscriptions += 1;
+                self.log_limit("subscriptions_max");
+                codes.push(SubAckCode::Failure);
+                continue;
+            }
             let qos = request.qos;
             let known = self.with_session(conn, |s, _| s.subscribe(request.filter.clone(), qos));
             if known.is_none() {
@@ -940,11 +1034,13 @@ impl ShardState {
     }
 }
 
-/// Adds the PUBLISH packets a session sent during one call to the shard's counters.
-fn count_sent(stats: &mut ShardStats, before: [u64; 3], after: [u64; 3]) {
-    for qos in 0..3 {
-        stats.messages_out[qos] += after[qos] - before[qos];
+/// Adds what a session sent and queued during one call to the shard's counters.
+fn count_sent(stats: &mut ShardStats, before: ([u64; 3], usize), session: &Session) {
+    let after = session.stats().sent;
+    for ((out, now), then) in stats.messages_out.iter_mut().zip(after).zip(before.0) {
+        *out += now - then;
     }
+    stats.queued_bytes = stats.queued_bytes + session.queued_bytes() as u64 - before.1 as u64;
 }
 
 /// The resolution of the shard clock and its timer wheel.
