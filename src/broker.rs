@@ -11,7 +11,7 @@
 //!     .start()
 //!     .unwrap();
 //! broker.publish("greetings", "hello", QoS::AtLeastOnce, false).unwrap();
-//! broker.shutdown(); // closes connections, joins the shard threads
+//! broker.shutdown().unwrap(); // closes connections, joins the shard threads
 //! ```
 
 use std::net::SocketAddr;
@@ -277,25 +277,33 @@ impl BrokerHandle {
     }
 
     /// Stops accepting, closes every connection, and joins the shard threads.
-    pub fn shutdown(mut self) {
+    /// Returns an error if a shard thread failed.
+    pub fn shutdown(mut self) -> Result<(), ShardFailed> {
         self.stop.store(true, Ordering::Release);
-        self.join_threads();
+        self.join_threads()
     }
 
-    /// Blocks until the broker stops (its stop flag is set).
-    pub fn wait(mut self) {
-        self.join_threads();
+    /// Blocks until the broker stops (its stop flag is set, or every shard thread
+    /// ended). Returns an error if a shard thread failed.
+    pub fn wait(mut self) -> Result<(), ShardFailed> {
+        self.join_threads()
     }
 
-    fn join_threads(&mut self) {
+    fn join_threads(&mut self) -> Result<(), ShardFailed> {
         // Wakes the shards' API receivers, which wait on these channels.
         self.api.clear();
-        if let Some(threads) = self.threads.take() {
-            for result in threads.join_all() {
-                if let Err(e) = result {
-                    tracing::error!("shard thread failed: {e}");
-                }
+        let Some(threads) = self.threads.take() else { return Ok(()) };
+        let mut failures = Vec::new();
+        for result in threads.join_all() {
+            if let Err(e) = result {
+                tracing::error!("shard thread failed: {e}");
+                failures.push(e.to_string());
             }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ShardFailed(failures.join("; ")))
         }
     }
 }
@@ -303,9 +311,15 @@ impl BrokerHandle {
 impl Drop for BrokerHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        self.join_threads();
+        // Failures were logged by join_threads; a destructor cannot return them.
+        let _ = self.join_threads();
     }
 }
+
+/// A shard thread ended with an error (e.g. it could not be pinned to its CPU).
+#[derive(Debug, thiserror::Error)]
+#[error("shard thread failed: {0}")]
+pub struct ShardFailed(String);
 
 fn bind_all(
     config: &Config,

@@ -183,13 +183,21 @@ impl Config {
         }
     }
 
-    /// The CPUs shards run on, one shard per entry.
+    /// The CPUs shards run on, one shard per entry. Without `cpus`, the CPUs this
+    /// process may run on (its affinity mask, as set by `taskset` or systemd's
+    /// `CPUAffinity=`), in order, reused round-robin when `cores` asks for more.
     pub fn shard_cpus(&self) -> Result<Vec<usize>, ConfigError> {
-        let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let allowed: Vec<usize> = core_affinity::get_core_ids()
+            .map(|ids| ids.into_iter().map(|id| id.id).collect())
+            .filter(|ids: &Vec<usize>| !ids.is_empty())
+            .unwrap_or_else(|| {
+                let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (0..online).collect()
+            });
         let cpus = match (&self.cpus, self.cores) {
             (Some(cpus), _) => cpus.clone(),
-            (None, Some(cores)) => (0..cores).map(|i| i % online).collect(),
-            (None, None) => (0..online).collect(),
+            (None, Some(cores)) => (0..cores).map(|i| allowed[i % allowed.len()]).collect(),
+            (None, None) => allowed,
         };
         if cpus.is_empty() {
             return Err(invalid("cores", "at least one shard is needed"));

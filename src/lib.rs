@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! let broker = shardmq::Broker::new(shardmq::Config::default())?.start()?;
-//! broker.wait();
+//! broker.wait().expect("shards ran to the end");
 //! # Ok::<(), shardmq::StartError>(())
 //! ```
 
@@ -29,6 +29,6 @@ pub mod session;
 mod shard;
 pub mod sys;
 
-pub use broker::{Broker, BrokerBuilder, BrokerHandle, PublishError, StartError};
+pub use broker::{Broker, BrokerBuilder, BrokerHandle, PublishError, ShardFailed, StartError};
 pub use config::Config;
 pub use shard::ShardStats;

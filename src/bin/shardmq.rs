@@ -221,7 +221,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    broker.wait();
-    tracing::info!("shardmq stopped");
-    ExitCode::SUCCESS
+    match broker.wait() {
+        Ok(()) => {
+            tracing::info!("shardmq stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shardmq: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

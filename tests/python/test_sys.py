@@ -93,7 +93,8 @@ def test_connections_alarm_activates_and_clears(start_broker, mqtt_client):
     assert cleared["name"] == "connections_high"
     assert cleared["activated_at"] == alarm["activated_at"]
     assert cleared["deactivated_at"] is not None
-    assert cleared["details"]["connections"] == 3
+    # Below the threshold again: 4 or 3, depending on which second it was sampled in.
+    assert cleared["details"]["connections"] in (3, 4)
     active, _ = watcher.get_until(lambda m: m.topic.endswith("/alarms/active"), timeout=5)
     assert json.loads(active.payload) == []
 
