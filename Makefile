@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: help run build deps test test-core test-rust test-python lint fmt doc bench fuzz ci
+.PHONY: help run build deps test test-core test-rust test-python test-tuning lint fmt doc bench fuzz ci
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -20,7 +20,7 @@ deps: ## install what the tests need when missing (Debian packages, Python packa
 	@$(PYTHON) -c 'import paho.mqtt, pytest, pytest_timeout, prometheus_client' 2>/dev/null || \
 		$(PYTHON) -m pip install -q 'paho-mqtt>=2,<3' pytest pytest-timeout prometheus-client
 
-test: deps build test-rust test-python ## everything: unit, property and integration tests (installs what it needs)
+test: deps build test-rust test-python test-tuning ## everything: unit, property and integration tests (installs what it needs)
 
 test-core: ## sans-IO unit and property tests only; run anywhere, no io_uring needed
 	$(CARGO) test --lib -- protocol:: session:: router:: message::
@@ -30,6 +30,9 @@ test-rust: ## cargo tests of the whole workspace
 
 test-python: build ## black-box tests with paho-mqtt, mosquitto_pub/sub and raw sockets
 	SHARDMQ_BIN=$(CURDIR)/target/debug/shardmq $(PYTHON) -m pytest tests/python -q
+
+test-tuning: ## tuning/check against the real host and fake /proc trees
+	bash tuning/test_check.sh
 
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all --check
