@@ -47,8 +47,9 @@ doc: ## API docs, warnings are errors
 bench: ## micro-benchmarks of the codec and the trie
 	$(CARGO) bench --bench codec --bench trie
 
-fuzz: ## one minute of fuzzing per target (needs cargo-fuzz)
+fuzz: ## one minute of fuzzing per target (cargo install cargo-fuzz first)
 	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz decode_packet -- -max_total_time=60
 	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz topic -- -max_total_time=60
+	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz session_script -- -max_total_time=60
 
 ci: lint test ## what CI runs

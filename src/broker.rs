@@ -229,6 +229,16 @@ impl Broker {
             metrics = ?metrics_addr,
             "shardmq started"
         );
+        info!(
+            "sizing: {}; io_uring memory {} KiB per shard ({})",
+            config.sizing_report(),
+            io_memory / 1024,
+            match memlock_limit() {
+                Some(limit) =>
+                    format!("half the {} KiB memlock limit, at most 1024 KiB", limit / 1024),
+                None => "memlock unlimited".to_owned(),
+            }
+        );
         Ok(BrokerHandle { local_addrs, metrics_addr, stop, api: api_tx, threads: Some(threads) })
     }
 }

@@ -94,7 +94,8 @@ pub struct Config {
     pub subscriptions_max: usize,
     /// Most retained messages (node-wide; each shard holds an equal share).
     pub retained_max: usize,
-    /// Most bytes of retained messages (node-wide; each shard an equal share).
+    /// Most bytes of retained messages (node-wide; each shard an equal share);
+    /// 0: 10% of RAM.
     pub retained_bytes_max: u64,
     /// PUBLISH packets per second one client may send; 0 = no limit. Beyond, the
     /// broker stops reading that client's socket until the rate is back (TCP
@@ -105,8 +106,8 @@ pub struct Config {
     /// New connections per second accepted (node-wide, shared equally by the
     /// shards); 0 = no limit. Beyond, connections wait in the listen backlog.
     pub accept_rate_max: u64,
-    /// Bytes all session queues may hold (node-wide, shared equally by the shards).
-    /// Beyond, messages that would be queued are dropped and counted.
+    /// Bytes all session queues may hold (node-wide, shared equally by the shards);
+    /// 0: 25% of RAM. Beyond, messages that would be queued are dropped and counted.
     pub queued_bytes_max: u64,
     /// Resident memory above which the `memory_high` alarm starts; 0: 80% of RAM.
     pub alarm_memory_high_bytes: u64,
@@ -149,11 +150,11 @@ impl Default for Config {
             topic_levels_max: 128,
             subscriptions_max: 10_000,
             retained_max: 1_000_000,
-            retained_bytes_max: 1 << 30,
+            retained_bytes_max: 0,
             publish_rate_max: 0,
             publish_bytes_rate_max: 0,
             accept_rate_max: 0,
-            queued_bytes_max: 1 << 30,
+            queued_bytes_max: 0,
             alarm_memory_high_bytes: 0,
             alarm_connections_ratio: 0.9,
             alarm_mqueue_drops_per_sec: 1000,
@@ -238,9 +239,6 @@ impl Config {
         if self.packet_size_max > 268_435_460 {
             return Err(invalid("packet_size_max", "MQTT packets are at most 268,435,460 bytes"));
         }
-        if self.retained_bytes_max == 0 || self.queued_bytes_max == 0 {
-            return Err(invalid("retained_bytes_max/queued_bytes_max", "must be at least 1"));
-        }
         if self.connect_timeout_secs == 0 {
             return Err(invalid("connect_timeout_secs", "must be at least 1"));
         }
@@ -285,21 +283,74 @@ impl Config {
 
     /// The `memory_high` threshold in bytes.
     pub fn alarm_memory_high_effective(&self) -> u64 {
-        if self.alarm_memory_high_bytes > 0 {
-            return self.alarm_memory_high_bytes;
-        }
-        let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        });
-        total_kib.map_or(0, |kib| kib * 1024 / 10 * 8)
+        or_ram_share(self.alarm_memory_high_bytes, 80)
+    }
+
+    /// `queued_bytes_max`, 25% of RAM when 0.
+    pub fn queued_bytes_max_effective(&self) -> u64 {
+        or_ram_share(self.queued_bytes_max, 25)
+    }
+
+    /// `retained_bytes_max`, 10% of RAM when 0.
+    pub fn retained_bytes_max_effective(&self) -> u64 {
+        or_ram_share(self.retained_bytes_max, 10)
+    }
+
+    /// What the broker sized from the machine, and why, for the start-up log.
+    pub fn sizing_report(&self) -> String {
+        let cpus = self.shard_cpus().map(|c| c.len()).unwrap_or(0);
+        let why_shards = match (&self.cpus, self.cores) {
+            (Some(_), _) => "--cpus",
+            (None, Some(_)) => "--cores",
+            (None, None) => "one per CPU the process may run on",
+        };
+        let mib = |b: u64| b / (1024 * 1024);
+        let ram = mib(ram_bytes().unwrap_or(0));
+        format!(
+            "{cpus} shards ({why_shards}); connections_max {} ({}); queued_bytes_max {} MiB ({}); \
+             retained_bytes_max {} MiB ({}); memory_high alarm at {} MiB ({})",
+            self.connections_max_effective(),
+            if self.connections_max > 0 { "set" } else { "open-files limit minus 256" },
+            mib(self.queued_bytes_max_effective()),
+            if self.queued_bytes_max > 0 {
+                "set".to_owned()
+            } else {
+                format!("25% of {ram} MiB RAM")
+            },
+            mib(self.retained_bytes_max_effective()),
+            if self.retained_bytes_max > 0 {
+                "set".to_owned()
+            } else {
+                format!("10% of {ram} MiB RAM")
+            },
+            mib(self.alarm_memory_high_effective()),
+            if self.alarm_memory_high_bytes > 0 {
+                "set".to_owned()
+            } else {
+                format!("80% of {ram} MiB RAM")
+            },
+        )
     }
 
     pub(crate) fn spin_before_park(&self) -> Duration {
         Duration::from_micros(self.spin_before_park_us)
     }
+}
+
+/// Total RAM from `/proc/meminfo`.
+fn ram_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `value`, or `percent`% of RAM when `value` is 0 (1 GiB if RAM is unknown).
+fn or_ram_share(value: u64, percent: u64) -> u64 {
+    if value > 0 {
+        return value;
+    }
+    ram_bytes().map_or(1 << 30, |ram| ram / 100 * percent)
 }
 
 /// A soft limit from `/proc/self/limits` (`None` when unlimited or unreadable).

@@ -98,7 +98,7 @@ struct Cli {
     /// Most retained messages, node-wide [default: 1000000].
     #[arg(long)]
     retained_max: Option<usize>,
-    /// Most bytes of retained messages, node-wide [default: 1073741824].
+    /// Most bytes of retained messages, node-wide; 0 = 10% of RAM [default: 0].
     #[arg(long)]
     retained_bytes_max: Option<u64>,
     /// PUBLISH packets per second per client; 0 = no limit (reads pause beyond) [default: 0].
@@ -110,7 +110,7 @@ struct Cli {
     /// New connections per second, node-wide; 0 = no limit [default: 0].
     #[arg(long)]
     accept_rate_max: Option<u64>,
-    /// Bytes all session queues may hold, node-wide [default: 1073741824].
+    /// Bytes all session queues may hold, node-wide; 0 = 25% of RAM [default: 0].
     #[arg(long)]
     queued_bytes_max: Option<u64>,
     /// Resident bytes that raise the memory_high alarm; 0 = 80% of RAM [default: 0].

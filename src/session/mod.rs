@@ -17,6 +17,8 @@
 
 mod inflight;
 mod mqueue;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod script;
 
 use bytes::BytesMut;
 use bytestring::ByteString;

@@ -1,0 +1,184 @@
+//! A scripted client for property tests and fuzzing of [`Session`]: it drives a
+//! session through deliveries, acknowledgements, disconnects and reconnects, decodes
+//! everything the session encodes, and panics when an invariant breaks:
+//!
+//! - the inflight window is never exceeded and `check_invariants` holds after every step;
+//! - first transmissions (DUP = 0) come in delivery order, each message once;
+//! - every QoS 1/2 message is delivered or dropped by the counted mqueue policy;
+//! - after the client returns and acknowledges everything, nothing is pending.
+//!
+//! Built for tests and for the fuzz crate (feature `fuzzing`), never into the broker.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Delivery, Session, SessionLimits};
+use crate::message::{Message, MessageId};
+use crate::protocol::{codec, Limits, Packet, PacketId, QoS, TopicName};
+
+/// Session limits for a script.
+pub fn limits(inflight_max: u16, mqueue_len_max: usize, store_qos0: bool) -> SessionLimits {
+    SessionLimits {
+        inflight_max,
+        mqueue_len_max,
+        mqueue_store_qos0: store_qos0,
+        out_buffer_max: 1 << 20,
+    }
+}
+
+/// Message number `seq` at `qos`; the payload carries `seq`.
+pub fn delivery(seq: u64, qos: QoS) -> Delivery {
+    let message = Message {
+        id: MessageId(u128::from(seq)),
+        topic: TopicName::try_from("t").expect("valid topic"),
+        payload: Bytes::copy_from_slice(&seq.to_be_bytes()),
+        qos,
+        retain: false,
+    };
+    Delivery { message: Arc::new(message), qos, retain: false }
+}
+
+fn seq_of(payload: &[u8]) -> u64 {
+    u64::from_be_bytes(payload.try_into().expect("8-byte payload"))
+}
+
+/// One step of a script.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Deliver(QoS),
+    /// Acknowledge the n-th (modulo) unacknowledged packet the client holds.
+    Ack(usize),
+    Disconnect,
+    Reconnect,
+}
+
+impl Op {
+    /// Maps a byte to a step (for fuzzers): mostly deliveries and acks.
+    pub fn from_byte(b: u8) -> Op {
+        match b % 9 {
+            0 => Op::Deliver(QoS::AtMostOnce),
+            1 => Op::Deliver(QoS::AtLeastOnce),
+            2 | 3 => Op::Deliver(QoS::ExactlyOnce),
+            4..=6 => Op::Ack(usize::from(b / 9)),
+            7 => Op::Disconnect,
+            _ => Op::Reconnect,
+        }
+    }
+}
+
+/// What the client saw, and what it still has to acknowledge.
+#[derive(Debug, Default)]
+pub struct Client {
+    /// Sequence numbers of first transmissions (DUP = 0), in arrival order.
+    pub first_sent: Vec<u64>,
+    /// Packets awaiting the client's PUBACK / PUBREC / PUBCOMP: (id, QoS, PUBREL seen).
+    pub unacked: VecDeque<(PacketId, QoS, bool)>,
+}
+
+impl Client {
+    /// Decodes and records everything in `out`.
+    pub fn read(&mut self, out: &mut BytesMut) {
+        let limits = Limits { packet_size_max: 1 << 20 };
+        while let Some(packet) = codec::decode(out, &limits).expect("session encodes valid packets")
+        {
+            match packet {
+                Packet::Publish(publish) => {
+                    if !publish.dup {
+                        self.first_sent.push(seq_of(&publish.payload));
+                    }
+                    if let Some(id) = publish.packet_id {
+                        if !self.unacked.iter().any(|(known, _, _)| *known == id) {
+                            self.unacked.push_back((id, publish.qos, false));
+                        }
+                    }
+                }
+                Packet::PubRel(ack) => {
+                    let entry = self.unacked.iter_mut().find(|(id, _, _)| *id == ack.packet_id);
+                    entry.expect("PUBREL only for a PUBREC'd id").2 = true;
+                }
+                other => panic!("unexpected packet toward the client: {other:?}"),
+            }
+        }
+    }
+
+    /// Acknowledges the n-th (modulo) outstanding packet.
+    fn ack(&mut self, session: &mut Session, out: &mut BytesMut, n: usize) {
+        if self.unacked.is_empty() {
+            return;
+        }
+        let at = n % self.unacked.len();
+        let (id, qos, released) = self.unacked[at];
+        match (qos, released) {
+            (QoS::AtLeastOnce, _) => {
+                session.on_puback(id, out);
+                self.unacked.remove(at);
+            }
+            (QoS::ExactlyOnce, false) => session.on_pubrec(id, out),
+            (QoS::ExactlyOnce, true) => {
+                session.on_pubcomp(id, out);
+                self.unacked.remove(at);
+            }
+            (QoS::AtMostOnce, _) => unreachable!("QoS 0 has no packet id"),
+        }
+    }
+}
+
+/// Runs `ops`, then reconnects and acknowledges everything, checking the invariants.
+/// Panics on the first one broken.
+pub fn run(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: bool) {
+    let mut session =
+        Session::new("c".into(), true, limits(inflight_max, mqueue_len_max, store_qos0));
+    let mut client = Client::default();
+    let mut out = BytesMut::new();
+    let mut delivered_qos12 = Vec::new();
+    let mut dropped = BTreeSet::new();
+    let mut online = true;
+    let mut seq = 0;
+    for op in ops {
+        match op {
+            Op::Deliver(qos) => {
+                seq += 1;
+                if *qos != QoS::AtMostOnce {
+                    delivered_qos12.push(seq);
+                }
+                let target = if online { Some(&mut out) } else { None };
+                if let Some((gone, _)) = session.deliver(delivery(seq, *qos), target, true) {
+                    dropped.insert(seq_of(&gone.message.payload));
+                }
+            }
+            Op::Ack(n) if online => client.ack(&mut session, &mut out, *n),
+            Op::Ack(_) => {}
+            Op::Disconnect => {
+                session.go_offline();
+                online = false;
+            }
+            Op::Reconnect => {
+                session.resume(&mut out);
+                online = true;
+            }
+        }
+        if online {
+            client.read(&mut out);
+        }
+        assert!(session.check_invariants());
+        assert!(session.inflight_len() <= usize::from(inflight_max), "window exceeded");
+    }
+    // Drain: the client comes back and acknowledges until nothing is left.
+    session.resume(&mut out);
+    client.read(&mut out);
+    for _ in 0..(4 * ops.len() + 8) {
+        client.ack(&mut session, &mut out, 0);
+        client.read(&mut out);
+    }
+    assert!(!session.has_pending(), "everything delivered or dropped");
+    assert!(client.first_sent.windows(2).all(|w| w[0] < w[1]), "order: {:?}", client.first_sent);
+    let seen: BTreeSet<u64> = client.first_sent.iter().copied().collect();
+    for seq in delivered_qos12 {
+        assert!(seen.contains(&seq) || dropped.contains(&seq), "message {seq} lost");
+    }
+    let stats = session.stats();
+    assert_eq!(stats.dropped_queue_full + stats.dropped_qos0, dropped.len() as u64);
+    assert_eq!(stats.dropped_budget, 0);
+}
