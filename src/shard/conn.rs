@@ -57,6 +57,7 @@ pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
     let mut stream = stream.buffered_with(Preallocated::new(read_buffer));
     let mut buf = BytesMut::with_capacity(1024);
     let limits = limits(&shard);
+    let stopped = Rc::clone(&shard.borrow().stopped);
     let first = or(
         async {
             loop {
@@ -71,11 +72,17 @@ pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
                 }
             }
         },
-        async {
-            glommio::timer::sleep(timeout).await;
-            shard.borrow_mut().stats.connect_timeouts += 1;
-            Err(None)
-        },
+        or(
+            async {
+                glommio::timer::sleep(timeout).await;
+                shard.borrow_mut().stats.connect_timeouts += 1;
+                Err(None)
+            },
+            async {
+                stopped.wait().await;
+                Err(None)
+            },
+        ),
     )
     .await;
     let connect = match first {

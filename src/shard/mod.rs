@@ -107,7 +107,12 @@ pub(crate) async fn run(ctx: ShardContext) {
         if let Some(fd) = metrics {
             // SAFETY: a listening TCP socket that shard 0 alone owns from here on.
             let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
-            spawn_local(observe::serve_metrics(Rc::clone(&shard), listener)).detach();
+            let shard = Rc::clone(&shard);
+            spawn_local(async move {
+                let metrics = observe::serve_metrics(Rc::clone(&shard), listener);
+                until_stopped(&shard, metrics).await;
+            })
+            .detach();
         }
     }
     let api = ctx.api.lock().unwrap_or_else(|poisoned| poisoned.into_inner())[id].take();
@@ -120,7 +125,21 @@ pub(crate) async fn run(ctx: ShardContext) {
     ctrl_tx.close();
 }
 
+/// Runs `work` until it ends or the shard stops, whichever comes first.
+async fn until_stopped(
+    shard: &Rc<RefCell<ShardState>>,
+    work: impl std::future::Future<Output = ()>,
+) {
+    let stopped = Rc::clone(&shard.borrow().stopped);
+    futures_lite::future::or(work, stopped.wait()).await;
+}
+
 async fn accept_loop(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
+    // Dropping the listener when the shard stops closes the port.
+    until_stopped(&shard.clone(), accept_forever(shard, listener)).await;
+}
+
+async fn accept_forever(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
     let (rate, shards) = {
         let s = shard.borrow();
         (s.config.accept_rate_max, s.shards as u64)
@@ -143,13 +162,17 @@ async fn accept_loop(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }
         }
-        if shard.borrow().stopping {
-            return;
-        }
     }
 }
 
 async fn receive_data(shard: Rc<RefCell<ShardState>>, receiver: ConnectedReceiver<Vec<DataMsg>>) {
+    until_stopped(&shard.clone(), receive_data_forever(shard, receiver)).await;
+}
+
+async fn receive_data_forever(
+    shard: Rc<RefCell<ShardState>>,
+    receiver: ConnectedReceiver<Vec<DataMsg>>,
+) {
     while let Some(batch) = receiver.recv().await {
         {
             let mut s = shard.borrow_mut();
@@ -163,6 +186,13 @@ async fn receive_data(shard: Rc<RefCell<ShardState>>, receiver: ConnectedReceive
 }
 
 async fn receive_ctrl(shard: Rc<RefCell<ShardState>>, receiver: ConnectedReceiver<Vec<CtrlMsg>>) {
+    until_stopped(&shard.clone(), receive_ctrl_forever(shard, receiver)).await;
+}
+
+async fn receive_ctrl_forever(
+    shard: Rc<RefCell<ShardState>>,
+    receiver: ConnectedReceiver<Vec<CtrlMsg>>,
+) {
     while let Some(batch) = receiver.recv().await {
         let mut handoffs = Vec::new();
         {
@@ -211,18 +241,24 @@ async fn receive_api(
 /// Sends overflowed data batches as ring slots free up, in order.
 async fn drain_data(shard: Rc<RefCell<ShardState>>) {
     let signal = Rc::clone(&shard.borrow().data_out.overflow_signal);
-    loop {
-        signal.notified().await;
-        drain(&shard, |s| &mut s.data_out).await;
-    }
+    until_stopped(&shard.clone(), async move {
+        loop {
+            signal.notified().await;
+            drain(&shard, |s| &mut s.data_out).await;
+        }
+    })
+    .await;
 }
 
 async fn drain_ctrl(shard: Rc<RefCell<ShardState>>) {
     let signal = Rc::clone(&shard.borrow().ctrl_out.overflow_signal);
-    loop {
-        signal.notified().await;
-        drain(&shard, |s| &mut s.ctrl_out).await;
-    }
+    until_stopped(&shard.clone(), async move {
+        loop {
+            signal.notified().await;
+            drain(&shard, |s| &mut s.ctrl_out).await;
+        }
+    })
+    .await;
 }
 
 async fn drain<T: Send + 'static>(
@@ -269,4 +305,8 @@ async fn tick_until_stopped(shard: &Rc<RefCell<ShardState>>, stop: &AtomicBool) 
         }
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    // End the long-lived tasks: listeners close, rings are released.
+    let stopped = Rc::clone(&shard.borrow().stopped);
+    stopped.set();
+    glommio::timer::sleep(Duration::from_millis(10)).await;
 }

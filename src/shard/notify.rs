@@ -69,3 +69,33 @@ impl Gate {
         .await;
     }
 }
+
+/// Set once, wakes every waiter, stays set: the shard's "stopping" signal that its
+/// long-lived tasks race their work against, so they end (and release the shard)
+/// at shutdown.
+#[derive(Debug, Default)]
+pub(crate) struct Latch {
+    set: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Latch {
+    pub fn set(&self) {
+        self.set.set(true);
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.get() {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}

@@ -35,7 +35,7 @@ use crate::router::{owner_shard, topic_matches, RouteTable, SubTrie};
 use crate::session::{Delivery, DropReason, Session};
 
 use super::mesh::{CtrlMsg, DataMsg, Outbox};
-use super::notify::{Gate, Notify};
+use super::notify::{Gate, Latch, Notify};
 use super::observe::SysState;
 use super::rate::TokenBucket;
 use super::wheel::Wheel;
@@ -190,6 +190,8 @@ pub(crate) struct ShardState {
     /// Scratch for matching: (client id, QoS), reused across publishes.
     scratch: Vec<(ByteString, QoS)>,
     pub readers_gate: Rc<Gate>,
+    /// Set at shutdown; long-lived tasks end when it is.
+    pub stopped: Rc<Latch>,
     pub stats: ShardStats,
     /// `$SYS`, alarms and metrics: shard 0 only.
     pub sys: Option<SysState>,
@@ -253,6 +255,7 @@ impl ShardState {
             next_assigned_id: 0,
             scratch: Vec::new(),
             readers_gate: Rc::new(Gate::default()),
+            stopped: Rc::new(Latch::default()),
             stats: ShardStats::default(),
             connections_max: config.connections_max_effective().div_ceil(shards) as u64,
             retained_max: config.retained_max.div_ceil(shards),
