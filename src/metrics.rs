@@ -46,6 +46,10 @@ pub struct ShardStats {
     pub reader_pauses: u64,
     /// Messages dropped because the queued-bytes budget was spent.
     pub dropped_budget: u64,
+    /// Messages from clients (or wills, or the API) to `$SYS` topics, dropped.
+    pub dropped_reserved_topic: u64,
+    /// CONNECTs refused for `connections_max`.
+    pub limit_connections: u64,
     /// Topics or filters refused for `topic_length_max` / `topic_levels_max`.
     pub limit_topic: u64,
     /// Subscriptions refused for `subscriptions_max`.
@@ -123,6 +127,8 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         a.route_updates_stale += b.route_updates_stale;
         a.reader_pauses += b.reader_pauses;
         a.dropped_budget += b.dropped_budget;
+        a.limit_connections += b.limit_connections;
+        a.dropped_reserved_topic += b.dropped_reserved_topic;
         a.limit_topic += b.limit_topic;
         a.limit_subscriptions += b.limit_subscriptions;
         a.limit_retained += b.limit_retained;
@@ -227,6 +233,7 @@ pub fn prometheus_text(
             ("mqueue_full", s.stats.dropped_mqueue),
             ("hook", s.stats.dropped_by_hook),
             ("queued_bytes_budget", s.stats.dropped_budget),
+            ("reserved_topic", s.stats.dropped_reserved_topic),
         ] {
             let labels = vec![
                 ("shard".to_owned(), s.shard.to_string()),
@@ -259,7 +266,8 @@ pub fn prometheus_text(
     let limits = Family::<Labels, Counter>::default();
     for s in snapshots {
         for (limit, value) in [
-            ("connections_max", s.stats.connects_refused),
+            ("connections_max", s.stats.limit_connections),
+            ("connect_timeout", s.stats.connect_timeouts),
             ("topic", s.stats.limit_topic),
             ("subscriptions_max", s.stats.limit_subscriptions),
             ("retained", s.stats.limit_retained),

@@ -237,6 +237,7 @@ pub fn sys_topics(
         ("clients/connects".into(), s.connects.to_string()),
         ("clients/refused".into(), s.connects_refused.to_string()),
         ("clients/protocol_errors".into(), s.protocol_errors.to_string()),
+        ("clients/connect_timeouts".into(), s.connect_timeouts.to_string()),
         ("sessions/count".into(), t.sessions.to_string()),
         ("sessions/offline".into(), t.sessions_offline.to_string()),
         ("subscriptions/count".into(), t.subscriptions.to_string()),
@@ -248,13 +249,18 @@ pub fn sys_topics(
         ("bytes/sent".into(), s.bytes_out.to_string()),
         (
             "messages/dropped".into(),
-            (s.dropped_mqueue + s.dropped_no_subscribers + s.dropped_by_hook + s.dropped_budget)
+            (s.dropped_mqueue
+                + s.dropped_no_subscribers
+                + s.dropped_by_hook
+                + s.dropped_budget
+                + s.dropped_reserved_topic)
                 .to_string(),
         ),
         ("messages/dropped/mqueue_full".into(), s.dropped_mqueue.to_string()),
         ("messages/dropped/no_subscribers".into(), s.dropped_no_subscribers.to_string()),
         ("messages/dropped/hook".into(), s.dropped_by_hook.to_string()),
         ("messages/dropped/queued_bytes_budget".into(), s.dropped_budget.to_string()),
+        ("messages/dropped/reserved_topic".into(), s.dropped_reserved_topic.to_string()),
         ("messages/queued_bytes".into(), s.queued_bytes.to_string()),
         // Expiry arrives with MQTT 5's Message Expiry Interval, and full rings apply
         // backpressure instead of dropping: both are honest zeros today.

@@ -93,6 +93,13 @@ impl TopicName {
     pub fn as_byte_string(&self) -> &ByteString {
         &self.0
     }
+
+    /// A copy in its own allocation. A decoded topic is a slice of the read buffer
+    /// and keeps all of it alive; what is kept for long (retained messages, wills)
+    /// detaches first.
+    pub fn detached(&self) -> TopicName {
+        TopicName(ByteString::from(&*self.0))
+    }
 }
 
 impl TryFrom<ByteString> for TopicName {
@@ -136,6 +143,12 @@ impl TopicFilter {
     /// Whether the filter holds `+` or `#`.
     pub fn has_wildcards(&self) -> bool {
         self.0.bytes().any(|b| b == b'+' || b == b'#')
+    }
+
+    /// A copy in its own allocation (see [`TopicName::detached`]): subscriptions
+    /// live as long as their session.
+    pub fn detached(&self) -> TopicFilter {
+        TopicFilter(ByteString::from(&*self.0))
     }
 }
 

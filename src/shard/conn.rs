@@ -249,13 +249,19 @@ async fn write_out(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>) -> std
             return Ok(());
         }
         stream.write_all(&pending).await?;
-        shard.borrow_mut().stats.bytes_out += pending.len() as u64;
+        let mut s = shard.borrow_mut();
+        s.stats.bytes_out += pending.len() as u64;
         pending.clear();
-        let mut out = conn.out.borrow_mut();
-        if out.is_empty() {
-            // Keep the allocation for the next batch.
-            *out = pending;
+        {
+            let mut out = conn.out.borrow_mut();
+            if out.is_empty() {
+                // Keep the allocation for the next batch.
+                *out = pending;
+            }
         }
+        // The buffer has room again: messages queued because it was full (QoS 0
+        // over out_buffer_max_bytes) move into it.
+        s.refill(conn);
     }
 }
 

@@ -18,7 +18,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use glommio::channels::channel_mesh::Senders;
 use hashbrown::HashMap;
@@ -176,8 +176,10 @@ pub(crate) struct ShardState {
     /// Per shard, the highest of our revisions it has acknowledged.
     route_acked: Vec<u64>,
     pending_subacks: Vec<PendingSubAck>,
-    /// This shard's partition of the retained messages, by topic.
+    /// This shard's partition of the clients' retained messages, by topic.
     retained: HashMap<ByteString, Arc<Message>>,
+    /// The broker's own retained messages (`$SYS`), outside the clients' limits.
+    retained_own: HashMap<ByteString, Arc<Message>>,
     pub data_out: Outbox<DataMsg>,
     pub ctrl_out: Outbox<CtrlMsg>,
     /// Connections with new output since the end of the last pass.
@@ -245,6 +247,7 @@ impl ShardState {
             route_acked: vec![0; shards],
             pending_subacks: Vec::new(),
             retained: HashMap::new(),
+            retained_own: HashMap::new(),
             data_out: Outbox::new(data, shards, batch),
             ctrl_out: Outbox::new(ctrl, shards, batch),
             to_wake: Vec::new(),
@@ -327,6 +330,7 @@ impl ShardState {
             // A takeover would free a slot, but refusing keeps the rule simple and
             // the count an upper bound.
             self.stats.connects_refused += 1;
+            self.stats.limit_connections += 1;
             self.log_limit("connections_max");
             return refuse(ConnectReturnCode::ServerUnavailable, refusal_out);
         }
@@ -339,7 +343,9 @@ impl ShardState {
             }
             self.assign_client_id()
         } else {
-            connect.client_id.clone()
+            // Its own allocation: a decoded id is a slice of the handshake's read
+            // buffer, which a long-lived session must not keep alive.
+            ByteString::from(&*connect.client_id)
         };
         debug_assert!(
             connect.client_id.is_empty()
@@ -400,7 +406,11 @@ impl ShardState {
         }
         let entry = self.sessions.get_mut(&client_id).expect("inserted or present above");
         entry.conn = Some(Rc::clone(&conn));
-        entry.will = connect.will;
+        entry.will = connect.will.map(|will| LastWill {
+            topic: will.topic.detached(),
+            payload: Bytes::copy_from_slice(&will.payload),
+            ..will
+        });
         entry.expires_at = None;
         {
             let mut out = conn.out.borrow_mut();
@@ -408,7 +418,9 @@ impl ShardState {
                 &Packet::ConnAck(ConnAck { session_present, code: ConnectReturnCode::Accepted }),
                 &mut out,
             );
+            let before = (entry.session.stats().sent, entry.session.queued_bytes());
             entry.session.resume(&mut out);
+            count_sent(&mut self.stats, before, &entry.session);
         }
         self.stats.connections += 1;
         self.stats.connects += 1;
@@ -625,6 +637,12 @@ impl ShardState {
 
     /// Every message enters here: the `message.publish` hooks, then routing.
     fn ingress(&mut self, origin: Origin<'_>, message: Message) {
+        if is_sys_topic(message.topic.as_str()) {
+            // `$SYS` is the broker's (MQTT 3.1.1 section 4.7.2): clients' and wills'
+            // messages to it are acknowledged and dropped, as Mosquitto does.
+            self.stats.dropped_reserved_topic += 1;
+            return;
+        }
         let message = if self.hooks.has_message_publish() {
             match self.hooks.message_publish(origin, message) {
                 Some(message) => message,
@@ -712,6 +730,17 @@ impl ShardState {
 
     fn store_retained(&mut self, message: Arc<Message>) {
         let topic = message.topic.as_byte_string().clone();
+        // Only the broker publishes to `$SYS` (clients' attempts are dropped at
+        // ingress); its own retained messages live apart, outside the clients' limits
+        // and count.
+        if is_sys_topic(&topic) {
+            if message.payload.is_empty() {
+                self.retained_own.remove(&topic);
+            } else {
+                self.retained_own.insert(topic, message);
+            }
+            return;
+        }
         let size = |m: &Message| (m.topic.as_str().len() + m.payload.len()) as u64;
         // [MQTT-3.3.1-10], [MQTT-3.3.1-11]: an empty retained message clears the topic
         // and is not stored.
@@ -732,6 +761,12 @@ impl ShardState {
             return;
         }
         self.retained_bytes = bytes_after;
+        // Kept until replaced: detach it from the publisher's read buffer.
+        let message = Arc::new(Message {
+            topic: message.topic.detached(),
+            payload: Bytes::copy_from_slice(&message.payload),
+            ..(*message).clone()
+        });
         self.retained.insert(topic, message);
     }
 
@@ -758,13 +793,15 @@ impl ShardState {
                 continue;
             }
             let qos = request.qos;
-            let known = self.with_session(conn, |s, _| s.subscribe(request.filter.clone(), qos));
+            // Kept as long as the session: detach it from the read buffer.
+            let filter = request.filter.detached();
+            let known = self.with_session(conn, |s, _| s.subscribe(filter.clone(), qos));
             if known.is_none() {
                 return;
             }
-            self.add_local_sub(&request.filter, &conn.client_id, qos);
+            self.add_local_sub(&filter, &conn.client_id, qos);
             codes.push(SubAckCode::Granted(qos));
-            self.query_retained(&conn.client_id, request.filter, qos);
+            self.query_retained(&conn.client_id, filter, qos);
         }
         let suback = SubAck { packet_id: subscribe.packet_id, codes };
         if self.route_rev_acked() {
@@ -857,11 +894,14 @@ impl ShardState {
         if filter.has_wildcards() {
             self.retained
                 .iter()
+                .chain(self.retained_own.iter())
                 .filter(|(topic, _)| topic_matches(filter.as_str(), topic))
                 .map(|(_, m)| Arc::clone(m))
                 .collect()
         } else {
-            self.retained.get(filter.as_str()).map(Arc::clone).into_iter().collect()
+            let own = is_sys_topic(filter.as_str());
+            let store = if own { &self.retained_own } else { &self.retained };
+            store.get(filter.as_str()).map(Arc::clone).into_iter().collect()
         }
     }
 
@@ -973,6 +1013,17 @@ impl ShardState {
         }
     }
 
+    /// After a write emptied `conn`'s buffer: moves what its session queued for want
+    /// of buffer room into it.
+    pub fn refill(&mut self, conn: &Rc<ConnIo>) {
+        let queued = self.sessions.get(&conn.client_id).is_some_and(|e| {
+            e.session.mqueue_len() > 0 && e.conn.as_ref().is_some_and(|c| c.id == conn.id)
+        });
+        if queued {
+            self.with_session(conn, |s, out| s.drain(out));
+        }
+    }
+
     /// Logs that a limit was hit, at most once a second per shard.
     fn log_limit(&mut self, name: &str) {
         let now = self.now_ticks();
@@ -996,8 +1047,8 @@ impl ShardState {
             sessions,
             sessions_offline: offline,
             subscriptions,
-            // The broker's own `$SYS` topics are retained too; they are not counted.
-            retained: self.retained.keys().filter(|t| !t.starts_with('$')).count() as u64,
+            // The broker's own retained `$SYS` topics are kept apart, not counted.
+            retained: self.retained.len() as u64,
             routes: self.routes.len() as u64,
             ring_batches_sent: self.data_out.batches_sent + self.ctrl_out.batches_sent,
             ring_batches_overflowed: self.data_out.batches_overflowed
@@ -1044,6 +1095,11 @@ fn count_sent(stats: &mut ShardStats, before: ([u64; 3], usize), session: &Sessi
         *out += now - then;
     }
     stats.queued_bytes = stats.queued_bytes + session.queued_bytes() as u64 - before.1 as u64;
+}
+
+/// Whether `topic` is in the broker's own `$SYS` tree.
+fn is_sys_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
 /// The resolution of the shard clock and its timer wheel.
