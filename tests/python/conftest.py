@@ -243,7 +243,7 @@ def broker(_module_broker, request):
     request.node._mqtt_brokers = getattr(request.node, "_mqtt_brokers", []) + [(b, offset)]
     yield b
     problems = b.problems(since=offset)
-    if problems:
+    if problems and not getattr(request.node, "_mqtt_problems_reported", False):
         pytest.fail("; ".join(problems) + "\n--- broker stderr ---\n" + _log_tail(b.log_since(offset)),
                     pytrace=False)
 
@@ -325,11 +325,31 @@ def topic_root():
     return unique_topic_root("t")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Right after the test body: FAIL the test (not just error its teardown)
+    if a broker it used died on its own or printed 'panicked'."""
+    try:
+        result = yield
+    finally:
+        problems = []
+        for b, offset in getattr(item, "_mqtt_brokers", []):
+            problems += [f"{b}: {p}" for p in b.problems(since=offset)]
+    if problems:
+        item._mqtt_problems_reported = True
+        pytest.fail("; ".join(problems), pytrace=False)
+    return result
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     if rep.failed:
+        if call.when == "call" and not getattr(item, "_mqtt_problems_reported", False):
+            problems = [f"{b}: {p}" for b, off in getattr(item, "_mqtt_brokers", []) for p in b.problems(since=off)]
+            if problems:
+                rep.sections.append(("broker health", "\n".join(problems)))
         for b, offset in getattr(item, "_mqtt_brokers", []):
             text = b.log_since(offset)
             rep.sections.append((f"broker log ({b.kind}:{b.port}, since test start)",
