@@ -122,6 +122,8 @@ pub(crate) struct ConnIo {
     /// pending the connection processes no further packet, so the client's own
     /// packets keep their order relative to the SUBACK.
     pub subacks_pending: Cell<u32>,
+    /// Whether the connection is in `to_wake` already.
+    dirty: Cell<bool>,
     /// Publish rate limits (messages, payload bytes), when configured.
     pub rates: RefCell<(Option<TokenBucket>, Option<TokenBucket>)>,
     /// Set when a rate limit is exceeded: no reading before then.
@@ -279,8 +281,12 @@ impl ShardState {
         self.started.elapsed().as_millis() as u64 / TICK_MS
     }
 
+    /// Remembers to wake `conn` at the end of the pass (once, however many packets
+    /// were encoded for it).
     fn mark_dirty(&mut self, conn: &Rc<ConnIo>) {
-        self.to_wake.push(Rc::clone(conn));
+        if !conn.dirty.replace(true) {
+            self.to_wake.push(Rc::clone(conn));
+        }
     }
 
     /// End of a processing pass: send the batches filled during it, wake the
@@ -289,6 +295,7 @@ impl ShardState {
         self.data_out.flush();
         self.ctrl_out.flush();
         for conn in self.to_wake.drain(..) {
+            conn.dirty.set(false);
             conn.wake.notify();
         }
         let overflow = self.data_out.overflow_len() + self.ctrl_out.overflow_len();
@@ -371,6 +378,7 @@ impl ShardState {
             last_seen: Cell::new(now),
             keep_alive_secs: connect.keep_alive_secs,
             subacks_pending: Cell::new(0),
+            dirty: Cell::new(false),
             rates: RefCell::new((
                 (self.config.publish_rate_max > 0)
                     .then(|| TokenBucket::new(self.config.publish_rate_max, Instant::now())),
@@ -552,7 +560,7 @@ impl ShardState {
         let before = (entry.session.stats().sent, entry.session.queued_bytes());
         let result = f(&mut entry.session, &mut conn.out.borrow_mut());
         count_sent(&mut self.stats, before, &entry.session);
-        self.to_wake.push(Rc::clone(conn));
+        self.mark_dirty(conn);
         Some(result)
     }
 
@@ -713,7 +721,9 @@ impl ShardState {
             Some(conn) => {
                 let out = &mut conn.out.borrow_mut();
                 let dropped = entry.session.deliver(delivery, Some(out), may_queue);
-                self.to_wake.push(Rc::clone(conn));
+                if !conn.dirty.replace(true) {
+                    self.to_wake.push(Rc::clone(conn));
+                }
                 dropped
             }
             None => entry.session.deliver(delivery, None, may_queue),
