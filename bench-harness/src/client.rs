@@ -19,10 +19,9 @@ use crate::sys::mono_ns;
 
 /// Publishers stop adding PUBLISH packets to one write at this size.
 const BATCH_BYTES: usize = 64 * 1024;
-/// How long a subscriber read waits before it re-checks stop and keep-alive.
-const SUB_POLL: Duration = Duration::from_millis(1000);
-/// The same for idle connections (there may be tens of thousands of them).
-const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Open loop: how long after the window a publisher that fell behind its
+/// schedule keeps sending the window's messages (the rest count as unsent).
+const BACKLOG_GRACE_NS: u64 = 1_000_000_000;
 /// How long to wait for the broker to close after DISCONNECT.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -165,6 +164,7 @@ pub async fn run_publisher(
     let mut seq = 0u64;
     let mut next_pid = 0u16;
     let mut last_write = mono_ns();
+    let slot = ctx.events.register();
     sleep_until(start_ns).await;
     loop {
         if let Some(e) = st.error.borrow_mut().take() {
@@ -176,7 +176,14 @@ pub async fn run_publisher(
         out.clear();
         out.append(&mut st.ctrl.borrow_mut());
         let now = mono_ns();
-        let sending = now < we;
+        // Open loop: every message intended inside the window is sent, late if
+        // need be (the lateness shows in its latency), unless more than
+        // BACKLOG_GRACE after the window; closed loop: until the window ends.
+        let sending = if sched.is_open_loop() {
+            sched.intended(seq) < we && now < we + BACKLOG_GRACE_NS
+        } else {
+            now < we
+        };
         let mut n = 0u64;
         let mut n_w = 0u64;
         if sending {
@@ -242,16 +249,17 @@ pub async fn run_publisher(
             mqtt::encode_empty(&mut st.ctrl.borrow_mut(), mqtt::PINGREQ);
             continue;
         }
-        // Nothing to write: wait for the next intended time, an ack, the end
-        // of the window, or a periodic re-check (stop flag, keep-alive).
-        let mut wake = now + 50_000_000;
-        if sending {
-            wake = wake.min(we);
-            if sched.is_open_loop() && (qos == 0 || st.inflight.get() < window) {
-                wake = wake.min(sched.intended(seq));
-            }
+        // Nothing to write: wait for an ack, the shard tick (stop flag,
+        // keep-alive) or, open loop, the next intended time / end of window.
+        let seen = ctx.events.generation();
+        let wake = (sending && sched.is_open_loop() && (qos == 0 || st.inflight.get() < window))
+            .then(|| sched.intended(seq).min(we))
+            .or(sending.then_some(we).filter(|_| qos == 0));
+        let woken = st.notify.wait().or(ctx.events.wait(slot, seen));
+        match wake {
+            Some(t) => woken.or(sleep_until(t)).await,
+            None => woken.await,
         }
-        st.notify.wait().or(sleep_until(wake)).await;
     }
     ctx.shared.pubs_done.fetch_add(1, Relaxed);
     if sched.is_open_loop() {
@@ -275,8 +283,18 @@ pub async fn run_publisher(
     Ok(res)
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::TimedOut
+/// Reads more bytes, or returns `None` when a shard event (tick, stop) fires
+/// first. Dropping the pending read is safe: glommio only consumes bytes in
+/// the read call itself.
+async fn read_or_event(ctx: &ShardCtx, slot: usize, conn: &mut Conn) -> Option<io::Result<usize>> {
+    let seen = ctx.events.generation();
+    let Conn { stream, rbuf, .. } = conn;
+    async { Some(rbuf.fill(stream).await) }
+        .or(async {
+            ctx.events.wait(slot, seen).await;
+            None
+        })
+        .await
 }
 
 /// Runs one subscriber until the engine says stop (after the drain).
@@ -292,20 +310,18 @@ pub async fn run_subscriber(
     let publishers = plan.publishers;
     let keepalive_ns = plan.c.keepalive as u64 * 500_000_000;
     let mut stats = SubscriberStats::default();
-    conn.stream
-        .set_read_timeout(Some(SUB_POLL))
-        .map_err(|e| anyhow::anyhow!("set_read_timeout: {e}"))?;
+    let slot = ctx.events.register();
     let mut last_write = mono_ns();
     let mut acks: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
         if ctx.shared.stop.load(Relaxed) || ctx.shared.failed.load(Relaxed) {
             break;
         }
-        match conn.rbuf.fill(&mut conn.stream).await {
-            Ok(0) => bail!("broker closed the connection of subscriber {idx}"),
-            Ok(_) => {}
-            Err(e) if is_timeout(&e) => {}
-            Err(e) => return Err(e).context(format!("subscriber {idx} read")),
+        match read_or_event(&ctx, slot, &mut conn).await {
+            None => {}
+            Some(Ok(0)) => bail!("broker closed the connection of subscriber {idx}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e).context(format!("subscriber {idx} read")),
         }
         let now = mono_ns();
         let mut used = 0;
@@ -366,17 +382,16 @@ pub async fn run_subscriber(
 /// Holds one idle connection until stop, answering keep-alive.
 pub async fn run_idle(ctx: Rc<ShardCtx>, mut conn: Conn) -> anyhow::Result<()> {
     let keepalive_ns = ctx.shared.plan.c.keepalive as u64 * 500_000_000;
-    conn.stream
-        .set_read_timeout(Some(IDLE_POLL))
-        .map_err(|e| anyhow::anyhow!("set_read_timeout: {e}"))?;
+    let slot = ctx.events.register();
     let mut last_write = mono_ns();
     loop {
         if ctx.shared.stop.load(Relaxed) || ctx.shared.failed.load(Relaxed) {
             break;
         }
-        match conn.rbuf.fill(&mut conn.stream).await {
-            Ok(0) => bail!("broker closed an idle connection"),
-            Ok(_) => {
+        match read_or_event(&ctx, slot, &mut conn).await {
+            None => {}
+            Some(Ok(0)) => bail!("broker closed an idle connection"),
+            Some(Ok(_)) => {
                 let mut used = 0;
                 while let Some((p, len)) = mqtt::decode(&conn.rbuf.data()[used..])? {
                     used += len;
@@ -393,8 +408,7 @@ pub async fn run_idle(ctx: Rc<ShardCtx>, mut conn: Conn) -> anyhow::Result<()> {
                 }
                 conn.rbuf.consume(used);
             }
-            Err(e) if is_timeout(&e) => {}
-            Err(e) => return Err(e).context("idle read"),
+            Some(Err(e)) => return Err(e).context("idle read"),
         }
         let now = mono_ns();
         if keepalive_ns > 0 && now - last_write >= keepalive_ns {

@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::cli::CompareArgs;
 use crate::engine::Kind;
 use crate::report::{fmt_n, Report};
+use crate::stats::LatencySummary;
 
 /// Reports indexed by case (rows) and label (columns), in order of first
 /// appearance. A later report for the same case and label replaces an earlier one.
@@ -63,7 +64,12 @@ impl Grid {
     /// Headline tail latency: end-to-end p99, or CONNACK p99 for conn.
     fn p99(r: &Report) -> Option<f64> {
         match r.scenario {
-            Kind::Conn => r.results.connections.as_ref().map(|c| c.connack_us.p99_us),
+            Kind::Conn => r
+                .results
+                .connections
+                .as_ref()
+                .filter(|c| c.connack_us.count > 0)
+                .map(|c| c.connack_us.p99_us),
             Kind::Idle => None,
             _ => (r.results.latency_us.count > 0).then_some(r.results.latency_us.p99_us),
         }
@@ -72,8 +78,9 @@ impl Grid {
 
 type Metric = (&'static str, fn(&Report) -> Option<String>);
 
-fn lat(v: f64) -> Option<String> {
-    Some(fmt_n(v))
+/// A latency figure, or nothing when the histogram had no samples.
+fn lat(l: &LatencySummary, v: fn(&LatencySummary) -> f64) -> Option<String> {
+    (l.count > 0).then(|| fmt_n(v(l)))
 }
 
 fn broker_metrics() -> Vec<Metric> {
@@ -96,9 +103,15 @@ fn metrics(kind: Kind) -> Vec<Metric> {
     let mut m: Vec<Metric> = match kind {
         Kind::Conn => vec![
             ("CONNACKs/s", |r| r.results.connections.as_ref().map(|c| fmt_n(c.per_s))),
-            ("CONNACK p50 (us)", |r| lat(r.results.connections.as_ref()?.connack_us.p50_us)),
-            ("CONNACK p99 (us)", |r| lat(r.results.connections.as_ref()?.connack_us.p99_us)),
-            ("CONNACK p99.9 (us)", |r| lat(r.results.connections.as_ref()?.connack_us.p999_us)),
+            ("CONNACK p50 (us)", |r| {
+                lat(&r.results.connections.as_ref()?.connack_us, |l| l.p50_us)
+            }),
+            ("CONNACK p99 (us)", |r| {
+                lat(&r.results.connections.as_ref()?.connack_us, |l| l.p99_us)
+            }),
+            ("CONNACK p99.9 (us)", |r| {
+                lat(&r.results.connections.as_ref()?.connack_us, |l| l.p999_us)
+            }),
             ("failed connections", |r| {
                 r.results.connections.as_ref().map(|c| c.failed.to_string())
             }),
@@ -106,7 +119,9 @@ fn metrics(kind: Kind) -> Vec<Metric> {
         Kind::Idle => vec![
             ("connections", |r| r.results.connections.as_ref().map(|c| c.ok.to_string())),
             ("broker RSS per connection (B)", |r| r.broker.as_ref()?.rss_per_conn_bytes.map(fmt_n)),
-            ("CONNACK p99 (us)", |r| lat(r.results.connections.as_ref()?.connack_us.p99_us)),
+            ("CONNACK p99 (us)", |r| {
+                lat(&r.results.connections.as_ref()?.connack_us, |l| l.p99_us)
+            }),
         ],
         _ => vec![
             ("sent msgs/s", |r| Some(fmt_n(r.results.sent_per_s))),
@@ -117,10 +132,10 @@ fn metrics(kind: Kind) -> Vec<Metric> {
             ("duplicates / out of order", |r| {
                 Some(format!("{} / {}", r.results.duplicates, r.results.out_of_order))
             }),
-            ("latency p50 (us)", |r| lat(r.results.latency_us.p50_us)),
-            ("latency p99 (us)", |r| lat(r.results.latency_us.p99_us)),
-            ("latency p99.9 (us)", |r| lat(r.results.latency_us.p999_us)),
-            ("latency max (us)", |r| lat(r.results.latency_us.max_us)),
+            ("latency p50 (us)", |r| lat(&r.results.latency_us, |l| l.p50_us)),
+            ("latency p99 (us)", |r| lat(&r.results.latency_us, |l| l.p99_us)),
+            ("latency p99.9 (us)", |r| lat(&r.results.latency_us, |l| l.p999_us)),
+            ("latency max (us)", |r| lat(&r.results.latency_us, |l| l.max_us)),
             ("broker CPU us/msg", |r| r.broker.as_ref()?.cpu_us_per_msg.map(|v| format!("{v:.2}"))),
         ],
     };

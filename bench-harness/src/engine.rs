@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::cli::Common;
 use crate::client::{self, PubResult, PubSpec};
-use crate::net::{with_timeout, Conn, ConnectOpts};
+use crate::net::{with_timeout, Conn, ConnectOpts, Events};
 use crate::payload::HEADER_LEN;
 use crate::schedule::Schedule;
 use crate::stats::{new_histogram, Tally};
@@ -196,7 +196,7 @@ impl Plan {
         match self.kind {
             Kind::Pairs => vec![self.topic_names[j as usize].clone()],
             Kind::FanIn if self.wildcard => {
-                if j % 2 == 0 {
+                if j.is_multiple_of(2) {
                     vec![format!("{base}/+")]
                 } else {
                     vec![format!("{base}/#")]
@@ -324,6 +324,9 @@ pub struct ShardCtx {
     pub conn_attempts_w: Cell<u64>,
     pub conn_errors: RefCell<Vec<String>>,
     pub held: RefCell<Vec<Conn>>,
+    /// Fired every second (keep-alive checks) and at stop.
+    pub events: Events,
+    pub ticker_done: Cell<bool>,
 }
 
 impl ShardCtx {
@@ -414,6 +417,25 @@ async fn barrier(ctx: &ShardCtx) -> anyhow::Result<u64> {
             bail!("aborted");
         }
         glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Fires the shard events every second, and as soon as the monitor says stop.
+async fn ticker(ctx: Rc<ShardCtx>) {
+    let mut last = mono_ns();
+    loop {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        let stop = ctx.shared.stop.load(Relaxed) || ctx.shared.failed.load(Relaxed);
+        let now = mono_ns();
+        // After stop, keep firing (every 20 ms) until the shard is done, so
+        // that no waiter can miss it.
+        if stop || now - last >= 1_000_000_000 {
+            last = now;
+            ctx.events.fire();
+        }
+        if ctx.ticker_done.get() {
+            return;
+        }
     }
 }
 
@@ -554,7 +576,10 @@ async fn conn_shard(ctx: Rc<ShardCtx>) -> anyhow::Result<()> {
         for k in 0u64.. {
             let idx = k * shards + me;
             let t = sched.intended(k);
-            if t >= we || (cap > 0 && idx >= cap) || ctx.shared.failed.load(Relaxed) {
+            // Late attempts still start (their latency counts from `t`), but
+            // not more than a second after the window.
+            let late = mono_ns() >= we + 1_000_000_000;
+            if t >= we || late || (cap > 0 && idx >= cap) || ctx.shared.failed.load(Relaxed) {
                 break;
             }
             client::sleep_until(t).await;
@@ -657,12 +682,22 @@ async fn shard_main(shared: Arc<SharedState>) -> anyhow::Result<ShardResult> {
         conn_attempts_w: Cell::new(0),
         conn_errors: RefCell::new(Vec::new()),
         held: RefCell::new(Vec::new()),
+        events: Events::default(),
+        ticker_done: Cell::new(false),
     });
+    let ticker = glommio::spawn_local(ticker(ctx.clone()));
     let res = match shared.plan.kind {
         Kind::FanIn | Kind::FanOut | Kind::Pairs => pubsub_shard(ctx.clone()).await,
         Kind::Conn => conn_shard(ctx.clone()).await.map(|_| Default::default()),
         Kind::Idle => idle_shard(ctx.clone()).await.map(|_| Default::default()),
     };
+    // Stay alive until the monitor has sampled this thread's CPU time at the
+    // end of the window (a conn storm can finish before that).
+    while !shared.stop.load(SeqCst) && !shared.failed.load(SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    ctx.ticker_done.set(true);
+    ticker.await;
     let (pubs, expected_w) = match res {
         Ok(p) => p,
         Err(e) => {
@@ -844,7 +879,10 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
     let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Custom(cpusets))
         .name("bench")
         .io_memory(1 << 20)
-        .preempt_timer(Duration::from_micros(500))
+        // Tasks yield after every batch; the preempt timer bounds how long
+        // always-runnable publishers can delay polling for I/O completions
+        // (i.e. delay subscribers). Shorter costs CPU at moderate rates.
+        .preempt_timer(Duration::from_millis(2))
         .on_all_shards({
             let shared = shared.clone();
             move || shard_main(shared)
@@ -864,6 +902,11 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
     while shared.ready.load(SeqCst) < shards && !shared.failed.load(SeqCst) {
         std::thread::sleep(Duration::from_millis(5));
         prog.draw(&shared, "connect", 0.0);
+        if handles.handles().iter().any(|h| h.is_finished()) {
+            // An executor could not start (io_uring unavailable, memlock
+            // too low, ...) or panicked: its error comes out of join_all.
+            shared.failed.store(true, SeqCst);
+        }
     }
     let start = mono_ns() + 20_000_000;
     obs.setup_s = (start - t_setup) as f64 / 1e9;
@@ -872,7 +915,7 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
     let (ws, we) = plan.window(start);
     let tids: Vec<i32> = shared.shards.iter().map(|s| s.tid.load(SeqCst)).collect();
     let thread_cpu =
-        || -> Vec<f64> { tids.iter().map(|&t| sys::thread_cpu_s(t).unwrap_or(0.0)).collect() };
+        || -> Vec<Option<f64>> { tids.iter().map(|&t| sys::thread_cpu_s(t)).collect() };
     // Samples the broker's RSS, keeping the peak in `obs`.
     let sample_rss = |obs: &mut Observed| -> Option<u64> {
         let r = broker_pid.and_then(sys::proc_rss_kib);
@@ -885,7 +928,7 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
         r
     };
 
-    let mut at_ws: Option<(Option<f64>, f64, Vec<f64>)> = None;
+    let mut at_ws: Option<(Option<f64>, f64, Vec<Option<f64>>)> = None;
     if !shared.failed.load(SeqCst) {
         // Warmup and measured window.
         loop {
@@ -922,7 +965,14 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
                 _ => None,
             };
             obs.self_cpu_s = sys::self_cpu_s() - scpu0;
-            obs.thread_cpu_s = thread_cpu().iter().zip(tcpu0).map(|(b, a)| b - a).collect();
+            obs.thread_cpu_s = thread_cpu()
+                .iter()
+                .zip(tcpu0)
+                .map(|(b, a)| match (*a, *b) {
+                    (Some(a), Some(b)) => (b - a).max(0.0),
+                    _ => f64::NAN, // the thread was gone: unknown
+                })
+                .collect();
             obs.broker_rss_end_kib = sample_rss(&mut obs);
         }
         // Drain: publishers finish their acks, subscribers receive what is
@@ -962,13 +1012,17 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
     let results = handles.join_all();
     prog.clear();
     if shared.failed.load(SeqCst) {
-        let msg = shared
-            .error
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or(None)
-            .unwrap_or_else(|| "a generator core failed".into());
-        bail!("{msg}");
+        let msg = shared.error.lock().map(|e| e.clone()).unwrap_or(None).or_else(|| {
+            results.iter().find_map(|r| match r {
+                Err(e) => Some(format!(
+                    "a generator executor failed: {e} (glommio needs io_uring and about 1 MiB \
+                     of locked memory per core: check `ulimit -l`)"
+                )),
+                Ok(Err(e)) => Some(format!("{e:#}")),
+                Ok(Ok(_)) => None,
+            })
+        });
+        bail!("{}", msg.unwrap_or_else(|| "a generator core failed".into()));
     }
     let mut out = Outcome {
         observed: obs,

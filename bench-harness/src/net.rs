@@ -189,6 +189,52 @@ impl Notify {
     }
 }
 
+/// Shard-wide events (a periodic tick and the stop signal) that many tasks
+/// wait on without each arming a timer: every waiter owns a slot, and
+/// `fire` wakes all of them. Waiting is cancellation-safe.
+#[derive(Debug, Default)]
+pub struct Events {
+    generation: Cell<u64>,
+    wakers: RefCell<Vec<Option<Waker>>>,
+}
+
+impl Events {
+    /// A new waiter slot.
+    pub fn register(&self) -> usize {
+        let mut w = self.wakers.borrow_mut();
+        w.push(None);
+        w.len() - 1
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    pub fn fire(&self) {
+        self.generation.set(self.generation.get() + 1);
+        let wakers: Vec<Waker> =
+            self.wakers.borrow_mut().iter_mut().filter_map(Option::take).collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Completes once an event fired after generation `seen`.
+    pub fn wait(&self, slot: usize, seen: u64) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.generation.get() != seen {
+                return Poll::Ready(());
+            }
+            let mut w = self.wakers.borrow_mut();
+            match &mut w[slot] {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                other => *other = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+    }
+}
+
 /// A stream shared by one reading and one writing task on the same executor.
 /// Each poll borrows the stream only for its own duration.
 #[derive(Debug, Clone)]
@@ -438,6 +484,26 @@ mod tests {
             assert_eq!(pids, (1..=50).collect::<Vec<u16>>(), "piece {piece}");
             assert!(rb.data().is_empty());
         }
+    }
+
+    #[test]
+    fn events_wake_every_waiter_once_per_fire() {
+        let ev = Events::default();
+        let a = ev.register();
+        let b = ev.register();
+        let g = ev.generation();
+        let mut fa = Box::pin(ev.wait(a, g));
+        let mut fb = Box::pin(ev.wait(b, g));
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(fa.as_mut().poll(&mut cx).is_pending());
+        assert!(fb.as_mut().poll(&mut cx).is_pending());
+        ev.fire();
+        assert!(fa.as_mut().poll(&mut cx).is_ready());
+        assert!(fb.as_mut().poll(&mut cx).is_ready());
+        // A waiter that saw the new generation waits again.
+        let mut fc = Box::pin(ev.wait(a, ev.generation()));
+        assert!(fc.as_mut().poll(&mut cx).is_pending());
     }
 
     #[test]

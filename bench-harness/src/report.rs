@@ -133,8 +133,9 @@ pub struct Generator {
     pub cpus: Vec<usize>,
     /// Whole process, during the window.
     pub cpu_s: f64,
-    /// Busy share of each generator core during the window (1.0 = saturated).
-    pub core_util: Vec<f64>,
+    /// Busy share of each generator core during the window (1.0 = saturated;
+    /// null: unknown).
+    pub core_util: Vec<Option<f64>>,
     pub max_core_util: f64,
     pub saturated: bool,
 }
@@ -265,9 +266,10 @@ impl Report {
             }
         });
 
-        let core_util: Vec<f64> =
-            ob.thread_cpu_s.iter().map(|c| if w > 0.0 { c / w } else { 0.0 }).collect();
-        let max_core_util = core_util.iter().copied().fold(0.0, f64::max);
+        // NaN (thread gone before the end sample) becomes null: unknown.
+        let core_util: Vec<Option<f64>> =
+            ob.thread_cpu_s.iter().map(|c| (c.is_finite() && w > 0.0).then(|| c / w)).collect();
+        let max_core_util = core_util.iter().flatten().copied().fold(0.0, f64::max);
         let saturated = max_core_util > SATURATION;
         if saturated {
             warnings.push(format!(
@@ -332,8 +334,22 @@ impl Report {
         t.row("case", format!("{}  [{}]", self.case, self.label));
         t.row("broker", c.broker_addr.clone());
         match self.scenario {
-            Kind::Conn | Kind::Idle => {
-                t.row("connections", format!("{}", c.connections));
+            Kind::Conn => {
+                let cap = match c.connections {
+                    0 => "no cap".to_string(),
+                    n => format!("at most {n}"),
+                };
+                let rate = match c.rate {
+                    0 => format!("as fast as possible, {} in flight per core", c.concurrency),
+                    r => format!("{} connections/s open loop", fmt_n(r as f64)),
+                };
+                t.row(
+                    "connections",
+                    format!("{rate}, {cap}{}", if c.hold { ", held open" } else { "" }),
+                );
+            }
+            Kind::Idle => {
+                t.row("connections", format!("{} idle", c.connections));
             }
             _ => {
                 t.row(
@@ -494,7 +510,7 @@ pub fn fmt_n(v: f64) -> String {
     let s = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

@@ -1,0 +1,247 @@
+//! End-to-end: the harness against a real Mosquitto on a free loopback port.
+//! Skipped (with a message) only when /usr/sbin/mosquitto is not installed.
+//! No timing assertions: only that the counts add up.
+
+// Test helpers (outside #[test] fns, so allow-unwrap-in-tests misses them): a panic is the report.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// The tests run one at a time: no port races between them, and no
+/// generator competing with another for the CPUs.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Broker {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts Mosquitto, or returns None (after saying so) when it is not installed.
+fn start_mosquitto(name: &str) -> Option<Broker> {
+    if !Path::new(MOSQUITTO).exists() {
+        println!(
+            "SKIPPED: {MOSQUITTO} is not installed; install the mosquitto package to run this test"
+        );
+        return None;
+    }
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("shardmq-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Retry on the (unlikely) race where someone takes the free port first.
+    for _ in 0..5 {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Make sure the listener is ours: a Mosquitto that could not
+                // bind exits at once.
+                std::thread::sleep(Duration::from_millis(100));
+                if child.try_wait().unwrap().is_none() {
+                    return Some(Broker { _serial: serial, child, port, dir });
+                }
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break; // exited: port taken? try another
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("could not start mosquitto");
+}
+
+/// Runs the harness, returns its JSON report.
+fn bench(broker: &Broker, name: &str, args: &[&str]) -> Value {
+    let json = broker.dir.join(format!("{name}.json"));
+    let hlog = broker.dir.join(format!("{name}.hlog"));
+    let out = Command::new(env!("CARGO_BIN_EXE_shardmq-bench"))
+        .args(args)
+        .args(["--host", "127.0.0.1", "--port", &broker.port.to_string()])
+        .args(["--cores", "1", "--no-progress", "--label", "mosquitto"])
+        .args(["--broker-pid", &broker.child.id().to_string()])
+        .arg("--json")
+        .arg(&json)
+        .arg("--hdr-log")
+        .arg(&hlog)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}{stderr}");
+    assert!(out.status.success(), "shardmq-bench {args:?} failed: {stderr}");
+    assert!(stdout.contains("latency") || stdout.contains("CONNACK"), "no table printed");
+    let hdr = std::fs::read_to_string(&hlog).unwrap();
+    assert!(hdr.contains("#[StartTime:") && hdr.lines().any(|l| l.starts_with("Tag=")));
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+fn u(v: &Value, path: &str) -> u64 {
+    v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing in {v}"))
+}
+
+/// sent x fan-out = received + lost, and nothing lost or duplicated.
+fn check_exact_delivery(r: &Value, fanout: u64) {
+    let sent = u(r, "/results/sent");
+    let expected = u(r, "/results/expected");
+    let received = u(r, "/results/received_unique");
+    let lost = u(r, "/results/lost");
+    assert!(sent > 0, "nothing sent");
+    assert_eq!(expected, sent * fanout, "expected deliveries");
+    assert_eq!(expected, received + lost, "counts do not add up");
+    assert_eq!(lost, 0, "loss at QoS {}", u(r, "/config/qos"));
+    assert_eq!(u(r, "/results/duplicates"), 0, "duplicates");
+    assert_eq!(u(r, "/results/duplicates_total"), 0, "duplicates");
+    assert_eq!(u(r, "/results/corrupt"), 0);
+    assert_eq!(u(r, "/results/protocol_errors"), 0);
+    assert_eq!(u(r, "/results/unacked"), 0);
+    assert!(u(r, "/results/latency_us/count") == received);
+    // Broker figures were sampled.
+    assert!(r.pointer("/broker/cpu_s").and_then(Value::as_f64).is_some());
+    assert!(u(r, "/broker/rss_peak_kib") > 0);
+    assert!(r.pointer("/machine/nproc").and_then(Value::as_u64).unwrap_or(0) > 0);
+}
+
+#[test]
+fn pairs_qos2_has_no_loss_and_no_duplicates() {
+    let Some(b) = start_mosquitto("pairs") else {
+        return;
+    };
+    let r = bench(
+        &b,
+        "pairs",
+        &[
+            "pairs",
+            "--qos",
+            "2",
+            "--clients",
+            "4",
+            "--rate",
+            "2000",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+        ],
+    );
+    check_exact_delivery(&r, 1);
+    assert_eq!(u(&r, "/config/subscribers"), 4);
+}
+
+#[test]
+fn fan_in_qos1_has_no_loss() {
+    let Some(b) = start_mosquitto("fanin") else {
+        return;
+    };
+    let r = bench(
+        &b,
+        "fanin",
+        &[
+            "fan-in",
+            "--qos",
+            "1",
+            "--clients",
+            "6",
+            "--subscribers",
+            "2",
+            "--topics",
+            "3",
+            "--rate",
+            "3000",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+        ],
+    );
+    check_exact_delivery(&r, 2);
+    // Wildcard subscriptions (+ and #) see the same messages.
+    let r = bench(
+        &b,
+        "wildcard",
+        &[
+            "fan-in",
+            "--wildcard",
+            "--qos",
+            "1",
+            "--clients",
+            "4",
+            "--subscribers",
+            "2",
+            "--rate",
+            "2000",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ],
+    );
+    check_exact_delivery(&r, 2);
+}
+
+#[test]
+fn conn_storm_and_compare() {
+    let Some(b) = start_mosquitto("conn") else {
+        return;
+    };
+    let r = bench(&b, "conn", &["conn", "--rate", "500", "--duration", "1", "--warmup", "0.2"]);
+    let attempts = u(&r, "/results/connections/attempts");
+    assert!(attempts > 0);
+    assert_eq!(u(&r, "/results/connections/ok"), attempts);
+    assert_eq!(u(&r, "/results/connections/failed"), 0);
+    assert_eq!(u(&r, "/results/connections/connack_us/count"), attempts);
+
+    // compare renders the report into Markdown and SVG.
+    let md = b.dir.join("cmp.md");
+    let svg = b.dir.join("cmp.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_shardmq-bench"))
+        .arg("compare")
+        .arg(b.dir.join("conn.json"))
+        .arg("--md")
+        .arg(&md)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(md.contains("| case | metric | mosquitto |"), "{md}");
+    assert!(md.contains("CONNACKs/s"));
+    assert!(std::fs::read_to_string(svg).unwrap().starts_with("<svg"));
+}
