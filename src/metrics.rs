@@ -42,8 +42,10 @@ pub struct ShardStats {
     pub sessions_expired: u64,
     pub route_updates_sent: u64,
     pub route_updates_stale: u64,
-    /// Times readers were paused because rings overflowed.
+    /// Times publishers' reads were paused (rings overflowing or subscribers behind).
     pub reader_pauses: u64,
+    /// Times the shard stopped taking ring messages because a subscriber was behind.
+    pub backlog_pauses: u64,
     /// Messages dropped because the queued-bytes budget was spent.
     pub dropped_budget: u64,
     /// Messages from clients (or wills, or the API) to `$SYS` topics, dropped.
@@ -126,6 +128,7 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         a.route_updates_sent += b.route_updates_sent;
         a.route_updates_stale += b.route_updates_stale;
         a.reader_pauses += b.reader_pauses;
+        a.backlog_pauses += b.backlog_pauses;
         a.dropped_budget += b.dropped_budget;
         a.limit_connections += b.limit_connections;
         a.dropped_reserved_topic += b.dropped_reserved_topic;

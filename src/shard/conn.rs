@@ -89,6 +89,7 @@ pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
         Ok(Packet::Connect(connect)) => connect,
         Ok(other) => {
             warn!(?peer, "closing connection: [MQTT-3.1.0-1] first packet is {:?}", kind(&other));
+            shard.borrow_mut().stats.protocol_errors += 1;
             return;
         }
         Err(Some(DecodeError::UnsupportedProtocolLevel(level))) => {
@@ -101,6 +102,7 @@ pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
         }
         Err(Some(e)) => {
             warn!(?peer, "closing connection before CONNECT: {e}");
+            shard.borrow_mut().stats.protocol_errors += 1;
             return;
         }
         Err(None) => return,
@@ -222,12 +224,18 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
             conn.wake.notified().await;
             continue;
         }
-        if gate.is_closed() {
-            // Backpressure: a ring is full, so stop reading until it drains. Output
-            // still flows (woken below).
+        if gate.is_closed() && conn.publisher.get() {
+            // Backpressure: a ring is full or a subscriber is behind, so stop reading
+            // this publisher until it drains (TCP backpressure reaches the client).
+            // Output still flows (woken below); clients that only subscribe keep
+            // being read, so their acknowledgements free their windows.
             or(gate.wait_open(), conn.wake.notified()).await;
             continue;
         }
+        // Let the shard's other tasks run before reading more: under a flood the
+        // socket is always readable, and a reader that never yields starves the
+        // writers of the connections it fills (measured: 100% QoS 0 loss in fan-in).
+        futures_lite::future::yield_now().await;
         let event = or(async { Event::Read(read_more(stream, &mut buf).await) }, async {
             conn.wake.notified().await;
             Event::Woken
@@ -249,6 +257,7 @@ async fn write_out(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>) -> std
             return Ok(());
         }
         stream.write_all(&pending).await?;
+        conn.last_progress.set(std::time::Instant::now());
         let mut s = shard.borrow_mut();
         s.stats.bytes_out += pending.len() as u64;
         pending.clear();
@@ -260,8 +269,10 @@ async fn write_out(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>) -> std
             }
         }
         // The buffer has room again: messages queued because it was full (QoS 0
-        // over out_buffer_max_bytes) move into it.
+        // over out_buffer_max_bytes) move into it. If that caught the client up,
+        // end_of_pass lets paused publishers and rings go again.
         s.refill(conn);
+        s.end_of_pass();
     }
 }
 

@@ -173,7 +173,13 @@ async fn receive_data_forever(
     shard: Rc<RefCell<ShardState>>,
     receiver: ConnectedReceiver<Vec<DataMsg>>,
 ) {
-    while let Some(batch) = receiver.recv().await {
+    let backlog = Rc::clone(&shard.borrow().backlog_gate);
+    loop {
+        // A local subscriber is behind: leave the messages in the ring, so that the
+        // shards publishing them feel it (their overflow grows and pauses their
+        // publishers) instead of this shard queueing and dropping.
+        backlog.wait_open().await;
+        let Some(batch) = receiver.recv().await else { return };
         {
             let mut s = shard.borrow_mut();
             for msg in batch {

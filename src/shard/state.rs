@@ -124,6 +124,14 @@ pub(crate) struct ConnIo {
     pub subacks_pending: Cell<u32>,
     /// Whether the connection is in `to_wake` already.
     dirty: Cell<bool>,
+    /// Whether the connection is in `backlogged`.
+    in_backlog: Cell<bool>,
+    /// When a write to the client last completed: tells a busy subscriber from a
+    /// stuck one.
+    pub last_progress: Cell<Instant>,
+    /// Whether the client has published: only publishers pause for backpressure,
+    /// so a subscriber's acknowledgements are always read.
+    pub publisher: Cell<bool>,
     /// Publish rate limits (messages, payload bytes), when configured.
     pub rates: RefCell<(Option<TokenBucket>, Option<TokenBucket>)>,
     /// Set when a rate limit is exceeded: no reading before then.
@@ -194,6 +202,13 @@ pub(crate) struct ShardState {
     /// Scratch for matching: (client id, QoS), reused across publishes.
     scratch: Vec<(ByteString, QoS)>,
     pub readers_gate: Rc<Gate>,
+    /// Closed while a local subscriber that is still reading is backlogged: the
+    /// shard stops taking messages from the data rings, so the shards feeding it
+    /// back up and pause their publishers in turn.
+    pub backlog_gate: Rc<Gate>,
+    /// Online connections whose session queued messages (or whose buffer is over
+    /// its bound) since they last caught up.
+    backlogged: Vec<Rc<ConnIo>>,
     /// Set at shutdown; long-lived tasks end when it is.
     pub stopped: Rc<Latch>,
     pub stats: ShardStats,
@@ -260,6 +275,8 @@ impl ShardState {
             next_assigned_id: 0,
             scratch: Vec::new(),
             readers_gate: Rc::new(Gate::default()),
+            backlog_gate: Rc::new(Gate::default()),
+            backlogged: Vec::new(),
             stopped: Rc::new(Latch::default()),
             stats: ShardStats::default(),
             connections_max: config.connections_max_effective().div_ceil(shards) as u64,
@@ -298,15 +315,33 @@ impl ShardState {
             conn.dirty.set(false);
             conn.wake.notify();
         }
+        let backlog = self.active_backlog();
+        set_gate(&self.backlog_gate, backlog, &mut self.stats.backlog_pauses);
         let overflow = self.data_out.overflow_len() + self.ctrl_out.overflow_len();
-        if overflow > self.config.ring_overflow_max {
-            if !self.readers_gate.is_closed() {
-                self.stats.reader_pauses += 1;
-                self.readers_gate.close();
-            }
-        } else if self.readers_gate.is_closed() {
-            self.readers_gate.open();
+        let pause = backlog || overflow > self.config.ring_overflow_max;
+        set_gate(&self.readers_gate, pause, &mut self.stats.reader_pauses);
+    }
+
+    /// Whether a backlogged subscriber is still making progress: then publishers
+    /// wait for it (TCP backpressure) rather than have its queue drop messages. A
+    /// subscriber that has written nothing for `SLOW_CONSUMER` is slow, not busy:
+    /// nobody waits for it and its queue's drop policy applies [issue: slow
+    /// consumers must not slow the others].
+    fn active_backlog(&mut self) -> bool {
+        if self.backlogged.is_empty() {
+            return false;
         }
+        let out_max = self.config.out_buffer_max_bytes;
+        let sessions = &self.sessions;
+        self.backlogged.retain(|conn| {
+            let open = conn.close.borrow().is_none();
+            let queued = sessions.get(&conn.client_id).is_some_and(|e| e.session.mqueue_len() > 0);
+            let keep = open && (queued || conn.out.borrow().len() > out_max);
+            conn.in_backlog.set(keep);
+            keep
+        });
+        let now = Instant::now();
+        self.backlogged.iter().any(|c| now.duration_since(c.last_progress.get()) < SLOW_CONSUMER)
     }
 
     // ---- connections -------------------------------------------------------------
@@ -379,6 +414,9 @@ impl ShardState {
             keep_alive_secs: connect.keep_alive_secs,
             subacks_pending: Cell::new(0),
             dirty: Cell::new(false),
+            in_backlog: Cell::new(false),
+            last_progress: Cell::new(Instant::now()),
+            publisher: Cell::new(false),
             rates: RefCell::new((
                 (self.config.publish_rate_max > 0)
                     .then(|| TokenBucket::new(self.config.publish_rate_max, Instant::now())),
@@ -565,6 +603,7 @@ impl ShardState {
     }
 
     fn on_publish(&mut self, conn: &Rc<ConnIo>, publish: Publish) -> Result<(), Close> {
+        conn.publisher.set(true);
         self.stats.messages_in[publish.qos as usize] += 1;
         self.stats.bytes_in += publish.payload.len() as u64;
         if !self.topic_within_limits(publish.topic.as_str()) {
@@ -729,6 +768,13 @@ impl ShardState {
             None => entry.session.deliver(delivery, None, may_queue),
         };
         count_sent(&mut self.stats, before, &entry.session);
+        if let Some(conn) = &entry.conn {
+            let behind = entry.session.mqueue_len() > 0
+                || conn.out.borrow().len() > self.config.out_buffer_max_bytes;
+            if behind && !conn.in_backlog.replace(true) {
+                self.backlogged.push(Rc::clone(conn));
+            }
+        }
         match dropped.map(|(_, reason)| reason) {
             Some(DropReason::Budget) => self.stats.dropped_budget += 1,
             Some(DropReason::QueueFull | DropReason::Qos0NotStored) => {
@@ -996,6 +1042,10 @@ impl ShardState {
             match timer {
                 Timer::KeepAlive(conn) => {
                     let Some(conn) = conn.upgrade() else { continue };
+                    if conn.publisher.get() && self.readers_gate.is_closed() {
+                        // We stopped reading this client; its silence is ours.
+                        conn.last_seen.set(now);
+                    }
                     let deadline = conn.last_seen.get() + keep_alive_grace(conn.keep_alive_secs);
                     if deadline <= now {
                         self.stats.keep_alive_timeouts += 1;
@@ -1110,6 +1160,19 @@ fn count_sent(stats: &mut ShardStats, before: ([u64; 3], usize), session: &Sessi
 /// Whether `topic` is in the broker's own `$SYS` tree.
 fn is_sys_topic(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+/// How long a backlogged subscriber may go without completing a write before it
+/// counts as stuck rather than busy.
+const SLOW_CONSUMER: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn set_gate(gate: &Gate, closed: bool, pauses: &mut u64) {
+    if closed && !gate.is_closed() {
+        *pauses += 1;
+        gate.close();
+    } else if !closed && gate.is_closed() {
+        gate.open();
+    }
 }
 
 /// The resolution of the shard clock and its timer wheel.
