@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: help run build deps test test-core test-rust test-python test-tuning lint fmt doc bench fuzz ci
+.PHONY: help run build deps bench-suite test test-core test-rust test-python test-tuning lint fmt doc bench fuzz ci
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -46,6 +46,9 @@ doc: ## API docs, warnings are errors
 
 bench: ## micro-benchmarks of the codec and the trie
 	$(CARGO) bench --bench codec --bench trie
+
+bench-suite: ## load generator vs shardmq and Mosquitto; results in target/bench/
+	bash bench-harness/suite.sh
 
 fuzz: ## one minute of fuzzing per target (cargo install cargo-fuzz first)
 	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz decode_packet -- -max_total_time=60
