@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: help run build deps bench-suite test test-core test-rust test-python test-tuning lint fmt doc bench fuzz ci
+.PHONY: help run build deps bench-suite sweep test test-core test-rust test-python test-tuning lint fmt doc bench fuzz ci
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -49,6 +49,9 @@ bench: ## micro-benchmarks of the codec and the trie
 
 bench-suite: ## load generator vs shardmq and Mosquitto; results in target/bench/
 	bash bench-harness/suite.sh
+
+sweep: ## scaling sweep over shard counts; results in target/sweep/
+	bash tuning/sweep
 
 fuzz: ## one minute of fuzzing per target (cargo install cargo-fuzz first)
 	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz decode_packet -- -max_total_time=60

@@ -10,6 +10,7 @@
 #
 # Environment (all optional):
 #   BENCH_BROKERS          brokers to run, comma-separated   [shardmq,mosquitto]
+#   BENCH_OUT              where results go                  [target/bench]
 #   BENCH_DURATION         measured seconds per case         [10]
 #   BENCH_WARMUP           warmup seconds per case           [2]
 #   BENCH_LATENCY_RATE     msgs/s of the latency case        [20000]
@@ -28,7 +29,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-OUT="$ROOT/target/bench"
+OUT="${BENCH_OUT:-$ROOT/target/bench}"
 BENCH="$ROOT/target/release/shardmq-bench"
 SHARDMQ="$ROOT/target/release/shardmq"
 MOSQUITTO="${MOSQUITTO:-/usr/sbin/mosquitto}"
