@@ -60,7 +60,7 @@ impl Gate {
     pub async fn wait_open(&self) {
         poll_fn(|cx| {
             if self.closed.get() {
-                self.waiters.borrow_mut().push(cx.waker().clone());
+                register(&self.waiters, cx.waker());
                 Poll::Pending
             } else {
                 Poll::Ready(())
@@ -92,10 +92,52 @@ impl Latch {
             if self.set.get() {
                 Poll::Ready(())
             } else {
-                self.waiters.borrow_mut().push(cx.waker().clone());
+                register(&self.waiters, cx.waker());
                 Poll::Pending
             }
         })
         .await;
+    }
+}
+
+/// Adds `waker` to `waiters` unless the same task is there already. A task that
+/// polls a wait again and again (it races the wait against other events in a loop)
+/// must not pile up clones: glommio counts a task's wakers in 16 bits and panics
+/// past 32,767 (found under a QoS 1 flood with publishers paused).
+fn register(waiters: &RefCell<Vec<Waker>>, waker: &Waker) {
+    let mut waiters = waiters.borrow_mut();
+    if !waiters.iter().any(|w| w.will_wake(waker)) {
+        waiters.push(waker.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::future::Future;
+    use std::task::{Context, Wake};
+
+    struct CountingWaker;
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    #[test]
+    fn repeated_polls_of_a_closed_gate_keep_one_waker_per_task() {
+        let gate = Gate::default();
+        gate.close();
+        let arc = Arc::new(CountingWaker);
+        let waker = Waker::from(Arc::clone(&arc));
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..100 {
+            let mut wait = std::pin::pin!(gate.wait_open());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(gate.waiters.borrow().len(), 1);
+        // The waker itself, `arc`, and the one kept by the gate.
+        assert_eq!(Arc::strong_count(&arc), 3);
+        gate.open();
+        assert!(gate.waiters.borrow().is_empty());
     }
 }
