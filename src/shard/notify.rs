@@ -114,8 +114,8 @@ fn register(waiters: &RefCell<Vec<Waker>>, waker: &Waker) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::future::Future;
+    use std::sync::Arc;
     use std::task::{Context, Wake};
 
     struct CountingWaker;
