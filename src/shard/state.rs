@@ -29,7 +29,7 @@ use crate::message::{Message, MessageIdGen};
 use crate::protocol::{
     codec, Ack, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet,
     ProtocolVersion, ProtocolViolation, Publish, QoS, SubAck, SubAckCode, Subscribe, TopicFilter,
-    Unsubscribe,
+    TopicName, Unsubscribe,
 };
 use crate::router::{owner_shard, topic_matches, RouteTable, SubTrie};
 use crate::session::{Delivery, DropReason, Session};
@@ -44,7 +44,7 @@ use crate::metrics::{ShardSnapshot, ShardStats};
 /// A message published by the embedding program.
 #[derive(Debug)]
 pub(crate) struct ApiPublish {
-    pub topic: crate::protocol::TopicName,
+    pub topic: TopicName,
     pub payload: bytes::Bytes,
     pub qos: QoS,
     pub retain: bool,
@@ -512,13 +512,7 @@ impl ShardState {
         }
         if let (Some(will), true) = (will, reason.publishes_will()) {
             self.stats.wills_published += 1;
-            let message = Message {
-                id: self.ids.next(unix_micros()),
-                topic: will.topic,
-                payload: will.payload,
-                qos: will.qos,
-                retain: will.retain,
-            };
+            let message = self.new_message(will.topic, will.payload, will.qos, will.retain);
             self.ingress(Origin::Will(&conn.info), message);
         }
     }
@@ -635,13 +629,8 @@ impl ShardState {
             }
         };
         if route {
-            let message = Message {
-                id: self.ids.next(unix_micros()),
-                topic: publish.topic,
-                payload: publish.payload,
-                qos: publish.qos,
-                retain: publish.retain,
-            };
+            let message =
+                self.new_message(publish.topic, publish.payload, publish.qos, publish.retain);
             self.ingress(Origin::Client(&conn.info), message);
         }
         Ok(())
@@ -672,14 +661,13 @@ impl ShardState {
 
     /// A message from the embedding program (`BrokerHandle::publish`).
     pub fn publish_api(&mut self, publish: ApiPublish) {
-        let message = Message {
-            id: self.ids.next(unix_micros()),
-            topic: publish.topic,
-            payload: publish.payload,
-            qos: publish.qos,
-            retain: publish.retain,
-        };
+        let message = self.new_message(publish.topic, publish.payload, publish.qos, publish.retain);
         self.ingress(Origin::Api, message);
+    }
+
+    /// A message entering the broker now, with the next id of this shard.
+    fn new_message(&mut self, topic: TopicName, payload: Bytes, qos: QoS, retain: bool) -> Message {
+        Message { id: self.ids.next(unix_micros()), topic, payload, qos, retain }
     }
 
     /// Every message enters here: the `message.publish` hooks, then routing.
@@ -1123,17 +1111,11 @@ impl ShardState {
     /// Publishes a broker-generated message (`$SYS`, alarms): retained, QoS 0, no
     /// hooks.
     pub fn publish_sys(&mut self, topic: &str, payload: String) {
-        let Ok(topic) = crate::protocol::TopicName::try_from(topic) else {
+        let Ok(topic) = TopicName::try_from(topic) else {
             debug_assert!(false, "broker-made topics are valid: {topic}");
             return;
         };
-        let message = Message {
-            id: self.ids.next(unix_micros()),
-            topic,
-            payload: bytes::Bytes::from(payload),
-            qos: QoS::AtMostOnce,
-            retain: true,
-        };
+        let message = self.new_message(topic, Bytes::from(payload), QoS::AtMostOnce, true);
         self.route(Arc::new(message));
     }
 
