@@ -40,18 +40,38 @@ const TUNING_HINT: &str = "see tuning/README.md";
 /// Why a broker did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The locked-memory limit is too low for io_uring.
     #[error(
         "the locked-memory limit (ulimit -l) is {limit_kib} KiB; io_uring needs at least \
          {needed_kib} KiB for {shards} shard(s). Raise it (ulimit -l, LimitMEMLOCK= in systemd, \
          --ulimit memlock= in docker) or run fewer shards; {TUNING_HINT}"
     )]
-    Memlock { limit_kib: u64, needed_kib: u64, shards: usize },
+    Memlock {
+        /// Current locked-memory limit, in KiB.
+        limit_kib: u64,
+        /// Locked memory the shards need, in KiB.
+        needed_kib: u64,
+        /// Number of shards configured.
+        shards: usize,
+    },
+    /// io_uring cannot be set up on this host.
     #[error("io_uring is unavailable: {reason}. shardmq needs Linux 5.8+ with io_uring enabled; {TUNING_HINT}")]
-    IoUring { reason: String },
+    IoUring {
+        /// Why the io_uring setup failed.
+        reason: String,
+    },
+    /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        /// Address that could not be bound.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// A shard thread could not be spawned; holds the reason.
     #[error("cannot start the shard threads: {0}")]
     Threads(String),
 }
@@ -140,8 +160,10 @@ impl BrokerBuilder {
 /// Why [`BrokerHandle::publish`] refused a message.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// The topic name is not valid.
     #[error("invalid topic: {0}")]
     Topic(#[from] ProtocolViolation),
+    /// The broker has been stopped.
     #[error("the broker is stopped")]
     Stopped,
 }

@@ -16,12 +16,30 @@ use crate::session::SessionLimits;
 /// A setting that cannot work, with the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A setting has a value that cannot work.
     #[error("invalid setting `{name}`: {reason}")]
-    Invalid { name: &'static str, reason: String },
+    Invalid {
+        /// Name of the setting.
+        name: &'static str,
+        /// Why the value cannot work.
+        reason: String,
+    },
+    /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        /// Path of the config file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these settings.
     #[error("cannot parse config file {path}: {source}")]
-    Parse { path: String, source: Box<toml::de::Error> },
+    Parse {
+        /// Path of the config file.
+        path: String,
+        /// The TOML error.
+        source: Box<toml::de::Error>,
+    },
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {

@@ -60,10 +60,15 @@ pub enum Fold<T> {
 /// Who a hook is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientInfo {
+    /// Client identifier from CONNECT.
     pub client_id: ByteString,
+    /// User name from CONNECT; `None` when none was sent.
     pub username: Option<ByteString>,
+    /// Protocol version the client speaks.
     pub protocol: ProtocolVersion,
+    /// CleanSession flag from CONNECT.
     pub clean_session: bool,
+    /// Keep-alive from CONNECT, in seconds; 0 means off.
     pub keep_alive_secs: u16,
     /// The shard the client's session lives on.
     pub shard: usize,

@@ -17,6 +17,8 @@
 //! # Ok::<(), shardmq::StartError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod broker;
 pub mod config;
 pub mod hooks;

@@ -99,7 +99,9 @@ impl MessageIdGen {
 pub struct Message {
     /// Assigned at ingress.
     pub id: MessageId,
+    /// Topic the message was published to.
     pub topic: TopicName,
+    /// Application payload bytes.
     pub payload: Bytes,
     /// The QoS the publisher sent it with; each subscriber gets at most its own
     /// subscription's QoS.

@@ -15,16 +15,21 @@ use prometheus_client::registry::Registry;
 pub struct ShardStats {
     /// Connections currently open on this shard.
     pub connections: u64,
+    /// CONNECTs accepted.
     pub connects: u64,
     /// CONNECTs answered with a refusal code.
     pub connects_refused: u64,
     /// Sockets closed for not sending CONNECT in time.
     pub connect_timeouts: u64,
+    /// Connections closed because a new connection took over their client id.
     pub takeovers: u64,
+    /// Connections closed because the keep-alive time passed without a packet.
     pub keep_alive_timeouts: u64,
     /// Connections closed for a protocol violation or a malformed packet.
     pub protocol_errors: u64,
+    /// Connections handed over to the shard that owns their session.
     pub handoffs_out: u64,
+    /// Connections received from another shard that handed them over.
     pub handoffs_in: u64,
     /// PUBLISH packets received from clients, by QoS.
     pub messages_in: [u64; 3],
@@ -34,13 +39,19 @@ pub struct ShardStats {
     pub messages_out: [u64; 3],
     /// Bytes written to client sockets.
     pub bytes_out: u64,
+    /// Messages dropped because no shard had a matching subscription.
     pub dropped_no_subscribers: u64,
+    /// Messages dropped by session mqueues (queue full or QoS 0 not stored).
     pub dropped_mqueue: u64,
     /// Messages dropped by a `message.publish` hook.
     pub dropped_by_hook: u64,
+    /// Will messages published.
     pub wills_published: u64,
+    /// Persistent sessions removed because they expired while offline.
     pub sessions_expired: u64,
+    /// Route changes this shard broadcast to the other shards.
     pub route_updates_sent: u64,
+    /// Route updates from other shards dropped as stale.
     pub route_updates_stale: u64,
     /// Times publishers' reads were paused (rings overflowing or subscribers behind).
     pub reader_pauses: u64,
@@ -67,10 +78,12 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
+    /// PUBLISH packets received from clients, all QoS levels together.
     pub fn messages_in_total(&self) -> u64 {
         self.messages_in.iter().sum()
     }
 
+    /// PUBLISH packets encoded toward clients, all QoS levels together.
     pub fn messages_out_total(&self) -> u64 {
         self.messages_out.iter().sum()
     }
@@ -79,7 +92,9 @@ impl ShardStats {
 /// What one shard reports once a second.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardSnapshot {
+    /// Index of the shard that took the snapshot.
     pub shard: usize,
+    /// The shard's counters at snapshot time.
     pub stats: ShardStats,
     /// Sessions, connected or not.
     pub sessions: u64,
@@ -91,7 +106,9 @@ pub struct ShardSnapshot {
     pub retained: u64,
     /// Distinct filters in this shard's route table replica.
     pub routes: u64,
+    /// Batches sent to other shards over the rings.
     pub ring_batches_sent: u64,
+    /// Batches that found a ring full.
     pub ring_batches_overflowed: u64,
     /// Batches waiting in the overflow right now.
     pub ring_overflow_now: u64,

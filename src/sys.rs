@@ -33,42 +33,62 @@ use crate::metrics::{totals, ShardSnapshot};
 /// Thresholds of the alarms (from `Config`).
 #[derive(Clone, Copy, Debug)]
 pub struct AlarmThresholds {
+    /// Resident memory above which `memory_high` is active, in bytes.
     pub memory_high_bytes: u64,
+    /// The configured connection limit (`connections_max`).
     pub connections_max: u64,
+    /// Fraction of `connections_max` at which `connections_high` activates.
     pub connections_ratio: f64,
+    /// Rate of mqueue drops above which `mqueue_drops` is active, per second.
     pub mqueue_drops_per_sec: u64,
+    /// Tick lateness above which `event_loop_lag` is active, in milliseconds.
     pub lag_ms: u64,
 }
 
 /// What the alarms are evaluated on.
 #[derive(Clone, Copy, Debug)]
 pub struct AlarmInput<'a> {
+    /// Name of this broker node.
     pub node: &'a str,
+    /// Current time, in microseconds since the Unix epoch.
     pub now_us: u64,
+    /// Resident memory of the process, in bytes.
     pub rss_bytes: u64,
     /// Seconds between `previous` and `snapshots`, for rates.
     pub interval_secs: f64,
+    /// Latest snapshot of every shard.
     pub snapshots: &'a [ShardSnapshot],
+    /// Snapshots of the previous evaluation, to compute rates against.
     pub previous: &'a [ShardSnapshot],
 }
 
 /// One alarm, as published.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Alarm {
+    /// Alarm name, such as `memory_high` (see the module docs).
     pub name: &'static str,
+    /// Human-readable description of the condition.
     pub message: String,
+    /// `"warning"` or `"critical"`.
     pub severity: &'static str,
+    /// Name of the node that raised the alarm.
     pub node: String,
+    /// Shard index for per-shard alarms; `None` for node-wide ones.
     pub shard: Option<usize>,
+    /// When the alarm started, as an RFC 3339 UTC timestamp.
     pub activated_at: String,
+    /// When the alarm ended, as an RFC 3339 UTC timestamp; `None` while active.
     pub deactivated_at: Option<String>,
+    /// Figures that the condition was evaluated on, as a JSON object.
     pub details: serde_json::Value,
 }
 
 /// A start or an end of an alarm.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AlarmEvent {
+    /// The alarm's condition started.
     Activate(Alarm),
+    /// The alarm's condition ended.
     Deactivate(Alarm),
 }
 
@@ -197,14 +217,17 @@ impl Alarms {
         events
     }
 
+    /// The active alarms, ordered by name and shard.
     pub fn active(&self) -> impl Iterator<Item = &Alarm> {
         self.active.values()
     }
 
+    /// Number of active alarms.
     pub fn len(&self) -> usize {
         self.active.len()
     }
 
+    /// Whether no alarm is active.
     pub fn is_empty(&self) -> bool {
         self.active.is_empty()
     }
@@ -213,7 +236,9 @@ impl Alarms {
 /// Node-level figures that are not in the snapshots.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NodeFigures {
+    /// Seconds since the broker started.
     pub uptime_secs: u64,
+    /// Current time, in microseconds since the Unix epoch.
     pub now_us: u64,
     /// Highest connection count seen (sampled once a second).
     pub connections_max_seen: u64,

@@ -25,7 +25,12 @@ pub enum DecodeError {
     /// The fixed header announces more than the configured maximum packet size.
     /// Raised before any of the body is buffered.
     #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
-    PacketTooLarge { size: usize, max: usize },
+    PacketTooLarge {
+        /// Size of the packet announced by its fixed header, in bytes.
+        size: usize,
+        /// The configured maximum packet size, in bytes.
+        max: usize,
+    },
     /// The bytes break a rule of the specification.
     #[error(transparent)]
     Violation(#[from] ProtocolViolation),

@@ -182,25 +182,40 @@ impl fmt::Display for TopicFilter {
 /// Every MQTT 3.1/3.1.1 control packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet {
+    /// Client request to connect to the server [MQTT-3.1].
     Connect(Connect),
+    /// Server answer to a CONNECT [MQTT-3.2].
     ConnAck(ConnAck),
+    /// An application message, in either direction [MQTT-3.3].
     Publish(Publish),
+    /// Acknowledgement of a QoS 1 PUBLISH [MQTT-3.4].
     PubAck(Ack),
+    /// First acknowledgement of a QoS 2 PUBLISH [MQTT-3.5].
     PubRec(Ack),
+    /// Second step of the QoS 2 handshake, answering PUBREC [MQTT-3.6].
     PubRel(Ack),
+    /// Last step of the QoS 2 handshake, answering PUBREL [MQTT-3.7].
     PubComp(Ack),
+    /// Client request to subscribe to one or more filters [MQTT-3.8].
     Subscribe(Subscribe),
+    /// Server answer to a SUBSCRIBE [MQTT-3.9].
     SubAck(SubAck),
+    /// Client request to remove one or more subscriptions [MQTT-3.10].
     Unsubscribe(Unsubscribe),
+    /// Server answer to an UNSUBSCRIBE [MQTT-3.11].
     UnsubAck(Ack),
+    /// Client keep-alive probe [MQTT-3.12].
     PingReq,
+    /// Server answer to a PINGREQ [MQTT-3.13].
     PingResp,
+    /// Client notice that it is closing the connection cleanly [MQTT-3.14].
     Disconnect,
 }
 
 /// CONNECT [MQTT-3.1].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Connect {
+    /// Protocol version, from the protocol name and level [MQTT-3.1.2.1], [MQTT-3.1.2.2].
     pub protocol: ProtocolVersion,
     /// CleanSession flag [MQTT-3.1.2-4..6].
     pub clean_session: bool,
@@ -208,7 +223,9 @@ pub struct Connect {
     pub keep_alive_secs: u16,
     /// Client identifier; may be empty in 3.1.1 [MQTT-3.1.3-6].
     pub client_id: ByteString,
+    /// The will message, present when the Will Flag is set [MQTT-3.1.2.5].
     pub will: Option<LastWill>,
+    /// User name, present when the User Name Flag is set [MQTT-3.1.2.8].
     pub username: Option<ByteString>,
     /// Binary data, not necessarily UTF-8.
     pub password: Option<Bytes>,
@@ -217,27 +234,39 @@ pub struct Connect {
 /// The will message carried by CONNECT [MQTT-3.1.2-8].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LastWill {
+    /// Topic the will is published to [MQTT-3.1.3.2].
     pub topic: TopicName,
+    /// Application message of the will [MQTT-3.1.3.3].
     pub payload: Bytes,
+    /// QoS the will is published with [MQTT-3.1.2.6].
     pub qos: QoS,
+    /// Whether the will is published as a retained message [MQTT-3.1.2.7].
     pub retain: bool,
 }
 
 /// CONNACK return codes of 3.1.1 [MQTT-3.2.2.3].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectReturnCode {
+    /// Connection accepted.
     Accepted = 0,
+    /// The server does not support the requested protocol level.
     UnacceptableProtocolVersion = 1,
+    /// The client identifier is valid UTF-8 but not allowed by the server.
     IdentifierRejected = 2,
+    /// The network connection works but the MQTT service is unavailable.
     ServerUnavailable = 3,
+    /// The user name or password is malformed or wrong.
     BadUsernameOrPassword = 4,
+    /// The client is not authorized to connect.
     NotAuthorized = 5,
 }
 
 /// CONNACK [MQTT-3.2].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnAck {
+    /// Whether the server already held a session for the client [MQTT-3.2.2.2].
     pub session_present: bool,
+    /// Whether the connection is accepted, and if not why [MQTT-3.2.2.3].
     pub code: ConnectReturnCode,
 }
 
@@ -245,12 +274,17 @@ pub struct ConnAck {
 /// for every subscriber bumps a refcount and copies nothing.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Publish {
+    /// DUP flag: set when this may be a re-delivery of an earlier attempt [MQTT-3.3.1.1].
     pub dup: bool,
+    /// Delivery QoS [MQTT-3.3.1.2]; bits value 3 is malformed [MQTT-3.3.1-4].
     pub qos: QoS,
+    /// RETAIN flag: whether the server keeps the message for future subscribers [MQTT-3.3.1.3].
     pub retain: bool,
+    /// Topic the message is published to [MQTT-3.3.2.1].
     pub topic: TopicName,
     /// Present exactly when `qos > 0` [MQTT-2.3.1-5].
     pub packet_id: Option<PacketId>,
+    /// Application message bytes, possibly empty [MQTT-3.3.3].
     pub payload: Bytes,
 }
 
@@ -271,40 +305,51 @@ impl fmt::Debug for Publish {
 /// reason code and properties).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ack {
+    /// Identifier of the packet being acknowledged.
     pub packet_id: PacketId,
 }
 
 /// SUBSCRIBE [MQTT-3.8]: at least one filter [MQTT-3.8.3-3].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscribe {
+    /// Identifier echoed back by the SUBACK [MQTT-3.8.4-2].
     pub packet_id: PacketId,
+    /// Requested filters with their QoS, in packet order.
     pub filters: Vec<SubscribeFilter>,
 }
 
 /// One filter of a SUBSCRIBE with its requested options (MQTT 5 adds more options).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscribeFilter {
+    /// Filter to subscribe to.
     pub filter: TopicFilter,
+    /// Maximum QoS requested for messages matching the filter.
     pub qos: QoS,
 }
 
 /// One return code of a SUBACK [MQTT-3.9.3].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubAckCode {
+    /// Subscription accepted with this maximum QoS.
     Granted(QoS),
+    /// Subscription refused (return code 0x80).
     Failure,
 }
 
 /// SUBACK [MQTT-3.9]: one code per filter, in order [MQTT-3.9.3-1].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubAck {
+    /// Identifier of the SUBSCRIBE being acknowledged.
     pub packet_id: PacketId,
+    /// One return code per requested filter, in the SUBSCRIBE's order.
     pub codes: Vec<SubAckCode>,
 }
 
 /// UNSUBSCRIBE [MQTT-3.10]: at least one filter [MQTT-3.10.3-2].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unsubscribe {
+    /// Identifier echoed back by the UNSUBACK.
     pub packet_id: PacketId,
+    /// Filters to remove, in packet order.
     pub filters: Vec<TopicFilter>,
 }

@@ -21,23 +21,28 @@ pub const SHARDS_MAX: usize = 128;
 pub struct ShardSet(u128);
 
 impl ShardSet {
+    /// Adds `shard` to the set.
     pub fn insert(&mut self, shard: usize) {
         debug_assert!(shard < SHARDS_MAX);
         self.0 |= 1u128 << shard;
     }
 
+    /// Removes `shard` from the set.
     pub fn remove(&mut self, shard: usize) {
         self.0 &= !(1u128 << shard);
     }
 
+    /// Whether `shard` is in the set.
     pub fn contains(self, shard: usize) -> bool {
         self.0 & (1u128 << shard) != 0
     }
 
+    /// Whether the set holds no shard.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
 
+    /// The shards in either set.
     pub fn union(self, other: ShardSet) -> ShardSet {
         ShardSet(self.0 | other.0)
     }
@@ -66,6 +71,7 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
+    /// An empty table for `shards` origin shards.
     pub fn new(shards: usize) -> Self {
         assert!(shards <= SHARDS_MAX, "config validation caps the shard count");
         RouteTable { trie: SubTrie::new(), applied: vec![0; shards], stale: 0 }
@@ -107,10 +113,12 @@ impl RouteTable {
         self.trie.len()
     }
 
+    /// Whether no filter is routed.
     pub fn is_empty(&self) -> bool {
         self.trie.is_empty()
     }
 
+    /// Whether the internal invariants hold (no empty shard set is stored).
     pub fn check_invariants(&self) -> bool {
         self.trie.check_invariants() && self.trie.iter().all(|(_, set)| !set.is_empty())
     }

@@ -23,8 +23,11 @@ pub enum Stage {
 /// One unacknowledged message.
 #[derive(Clone, Debug)]
 pub struct Entry {
+    /// Identifier the message was sent under.
     pub packet_id: PacketId,
+    /// The message and the QoS it went out with.
     pub delivery: Delivery,
+    /// Which acknowledgement the entry waits for.
     pub stage: Stage,
 }
 
@@ -38,19 +41,23 @@ pub struct Inflight {
 }
 
 impl Inflight {
+    /// An empty window holding at most `len_max` entries (at least one).
     pub fn new(len_max: u16) -> Self {
         assert!(len_max > 0, "config validation rejects an empty window");
         Inflight { entries: VecDeque::new(), len_max: usize::from(len_max), next_id: 0 }
     }
 
+    /// Whether the window holds `inflight_max` entries.
     pub fn is_full(&self) -> bool {
         self.entries.len() >= self.len_max
     }
 
+    /// Number of unacknowledged messages.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether no message is unacknowledged.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -109,10 +116,12 @@ impl Inflight {
         self.entries.iter()
     }
 
+    /// Drops every entry (a clean session starting over).
     pub fn clear(&mut self) {
         self.entries.clear();
     }
 
+    /// Whether the internal invariants hold (bounded and ids unique).
     pub fn check_invariants(&self) -> bool {
         let mut ids: Vec<u16> = self.entries.iter().map(|e| e.packet_id.get()).collect();
         ids.sort_unstable();

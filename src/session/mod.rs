@@ -88,6 +88,7 @@ impl Session {
         }
     }
 
+    /// Client identifier the session belongs to.
     pub fn client_id(&self) -> &ByteString {
         &self.client_id
     }
@@ -97,14 +98,17 @@ impl Session {
         self.persistent
     }
 
+    /// Whether a connection is attached.
     pub fn is_online(&self) -> bool {
         self.online
     }
 
+    /// A copy of the session's counters.
     pub fn stats(&self) -> SessionStats {
         self.stats
     }
 
+    /// Number of messages waiting in the mqueue.
     pub fn mqueue_len(&self) -> usize {
         self.mqueue.len()
     }
@@ -114,10 +118,12 @@ impl Session {
         self.mqueue.bytes()
     }
 
+    /// Number of unacknowledged QoS 1/2 messages.
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
     }
 
+    /// The subscriptions with their granted QoS, in no particular order.
     pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, &QoS)> {
         self.subscriptions.iter()
     }
@@ -127,10 +133,12 @@ impl Session {
         self.subscriptions.insert(filter, qos)
     }
 
+    /// Number of subscriptions.
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.len()
     }
 
+    /// Whether the session has a subscription with exactly this filter.
     pub fn is_subscribed(&self, filter: &TopicFilter) -> bool {
         self.subscriptions.contains_key(filter)
     }
@@ -292,6 +300,7 @@ impl Session {
         !self.mqueue.is_empty() || !self.inflight.is_empty()
     }
 
+    /// Whether the internal invariants of the session and its queues hold.
     pub fn check_invariants(&self) -> bool {
         self.inflight.check_invariants()
             && self.mqueue.check_invariants()

@@ -14,6 +14,7 @@ use crate::protocol::QoS;
 /// A message due to one subscriber, with the QoS and RETAIN flag it goes out with.
 #[derive(Clone, Debug)]
 pub struct Delivery {
+    /// The shared message being delivered.
     pub message: Arc<Message>,
     /// `min(published QoS, subscription QoS)`.
     pub qos: QoS,
@@ -74,10 +75,12 @@ impl Mqueue {
         dropped
     }
 
+    /// The oldest queued message, without removing it.
     pub fn front(&self) -> Option<&Delivery> {
         self.items.front()
     }
 
+    /// Removes and returns the oldest queued message.
     pub fn pop_front(&mut self) -> Option<Delivery> {
         let delivery = self.items.pop_front()?;
         self.bytes -= delivery.size();
@@ -89,10 +92,12 @@ impl Mqueue {
         self.bytes
     }
 
+    /// Number of queued messages.
     pub fn len(&self) -> usize {
         self.items.len()
     }
 
+    /// Whether the queue is empty.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -103,6 +108,7 @@ impl Mqueue {
         self.bytes = 0;
     }
 
+    /// Whether the internal invariants hold (bounds, byte count and QoS 0 policy).
     pub fn check_invariants(&self) -> bool {
         self.items.len() <= self.len_max
             && self.bytes == self.items.iter().map(Delivery::size).sum::<usize>()

@@ -47,10 +47,13 @@ fn seq_of(payload: &[u8]) -> u64 {
 /// One step of a script.
 #[derive(Clone, Debug)]
 pub enum Op {
+    /// Deliver the next numbered message to the session at this QoS.
     Deliver(QoS),
     /// Acknowledge the n-th (modulo) unacknowledged packet the client holds.
     Ack(usize),
+    /// Drop the client's connection; the session goes offline.
     Disconnect,
+    /// Reconnect the client; the session resumes and resends what is pending.
     Reconnect,
 }
 
