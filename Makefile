@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: help run build deps bench-suite sweep test test-core test-rust test-python test-tuning lint fmt doc bench fuzz ci
+.PHONY: help run build deps bench bench-micro sweep test test-core test-rust test-python test-tuning lint fmt doc fuzz ci
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -44,11 +44,12 @@ fmt: ## format the code
 doc: ## API docs, warnings are errors
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
-bench: ## micro-benchmarks of the codec and the trie
-	$(CARGO) bench --bench codec --bench trie
-
-bench-suite: ## load generator vs shardmq and Mosquitto; results in target/bench/
+bench: ## the standard load suite vs shardmq and Mosquitto (installs mosquitto); results in target/bench/
+	@command -v mosquitto >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 	bash bench-harness/suite.sh
+
+bench-micro: ## micro-benchmarks of the codec and the trie
+	$(CARGO) bench --bench codec --bench trie
 
 sweep: ## scaling sweep over shard counts; results in target/sweep/
 	bash tuning/sweep

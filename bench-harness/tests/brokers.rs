@@ -1,5 +1,6 @@
-//! End-to-end: the harness against a real Mosquitto on a free loopback port.
-//! Skipped (with a message) only when /usr/sbin/mosquitto is not installed.
+//! End-to-end: the harness against real brokers (Mosquitto, shardmq) on free loopback ports.
+//! The Mosquitto tests are skipped (with a message) only when /usr/sbin/mosquitto is
+//! not installed; the shardmq tests run the broker built in this workspace.
 //! No timing assertions: only that the counts add up.
 
 // Test helpers (outside #[test] fns, so allow-unwrap-in-tests misses them): a panic is the report.
@@ -22,6 +23,7 @@ struct Broker {
     child: Child,
     port: u16,
     dir: PathBuf,
+    label: &'static str,
 }
 
 impl Drop for Broker {
@@ -72,7 +74,7 @@ fn start_mosquitto(name: &str) -> Option<Broker> {
                 // bind exits at once.
                 std::thread::sleep(Duration::from_millis(100));
                 if child.try_wait().unwrap().is_none() {
-                    return Some(Broker { _serial: serial, child, port, dir });
+                    return Some(Broker { _serial: serial, child, port, dir, label: "mosquitto" });
                 }
                 break;
             }
@@ -87,6 +89,31 @@ fn start_mosquitto(name: &str) -> Option<Broker> {
     panic!("could not start mosquitto");
 }
 
+/// Starts the shardmq broker built beside this crate (2 shards). `cargo test
+/// --workspace` builds it; `SHARDMQ_BIN` points elsewhere.
+fn start_shardmq(name: &str) -> Broker {
+    let bin = std::env::var("SHARDMQ_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/shardmq"));
+    assert!(bin.exists(), "{} not found: build the workspace first (cargo build)", bin.display());
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("shardmq-bench-sq-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let child = Command::new(&bin)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--cores", "2", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "shardmq did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Broker { _serial: serial, child, port, dir, label: "shardmq" }
+}
+
 /// Runs the harness, returns its JSON report.
 fn bench(broker: &Broker, name: &str, args: &[&str]) -> Value {
     let json = broker.dir.join(format!("{name}.json"));
@@ -94,7 +121,7 @@ fn bench(broker: &Broker, name: &str, args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_shardmq-bench"))
         .args(args)
         .args(["--host", "127.0.0.1", "--port", &broker.port.to_string()])
-        .args(["--cores", "1", "--no-progress", "--label", "mosquitto"])
+        .args(["--cores", "1", "--no-progress", "--label", broker.label])
         .args(["--broker-pid", &broker.child.id().to_string()])
         .arg("--json")
         .arg(&json)
@@ -244,4 +271,20 @@ fn conn_storm_and_compare() {
     assert!(md.contains("| case | metric | mosquitto |"), "{md}");
     assert!(md.contains("CONNACKs/s"));
     assert!(std::fs::read_to_string(svg).unwrap().starts_with("<svg"));
+}
+
+#[test]
+fn shardmq_pairs_qos2_has_no_loss_and_no_duplicates() {
+    let b = start_shardmq("pairs");
+    let args = ["pairs", "--qos", "2", "--clients", "4", "--rate", "2000", "--duration", "2"];
+    let r = bench(&b, "pairs", &[&args[..], &["--warmup", "0.5"]].concat());
+    check_exact_delivery(&r, 1);
+}
+
+#[test]
+fn shardmq_fan_in_qos1_has_no_loss() {
+    let b = start_shardmq("fanin");
+    let args = ["fan-in", "--qos", "1", "--clients", "4", "--subscribers", "2", "--duration", "2"];
+    let r = bench(&b, "fanin", &[&args[..], &["--warmup", "0.5"]].concat());
+    check_exact_delivery(&r, 2);
 }
