@@ -362,6 +362,9 @@ fn bind_all(
     for requested in &config.listen {
         // The first bind resolves port 0; the other shards bind the same port.
         let mut addr = *requested;
+        if addr.port() != 0 {
+            net::ensure_port_free(addr).map_err(|source| StartError::Bind { addr, source })?;
+        }
         for fds in per_shard.iter_mut() {
             let fd = net::bind_listener(addr, config.listen_backlog)
                 .map_err(|source| StartError::Bind { addr, source })?;

@@ -21,6 +21,18 @@ pub(crate) fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<OwnedF
     Ok(socket.into())
 }
 
+/// Fails with `AddrInUse` when another socket already listens on `addr`.
+///
+/// SO_REUSEPORT would otherwise let a second broker (of the same user) bind the same
+/// port and silently take half of the new connections: the kernel spreads them over
+/// every socket in the group. The probe binds without SO_REUSEPORT (but with
+/// SO_REUSEADDR, so connections in TIME_WAIT do not count) and closes at once.
+pub(crate) fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())
+}
+
 /// The address a listening socket is bound to (resolves port 0).
 pub(crate) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
     let socket = socket2::SockRef::from(fd);

@@ -184,8 +184,15 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
     let limits = limits(shard);
     let gate = Rc::clone(&shard.borrow().readers_gate);
     loop {
+        // Whether whole packets are left in `buf` (processing paused mid-buffer):
+        // then nothing more is read until they are processed, so `buf` stays bounded.
+        let mut pending = true;
         {
             let mut s = shard.borrow_mut();
+            // The readers gate is looked at between passes, not between packets.
+            // (Pausing mid-buffer removed the 0.3% QoS 0 loss of 2-shard fan-in, but a
+            // heap-corruption abort at shutdown showed up with it in 1 of 6 runs; it
+            // stays out until that is understood.)
             while conn.subacks_pending.get() == 0 && conn.paused_until.get().is_none() {
                 match codec::decode(&mut buf, &limits) {
                     Ok(Some(packet)) => {
@@ -194,7 +201,10 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
                             return close;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        pending = false;
+                        break;
+                    }
                     Err(e) => {
                         s.end_of_pass();
                         return Close::Malformed(e);
@@ -236,6 +246,9 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
         // socket is always readable, and a reader that never yields starves the
         // writers of the connections it fills (measured: 100% QoS 0 loss in fan-in).
         futures_lite::future::yield_now().await;
+        if pending {
+            continue;
+        }
         let event = or(async { Event::Read(read_more(stream, &mut buf).await) }, async {
             conn.wake.notified().await;
             Event::Woken
