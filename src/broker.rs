@@ -241,7 +241,10 @@ impl Broker {
             .name("shardmq-shard")
             .io_memory(io_memory)
             .spin_before_park(config.spin_before_park())
-            .on_all_shards(move || shard::run(ctx.clone()))
+            // `ctx` moves into each thread's copy of the closure, copied here on the calling
+            // thread: cloning it inside the shard threads would race on the `Rc` that
+            // glommio's MeshBuilder holds (a heap-corruption abort at shutdown, 1 in 6).
+            .on_all_shards(move || shard::run(ctx))
             .map_err(|e| StartError::Threads(e.to_string()))?;
         info!(
             shards,

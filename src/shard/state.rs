@@ -761,6 +761,10 @@ impl ShardState {
                 || conn.out.borrow().len() > self.config.out_buffer_max_bytes;
             if behind && !conn.in_backlog.replace(true) {
                 self.backlogged.push(Rc::clone(conn));
+                // Pause publishers now, not at the end of the pass: one pass can hold
+                // hundreds of buffered PUBLISH packets, enough to overflow the queue.
+                // The end of the pass decides again (a stuck subscriber reopens it).
+                set_gate(&self.readers_gate, true, &mut self.stats.reader_pauses);
             }
         }
         match dropped.map(|(_, reason)| reason) {
