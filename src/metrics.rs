@@ -51,7 +51,7 @@ pub struct ShardStats {
     pub sessions_expired: u64,
     /// Route changes this shard broadcast to the other shards.
     pub route_updates_sent: u64,
-    /// Route updates from other shards dropped as stale.
+    /// Route updates dropped as stale (taken from the route table at snapshot time).
     pub route_updates_stale: u64,
     /// Times publishers' reads were paused (rings overflowing or subscribers behind).
     pub reader_pauses: u64,
@@ -189,6 +189,29 @@ fn counter(
     registry.register(name, help, family);
 }
 
+/// Registers one counter family with a `shard` label and a second label whose values
+/// and counts `values` gives per snapshot.
+fn labelled(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    snapshots: &[ShardSnapshot],
+    values: impl Fn(&ShardSnapshot) -> Vec<(&'static str, u64)>,
+) {
+    let family = Family::<Labels, Counter>::default();
+    for s in snapshots {
+        for (value_label, value) in values(s) {
+            let labels = vec![
+                ("shard".to_owned(), s.shard.to_string()),
+                (label.to_owned(), value_label.to_owned()),
+            ];
+            family.get_or_create(&labels).inc_by(value);
+        }
+    }
+    registry.register(name, help, family);
+}
+
 fn gauge(
     registry: &mut Registry,
     name: &str,
@@ -246,23 +269,15 @@ pub fn prometheus_text(
     counter(&mut r, "bytes_received", "Payload bytes received", snapshots, |s| s.stats.bytes_in);
     counter(&mut r, "bytes_sent", "Bytes written to clients", snapshots, |s| s.stats.bytes_out);
 
-    let dropped = Family::<Labels, Counter>::default();
-    for s in snapshots {
-        for (reason, value) in [
+    labelled(&mut r, "messages_dropped", "Messages dropped, by reason", "reason", snapshots, |s| {
+        vec![
             ("no_subscribers", s.stats.dropped_no_subscribers),
             ("mqueue_full", s.stats.dropped_mqueue),
             ("hook", s.stats.dropped_by_hook),
             ("queued_bytes_budget", s.stats.dropped_budget),
             ("reserved_topic", s.stats.dropped_reserved_topic),
-        ] {
-            let labels = vec![
-                ("shard".to_owned(), s.shard.to_string()),
-                ("reason".to_owned(), reason.to_owned()),
-            ];
-            dropped.get_or_create(&labels).inc_by(value);
-        }
-    }
-    r.register("messages_dropped", "Messages dropped, by reason", dropped);
+        ]
+    });
     counter(&mut r, "ring_batches_sent", "Batches sent to other shards", snapshots, |s| {
         s.ring_batches_sent
     });
@@ -272,9 +287,16 @@ pub fn prometheus_text(
     counter(
         &mut r,
         "reader_pauses",
-        "Times readers paused for ring backpressure",
+        "Times publishers' reads paused for backpressure",
         snapshots,
         |s| s.stats.reader_pauses,
+    );
+    counter(
+        &mut r,
+        "backlog_pauses",
+        "Times ring intake paused for a backlogged subscriber",
+        snapshots,
+        |s| s.stats.backlog_pauses,
     );
     gauge(
         &mut r,
@@ -283,25 +305,24 @@ pub fn prometheus_text(
         snapshots,
         |s| s.lag_max_us,
     );
-    let limits = Family::<Labels, Counter>::default();
-    for s in snapshots {
-        for (limit, value) in [
-            ("connections_max", s.stats.limit_connections),
-            ("connect_timeout", s.stats.connect_timeouts),
-            ("topic", s.stats.limit_topic),
-            ("subscriptions_max", s.stats.limit_subscriptions),
-            ("retained", s.stats.limit_retained),
-            ("publish_rate", s.stats.limit_publish_rate),
-            ("accept_rate", s.stats.limit_accept_rate),
-        ] {
-            let labels = vec![
-                ("shard".to_owned(), s.shard.to_string()),
-                ("limit".to_owned(), limit.to_owned()),
-            ];
-            limits.get_or_create(&labels).inc_by(value);
-        }
-    }
-    r.register("limit_hits", "Times a limit refused or paused something", limits);
+    labelled(
+        &mut r,
+        "limit_hits",
+        "Times a limit refused or paused something",
+        "limit",
+        snapshots,
+        |s| {
+            vec![
+                ("connections_max", s.stats.limit_connections),
+                ("connect_timeout", s.stats.connect_timeouts),
+                ("topic", s.stats.limit_topic),
+                ("subscriptions_max", s.stats.limit_subscriptions),
+                ("retained", s.stats.limit_retained),
+                ("publish_rate", s.stats.limit_publish_rate),
+                ("accept_rate", s.stats.limit_accept_rate),
+            ]
+        },
+    );
     gauge(&mut r, "queued_bytes", "Bytes held by session queues", snapshots, |s| {
         s.stats.queued_bytes
     });

@@ -977,9 +977,8 @@ impl ShardState {
     pub fn on_ctrl(&mut self, msg: CtrlMsg) -> Option<Box<super::mesh::Handoff>> {
         match msg {
             CtrlMsg::Route { origin, rev, filter, present } => {
-                if !self.routes.apply(origin, rev, filter.as_str(), present) {
-                    self.stats.route_updates_stale += 1;
-                }
+                // A stale update is dropped and counted by the table itself.
+                self.routes.apply(origin, rev, filter.as_str(), present);
                 self.ctrl_out.push(origin, CtrlMsg::RouteAck { from: self.id, rev });
             }
             CtrlMsg::RouteAck { from, rev } => {
@@ -1095,7 +1094,7 @@ impl ShardState {
         let subscriptions = self.local_subs.iter().map(|(_, clients)| clients.len() as u64).sum();
         let snapshot = ShardSnapshot {
             shard: self.id,
-            stats: self.stats,
+            stats: ShardStats { route_updates_stale: self.routes.stale_count(), ..self.stats },
             sessions,
             sessions_offline: offline,
             subscriptions,
