@@ -69,6 +69,9 @@ pub struct ShardStats {
     pub limit_subscriptions: u64,
     /// Retained messages not stored for `retained_max` / `retained_bytes_max`.
     pub limit_retained: u64,
+    /// Retained messages (or clears) that reached their partition after a newer one
+    /// for the same topic, and were not stored.
+    pub retained_superseded: u64,
     /// Times a client's reads were paused by its publish rate limits.
     pub limit_publish_rate: u64,
     /// Times accepting paused for `accept_rate_max`.
@@ -152,6 +155,7 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         a.limit_topic += b.limit_topic;
         a.limit_subscriptions += b.limit_subscriptions;
         a.limit_retained += b.limit_retained;
+        a.retained_superseded += b.retained_superseded;
         a.limit_publish_rate += b.limit_publish_rate;
         a.limit_accept_rate += b.limit_accept_rate;
         a.queued_bytes += b.queued_bytes;
@@ -322,6 +326,13 @@ pub fn prometheus_text(
                 ("accept_rate", s.stats.limit_accept_rate),
             ]
         },
+    );
+    counter(
+        &mut r,
+        "retained_superseded",
+        "Retained messages that arrived after a newer one for their topic",
+        snapshots,
+        |s| s.stats.retained_superseded,
     );
     gauge(&mut r, "queued_bytes", "Bytes held by session queues", snapshots, |s| {
         s.stats.queued_bytes

@@ -25,7 +25,7 @@ use hashbrown::HashMap;
 
 use crate::config::Config;
 use crate::hooks::{ClientInfo, Hooks, Origin};
-use crate::message::{Message, MessageIdGen};
+use crate::message::{Message, MessageId, MessageIdGen};
 use crate::protocol::{
     codec, Ack, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet,
     ProtocolVersion, ProtocolViolation, Publish, QoS, SubAck, SubAckCode, Subscribe, TopicFilter,
@@ -190,6 +190,13 @@ pub(crate) struct ShardState {
     retained: HashMap<ByteString, Arc<Message>>,
     /// The broker's own retained messages (`$SYS`), outside the clients' limits.
     retained_own: HashMap<ByteString, Arc<Message>>,
+    /// Recently cleared retained topics and the id of the clearing message: a set
+    /// that was published before the clear but arrives after it (over another
+    /// shard's ring) must not bring the topic back. Swept after
+    /// [`RETAINED_TOMBSTONE_SECS`]; at most `retained_max` entries.
+    retained_cleared: HashMap<ByteString, MessageId>,
+    /// Tick of the next sweep of `retained_cleared`.
+    tombstone_sweep_at: u64,
     pub data_out: Outbox<DataMsg>,
     pub ctrl_out: Outbox<CtrlMsg>,
     /// Connections with new output since the end of the last pass.
@@ -239,6 +246,10 @@ impl std::fmt::Debug for ShardState {
     }
 }
 
+/// How long a cleared retained topic remembers its clear: far longer than a
+/// message spends on a ring between shards.
+const RETAINED_TOMBSTONE_SECS: u64 = 10;
+
 fn unix_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
@@ -265,6 +276,8 @@ impl ShardState {
             pending_subacks: Vec::new(),
             retained: HashMap::new(),
             retained_own: HashMap::new(),
+            retained_cleared: HashMap::new(),
+            tombstone_sweep_at: 0,
             data_out: Outbox::new(data, shards, batch),
             ctrl_out: Outbox::new(ctrl, shards, batch),
             to_wake: Vec::new(),
@@ -790,14 +803,28 @@ impl ShardState {
             return;
         }
         let size = |m: &Message| (m.topic.as_str().len() + m.payload.len()) as u64;
+        // [MQTT-3.3.1-5]: the newest retained message replaces the one before. Two
+        // publishers on two shards reach this partition over different rings, so
+        // arrival order is not publication order: the message id (timestamp first)
+        // decides, last writer wins.
+        let newest =
+            self.retained.get(&topic).map(|m| m.id).max(self.retained_cleared.get(&topic).copied());
+        if newest.is_some_and(|newest| newest > message.id) {
+            self.stats.retained_superseded += 1;
+            return;
+        }
         // [MQTT-3.3.1-10], [MQTT-3.3.1-11]: an empty retained message clears the topic
         // and is not stored.
         if message.payload.is_empty() {
             if let Some(old) = self.retained.remove(&topic) {
                 self.retained_bytes -= size(&old);
             }
+            if self.retained_cleared.len() < self.retained_max {
+                self.retained_cleared.insert(topic, message.id);
+            }
             return;
         }
+        self.retained_cleared.remove(&topic);
         let (count_after, bytes_after) = match self.retained.get(&topic) {
             Some(old) => (self.retained.len(), self.retained_bytes - size(old) + size(&message)),
             None => (self.retained.len() + 1, self.retained_bytes + size(&message)),
@@ -1027,6 +1054,11 @@ impl ShardState {
     /// Advances the timer wheel to now: keep-alive timeouts, retries, expiries.
     pub fn tick(&mut self) {
         let now = self.now_ticks();
+        if now >= self.tombstone_sweep_at {
+            self.tombstone_sweep_at = now + secs_to_ticks(RETAINED_TOMBSTONE_SECS);
+            let horizon = unix_micros().saturating_sub(RETAINED_TOMBSTONE_SECS * 1_000_000);
+            self.retained_cleared.retain(|_, id| id.timestamp_us() >= horizon);
+        }
         let mut due = Vec::new();
         self.wheel.advance(now, &mut due);
         for timer in due {

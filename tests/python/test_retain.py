@@ -44,6 +44,36 @@ def test_retained_replaced_by_newer(mqtt_client, topic_root, pub_shard, sub_shar
 
 
 @pytest.mark.parametrize("pub_shard,sub_shard", SHARD_PAIRS)
+def test_retained_last_acknowledged_wins(mqtt_client, topic_root, pub_shard, sub_shard):
+    """[MQTT-3.3.1-5] [MQTT-3.3.1-10] Publishers on two shards alternate sets
+    and clears of the same topics, each waiting for its PUBACK: whatever order
+    the messages reach the topic's partition in, the last acknowledged one
+    decides what is retained."""
+    pubs = [mqtt_client(shard=pub_shard, prefix="p"), mqtt_client(shard=1 - pub_shard, prefix="q")]
+    topics = [f"{topic_root}/r{k}" for k in range(4)]
+    last = {}
+    for i in range(40):
+        t = topics[i % len(topics)]
+        payload = b"" if i % 7 == 3 else b"v%d" % i
+        pubs[(i // len(topics)) % 2].publish(t, payload, qos=1, retain=True)
+        pubs[(i // len(topics) + 1) % 2].publish(t, b"w%d" % i, qos=1, retain=True)
+        last[t] = b"w%d" % i
+        if i % 5 == 4:
+            pubs[i % 2].publish(t, b"", qos=1, retain=True)
+            last[t] = None
+    sub = mqtt_client(shard=sub_shard, prefix="s")
+    assert sub.subscribe(f"{topic_root}/#", 1) == [1]
+    expected = {t: p for t, p in last.items() if p is not None}
+    got = {}
+    for _ in expected:
+        m = sub.get()
+        assert m.retain
+        got[m.topic] = m.payload
+    assert got == expected
+    sub.expect_none(0.3)
+
+
+@pytest.mark.parametrize("pub_shard,sub_shard", SHARD_PAIRS)
 def test_retained_cleared_by_empty_payload(mqtt_client, topic_root, pub_shard, sub_shard):
     """[MQTT-3.3.1-10] [MQTT-3.3.1-11] A retained PUBLISH with an empty
     payload clears the retained message (and is not itself stored), while it
