@@ -5,9 +5,9 @@
 //! [`TopicFilter`], [`QoS`]), so the encoder never re-checks and the router never
 //! re-validates.
 //!
-//! The structs are shaped for MQTT 5: acknowledgements are structs (a reason code and
-//! properties join them later), SUBSCRIBE carries per-filter options, and the
-//! protocol level travels with CONNECT.
+//! One set of structs serves MQTT 3.1, 3.1.1 and 5.0: the MQTT 5 fields (reason
+//! codes, [`Properties`], subscription options) take their defaults in MQTT 3, and
+//! the codec writes each packet in the layout of the connection's protocol level.
 //!
 //! `Debug` of a PUBLISH shows the payload length, never its bytes.
 
@@ -21,12 +21,14 @@ use super::topic;
 use super::ProtocolViolation;
 
 /// The protocol level a client speaks, from CONNECT's protocol name and level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProtocolVersion {
     /// MQTT 3.1: protocol name `MQIsdp`, level 3.
     V31,
     /// MQTT 3.1.1: protocol name `MQTT`, level 4.
     V311,
+    /// MQTT 5.0: protocol name `MQTT`, level 5.
+    V5,
 }
 
 impl ProtocolVersion {
@@ -35,7 +37,183 @@ impl ProtocolVersion {
         match self {
             ProtocolVersion::V31 => 3,
             ProtocolVersion::V311 => 4,
+            ProtocolVersion::V5 => 5,
         }
+    }
+
+    /// Whether packets carry reason codes and properties (MQTT 5).
+    pub fn is_v5(self) -> bool {
+        self == ProtocolVersion::V5
+    }
+}
+
+/// An MQTT 5 reason code [MQTT-2.4]: the outcome of an operation. Values below 0x80
+/// mean success; 0x80 and above mean failure. MQTT 3.1.1 return codes are mapped
+/// onto these (CONNACK, SUBACK) by the codec.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReasonCode(pub u8);
+
+macro_rules! reason_codes {
+    ($($name:ident = $value:expr, $text:expr;)*) => {
+        impl ReasonCode {
+            $(
+                #[doc = $text]
+                pub const $name: ReasonCode = ReasonCode($value);
+            )*
+
+            /// The specification's name of the code, for logs.
+            pub fn name(self) -> &'static str {
+                match self.0 {
+                    $($value => $text,)*
+                    _ => "Unknown reason code",
+                }
+            }
+        }
+    };
+}
+
+reason_codes! {
+    SUCCESS = 0x00, "Success";
+    GRANTED_QOS_1 = 0x01, "Granted QoS 1";
+    GRANTED_QOS_2 = 0x02, "Granted QoS 2";
+    DISCONNECT_WITH_WILL = 0x04, "Disconnect with Will Message";
+    NO_MATCHING_SUBSCRIBERS = 0x10, "No matching subscribers";
+    NO_SUBSCRIPTION_EXISTED = 0x11, "No subscription existed";
+    CONTINUE_AUTHENTICATION = 0x18, "Continue authentication";
+    RE_AUTHENTICATE = 0x19, "Re-authenticate";
+    UNSPECIFIED_ERROR = 0x80, "Unspecified error";
+    MALFORMED_PACKET = 0x81, "Malformed Packet";
+    PROTOCOL_ERROR = 0x82, "Protocol Error";
+    IMPLEMENTATION_SPECIFIC_ERROR = 0x83, "Implementation specific error";
+    UNSUPPORTED_PROTOCOL_VERSION = 0x84, "Unsupported Protocol Version";
+    CLIENT_IDENTIFIER_NOT_VALID = 0x85, "Client Identifier not valid";
+    BAD_USER_NAME_OR_PASSWORD = 0x86, "Bad User Name or Password";
+    NOT_AUTHORIZED = 0x87, "Not authorized";
+    SERVER_UNAVAILABLE = 0x88, "Server unavailable";
+    SERVER_BUSY = 0x89, "Server busy";
+    BANNED = 0x8A, "Banned";
+    SERVER_SHUTTING_DOWN = 0x8B, "Server shutting down";
+    BAD_AUTHENTICATION_METHOD = 0x8C, "Bad authentication method";
+    KEEP_ALIVE_TIMEOUT = 0x8D, "Keep Alive timeout";
+    SESSION_TAKEN_OVER = 0x8E, "Session taken over";
+    TOPIC_FILTER_INVALID = 0x8F, "Topic Filter invalid";
+    TOPIC_NAME_INVALID = 0x90, "Topic Name invalid";
+    PACKET_IDENTIFIER_IN_USE = 0x91, "Packet Identifier in use";
+    PACKET_IDENTIFIER_NOT_FOUND = 0x92, "Packet Identifier not found";
+    RECEIVE_MAXIMUM_EXCEEDED = 0x93, "Receive Maximum exceeded";
+    TOPIC_ALIAS_INVALID = 0x94, "Topic Alias invalid";
+    PACKET_TOO_LARGE = 0x95, "Packet too large";
+    MESSAGE_RATE_TOO_HIGH = 0x96, "Message rate too high";
+    QUOTA_EXCEEDED = 0x97, "Quota exceeded";
+    ADMINISTRATIVE_ACTION = 0x98, "Administrative action";
+    PAYLOAD_FORMAT_INVALID = 0x99, "Payload format invalid";
+    RETAIN_NOT_SUPPORTED = 0x9A, "Retain not supported";
+    QOS_NOT_SUPPORTED = 0x9B, "QoS not supported";
+    USE_ANOTHER_SERVER = 0x9C, "Use another server";
+    SERVER_MOVED = 0x9D, "Server moved";
+    SHARED_SUBSCRIPTIONS_NOT_SUPPORTED = 0x9E, "Shared Subscriptions not supported";
+    CONNECTION_RATE_EXCEEDED = 0x9F, "Connection rate exceeded";
+    MAXIMUM_CONNECT_TIME = 0xA0, "Maximum connect time";
+    SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED = 0xA1, "Subscription Identifiers not supported";
+    WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED = 0xA2, "Wildcard Subscriptions not supported";
+}
+
+impl ReasonCode {
+    /// Whether the code reports a failure (0x80 and above) [MQTT-2.4].
+    pub fn is_error(self) -> bool {
+        self.0 >= 0x80
+    }
+
+    /// The granted-QoS code of a SUBACK.
+    pub fn granted(qos: QoS) -> ReasonCode {
+        ReasonCode(qos as u8)
+    }
+}
+
+impl fmt::Debug for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:02X} ({})", self.0, self.name())
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:02X} {}", self.0, self.name())
+    }
+}
+
+/// The properties of an MQTT 5 packet [MQTT-2.2.2], one field per property
+/// identifier. Which identifiers a packet may carry is the codec's business: it
+/// refuses any other, and any duplicate except User Property (and Subscription
+/// Identifier in a server-to-client PUBLISH). An MQTT 3 packet has none: every field
+/// is empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Properties {
+    /// 0x01, PUBLISH and will: 0 unspecified bytes, 1 UTF-8 [MQTT-3.3.2.3.2].
+    pub payload_format_indicator: Option<u8>,
+    /// 0x02, PUBLISH and will: seconds the message lives [MQTT-3.3.2.3.3].
+    pub message_expiry_interval: Option<u32>,
+    /// 0x03, PUBLISH and will: MIME-like description of the payload.
+    pub content_type: Option<ByteString>,
+    /// 0x08, PUBLISH and will: topic for a response; no wildcards [MQTT-3.3.2-13].
+    pub response_topic: Option<TopicName>,
+    /// 0x09, PUBLISH and will: binary data matching a response to its request.
+    pub correlation_data: Option<Bytes>,
+    /// 0x0B, PUBLISH (server to client, any number) and SUBSCRIBE (at most one):
+    /// 1..=268435455 [MQTT-3.8.2.1.2].
+    pub subscription_identifiers: Vec<u32>,
+    /// 0x11, CONNECT, CONNACK, DISCONNECT: seconds the session outlives the network
+    /// connection; 0xFFFFFFFF never expires [MQTT-3.1.2.11.2].
+    pub session_expiry_interval: Option<u32>,
+    /// 0x12, CONNACK: the client id the server assigned [MQTT-3.2.2.3.7].
+    pub assigned_client_identifier: Option<ByteString>,
+    /// 0x13, CONNACK: the keep-alive the server imposes [MQTT-3.2.2.3.14].
+    pub server_keep_alive: Option<u16>,
+    /// 0x15, CONNECT, CONNACK, AUTH: name of the enhanced authentication method.
+    pub authentication_method: Option<ByteString>,
+    /// 0x16, CONNECT, CONNACK, AUTH: data of the enhanced authentication exchange.
+    pub authentication_data: Option<Bytes>,
+    /// 0x17, CONNECT: 0 or 1 [MQTT-3.1.2.11.7].
+    pub request_problem_information: Option<u8>,
+    /// 0x18, will: seconds between the end of the connection and the will
+    /// [MQTT-3.1.3.2.2].
+    pub will_delay_interval: Option<u32>,
+    /// 0x19, CONNECT: 0 or 1 [MQTT-3.1.2.11.6].
+    pub request_response_information: Option<u8>,
+    /// 0x1A, CONNACK: basis for response topics.
+    pub response_information: Option<ByteString>,
+    /// 0x1C, CONNACK, DISCONNECT: another server to use.
+    pub server_reference: Option<ByteString>,
+    /// 0x1F, acknowledgements, DISCONNECT, AUTH: human-readable diagnostics.
+    pub reason_string: Option<ByteString>,
+    /// 0x21, CONNECT, CONNACK: 1..=65535 unacknowledged QoS 1/2 PUBLISHes the
+    /// sender accepts [MQTT-3.1.2.11.3].
+    pub receive_maximum: Option<u16>,
+    /// 0x22, CONNECT, CONNACK: highest topic alias the sender accepts.
+    pub topic_alias_maximum: Option<u16>,
+    /// 0x23, PUBLISH: 1..=Topic Alias Maximum [MQTT-3.3.2-8].
+    pub topic_alias: Option<u16>,
+    /// 0x24, CONNACK: 0 or 1, the highest QoS the server supports.
+    pub maximum_qos: Option<u8>,
+    /// 0x25, CONNACK: 0 or 1.
+    pub retain_available: Option<u8>,
+    /// 0x26, every packet with properties: name-value pairs, order preserved,
+    /// repeats allowed [MQTT-3.3.2-18].
+    pub user_properties: Vec<(ByteString, ByteString)>,
+    /// 0x27, CONNECT, CONNACK: largest packet the sender accepts, > 0.
+    pub maximum_packet_size: Option<u32>,
+    /// 0x28, CONNACK: 0 or 1.
+    pub wildcard_subscription_available: Option<u8>,
+    /// 0x29, CONNACK: 0 or 1.
+    pub subscription_identifier_available: Option<u8>,
+    /// 0x2A, CONNACK: 0 or 1.
+    pub shared_subscription_available: Option<u8>,
+}
+
+impl Properties {
+    /// Whether no property is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Properties::default()
     }
 }
 
@@ -92,6 +270,18 @@ impl TopicName {
     /// The shared bytes behind the topic (cloning is a refcount bump).
     pub fn as_byte_string(&self) -> &ByteString {
         &self.0
+    }
+
+    /// The empty topic of an MQTT 5 PUBLISH that names its topic by a Topic Alias
+    /// only [MQTT-3.3.2-12]. Valid nowhere else: the receiver replaces it with the
+    /// aliased topic before using the message.
+    pub fn empty() -> TopicName {
+        TopicName(ByteString::new())
+    }
+
+    /// Whether this is the empty topic of an aliased PUBLISH.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// A copy in its own allocation. A decoded topic is a slice of the read buffer
@@ -179,7 +369,7 @@ impl fmt::Display for TopicFilter {
     }
 }
 
-/// Every MQTT 3.1/3.1.1 control packet.
+/// Every MQTT 3.1, 3.1.1 and 5.0 control packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet {
     /// Client request to connect to the server [MQTT-3.1].
@@ -203,13 +393,16 @@ pub enum Packet {
     /// Client request to remove one or more subscriptions [MQTT-3.10].
     Unsubscribe(Unsubscribe),
     /// Server answer to an UNSUBSCRIBE [MQTT-3.11].
-    UnsubAck(Ack),
+    UnsubAck(UnsubAck),
     /// Client keep-alive probe [MQTT-3.12].
     PingReq,
     /// Server answer to a PINGREQ [MQTT-3.13].
     PingResp,
-    /// Client notice that it is closing the connection cleanly [MQTT-3.14].
-    Disconnect,
+    /// Notice that the sender is closing the connection [MQTT-3.14]; in MQTT 5
+    /// either side sends it, with a reason code.
+    Disconnect(Disconnect),
+    /// MQTT 5 enhanced authentication exchange [MQTT-3.15].
+    Auth(Auth),
 }
 
 /// CONNECT [MQTT-3.1].
@@ -217,7 +410,7 @@ pub enum Packet {
 pub struct Connect {
     /// Protocol version, from the protocol name and level [MQTT-3.1.2.1], [MQTT-3.1.2.2].
     pub protocol: ProtocolVersion,
-    /// CleanSession flag [MQTT-3.1.2-4..6].
+    /// CleanSession flag [MQTT-3.1.2-4..6]; Clean Start in MQTT 5 [MQTT-3.1.2-4].
     pub clean_session: bool,
     /// Keep-alive in seconds; 0 turns keep-alive off [MQTT-3.1.2-24].
     pub keep_alive_secs: u16,
@@ -229,6 +422,8 @@ pub struct Connect {
     pub username: Option<ByteString>,
     /// Binary data, not necessarily UTF-8.
     pub password: Option<Bytes>,
+    /// MQTT 5 CONNECT properties [MQTT-3.1.2.11].
+    pub properties: Properties,
 }
 
 /// The will message carried by CONNECT [MQTT-3.1.2-8].
@@ -242,32 +437,21 @@ pub struct LastWill {
     pub qos: QoS,
     /// Whether the will is published as a retained message [MQTT-3.1.2.7].
     pub retain: bool,
-}
-
-/// CONNACK return codes of 3.1.1 [MQTT-3.2.2.3].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectReturnCode {
-    /// Connection accepted.
-    Accepted = 0,
-    /// The server does not support the requested protocol level.
-    UnacceptableProtocolVersion = 1,
-    /// The client identifier is valid UTF-8 but not allowed by the server.
-    IdentifierRejected = 2,
-    /// The network connection works but the MQTT service is unavailable.
-    ServerUnavailable = 3,
-    /// The user name or password is malformed or wrong.
-    BadUsernameOrPassword = 4,
-    /// The client is not authorized to connect.
-    NotAuthorized = 5,
+    /// MQTT 5 will properties [MQTT-3.1.3.2].
+    pub properties: Properties,
 }
 
 /// CONNACK [MQTT-3.2].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnAck {
     /// Whether the server already held a session for the client [MQTT-3.2.2.2].
     pub session_present: bool,
-    /// Whether the connection is accepted, and if not why [MQTT-3.2.2.3].
-    pub code: ConnectReturnCode,
+    /// Whether the connection is accepted, and if not why [MQTT-3.2.2.2]. To an
+    /// MQTT 3.1.1 client the codec writes the matching return code (0x84 -> 1,
+    /// 0x85 -> 2, 0x86 -> 4, 0x87 -> 5, any other failure -> 3).
+    pub reason: ReasonCode,
+    /// MQTT 5 CONNACK properties [MQTT-3.2.2.3].
+    pub properties: Properties,
 }
 
 /// PUBLISH [MQTT-3.3]. The payload is a `Bytes` slice of the read buffer: cloning it
@@ -286,6 +470,10 @@ pub struct Publish {
     pub packet_id: Option<PacketId>,
     /// Application message bytes, possibly empty [MQTT-3.3.3].
     pub payload: Bytes,
+    /// MQTT 5 PUBLISH properties [MQTT-3.3.2.3]; `None` when there are none (and
+    /// always in MQTT 3), so a plain message costs no allocation. With a Topic Alias
+    /// property `topic` may be empty: the receiver resolves the alias [MQTT-3.3.2-12].
+    pub properties: Option<Box<Properties>>,
 }
 
 impl fmt::Debug for Publish {
@@ -297,16 +485,33 @@ impl fmt::Debug for Publish {
             .field("topic", &self.topic)
             .field("packet_id", &self.packet_id)
             .field("payload_len", &self.payload.len())
+            .field("properties", &self.properties)
             .finish()
     }
 }
 
-/// PUBACK, PUBREC, PUBREL, PUBCOMP and UNSUBACK: a packet id (and, in MQTT 5, a
-/// reason code and properties).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// PUBACK, PUBREC, PUBREL and PUBCOMP: a packet id and, in MQTT 5, a reason code
+/// and properties.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ack {
     /// Identifier of the packet being acknowledged.
     pub packet_id: PacketId,
+    /// The outcome [MQTT-3.4.2.1]; always SUCCESS in MQTT 3.
+    pub reason: ReasonCode,
+    /// MQTT 5 properties (Reason String, User Property).
+    pub properties: Properties,
+}
+
+impl Ack {
+    /// A successful acknowledgement without properties: what MQTT 3 knows.
+    pub fn new(packet_id: PacketId) -> Ack {
+        Ack { packet_id, reason: ReasonCode::SUCCESS, properties: Properties::default() }
+    }
+
+    /// An acknowledgement with a reason code and no properties.
+    pub fn with_reason(packet_id: PacketId, reason: ReasonCode) -> Ack {
+        Ack { packet_id, reason, properties: Properties::default() }
+    }
 }
 
 /// SUBSCRIBE [MQTT-3.8]: at least one filter [MQTT-3.8.3-3].
@@ -314,35 +519,63 @@ pub struct Ack {
 pub struct Subscribe {
     /// Identifier echoed back by the SUBACK [MQTT-3.8.4-2].
     pub packet_id: PacketId,
-    /// Requested filters with their QoS, in packet order.
+    /// Requested filters with their options, in packet order.
     pub filters: Vec<SubscribeFilter>,
+    /// MQTT 5 properties (Subscription Identifier, User Property) [MQTT-3.8.2.1].
+    pub properties: Properties,
 }
 
-/// One filter of a SUBSCRIBE with its requested options (MQTT 5 adds more options).
+/// When the server sends retained messages on a subscribe [MQTT-3.8.3.1].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RetainHandling {
+    /// 0: at every subscribe (the only behaviour of MQTT 3).
+    #[default]
+    SendAtSubscribe = 0,
+    /// 1: only if the subscription did not exist before.
+    SendIfNew = 1,
+    /// 2: never.
+    DoNotSend = 2,
+}
+
+/// One filter of a SUBSCRIBE with its requested options [MQTT-3.8.3.1]. In MQTT 3
+/// only `qos` is on the wire; the other options keep their defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscribeFilter {
-    /// Filter to subscribe to.
+    /// Filter to subscribe to (may be a `$share/{group}/{filter}` shared filter).
     pub filter: TopicFilter,
     /// Maximum QoS requested for messages matching the filter.
     pub qos: QoS,
+    /// Do not send the client its own messages [MQTT-3.8.3-3].
+    pub no_local: bool,
+    /// Keep the RETAIN flag of forwarded messages as published [MQTT-3.3.1-12].
+    pub retain_as_published: bool,
+    /// When retained messages are sent.
+    pub retain_handling: RetainHandling,
 }
 
-/// One return code of a SUBACK [MQTT-3.9.3].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SubAckCode {
-    /// Subscription accepted with this maximum QoS.
-    Granted(QoS),
-    /// Subscription refused (return code 0x80).
-    Failure,
+impl SubscribeFilter {
+    /// A filter with MQTT 3's options: only the QoS.
+    pub fn new(filter: TopicFilter, qos: QoS) -> SubscribeFilter {
+        SubscribeFilter {
+            filter,
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendAtSubscribe,
+        }
+    }
 }
 
-/// SUBACK [MQTT-3.9]: one code per filter, in order [MQTT-3.9.3-1].
+/// SUBACK [MQTT-3.9]: one code per filter, in order [MQTT-3.9.3-1]. To an MQTT 3.1.1
+/// client the codec writes every failure as 0x80.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubAck {
     /// Identifier of the SUBSCRIBE being acknowledged.
     pub packet_id: PacketId,
-    /// One return code per requested filter, in the SUBSCRIBE's order.
-    pub codes: Vec<SubAckCode>,
+    /// One reason code per requested filter, in the SUBSCRIBE's order.
+    pub codes: Vec<ReasonCode>,
+    /// MQTT 5 properties (Reason String, User Property).
+    pub properties: Properties,
 }
 
 /// UNSUBSCRIBE [MQTT-3.10]: at least one filter [MQTT-3.10.3-2].
@@ -352,4 +585,44 @@ pub struct Unsubscribe {
     pub packet_id: PacketId,
     /// Filters to remove, in packet order.
     pub filters: Vec<TopicFilter>,
+    /// MQTT 5 properties (User Property).
+    pub properties: Properties,
+}
+
+/// UNSUBACK [MQTT-3.11]. MQTT 3 carries the packet id only; MQTT 5 one reason code
+/// per filter [MQTT-3.11.3-1].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsubAck {
+    /// Identifier of the UNSUBSCRIBE being acknowledged.
+    pub packet_id: PacketId,
+    /// One reason code per filter (empty when decoded from MQTT 3).
+    pub codes: Vec<ReasonCode>,
+    /// MQTT 5 properties (Reason String, User Property).
+    pub properties: Properties,
+}
+
+/// DISCONNECT [MQTT-3.14]. MQTT 3 has no body: reason SUCCESS, no properties.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Disconnect {
+    /// Why the connection closes [MQTT-3.14.2.1].
+    pub reason: ReasonCode,
+    /// MQTT 5 properties (Session Expiry Interval from the client, Reason String,
+    /// Server Reference, User Property).
+    pub properties: Properties,
+}
+
+impl Disconnect {
+    /// A DISCONNECT with a reason code and no properties.
+    pub fn new(reason: ReasonCode) -> Disconnect {
+        Disconnect { reason, properties: Properties::default() }
+    }
+}
+
+/// AUTH [MQTT-3.15], MQTT 5 only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Auth {
+    /// SUCCESS, CONTINUE_AUTHENTICATION or RE_AUTHENTICATE [MQTT-3.15.2.1].
+    pub reason: ReasonCode,
+    /// Authentication Method and Data, Reason String, User Property.
+    pub properties: Properties,
 }
