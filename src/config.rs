@@ -42,6 +42,19 @@ pub enum ConfigError {
     },
 }
 
+/// How a shared subscription group picks the member that gets a message.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedStrategy {
+    /// Each member in turn.
+    #[default]
+    RoundRobin,
+    /// A member at random.
+    Random,
+    /// The same member while it stays subscribed and connected.
+    Sticky,
+}
+
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { name, reason: reason.into() }
 }
@@ -82,8 +95,20 @@ pub struct Config {
     pub packet_size_max: usize,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
-    /// Seconds an offline persistent session is kept; 0 keeps it forever.
+    /// Seconds an offline persistent MQTT 3 session is kept; 0 keeps it forever.
+    /// Also the cap on an MQTT 5 client's Session Expiry Interval (when above 0).
     pub session_expiry_secs: u64,
+    /// The broker's Receive Maximum: QoS 2 PUBLISHes an MQTT 5 client may have
+    /// awaiting PUBREL; one more is answered with DISCONNECT 0x93 [MQTT-3.3.4-8].
+    pub receive_maximum: u16,
+    /// Topic aliases an MQTT 5 client may set toward the broker (Topic Alias
+    /// Maximum in CONNACK); 0 = none.
+    pub topic_alias_max: u16,
+    /// Longest keep-alive an MQTT 5 client gets, in seconds; a client asking for
+    /// more (or for none) gets this in CONNACK's Server Keep Alive; 0 = no cap.
+    pub keep_alive_max_secs: u16,
+    /// How a shared subscription picks the member that gets a message.
+    pub shared_subscription_strategy: SharedStrategy,
     /// Messages waiting per session (offline, or window full).
     pub mqueue_len_max: usize,
     /// Whether QoS 0 messages wait in the mqueue too.
@@ -155,6 +180,10 @@ impl Default for Config {
             packet_size_max: 1024 * 1024,
             connect_timeout_secs: 10,
             session_expiry_secs: 2 * 60 * 60,
+            receive_maximum: 1024,
+            topic_alias_max: 64,
+            keep_alive_max_secs: 0,
+            shared_subscription_strategy: SharedStrategy::RoundRobin,
             mqueue_len_max: 1000,
             mqueue_store_qos0: true,
             inflight_max: 32,
@@ -233,7 +262,7 @@ impl Config {
             return Err(invalid("listen", "at least one address is needed"));
         }
         self.shard_cpus()?;
-        let positive: [(&'static str, usize); 11] = [
+        let positive: [(&'static str, usize); 12] = [
             ("topic_length_max", self.topic_length_max),
             ("topic_levels_max", self.topic_levels_max),
             ("subscriptions_max", self.subscriptions_max),
@@ -245,6 +274,7 @@ impl Config {
             ("out_buffer_max_bytes", self.out_buffer_max_bytes),
             ("mqueue_len_max", self.mqueue_len_max),
             ("inflight_max", usize::from(self.inflight_max)),
+            ("receive_maximum", usize::from(self.receive_maximum)),
         ];
         for (name, value) in positive {
             if value == 0 {

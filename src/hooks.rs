@@ -9,6 +9,13 @@
 //! | `client.unsubscribe` | foldl | each filter of an UNSUBSCRIBE | rewrite or ignore the filter |
 //! | `message.publish` | foldl | a message enters the broker (client, will, or `BrokerHandle::publish`) | rewrite or drop it |
 //! | `message.acked` | foldl | a client acknowledged a QoS 1/2 message (PUBACK / PUBCOMP) | observe, stop the chain |
+//! | `client.authenticate` | one | MQTT 5 enhanced authentication: a CONNECT or AUTH with an Authentication Method | accept, continue the exchange, refuse |
+//!
+//! `client.authenticate` is a single authenticator, not a chain: it implements the
+//! methods it knows (SCRAM, Kerberos, ...) and answers [`AuthStep`]s; the broker
+//! carries the exchange over CONNECT, AUTH 0x18 and CONNACK (or AUTH 0x00 when the
+//! client re-authenticates with AUTH 0x19) [MQTT-4.12]. Without one, a CONNECT with
+//! an Authentication Method is refused with CONNACK 0x8C.
 //!
 //! Hooks run on the shard that owns the event (the client's shard; for
 //! `message.publish` the shard the message entered), in registration order, without
@@ -45,8 +52,10 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
+use bytes::Bytes;
+
 use crate::message::Message;
-use crate::protocol::{ProtocolVersion, SubscribeFilter, TopicFilter};
+use crate::protocol::{ProtocolVersion, ReasonCode, SubscribeFilter, TopicFilter};
 
 /// The outcome of one foldl hook.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +94,37 @@ pub enum Origin<'a> {
     Api,
 }
 
+/// One round of an enhanced authentication exchange, as the authenticator sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthRequest<'a> {
+    /// The client id from CONNECT (as sent: may be empty).
+    pub client_id: &'a str,
+    /// The user name from CONNECT, if any.
+    pub username: Option<&'a str>,
+    /// The Authentication Method the client chose.
+    pub method: &'a str,
+    /// The Authentication Data of this round, if any.
+    pub data: Option<&'a [u8]>,
+    /// 0 for the CONNECT (or AUTH 0x19), then 1, 2, ... for each AUTH 0x18.
+    pub round: u32,
+    /// Whether the client is re-authenticating an established connection.
+    pub reauthenticate: bool,
+}
+
+/// The authenticator's answer to one round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthStep {
+    /// Authenticated; the data (if any) goes to the client with CONNACK or AUTH 0x00.
+    Success(Option<Bytes>),
+    /// Send this data to the client in AUTH 0x18 and wait for its next AUTH.
+    Continue(Bytes),
+    /// Refuse: CONNACK (or, re-authenticating, DISCONNECT) with this code, e.g.
+    /// 0x87 Not authorized or 0x8C Bad authentication method.
+    Fail(ReasonCode),
+}
+
 type Foreach = Arc<dyn Fn(&ClientInfo) + Send + Sync>;
+type AuthHook = Arc<dyn Fn(&AuthRequest<'_>) -> AuthStep + Send + Sync>;
 type Disconnected = Arc<dyn Fn(&ClientInfo, &str) + Send + Sync>;
 type SubscribeHook = Arc<
     dyn Fn(&ClientInfo, Option<SubscribeFilter>) -> Fold<Option<SubscribeFilter>> + Send + Sync,
@@ -104,6 +143,7 @@ pub struct Hooks {
     unsubscribe: Vec<UnsubscribeHook>,
     publish: Vec<PublishHook>,
     acked: Vec<AckedHook>,
+    authenticate: Option<AuthHook>,
 }
 
 impl fmt::Debug for Hooks {
@@ -115,6 +155,7 @@ impl fmt::Debug for Hooks {
             .field("client.unsubscribe", &self.unsubscribe.len())
             .field("message.publish", &self.publish.len())
             .field("message.acked", &self.acked.len())
+            .field("client.authenticate", &self.authenticate.is_some())
             .finish()
     }
 }
@@ -144,7 +185,8 @@ impl Hooks {
         self.disconnected.push(Arc::new(f));
     }
 
-    /// `client.subscribe`: per filter; `None` refuses it (SUBACK failure 0x80).
+    /// `client.subscribe`: per filter; `None` refuses it (SUBACK failure 0x80; 0x87
+    /// Not authorized to MQTT 5 clients).
     pub fn on_client_subscribe(
         &mut self,
         f: impl Fn(&ClientInfo, Option<SubscribeFilter>) -> Fold<Option<SubscribeFilter>>
@@ -183,6 +225,23 @@ impl Hooks {
         f: impl Fn(&ClientInfo, &Message) -> Fold<()> + Send + Sync + 'static,
     ) {
         self.acked.push(Arc::new(f));
+    }
+
+    /// `client.authenticate`: the MQTT 5 enhanced authenticator (replaces any
+    /// earlier one).
+    pub fn on_client_authenticate(
+        &mut self,
+        f: impl Fn(&AuthRequest<'_>) -> AuthStep + Send + Sync + 'static,
+    ) {
+        self.authenticate = Some(Arc::new(f));
+    }
+
+    /// Runs the authenticator; without one, every method is unknown (0x8C).
+    pub(crate) fn client_authenticate(&self, request: &AuthRequest<'_>) -> AuthStep {
+        match &self.authenticate {
+            Some(hook) => hook(request),
+            None => AuthStep::Fail(ReasonCode::BAD_AUTHENTICATION_METHOD),
+        }
     }
 
     pub(crate) fn client_connected(&self, client: &ClientInfo) {
@@ -240,7 +299,7 @@ mod tests {
     }
 
     fn request(filter: &str, qos: QoS) -> SubscribeFilter {
-        SubscribeFilter { filter: TopicFilter::try_from(filter).unwrap(), qos }
+        SubscribeFilter::new(TopicFilter::try_from(filter).unwrap(), qos)
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::protocol::{QoS, TopicName};
+use bytestring::ByteString;
+
+use crate::protocol::{Properties, QoS, TopicName};
 
 /// A globally unique, per-shard increasing message id [DESIGN §7]:
 ///
@@ -108,6 +110,15 @@ pub struct Message {
     pub qos: QoS,
     /// The RETAIN flag as published.
     pub retain: bool,
+    /// The client id of the client that published it (or whose will it is); `None`
+    /// for the broker's and the embedding program's messages. Subscriptions with No
+    /// Local skip their own client's messages [MQTT-3.8.3-3].
+    pub publisher: Option<ByteString>,
+    /// MQTT 5 PUBLISH properties that travel with the message (Payload Format
+    /// Indicator, Message Expiry Interval, Content Type, Response Topic,
+    /// Correlation Data, User Properties) [MQTT-3.3.2-15..20]; `None` when there are
+    /// none. The expiry interval counts from the time in `id`.
+    pub properties: Option<Box<Properties>>,
 }
 
 impl fmt::Debug for Message {
@@ -117,7 +128,9 @@ impl fmt::Debug for Message {
             .field("topic", &self.topic)
             .field("qos", &self.qos)
             .field("retain", &self.retain)
+            .field("publisher", &self.publisher)
             .field("payload_len", &self.payload.len())
+            .field("properties", &self.properties)
             .finish()
     }
 }

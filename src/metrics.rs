@@ -45,6 +45,12 @@ pub struct ShardStats {
     pub dropped_mqueue: u64,
     /// Messages dropped by a `message.publish` hook.
     pub dropped_by_hook: u64,
+    /// Messages whose MQTT 5 Message Expiry Interval passed before delivery.
+    pub dropped_expired: u64,
+    /// Messages not sent to a client because they exceed its Maximum Packet Size.
+    pub dropped_too_large: u64,
+    /// Shared-subscription messages passed to another member because theirs left.
+    pub shared_redispatched: u64,
     /// Will messages published.
     pub wills_published: u64,
     /// Persistent sessions removed because they expired while offline.
@@ -143,6 +149,9 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         a.dropped_no_subscribers += b.dropped_no_subscribers;
         a.dropped_mqueue += b.dropped_mqueue;
         a.dropped_by_hook += b.dropped_by_hook;
+        a.dropped_expired += b.dropped_expired;
+        a.dropped_too_large += b.dropped_too_large;
+        a.shared_redispatched += b.shared_redispatched;
         a.wills_published += b.wills_published;
         a.sessions_expired += b.sessions_expired;
         a.route_updates_sent += b.route_updates_sent;
@@ -280,8 +289,17 @@ pub fn prometheus_text(
             ("hook", s.stats.dropped_by_hook),
             ("queued_bytes_budget", s.stats.dropped_budget),
             ("reserved_topic", s.stats.dropped_reserved_topic),
+            ("expired", s.stats.dropped_expired),
+            ("too_large_for_client", s.stats.dropped_too_large),
         ]
     });
+    counter(
+        &mut r,
+        "shared_redispatched",
+        "Shared-subscription messages passed to another member",
+        snapshots,
+        |s| s.stats.shared_redispatched,
+    );
     counter(&mut r, "ring_batches_sent", "Batches sent to other shards", snapshots, |s| {
         s.ring_batches_sent
     });

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{client_id_on_shard, init_logging, seq, text, topic_on_shard, Raw, SHARDS, WAIT};
 use shardmq::hooks::{Fold, Origin};
-use shardmq::protocol::{QoS, SubAckCode};
+use shardmq::protocol::{QoS, ReasonCode};
 use shardmq::router::owner_shard;
 use shardmq::{Broker, BrokerHandle};
 
@@ -200,9 +200,9 @@ fn subscribe_hook_refuses_and_rewrites_filters() {
     assert_eq!(
         codes,
         [
-            SubAckCode::Failure,
-            SubAckCode::Granted(QoS::AtLeastOnce),
-            SubAckCode::Granted(QoS::ExactlyOnce)
+            ReasonCode::UNSPECIFIED_ERROR,
+            ReasonCode::granted(QoS::AtLeastOnce),
+            ReasonCode::granted(QoS::ExactlyOnce)
         ]
     );
     let filters: Vec<String> = (0..3)

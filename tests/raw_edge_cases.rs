@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use common::{
     addr, client_id_on_shard, connect_packet, encode, publish_packet, start, text, Raw, SHARDS,
 };
-use shardmq::protocol::{Ack, ConnAck, ConnectReturnCode, Packet, QoS, SubAckCode};
+use shardmq::protocol::{Ack, ConnAck, Packet, Properties, QoS, ReasonCode};
 use shardmq::Config;
 
 /// CONNACK bytes: session present flag, return code.
@@ -16,14 +16,14 @@ fn connack(session_present: bool, code: u8) -> [u8; 4] {
 }
 
 #[test]
-fn protocol_level_5_is_refused_with_connack_0x01_then_closed() {
+fn protocol_level_6_is_refused_with_connack_0x01_then_closed() {
     let broker = start(Config::test());
     let mut raw = Raw::open(addr(&broker));
-    // An MQTT 5 CONNECT: name "MQTT", level 5, clean start, keep-alive 60, no
-    // properties, client id "v5".
+    // A CONNECT with name "MQTT" and a level no version has (6), clean start,
+    // keep-alive 60, then what would be MQTT 5 properties and client id "v6".
     raw.send_bytes(&[
-        0x10, 0x0F, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x02,
-        b'v', b'5',
+        0x10, 0x0F, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x02,
+        b'v', b'6',
     ]);
     // [MQTT-3.1.2-2]: CONNACK 0x01 (unacceptable protocol level), then
     // [MQTT-3.2.2-5]: the connection is closed.
@@ -127,12 +127,12 @@ fn qos2_publish_resent_before_pubrel_is_delivered_once() {
     let resend = publish_packet("once/t", b"once", QoS::ExactlyOnce, Some(7), true, false);
     let id = common::pid(7);
     publisher.send(&first);
-    assert_eq!(publisher.recv(), Packet::PubRec(Ack { packet_id: id }));
+    assert_eq!(publisher.recv(), Packet::PubRec(Ack::new(id)));
     // The PUBREC "got lost": the client resends the PUBLISH with DUP set.
     publisher.send(&resend);
-    assert_eq!(publisher.recv(), Packet::PubRec(Ack { packet_id: id }));
-    publisher.send(&Packet::PubRel(Ack { packet_id: id }));
-    assert_eq!(publisher.recv(), Packet::PubComp(Ack { packet_id: id }));
+    assert_eq!(publisher.recv(), Packet::PubRec(Ack::new(id)));
+    publisher.send(&Packet::PubRel(Ack::new(id)));
+    assert_eq!(publisher.recv(), Packet::PubComp(Ack::new(id)));
     // A marker behind it: everything delivered before it has arrived by then.
     publisher.publish_retain("once/t", b"end", QoS::AtMostOnce, false);
 
@@ -194,9 +194,9 @@ fn overlapping_subscriptions_deliver_one_copy_at_the_highest_qos() {
     assert_eq!(
         codes,
         [
-            SubAckCode::Granted(QoS::AtLeastOnce),
-            SubAckCode::Granted(QoS::ExactlyOnce),
-            SubAckCode::Granted(QoS::AtMostOnce)
+            ReasonCode::granted(QoS::AtLeastOnce),
+            ReasonCode::granted(QoS::ExactlyOnce),
+            ReasonCode::granted(QoS::AtMostOnce)
         ]
     );
     let (mut publisher, _) = Raw::connect(addr, &client_id_on_shard("ov-pub", 0, SHARDS), true);
@@ -227,7 +227,7 @@ fn resubscribing_replaces_the_subscription_qos() {
     let (mut sub, _) = Raw::connect(addr, &client_id_on_shard("re-sub", 1, SHARDS), true);
     sub.subscribe(&[("re/t", QoS::ExactlyOnce)]);
     // [MQTT-3.8.4-3]: an identical filter replaces the existing subscription.
-    assert_eq!(sub.subscribe(&[("re/t", QoS::AtMostOnce)]), [SubAckCode::Granted(QoS::AtMostOnce)]);
+    assert_eq!(sub.subscribe(&[("re/t", QoS::AtMostOnce)]), [ReasonCode::granted(QoS::AtMostOnce)]);
     let (mut publisher, _) = Raw::connect(addr, &client_id_on_shard("re-pub", 0, SHARDS), true);
     publisher.publish("re/t", b"one", QoS::ExactlyOnce);
     publisher.publish("re/t", b"end", QoS::AtMostOnce);
@@ -258,7 +258,14 @@ fn second_connect_closes_the_connection() {
 fn connack_is_the_first_packet_and_matches_the_encoder() {
     let broker = start(Config::test());
     let (_, ack) = Raw::connect(addr(&broker), "first", true);
-    assert_eq!(ack, ConnAck { session_present: false, code: ConnectReturnCode::Accepted });
+    assert_eq!(
+        ack,
+        ConnAck {
+            session_present: false,
+            reason: ReasonCode::SUCCESS,
+            properties: Properties::default()
+        }
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{
     addr, client_id_on_shard, probe, publish_packet, seq, start, text, Raw, RecvError, SHARDS, WAIT,
 };
-use shardmq::protocol::{Ack, Packet, PacketId, Publish, QoS, SubAckCode};
+use shardmq::protocol::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
 use shardmq::Config;
 
 fn payloads(publishes: &[Publish]) -> Vec<String> {
@@ -32,7 +32,7 @@ fn offline_then_back(mqueue_len_max: usize, expected: usize) -> Vec<u32> {
     assert!(!connack.session_present);
     assert_eq!(
         sub.subscribe(&[("offline/t", QoS::AtLeastOnce)]),
-        [SubAckCode::Granted(QoS::AtLeastOnce)]
+        [ReasonCode::granted(QoS::AtLeastOnce)]
     );
     sub.disconnect();
 
@@ -134,14 +134,14 @@ fn inflight_window_holds_back_messages_until_acked() {
     assert_eq!(payloads(&first), ["w0", "w1", "w2", "w3", "w4"]);
 
     // One PUBACK opens one slot: exactly one more message.
-    sub.send(&Packet::PubAck(Ack { packet_id: first[0].packet_id.expect("QoS 1 id") }));
+    sub.send(&Packet::PubAck(Ack::new(first[0].packet_id.expect("QoS 1 id"))));
     match &sub.sync()[..] {
         [Packet::Publish(p)] => assert_eq!(text(&p.payload), "w5"),
         other => panic!("expected exactly w5, got {other:?}"),
     }
     // Acking the rest drains the queue in order.
     for p in &first[1..] {
-        sub.send(&Packet::PubAck(Ack { packet_id: p.packet_id.expect("QoS 1 id") }));
+        sub.send(&Packet::PubAck(Ack::new(p.packet_id.expect("QoS 1 id"))));
     }
     let rest = sub.receive_acking(14);
     assert_eq!(payloads(&rest), (6..20).map(|i| format!("w{i}")).collect::<Vec<_>>());
@@ -167,8 +167,8 @@ fn unacknowledged_messages_are_resent_with_dup_and_the_same_ids_on_reconnect() {
     assert!(!a.dup && !b.dup && !c.dup, "first transmissions [MQTT-3.3.1-3]");
     let id = |p: &Publish| p.packet_id.expect("QoS > 0 has an id");
     // c is received (PUBREC), so the broker moves on to PUBREL.
-    sub.send(&Packet::PubRec(Ack { packet_id: id(&c) }));
-    assert_eq!(sub.recv(), Packet::PubRel(Ack { packet_id: id(&c) }));
+    sub.send(&Packet::PubRec(Ack::new(id(&c))));
+    assert_eq!(sub.recv(), Packet::PubRel(Ack::new(id(&c))));
     assert_eq!(sub.drop_connection(), []);
 
     // [MQTT-4.4.0-1]: on reconnect with CleanSession = 0 the server re-sends the
@@ -178,14 +178,14 @@ fn unacknowledged_messages_are_resent_with_dup_and_the_same_ids_on_reconnect() {
     assert!(connack.session_present);
     let resent = sub.sync();
     let expect_dup = |p: &Publish| Packet::Publish(Publish { dup: true, ..p.clone() });
-    assert_eq!(resent, [expect_dup(&a), expect_dup(&b), Packet::PubRel(Ack { packet_id: id(&c) })]);
+    assert_eq!(resent, [expect_dup(&a), expect_dup(&b), Packet::PubRel(Ack::new(id(&c)))]);
 
     // Completing every exchange leaves nothing to resend.
-    sub.send(&Packet::PubAck(Ack { packet_id: id(&a) }));
-    sub.send(&Packet::PubRec(Ack { packet_id: id(&b) }));
-    assert_eq!(sub.recv(), Packet::PubRel(Ack { packet_id: id(&b) }));
-    sub.send(&Packet::PubComp(Ack { packet_id: id(&b) }));
-    sub.send(&Packet::PubComp(Ack { packet_id: id(&c) }));
+    sub.send(&Packet::PubAck(Ack::new(id(&a))));
+    sub.send(&Packet::PubRec(Ack::new(id(&b))));
+    assert_eq!(sub.recv(), Packet::PubRel(Ack::new(id(&b))));
+    sub.send(&Packet::PubComp(Ack::new(id(&b))));
+    sub.send(&Packet::PubComp(Ack::new(id(&c))));
     assert_eq!(sub.sync(), []);
     sub.drop_connection();
     let (mut sub, connack) = Raw::connect(addr, &sub_id, false);
@@ -385,7 +385,7 @@ fn retry_interval_resends_unacknowledged_message_to_a_connected_client() {
     assert!(sent_at.elapsed() < Duration::from_secs(3));
 
     // Once acknowledged, it is not resent any more.
-    sub.send(&Packet::PubAck(Ack { packet_id: first.packet_id.expect("QoS 1 id") }));
+    sub.send(&Packet::PubAck(Ack::new(first.packet_id.expect("QoS 1 id"))));
     for packet in sub.sync() {
         // A resend may have crossed the PUBACK.
         assert_eq!(packet, Packet::Publish(Publish { dup: true, ..first.clone() }));
@@ -415,10 +415,7 @@ fn publisher_may_reuse_a_packet_id_once_acknowledged() {
             false,
             false,
         ));
-        assert_eq!(
-            publisher.recv(),
-            Packet::PubAck(Ack { packet_id: PacketId::new(1).expect("1") })
-        );
+        assert_eq!(publisher.recv(), Packet::PubAck(Ack::new(PacketId::new(1).expect("1"))));
     }
     let got = sub.receive_acking(3);
     assert_eq!(payloads(&got), ["0", "1", "2"]);
@@ -437,15 +434,15 @@ fn qos2_publish_resent_after_a_reconnect_is_routed_once() {
     let (mut publisher, _) = Raw::connect(addr, &pub_id, false);
     let id = PacketId::new(9).expect("9");
     publisher.send(&publish_packet("in2/t", b"once", QoS::ExactlyOnce, Some(9), false, false));
-    assert_eq!(publisher.recv(), Packet::PubRec(Ack { packet_id: id }));
+    assert_eq!(publisher.recv(), Packet::PubRec(Ack::new(id)));
     publisher.drop_connection();
 
     let (mut publisher, connack) = Raw::connect(addr, &pub_id, false);
     assert!(connack.session_present);
     publisher.send(&publish_packet("in2/t", b"once", QoS::ExactlyOnce, Some(9), true, false));
-    assert_eq!(publisher.recv(), Packet::PubRec(Ack { packet_id: id }));
-    publisher.send(&Packet::PubRel(Ack { packet_id: id }));
-    assert_eq!(publisher.recv(), Packet::PubComp(Ack { packet_id: id }));
+    assert_eq!(publisher.recv(), Packet::PubRec(Ack::new(id)));
+    publisher.send(&Packet::PubRel(Ack::new(id)));
+    assert_eq!(publisher.recv(), Packet::PubComp(Ack::new(id)));
     publisher.publish("in2/t", b"end", QoS::AtMostOnce);
 
     let got = sub.receive_until_payload(b"end");

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use shardmq::config::SharedStrategy;
 use shardmq::{Broker, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -125,6 +126,18 @@ struct Cli {
     /// Event-loop lag in milliseconds that raises the event_loop_lag alarm [default: 250].
     #[arg(long)]
     alarm_lag_ms: Option<u64>,
+    /// MQTT 5: QoS 2 messages a client may have awaiting PUBREL [default: 1024].
+    #[arg(long)]
+    receive_maximum: Option<u16>,
+    /// MQTT 5: topic aliases a client may set; 0 = none [default: 64].
+    #[arg(long)]
+    topic_alias_max: Option<u16>,
+    /// MQTT 5: longest keep-alive granted, in seconds; 0 = no cap [default: 0].
+    #[arg(long)]
+    keep_alive_max: Option<u16>,
+    /// How a shared subscription picks a member [default: round-robin].
+    #[arg(long, value_enum)]
+    shared_subscription_strategy: Option<SharedStrategy>,
     /// Log filter when RUST_LOG is unset: error, warn, info, debug, trace [default: info].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
@@ -188,8 +201,14 @@ fn config_from(cli: Cli) -> Result<Config, String> {
         publish_rate_max,
         publish_bytes_rate_max,
         accept_rate_max,
-        queued_bytes_max
+        queued_bytes_max,
+        receive_maximum,
+        topic_alias_max,
+        shared_subscription_strategy
     );
+    if let Some(secs) = cli.keep_alive_max {
+        config.keep_alive_max_secs = secs;
+    }
     Ok(config)
 }
 

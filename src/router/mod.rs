@@ -4,12 +4,16 @@
 //!
 //! - [`SubTrie`]: filter -> value, answering "which filters match this topic".
 //! - [`RouteTable`]: a shard's replica of filter -> shards with subscribers.
+//! - [`SharedRoutes`], [`LocalGroup`]: which shard and which member get a message of
+//!   a shared subscription.
 //! - [`owner_shard`]: the one placement function every shard computes alike.
 
 mod routes;
+mod shared;
 mod trie;
 
 pub use routes::{RouteTable, ShardSet, SHARDS_MAX};
+pub use shared::{parse_shared, LocalGroup, SharedFilter, SharedRoutes, SHARE_PREFIX};
 pub use trie::{topic_matches, SubTrie};
 
 /// The shard that owns `key` (a client id for sessions, a topic for retained

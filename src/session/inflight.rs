@@ -116,9 +116,28 @@ impl Inflight {
         self.entries.iter()
     }
 
-    /// Drops every entry (a clean session starting over).
-    pub fn clear(&mut self) {
-        self.entries.clear();
+    /// Changes the window's size (the client's Receive Maximum may differ from one
+    /// connection to the next). A smaller window keeps what it holds; nothing new is
+    /// sent until acknowledgements bring it under the new size.
+    pub fn set_len_max(&mut self, len_max: u16) {
+        self.len_max = usize::from(len_max.max(1));
+    }
+
+    /// Removes and returns the entries not yet acknowledged at all that were
+    /// dispatched to a shared subscription (their member is leaving).
+    pub fn take_shared(&mut self) -> Vec<Entry> {
+        let (shared, kept): (Vec<_>, Vec<_>) = self
+            .entries
+            .drain(..)
+            .partition(|e| e.stage == Stage::Published && e.delivery.shared.is_some());
+        self.entries = kept.into();
+        shared
+    }
+
+    /// Removes the entry sent under `id`, whatever its stage.
+    pub fn remove(&mut self, id: PacketId) -> Option<Entry> {
+        let at = self.position(id)?;
+        self.entries.remove(at)
     }
 
     /// Whether the internal invariants hold (bounded and ids unique).
@@ -126,6 +145,6 @@ impl Inflight {
         let mut ids: Vec<u16> = self.entries.iter().map(|e| e.packet_id.get()).collect();
         ids.sort_unstable();
         ids.dedup();
-        self.entries.len() <= self.len_max && ids.len() == self.entries.len()
+        ids.len() == self.entries.len()
     }
 }

@@ -1,14 +1,23 @@
 //! One client's session: the MQTT state that outlives a connection when the client
-//! asked for a persistent session (CleanSession = 0), as emqttd defined it.
+//! asked for a persistent session (CleanSession = 0, or an MQTT 5 Session Expiry
+//! Interval above 0), as emqttd defined it.
 //!
 //! Sans-IO: no sockets, no executor, no clock. Output packets are encoded into the
 //! connection's output buffer handed in by the caller (`out`); an offline session
-//! gets no buffer and queues instead.
+//! gets no buffer and queues instead. The caller passes the time (`now_us`, Unix
+//! microseconds) where MQTT 5 message expiry needs it.
+//!
+//! What the session writes depends on the connection it is attached to ([`Link`]):
+//! MQTT 3 clients get plain PUBLISH packets; MQTT 5 clients get the message's
+//! properties, the matching Subscription Identifiers, the remaining Message Expiry
+//! Interval and, when they allow it, outgoing topic aliases, and never a packet
+//! larger than their Maximum Packet Size.
 //!
 //! Owner: the shard that owns the client id. A `Session` never crosses a ring.
 //!
 //! # Invariants
-//! - At most `inflight_max` unacknowledged QoS 1/2 messages toward the client.
+//! - At most `min(inflight_max, client's Receive Maximum)` unacknowledged QoS 1/2
+//!   messages toward the client [MQTT-3.3.4-9].
 //! - Messages reach the client in the order they reached the session, across the
 //!   window, the mqueue and reconnects [MQTT-4.6.0-1]: nothing overtakes a queued
 //!   message.
@@ -24,7 +33,10 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use hashbrown::{HashMap, HashSet};
 
-use crate::protocol::{codec, Ack, Packet, PacketId, QoS, TopicFilter};
+use crate::message::Message;
+use crate::protocol::{
+    codec, Ack, Packet, PacketId, Properties, ProtocolVersion, QoS, ReasonCode, TopicFilter,
+};
 
 pub use inflight::{Entry, Inflight, Stage};
 pub use mqueue::{Delivery, DropReason, Mqueue};
@@ -43,6 +55,48 @@ pub struct SessionLimits {
     pub out_buffer_max: usize,
 }
 
+/// What the session needs to know of the connection it writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// The protocol level of the connection.
+    pub protocol: ProtocolVersion,
+    /// The client's Maximum Packet Size: larger PUBLISHes are not sent to it
+    /// [MQTT-3.1.2-24] (named so in MQTT 5; MQTT 3 has no limit).
+    pub packet_size_max: usize,
+    /// The client's Topic Alias Maximum: how many outgoing aliases it accepts.
+    pub topic_alias_max: u16,
+    /// The client's Receive Maximum: how many unacknowledged QoS 1/2 PUBLISHes it
+    /// accepts at once [MQTT-3.3.4-9].
+    pub receive_max: u16,
+}
+
+impl Link {
+    /// An MQTT 3.1.1 connection: no limits of its own, no aliases.
+    pub fn v3(protocol: ProtocolVersion) -> Link {
+        Link { protocol, packet_size_max: usize::MAX, topic_alias_max: 0, receive_max: u16::MAX }
+    }
+}
+
+/// The options of one subscription [MQTT-3.8.3.1].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubOptions {
+    /// The maximum QoS granted.
+    pub qos: QoS,
+    /// Do not send the client its own messages [MQTT-3.8.3-3].
+    pub no_local: bool,
+    /// Keep the RETAIN flag of forwarded messages [MQTT-3.3.1-12].
+    pub retain_as_published: bool,
+    /// The Subscription Identifier the client gave it [MQTT-3.8.2.1.2].
+    pub id: Option<u32>,
+}
+
+impl SubOptions {
+    /// MQTT 3's only option: the QoS.
+    pub fn qos(qos: QoS) -> SubOptions {
+        SubOptions { qos, no_local: false, retain_as_published: false, id: None }
+    }
+}
+
 /// Counters of one session.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SessionStats {
@@ -54,6 +108,12 @@ pub struct SessionStats {
     pub dropped_qos0: u64,
     /// Messages dropped because the shard's queued-bytes budget was spent.
     pub dropped_budget: u64,
+    /// Messages dropped because their Message Expiry Interval passed before they
+    /// could be sent [MQTT-3.3.2-5].
+    pub dropped_expired: u64,
+    /// Messages not sent because they exceed the client's Maximum Packet Size
+    /// [MQTT-3.1.2-25].
+    pub dropped_too_large: u64,
 }
 
 /// Protocol state of one (connected or persisted) client.
@@ -62,7 +122,11 @@ pub struct Session {
     client_id: ByteString,
     persistent: bool,
     limits: SessionLimits,
-    subscriptions: HashMap<TopicFilter, QoS>,
+    link: Link,
+    /// Outgoing topic aliases of the current connection: topic -> alias. Bounded by
+    /// the client's Topic Alias Maximum; reset at every connection [MQTT-3.3.2-7].
+    aliases_out: HashMap<ByteString, u16>,
+    subscriptions: HashMap<TopicFilter, SubOptions>,
     inflight: Inflight,
     mqueue: Mqueue,
     /// Ids of QoS 2 messages received from the client and routed, whose PUBREL has
@@ -79,6 +143,8 @@ impl Session {
             client_id,
             persistent,
             limits,
+            link: Link::v3(ProtocolVersion::V311),
+            aliases_out: HashMap::new(),
             subscriptions: HashMap::new(),
             inflight: Inflight::new(limits.inflight_max),
             mqueue: Mqueue::new(limits.mqueue_len_max, limits.mqueue_store_qos0),
@@ -93,9 +159,29 @@ impl Session {
         &self.client_id
     }
 
-    /// Whether the session outlives its connection (CleanSession = 0).
+    /// Whether the session outlives its connection (CleanSession = 0, or a
+    /// Session Expiry Interval above 0).
     pub fn is_persistent(&self) -> bool {
         self.persistent
+    }
+
+    /// Changes whether the session outlives its connection (an MQTT 5 client may
+    /// set a new Session Expiry Interval in DISCONNECT).
+    pub fn set_persistent(&mut self, persistent: bool) {
+        self.persistent = persistent;
+    }
+
+    /// Attaches the session to a new connection: its limits and aliases apply from
+    /// now on. Call before [`Session::resume`].
+    pub fn attach(&mut self, link: Link) {
+        self.link = link;
+        self.aliases_out.clear();
+        self.inflight.set_len_max(self.limits.inflight_max.min(link.receive_max));
+    }
+
+    /// The connection parameters in force.
+    pub fn link(&self) -> Link {
+        self.link
     }
 
     /// Whether a connection is attached.
@@ -123,14 +209,15 @@ impl Session {
         self.inflight.len()
     }
 
-    /// The subscriptions with their granted QoS, in no particular order.
-    pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, &QoS)> {
+    /// The subscriptions with their options, in no particular order.
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, &SubOptions)> {
         self.subscriptions.iter()
     }
 
-    /// Records a subscription; returns the QoS it replaced, if any [MQTT-3.8.4-3].
-    pub fn subscribe(&mut self, filter: TopicFilter, qos: QoS) -> Option<QoS> {
-        self.subscriptions.insert(filter, qos)
+    /// Records a subscription; returns the options it replaced, if any
+    /// [MQTT-3.8.4-3].
+    pub fn subscribe(&mut self, filter: TopicFilter, options: SubOptions) -> Option<SubOptions> {
+        self.subscriptions.insert(filter, options)
     }
 
     /// Number of subscriptions.
@@ -157,10 +244,11 @@ impl Session {
         delivery: Delivery,
         out: Option<&mut BytesMut>,
         may_queue: bool,
+        now_us: u64,
     ) -> Option<(Delivery, DropReason)> {
         if let Some(out) = out {
             if self.online && self.mqueue.is_empty() && self.can_send_now(&delivery, out) {
-                self.transmit(delivery, out);
+                self.transmit(delivery, out, now_us);
                 return None;
             }
         }
@@ -186,26 +274,124 @@ impl Session {
         }
     }
 
-    fn transmit(&mut self, delivery: Delivery, out: &mut BytesMut) {
+    /// Sends a delivery for the first time; drops it instead when it expired or is
+    /// too large for the client.
+    fn transmit(&mut self, delivery: Delivery, out: &mut BytesMut, now_us: u64) {
+        let Some(expiry) = remaining_expiry(&delivery.message, now_us) else {
+            self.stats.dropped_expired += 1;
+            return;
+        };
+        if !self.fits(&delivery, expiry) {
+            self.stats.dropped_too_large += 1;
+            return;
+        }
         let packet_id = match delivery.qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce | QoS::ExactlyOnce => Some(self.inflight.insert(delivery.clone())),
         };
-        let message = &delivery.message;
-        codec::encode_publish(
-            out,
-            message.topic.as_str(),
-            &message.payload,
-            delivery.qos,
-            delivery.retain,
-            false,
-            packet_id,
-        );
+        self.encode_publish(&delivery, packet_id, false, expiry, out);
         self.stats.sent[delivery.qos as usize] += 1;
     }
 
+    /// Whether the PUBLISH of `delivery` fits the client's Maximum Packet Size
+    /// (counting the full topic: an alias only makes it smaller).
+    fn fits(&self, delivery: &Delivery, expiry: Option<u32>) -> bool {
+        if self.link.packet_size_max == usize::MAX {
+            return true;
+        }
+        let message = &delivery.message;
+        let properties = self.outgoing_properties(delivery, expiry, None);
+        let len = codec::publish_encoded_len(
+            message.topic.as_str(),
+            message.payload.len(),
+            delivery.qos,
+            properties.as_ref(),
+            self.link.protocol,
+        );
+        len <= self.link.packet_size_max
+    }
+
+    /// The properties of the PUBLISH of `delivery` to an MQTT 5 client: the
+    /// message's own, the remaining expiry, the subscription identifiers and the
+    /// topic alias. `None` for MQTT 3, or when there are none.
+    fn outgoing_properties(
+        &self,
+        delivery: &Delivery,
+        expiry: Option<u32>,
+        alias: Option<u16>,
+    ) -> Option<Properties> {
+        if !self.link.protocol.is_v5() {
+            return None;
+        }
+        let own = delivery.message.properties.as_deref();
+        if own.is_none() && delivery.sub_ids.is_empty() && alias.is_none() {
+            return None;
+        }
+        let mut properties = own.cloned().unwrap_or_default();
+        // [MQTT-3.3.2-6]: the interval minus the time the message waited here.
+        properties.message_expiry_interval = expiry;
+        properties.subscription_identifiers.clone_from(&delivery.sub_ids);
+        properties.topic_alias = alias;
+        Some(properties)
+    }
+
+    /// Encodes the PUBLISH of `delivery` in the connection's protocol, with an
+    /// outgoing topic alias when the client accepts one [MQTT-3.3.2-17].
+    fn encode_publish(
+        &mut self,
+        delivery: &Delivery,
+        packet_id: Option<PacketId>,
+        dup: bool,
+        expiry: Option<u32>,
+        out: &mut BytesMut,
+    ) {
+        let message = &delivery.message;
+        if !self.link.protocol.is_v5() {
+            codec::encode_publish(
+                out,
+                message.topic.as_str(),
+                &message.payload,
+                delivery.qos,
+                delivery.retain,
+                dup,
+                packet_id,
+            );
+            return;
+        }
+        let (topic, alias) = self.alias_out(message.topic.as_byte_string());
+        let properties = self.outgoing_properties(delivery, expiry, alias);
+        codec::encode_publish_v5(
+            out,
+            topic,
+            &message.payload,
+            delivery.qos,
+            delivery.retain,
+            dup,
+            packet_id,
+            properties.as_ref(),
+        );
+    }
+
+    /// The topic to write and the alias to send with it: a known alias goes with an
+    /// empty topic; a new one (while the client's maximum allows) with the topic,
+    /// which sets it [MQTT-3.3.2-12].
+    fn alias_out<'t>(&mut self, topic: &'t ByteString) -> (&'t str, Option<u16>) {
+        if self.link.topic_alias_max == 0 {
+            return (topic, None);
+        }
+        if let Some(alias) = self.aliases_out.get(topic) {
+            return ("", Some(*alias));
+        }
+        if self.aliases_out.len() < usize::from(self.link.topic_alias_max) {
+            let alias = self.aliases_out.len() as u16 + 1;
+            self.aliases_out.insert(topic.clone(), alias);
+            return (topic, Some(alias));
+        }
+        (topic, None)
+    }
+
     /// Moves queued messages into `out` while the window and the buffer allow.
-    pub fn drain(&mut self, out: &mut BytesMut) {
+    pub fn drain(&mut self, out: &mut BytesMut, now_us: u64) {
         if !self.online {
             return;
         }
@@ -214,31 +400,47 @@ impl Session {
                 break;
             }
             let delivery = self.mqueue.pop_front().expect("front() was Some");
-            self.transmit(delivery, out);
+            self.transmit(delivery, out, now_us);
         }
     }
 
     /// PUBACK from the client. Returns the acknowledged delivery (unknown ids are
     /// ignored, as a duplicate ack after a resend is legitimate).
-    pub fn on_puback(&mut self, id: PacketId, out: &mut BytesMut) -> Option<Delivery> {
+    pub fn on_puback(&mut self, id: PacketId, out: &mut BytesMut, now_us: u64) -> Option<Delivery> {
         let entry = self.inflight.complete(id, Stage::Published)?;
         debug_assert_eq!(entry.packet_id, id);
-        self.drain(out);
+        self.drain(out, now_us);
         Some(entry.delivery)
     }
 
     /// PUBREC from the client: answer PUBREL [MQTT-4.3.3-1], also for an id already
-    /// released (a resent PUBREC).
-    pub fn on_pubrec(&mut self, id: PacketId, out: &mut BytesMut) {
-        if self.inflight.release(id) {
-            codec::encode(&Packet::PubRel(Ack { packet_id: id }), out);
+    /// released (a resent PUBREC). An MQTT 5 PUBREC with a failure reason ends the
+    /// exchange: no PUBREL, the message counts as acknowledged [MQTT-4.3.3-4].
+    pub fn on_pubrec(&mut self, ack: &Ack, out: &mut BytesMut, now_us: u64) -> Option<Delivery> {
+        if ack.reason.is_error() {
+            let entry = self.inflight.complete(ack.packet_id, Stage::Published)?;
+            self.drain(out, now_us);
+            return Some(entry.delivery);
         }
+        if self.inflight.release(ack.packet_id) {
+            codec::encode(&Packet::PubRel(Ack::new(ack.packet_id)), self.link.protocol, out);
+        } else if self.link.protocol.is_v5() {
+            // An id no longer held: PUBREL 0x92 lets the client finish [MQTT-3.6.2.1].
+            let rel = Ack::with_reason(ack.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+            codec::encode(&Packet::PubRel(rel), self.link.protocol, out);
+        }
+        None
     }
 
     /// PUBCOMP from the client: the QoS 2 exchange is over.
-    pub fn on_pubcomp(&mut self, id: PacketId, out: &mut BytesMut) -> Option<Delivery> {
+    pub fn on_pubcomp(
+        &mut self,
+        id: PacketId,
+        out: &mut BytesMut,
+        now_us: u64,
+    ) -> Option<Delivery> {
         let entry = self.inflight.complete(id, Stage::Released)?;
-        self.drain(out);
+        self.drain(out, now_us);
         Some(entry.delivery)
     }
 
@@ -249,45 +451,73 @@ impl Session {
         self.awaiting_rel.insert(id)
     }
 
+    /// Number of QoS 2 messages from the client waiting for their PUBREL: what
+    /// counts against the broker's Receive Maximum [MQTT-3.3.4-7].
+    pub fn awaiting_rel_len(&self) -> usize {
+        self.awaiting_rel.len()
+    }
+
+    /// Whether a QoS 2 message with this id from the client awaits its PUBREL.
+    pub fn is_awaiting_rel(&self, id: PacketId) -> bool {
+        self.awaiting_rel.contains(&id)
+    }
+
     /// PUBREL from the client: forget the id and answer PUBCOMP, also for an unknown
     /// id, so that a client resending PUBREL after a reconnect completes [MQTT-4.3.3-2].
     pub fn on_pubrel(&mut self, id: PacketId, out: &mut BytesMut) {
         self.awaiting_rel.remove(&id);
-        codec::encode(&Packet::PubComp(Ack { packet_id: id }), out);
+        codec::encode(&Packet::PubComp(Ack::new(id)), self.link.protocol, out);
     }
 
     /// The client (re)connected to this session: resend every unacknowledged PUBLISH
     /// with DUP set and every pending PUBREL, in their original order and with their
-    /// original packet ids [MQTT-4.4.0-1], then what the mqueue holds.
-    pub fn resume(&mut self, out: &mut BytesMut) {
+    /// original packet ids [MQTT-4.4.0-1], then what the mqueue holds. A message
+    /// whose delivery started is resent even if it expired meanwhile (with an expiry
+    /// of 0) [MQTT-3.3.2-5 applies before delivery starts only]; one that no longer
+    /// fits the client's Maximum Packet Size is dropped from the window.
+    pub fn resume(&mut self, out: &mut BytesMut, now_us: u64) {
         self.online = true;
-        for entry in self.inflight.iter() {
-            match entry.stage {
+        let entries: Vec<(PacketId, Stage)> =
+            self.inflight.iter().map(|e| (e.packet_id, e.stage)).collect();
+        for (packet_id, stage) in entries {
+            match stage {
                 Stage::Published => {
-                    let message = &entry.delivery.message;
-                    codec::encode_publish(
-                        out,
-                        message.topic.as_str(),
-                        &message.payload,
-                        entry.delivery.qos,
-                        entry.delivery.retain,
-                        true,
-                        Some(entry.packet_id),
-                    );
+                    let Some(entry) = self.inflight.iter().find(|e| e.packet_id == packet_id)
+                    else {
+                        continue;
+                    };
+                    let delivery = entry.delivery.clone();
+                    let expiry = remaining_expiry(&delivery.message, now_us).unwrap_or(Some(0));
+                    if !self.fits(&delivery, expiry) {
+                        self.inflight.remove(packet_id);
+                        self.stats.dropped_too_large += 1;
+                        continue;
+                    }
+                    self.encode_publish(&delivery, Some(packet_id), true, expiry, out);
                 }
                 Stage::Released => {
-                    codec::encode(&Packet::PubRel(Ack { packet_id: entry.packet_id }), out);
+                    codec::encode(&Packet::PubRel(Ack::new(packet_id)), self.link.protocol, out);
                 }
             }
         }
-        self.drain(out);
+        self.drain(out, now_us);
     }
 
     /// Resends unacknowledged messages while connected (`retry_interval`).
-    pub fn retry(&mut self, out: &mut BytesMut) {
+    pub fn retry(&mut self, out: &mut BytesMut, now_us: u64) {
         if self.online {
-            self.resume(out);
+            self.resume(out, now_us);
         }
+    }
+
+    /// Removes what was dispatched to this session through shared subscriptions
+    /// and not yet acknowledged (queued, or sent without any acknowledgement): the
+    /// client is leaving, so another member of the group gets it.
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut taken: Vec<Delivery> =
+            self.inflight.take_shared().into_iter().map(|e| e.delivery).collect();
+        taken.extend(self.mqueue.take_shared());
+        taken
     }
 
     /// The connection is gone. A persistent session keeps everything.
@@ -305,6 +535,21 @@ impl Session {
         self.inflight.check_invariants()
             && self.mqueue.check_invariants()
             && self.inflight.len() <= usize::from(self.limits.inflight_max)
+    }
+}
+
+/// The Message Expiry Interval left for `message` at `now_us`: `Some(None)` when it
+/// has none, `None` when it has expired [MQTT-3.3.2-5], [MQTT-3.3.2-6].
+pub fn remaining_expiry(message: &Message, now_us: u64) -> Option<Option<u32>> {
+    let Some(interval) = message.properties.as_ref().and_then(|p| p.message_expiry_interval) else {
+        return Some(None);
+    };
+    let waited_secs = now_us.saturating_sub(message.id.timestamp_us()) / 1_000_000;
+    let waited = u32::try_from(waited_secs).unwrap_or(u32::MAX);
+    if waited >= interval {
+        None
+    } else {
+        Some(Some(interval - waited))
     }
 }
 

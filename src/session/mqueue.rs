@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::message::Message;
-use crate::protocol::QoS;
+use crate::protocol::{QoS, TopicFilter};
 
 /// A message due to one subscriber, with the QoS and RETAIN flag it goes out with.
 #[derive(Clone, Debug)]
@@ -18,8 +18,21 @@ pub struct Delivery {
     pub message: Arc<Message>,
     /// `min(published QoS, subscription QoS)`.
     pub qos: QoS,
-    /// Set only for retained messages sent because of a new subscription [MQTT-3.3.1-8].
+    /// Set for retained messages sent because of a new subscription [MQTT-3.3.1-8],
+    /// and for forwarded ones under Retain As Published [MQTT-3.3.1-12].
     pub retain: bool,
+    /// MQTT 5 Subscription Identifiers of the matching subscriptions [MQTT-3.3.4-3].
+    pub sub_ids: Vec<u32>,
+    /// The `$share/{group}/{filter}` subscription this copy was dispatched to; such a
+    /// copy goes to another member if this client leaves before acknowledging it.
+    pub shared: Option<TopicFilter>,
+}
+
+impl Delivery {
+    /// A plain delivery: no subscription identifier, not shared.
+    pub fn new(message: Arc<Message>, qos: QoS, retain: bool) -> Delivery {
+        Delivery { message, qos, retain, sub_ids: Vec::new(), shared: None }
+    }
 }
 
 impl Delivery {
@@ -102,10 +115,14 @@ impl Mqueue {
         self.items.is_empty()
     }
 
-    /// Empties the queue (a clean session starting over).
-    pub fn clear(&mut self) {
-        self.items.clear();
-        self.bytes = 0;
+    /// Removes and returns the queued copies of shared subscriptions (their member
+    /// is leaving: another member gets them).
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let (shared, kept): (Vec<_>, Vec<_>) =
+            self.items.drain(..).partition(|d| d.shared.is_some());
+        self.items = kept.into();
+        self.bytes = self.items.iter().map(Delivery::size).sum();
+        shared
     }
 
     /// Whether the internal invariants hold (bounds, byte count and QoS 0 policy).

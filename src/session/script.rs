@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Delivery, Session, SessionLimits};
+use super::{Delivery, Link, Session, SessionLimits};
 use crate::message::{Message, MessageId};
-use crate::protocol::{codec, Limits, Packet, PacketId, QoS, TopicName};
+use crate::protocol::{codec, Ack, Limits, Packet, PacketId, ProtocolVersion, QoS, TopicName};
 
 /// Session limits for a script.
 pub fn limits(inflight_max: u16, mqueue_len_max: usize, store_qos0: bool) -> SessionLimits {
@@ -36,9 +36,14 @@ pub fn delivery(seq: u64, qos: QoS) -> Delivery {
         payload: Bytes::copy_from_slice(&seq.to_be_bytes()),
         qos,
         retain: false,
+        publisher: None,
+        properties: None,
     };
-    Delivery { message: Arc::new(message), qos, retain: false }
+    Delivery::new(Arc::new(message), qos, false)
 }
+
+/// The time a script runs at: messages carry no expiry, so any value does.
+const NOW_US: u64 = 0;
 
 fn seq_of(payload: &[u8]) -> u64 {
     u64::from_be_bytes(payload.try_into().expect("8-byte payload"))
@@ -72,18 +77,31 @@ impl Op {
 }
 
 /// What the client saw, and what it still has to acknowledge.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Client {
+    /// The protocol the client decodes with.
+    pub protocol: ProtocolVersion,
     /// Sequence numbers of first transmissions (DUP = 0), in arrival order.
     pub first_sent: Vec<u64>,
     /// Packets awaiting the client's PUBACK / PUBREC / PUBCOMP: (id, QoS, PUBREL seen).
     pub unacked: VecDeque<(PacketId, QoS, bool)>,
 }
 
+impl Default for Client {
+    fn default() -> Self {
+        Client::new(ProtocolVersion::V311)
+    }
+}
+
 impl Client {
+    /// A client speaking `protocol`.
+    pub fn new(protocol: ProtocolVersion) -> Self {
+        Client { protocol, first_sent: Vec::new(), unacked: VecDeque::new() }
+    }
+
     /// Decodes and records everything in `out`.
     pub fn read(&mut self, out: &mut BytesMut) {
-        let limits = Limits { packet_size_max: 1 << 20 };
+        let limits = Limits { packet_size_max: 1 << 20, protocol: self.protocol };
         while let Some(packet) = codec::decode(out, &limits).expect("session encodes valid packets")
         {
             match packet {
@@ -115,12 +133,14 @@ impl Client {
         let (id, qos, released) = self.unacked[at];
         match (qos, released) {
             (QoS::AtLeastOnce, _) => {
-                session.on_puback(id, out);
+                session.on_puback(id, out, NOW_US);
                 self.unacked.remove(at);
             }
-            (QoS::ExactlyOnce, false) => session.on_pubrec(id, out),
+            (QoS::ExactlyOnce, false) => {
+                session.on_pubrec(&Ack::new(id), out, NOW_US);
+            }
             (QoS::ExactlyOnce, true) => {
-                session.on_pubcomp(id, out);
+                session.on_pubcomp(id, out, NOW_US);
                 self.unacked.remove(at);
             }
             (QoS::AtMostOnce, _) => unreachable!("QoS 0 has no packet id"),
@@ -128,12 +148,20 @@ impl Client {
     }
 }
 
-/// Runs `ops`, then reconnects and acknowledges everything, checking the invariants.
-/// Panics on the first one broken.
+/// Runs `ops` over an MQTT 3.1.1 connection, then reconnects and acknowledges
+/// everything, checking the invariants. Panics on the first one broken.
 pub fn run(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: bool) {
+    run_on(ops, inflight_max, mqueue_len_max, store_qos0, Link::v3(ProtocolVersion::V311));
+}
+
+/// [`run`] over a connection with the given parameters (e.g. an MQTT 5 client with
+/// a Receive Maximum below `inflight_max` and outgoing topic aliases).
+pub fn run_on(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: bool, link: Link) {
     let mut session =
         Session::new("c".into(), true, limits(inflight_max, mqueue_len_max, store_qos0));
-    let mut client = Client::default();
+    session.attach(link);
+    let window = usize::from(inflight_max.min(link.receive_max));
+    let mut client = Client::new(link.protocol);
     let mut out = BytesMut::new();
     let mut delivered_qos12 = Vec::new();
     let mut dropped = BTreeSet::new();
@@ -147,7 +175,8 @@ pub fn run(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: boo
                     delivered_qos12.push(seq);
                 }
                 let target = if online { Some(&mut out) } else { None };
-                if let Some((gone, _)) = session.deliver(delivery(seq, *qos), target, true) {
+                if let Some((gone, _)) = session.deliver(delivery(seq, *qos), target, true, NOW_US)
+                {
                     dropped.insert(seq_of(&gone.message.payload));
                 }
             }
@@ -158,7 +187,8 @@ pub fn run(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: boo
                 online = false;
             }
             Op::Reconnect => {
-                session.resume(&mut out);
+                session.attach(link);
+                session.resume(&mut out, NOW_US);
                 online = true;
             }
         }
@@ -166,10 +196,11 @@ pub fn run(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: boo
             client.read(&mut out);
         }
         assert!(session.check_invariants());
-        assert!(session.inflight_len() <= usize::from(inflight_max), "window exceeded");
+        assert!(session.inflight_len() <= window, "window exceeded");
     }
     // Drain: the client comes back and acknowledges until nothing is left.
-    session.resume(&mut out);
+    session.attach(link);
+    session.resume(&mut out, NOW_US);
     client.read(&mut out);
     for _ in 0..(4 * ops.len() + 8) {
         client.ack(&mut session, &mut out, 0);

@@ -4,9 +4,21 @@
 use bytes::BytesMut;
 use proptest::prelude::*;
 
-use super::script::{delivery, limits, run, Client, Op};
+use std::sync::Arc;
+
+use super::script::{delivery, limits, run, run_on, Client, Op};
 use super::*;
 use crate::protocol::{codec, Limits, Packet, QoS};
+
+/// An MQTT 5 connection with its own Receive Maximum and topic aliases.
+fn v5_link(receive_max: u16, topic_alias_max: u16) -> Link {
+    Link { protocol: ProtocolVersion::V5, packet_size_max: 1 << 20, topic_alias_max, receive_max }
+}
+
+fn decode_all(out: &mut BytesMut, protocol: ProtocolVersion) -> Vec<Packet> {
+    let limits = Limits { packet_size_max: 1 << 20, protocol };
+    std::iter::from_fn(|| codec::decode(out, &limits).expect("valid packets")).collect()
+}
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -30,6 +42,107 @@ proptest! {
     ) {
         run(&ops, inflight_max, mqueue_len_max, store_qos0);
     }
+
+    /// The same over MQTT 5: the client's Receive Maximum bounds the window
+    /// [MQTT-3.3.4-9] and outgoing aliases never confuse the client.
+    #[test]
+    fn random_scripts_keep_invariants_over_v5(
+        ops in proptest::collection::vec(op(), 0..200),
+        inflight_max in 1u16..6,
+        receive_max in 1u16..6,
+        topic_alias_max in 0u16..3,
+        mqueue_len_max in 1usize..12,
+    ) {
+        run_on(&ops, inflight_max, mqueue_len_max, true, v5_link(receive_max, topic_alias_max));
+    }
+}
+
+#[test]
+fn v5_publish_carries_properties_sub_ids_and_aliases() {
+    // [MQTT-3.3.4-3], [MQTT-3.3.2-12], [MQTT-3.3.2-6]
+    let mut session = Session::new("c".into(), false, limits(4, 10, true));
+    session.attach(v5_link(10, 1));
+    let mut d = delivery(1, QoS::AtLeastOnce);
+    let mut message = (*d.message).clone();
+    message.properties = Some(Box::new(Properties {
+        message_expiry_interval: Some(60),
+        content_type: Some("text/plain".into()),
+        user_properties: vec![("k".into(), "v1".into()), ("k".into(), "v2".into())],
+        ..Properties::default()
+    }));
+    // The message waited 5 s in the broker.
+    let now_us = message.id.timestamp_us() + 5_000_000;
+    d.message = Arc::new(message);
+    d.sub_ids = vec![3, 9];
+    let mut out = BytesMut::new();
+    session.deliver(d.clone(), Some(&mut out), true, now_us);
+    session.deliver(d, Some(&mut out), true, now_us);
+    let packets = decode_all(&mut out, ProtocolVersion::V5);
+    let [Packet::Publish(first), Packet::Publish(second)] = &packets[..] else {
+        panic!("two PUBLISHes: {packets:?}");
+    };
+    let props = first.properties.as_deref().expect("properties");
+    assert_eq!(first.topic.as_str(), "t");
+    assert_eq!(props.topic_alias, Some(1), "alias set with the topic");
+    assert_eq!(props.message_expiry_interval, Some(55), "60 s less 5 s waited");
+    assert_eq!(props.subscription_identifiers, vec![3, 9]);
+    assert_eq!(props.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(props.user_properties.len(), 2);
+    assert!(second.topic.is_empty(), "then the alias alone");
+    assert_eq!(second.properties.as_deref().unwrap().topic_alias, Some(1));
+}
+
+#[test]
+fn v5_expired_and_too_large_messages_are_not_sent() {
+    // [MQTT-3.3.2-5], [MQTT-3.1.2-25]
+    let mut session = Session::new("c".into(), true, limits(4, 10, true));
+    let mut link = v5_link(10, 0);
+    link.packet_size_max = 40;
+    session.attach(link);
+    let mut expiring = delivery(1, QoS::AtLeastOnce);
+    let mut message = (*expiring.message).clone();
+    message.properties =
+        Some(Box::new(Properties { message_expiry_interval: Some(2), ..Properties::default() }));
+    let later_us = message.id.timestamp_us() + 2_000_000;
+    expiring.message = Arc::new(message);
+    let mut big = delivery(2, QoS::AtLeastOnce);
+    let mut message = (*big.message).clone();
+    message.payload = bytes::Bytes::from(vec![0u8; 64]);
+    big.message = Arc::new(message);
+    let mut out = BytesMut::new();
+    session.go_offline();
+    session.deliver(expiring, None, true, 0);
+    session.deliver(big, None, true, 0);
+    session.deliver(delivery(3, QoS::AtLeastOnce), None, true, 0);
+    session.resume(&mut out, later_us);
+    let mut client = Client::new(ProtocolVersion::V5);
+    client.read(&mut out);
+    assert_eq!(client.first_sent, vec![3], "only the message that fits and lives");
+    assert_eq!(session.stats().dropped_expired, 1);
+    assert_eq!(session.stats().dropped_too_large, 1);
+    assert_eq!(session.inflight_len(), 1, "dropped messages take no window slot");
+}
+
+#[test]
+fn shared_deliveries_are_taken_back_unless_acknowledged() {
+    // [MQTT-4.8.2-5]: a leaving member's unacknowledged shared messages move on.
+    let mut session = Session::new("c".into(), false, limits(1, 10, true));
+    let filter = TopicFilter::try_from("$share/g/t").unwrap();
+    let mut out = BytesMut::new();
+    for seq in 1..=3 {
+        let mut d = delivery(seq, QoS::AtLeastOnce);
+        d.shared = Some(filter.clone());
+        session.deliver(d, Some(&mut out), true, 0);
+    }
+    session.deliver(delivery(4, QoS::AtLeastOnce), Some(&mut out), true, 0);
+    let taken: Vec<u64> = session
+        .take_shared()
+        .iter()
+        .map(|d| u64::from_be_bytes(d.message.payload[..].try_into().unwrap()))
+        .collect();
+    assert_eq!(taken, vec![1, 2, 3], "the sent one and the queued ones");
+    assert_eq!(session.inflight_len(), 0);
+    assert_eq!(session.mqueue_len(), 1, "the plain message stays");
 }
 
 #[test]
@@ -37,16 +150,16 @@ fn offline_messages_come_back_in_order_with_session_present_state() {
     let mut session = Session::new("c".into(), true, limits(2, 1000, true));
     session.go_offline();
     for seq in 1..=5 {
-        assert!(session.deliver(delivery(seq, QoS::AtLeastOnce), None, true).is_none());
+        assert!(session.deliver(delivery(seq, QoS::AtLeastOnce), None, true, 0).is_none());
     }
     assert_eq!(session.mqueue_len(), 5);
     let mut out = BytesMut::new();
-    session.resume(&mut out);
+    session.resume(&mut out, 0);
     let mut client = Client::default();
     client.read(&mut out);
     assert_eq!(client.first_sent, vec![1, 2], "window of 2");
     let first = client.unacked[0].0;
-    session.on_puback(first, &mut out);
+    session.on_puback(first, &mut out, 0);
     client.read(&mut out);
     assert_eq!(client.first_sent, vec![1, 2, 3]);
 }
@@ -56,18 +169,18 @@ fn unacknowledged_messages_are_resent_with_dup_and_same_id() {
     // [MQTT-4.4.0-1]
     let mut session = Session::new("c".into(), true, limits(4, 10, true));
     let mut out = BytesMut::new();
-    session.deliver(delivery(1, QoS::AtLeastOnce), Some(&mut out), true);
-    session.deliver(delivery(2, QoS::ExactlyOnce), Some(&mut out), true);
-    let limits = Limits { packet_size_max: 1 << 20 };
+    session.deliver(delivery(1, QoS::AtLeastOnce), Some(&mut out), true, 0);
+    session.deliver(delivery(2, QoS::ExactlyOnce), Some(&mut out), true, 0);
+    let limits = Limits { packet_size_max: 1 << 20, protocol: ProtocolVersion::V311 };
     let mut ids = Vec::new();
     while let Some(Packet::Publish(p)) = codec::decode(&mut out, &limits).unwrap() {
         assert!(!p.dup);
         ids.push(p.packet_id.unwrap());
     }
-    session.on_pubrec(ids[1], &mut out);
+    session.on_pubrec(&Ack::new(ids[1]), &mut out, 0);
     out.clear();
     session.go_offline();
-    session.resume(&mut out);
+    session.resume(&mut out, 0);
     match codec::decode(&mut out, &limits).unwrap() {
         Some(Packet::Publish(p)) => {
             assert!(p.dup);
@@ -75,10 +188,7 @@ fn unacknowledged_messages_are_resent_with_dup_and_same_id() {
         }
         other => panic!("expected the QoS 1 resend, got {other:?}"),
     }
-    assert_eq!(
-        codec::decode(&mut out, &limits).unwrap(),
-        Some(Packet::PubRel(Ack { packet_id: ids[1] }))
-    );
+    assert_eq!(codec::decode(&mut out, &limits).unwrap(), Some(Packet::PubRel(Ack::new(ids[1]))));
 }
 
 #[test]
@@ -86,11 +196,11 @@ fn full_mqueue_drops_oldest_and_counts() {
     let mut session = Session::new("c".into(), true, limits(1, 3, true));
     session.go_offline();
     for seq in 1..=5 {
-        session.deliver(delivery(seq, QoS::AtLeastOnce), None, true);
+        session.deliver(delivery(seq, QoS::AtLeastOnce), None, true, 0);
     }
     assert_eq!(session.stats().dropped_queue_full, 2);
     let mut out = BytesMut::new();
-    session.resume(&mut out);
+    session.resume(&mut out, 0);
     let mut client = Client::default();
     client.read(&mut out);
     assert_eq!(client.first_sent, vec![3], "1 and 2 were the oldest");
@@ -100,7 +210,7 @@ fn full_mqueue_drops_oldest_and_counts() {
 fn qos0_not_stored_is_dropped_when_it_cannot_go_at_once() {
     let mut session = Session::new("c".into(), true, limits(1, 3, false));
     session.go_offline();
-    let dropped = session.deliver(delivery(1, QoS::AtMostOnce), None, true);
+    let dropped = session.deliver(delivery(1, QoS::AtMostOnce), None, true, 0);
     assert_eq!(dropped.map(|(_, reason)| reason), Some(DropReason::Qos0NotStored));
     assert_eq!(session.stats().dropped_qos0, 1);
 }

@@ -16,18 +16,22 @@ use futures_lite::{AsyncBufReadExt, AsyncWriteExt};
 use glommio::net::{Preallocated, TcpStream};
 use tracing::{debug, info, warn};
 
+use crate::hooks::{AuthRequest, AuthStep};
 use crate::net;
-use crate::protocol::{codec, ConnAck, ConnectReturnCode, DecodeError, Limits, Packet};
+use crate::protocol::{
+    codec, Auth, ConnAck, Connect, DecodeError, Disconnect, Limits, Packet, Properties,
+    ProtocolVersion, ReasonCode,
+};
 use crate::router::owner_shard;
 
 use super::mesh::{CtrlMsg, Handoff};
-use super::state::{Close, ConnIo, ShardState};
+use super::state::{AuthOutcome, Close, ConnIo, ShardState};
 
 type Stream = TcpStream<Preallocated>;
 type Shard = Rc<RefCell<ShardState>>;
 
-fn limits(shard: &Shard) -> Limits {
-    Limits { packet_size_max: shard.borrow().config.packet_size_max }
+fn limits(shard: &Shard, protocol: ProtocolVersion) -> Limits {
+    Limits { packet_size_max: shard.borrow().config.packet_size_max, protocol }
 }
 
 /// Reads more bytes into `buf`. Returns 0 at end of stream.
@@ -56,7 +60,7 @@ pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let mut stream = stream.buffered_with(Preallocated::new(read_buffer));
     let mut buf = BytesMut::with_capacity(1024);
-    let limits = limits(&shard);
+    let limits = limits(&shard, ProtocolVersion::V311);
     let stopped = Rc::clone(&shard.borrow().stopped);
     let first = or(
         async {
@@ -94,9 +98,14 @@ pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
         }
         Err(Some(DecodeError::UnsupportedProtocolLevel(level))) => {
             info!(?peer, "refusing connection: [MQTT-3.1.2-2] protocol level {level}");
+            // The 3.1.1 layout (return code 0x01): the client's level is unknown.
             let mut out = BytesMut::new();
-            let code = ConnectReturnCode::UnacceptableProtocolVersion;
-            codec::encode(&Packet::ConnAck(ConnAck { session_present: false, code }), &mut out);
+            let connack = ConnAck {
+                session_present: false,
+                reason: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                properties: Properties::default(),
+            };
+            codec::encode(&Packet::ConnAck(connack), ProtocolVersion::V311, &mut out);
             let _ = stream.write_all(&out).await;
             return;
         }
@@ -145,15 +154,31 @@ pub(crate) async fn serve_handoff(shard: Shard, handoff: Handoff) {
 }
 
 /// Runs an MQTT connection on its owner shard, from CONNECT to close.
-async fn serve(shard: Shard, mut stream: Stream, connect: crate::protocol::Connect, buf: BytesMut) {
+async fn serve(shard: Shard, mut stream: Stream, connect: Connect, mut buf: BytesMut) {
+    let auth = match connect.properties.authentication_method.clone() {
+        Some(method) if connect.protocol.is_v5() => {
+            match authenticate(&shard, &mut stream, &connect, method, &mut buf).await {
+                Some(outcome) => Some(outcome),
+                None => return,
+            }
+        }
+        _ => None,
+    };
     let mut refusal = BytesMut::new();
-    let conn = shard.borrow_mut().connect(connect, &mut refusal);
+    let conn = shard.borrow_mut().connect(connect, auth, &mut refusal);
     let Some(conn) = conn else {
         let _ = stream.write_all(&refusal).await;
         return;
     };
     debug!(client_id = %conn.client_id, "connected");
     let close = drive(&shard, &mut stream, &conn, buf).await;
+    if conn.protocol.is_v5() {
+        // The broker says why it closes an MQTT 5 connection [MQTT-4.13.2-1].
+        if let Some(reason) = close.reason_code() {
+            let packet = Packet::Disconnect(Disconnect::new(reason));
+            codec::encode(&packet, conn.protocol, &mut conn.out.borrow_mut());
+        }
+    }
     // Whatever was encoded before the close (e.g. a PUBACK) still goes out.
     let _ = write_out(&shard, &mut stream, &conn).await;
     {
@@ -174,6 +199,90 @@ async fn serve(shard: Shard, mut stream: Stream, connect: crate::protocol::Conne
     }
 }
 
+/// Carries an MQTT 5 enhanced authentication exchange to its end before CONNACK
+/// [MQTT-4.12]: CONNECT, then AUTH 0x18 both ways until the authenticator accepts.
+/// Returns `None` when the connection was refused (CONNACK sent) or lost.
+async fn authenticate(
+    shard: &Shard,
+    stream: &mut Stream,
+    connect: &Connect,
+    method: bytestring::ByteString,
+    buf: &mut BytesMut,
+) -> Option<AuthOutcome> {
+    let limits = limits(shard, ProtocolVersion::V5);
+    let timeout = Duration::from_secs(shard.borrow().config.connect_timeout_secs);
+    let mut data = connect.properties.authentication_data.clone();
+    let mut round = 0;
+    loop {
+        let step = shard.borrow().authenticate(&AuthRequest {
+            client_id: &connect.client_id,
+            username: connect.username.as_deref(),
+            method: &method,
+            data: data.as_deref(),
+            round,
+            reauthenticate: false,
+        });
+        let mut out = BytesMut::new();
+        let challenge = match step {
+            AuthStep::Success(data) => return Some(AuthOutcome { method, data }),
+            AuthStep::Fail(reason) => {
+                info!(client_id = %connect.client_id, "authentication failed: {reason}");
+                let connack =
+                    ConnAck { session_present: false, reason, properties: Properties::default() };
+                codec::encode(&Packet::ConnAck(connack), ProtocolVersion::V5, &mut out);
+                let _ = stream.write_all(&out).await;
+                return None;
+            }
+            AuthStep::Continue(challenge) => challenge,
+        };
+        let properties = Properties {
+            authentication_method: Some(method.clone()),
+            authentication_data: Some(challenge),
+            ..Properties::default()
+        };
+        let auth = Packet::Auth(Auth { reason: ReasonCode::CONTINUE_AUTHENTICATION, properties });
+        codec::encode(&auth, ProtocolVersion::V5, &mut out);
+        stream.write_all(&out).await.ok()?;
+        let next = or(
+            async {
+                loop {
+                    match codec::decode(buf, &limits) {
+                        Ok(Some(packet)) => return Some(packet),
+                        Ok(None) => {}
+                        Err(_) => return None,
+                    }
+                    match read_more(stream, buf).await {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {}
+                    }
+                }
+            },
+            async {
+                glommio::timer::sleep(timeout).await;
+                None
+            },
+        )
+        .await;
+        match next {
+            Some(Packet::Auth(auth))
+                if auth.reason == ReasonCode::CONTINUE_AUTHENTICATION
+                    && auth.properties.authentication_method.as_ref() == Some(&method) =>
+            {
+                data = auth.properties.authentication_data;
+                round += 1;
+            }
+            other => {
+                // Anything else in the middle of the exchange breaks it
+                // [MQTT-4.12.0-4].
+                let kind = other.as_ref().map(kind);
+                warn!(client_id = %connect.client_id, "closing connection: [MQTT-4.12.0-4] {kind:?} during authentication");
+                shard.borrow_mut().stats.protocol_errors += 1;
+                return None;
+            }
+        }
+    }
+}
+
 enum Event {
     Read(std::io::Result<usize>),
     Woken,
@@ -181,7 +290,7 @@ enum Event {
 
 /// The read-process-write loop. Returns why the connection ends.
 async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: BytesMut) -> Close {
-    let limits = limits(shard);
+    let limits = limits(shard, conn.protocol);
     let gate = Rc::clone(&shard.borrow().readers_gate);
     loop {
         // Whether whole packets are left in `buf` (processing paused mid-buffer):
@@ -305,6 +414,7 @@ fn kind(packet: &Packet) -> &'static str {
         Packet::UnsubAck(_) => "UNSUBACK",
         Packet::PingReq => "PINGREQ",
         Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
+        Packet::Disconnect(_) => "DISCONNECT",
+        Packet::Auth(_) => "AUTH",
     }
 }

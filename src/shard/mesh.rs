@@ -36,7 +36,11 @@ pub(crate) enum DataMsg {
     /// destination's retained partition.
     Retain(Arc<Message>),
     /// The answer to a `RetainedQuery`: messages for one client's new subscription.
-    Retained { client_id: ByteString, qos: QoS, messages: Vec<Arc<Message>> },
+    Retained { client_id: ByteString, qos: QoS, sub_id: Option<u32>, messages: Vec<Arc<Message>> },
+    /// A message for one member of the shared subscription `filter`
+    /// (`$share/{group}/{filter}`) on the destination. `hops` counts how often it
+    /// was passed on because the chosen shard had no member left.
+    Shared { filter: TopicFilter, message: Arc<Message>, hops: u8, exclude: Option<ByteString> },
 }
 
 /// Messages on the control mesh.
@@ -49,7 +53,16 @@ pub(crate) enum CtrlMsg {
     /// A connection whose CONNECT arrived on another shard, for its owner shard.
     Handoff(Box<Handoff>),
     /// "Send the retained messages matching `filter` to `client_id` on `origin`."
-    RetainedQuery { origin: usize, client_id: ByteString, filter: TopicFilter, qos: QoS },
+    RetainedQuery {
+        origin: usize,
+        client_id: ByteString,
+        filter: TopicFilter,
+        qos: QoS,
+        sub_id: Option<u32>,
+    },
+    /// `origin` has `members` connected members of the shared subscription `filter`
+    /// (`$share/{group}/{filter}`). Acknowledged like `Route`.
+    SharedRoute { origin: usize, rev: u64, filter: TopicFilter, members: u32 },
     /// A shard's figures, once a second, for shard 0.
     Stats(Box<ShardSnapshot>),
 }

@@ -24,15 +24,19 @@ use glommio::channels::channel_mesh::Senders;
 use hashbrown::HashMap;
 
 use crate::config::Config;
-use crate::hooks::{ClientInfo, Hooks, Origin};
+use crate::hooks::{AuthRequest, AuthStep, ClientInfo, Hooks, Origin};
 use crate::message::{Message, MessageId, MessageIdGen};
 use crate::protocol::{
-    codec, Ack, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet,
-    ProtocolVersion, ProtocolViolation, Publish, QoS, SubAck, SubAckCode, Subscribe, TopicFilter,
-    TopicName, Unsubscribe,
+    codec, Ack, Auth, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties,
+    ProtocolVersion, ProtocolViolation, Publish, QoS, ReasonCode, RetainHandling, SubAck,
+    Subscribe, TopicFilter, TopicName, UnsubAck, Unsubscribe,
 };
-use crate::router::{owner_shard, topic_matches, RouteTable, SubTrie};
-use crate::session::{Delivery, DropReason, Session};
+use crate::router::{
+    owner_shard, parse_shared, topic_matches, LocalGroup, RouteTable, SharedRoutes, SubTrie,
+};
+use crate::session::{
+    remaining_expiry, Delivery, DropReason, Link, Session, SessionStats, SubOptions,
+};
 
 use super::mesh::{CtrlMsg, DataMsg, Outbox};
 use super::notify::{Gate, Latch, Notify};
@@ -55,6 +59,10 @@ pub(crate) struct ApiPublish {
 pub(crate) enum Close {
     /// The client sent DISCONNECT: no will.
     Normal,
+    /// An MQTT 5 client sent DISCONNECT 0x04: publish the will [MQTT-3.14.2.1].
+    NormalWithWill,
+    /// Enhanced re-authentication failed with this reason code.
+    AuthFailed(ReasonCode),
     /// A new connection took the client id over [MQTT-3.1.4-2].
     TakenOver,
     /// Nothing received for 1.5 times the keep-alive [MQTT-3.1.2-24].
@@ -76,6 +84,8 @@ impl Close {
     pub fn describe(&self) -> &'static str {
         match self {
             Close::Normal => "disconnect",
+            Close::NormalWithWill => "disconnect with will",
+            Close::AuthFailed(_) => "authentication failed",
             Close::TakenOver => "taken over",
             Close::KeepAliveTimeout => "keep-alive timeout",
             Close::Violation(_) => "protocol violation",
@@ -92,12 +102,29 @@ impl Close {
     fn publishes_will(&self) -> bool {
         matches!(
             self,
-            Close::KeepAliveTimeout
+            Close::NormalWithWill
+                | Close::AuthFailed(_)
+                | Close::KeepAliveTimeout
                 | Close::Violation(_)
                 | Close::Malformed(_)
                 | Close::Limit(_)
                 | Close::Io
         )
+    }
+
+    /// The reason code of the DISCONNECT the broker sends an MQTT 5 client before
+    /// closing [MQTT-4.13.2]; `None` when the client closed (or the socket failed).
+    pub fn reason_code(&self) -> Option<ReasonCode> {
+        match self {
+            Close::Normal | Close::NormalWithWill | Close::Io => None,
+            Close::AuthFailed(code) => Some(*code),
+            Close::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            Close::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            Close::Violation(v) => Some(v.code),
+            Close::Malformed(e) => Some(e.reason_code()),
+            Close::Limit(_) => Some(ReasonCode::QUOTA_EXCEEDED),
+            Close::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+        }
     }
 }
 
@@ -110,6 +137,18 @@ pub(crate) struct ConnIo {
     pub client_id: ByteString,
     /// What hooks are told about the client.
     pub info: ClientInfo,
+    /// The protocol level: decides the layout of every packet after CONNECT.
+    pub protocol: ProtocolVersion,
+    /// Topic aliases the client set (MQTT 5), at most `topic_alias_max`; they live
+    /// as long as the connection [MQTT-3.3.2-7].
+    pub aliases_in: RefCell<HashMap<u16, TopicName>>,
+    /// The Authentication Method of CONNECT, for re-authentication (MQTT 5).
+    pub auth_method: Option<ByteString>,
+    /// Rounds of the current re-authentication exchange.
+    pub auth_round: Cell<u32>,
+    /// Whether CONNECT's Session Expiry Interval was 0: a DISCONNECT may then not
+    /// set another [MQTT-3.14.2-2].
+    pub expiry_was_zero: bool,
     /// Packets encoded for the client, written by the connection's task.
     pub out: RefCell<BytesMut>,
     pub wake: Notify,
@@ -150,7 +189,14 @@ impl ConnIo {
 struct SessionEntry {
     session: Session,
     conn: Option<Rc<ConnIo>>,
+    /// The will of the current connection.
     will: Option<LastWill>,
+    /// A will waiting for its Will Delay Interval (MQTT 5) while the session is
+    /// offline, and the tick it is due at [MQTT-3.1.3-9].
+    pending_will: Option<(LastWill, ClientInfo, u64)>,
+    /// Seconds the session outlives its connection: `None` forever, `Some(0)` not
+    /// at all (a clean session).
+    expiry_secs: Option<u64>,
     /// Shard clock tick at which an offline persistent session is removed.
     expires_at: Option<u64>,
 }
@@ -169,6 +215,15 @@ pub(crate) enum Timer {
     KeepAlive(Weak<ConnIo>),
     SessionExpiry(ByteString),
     Retry(Weak<ConnIo>),
+    /// A delayed will may be due.
+    Will(ByteString),
+}
+
+/// The outcome of an enhanced authentication exchange, for CONNACK.
+#[derive(Clone, Debug)]
+pub(crate) struct AuthOutcome {
+    pub method: ByteString,
+    pub data: Option<Bytes>,
 }
 
 /// One shard's sessions, subscriptions, routes and retained partition.
@@ -178,9 +233,16 @@ pub(crate) struct ShardState {
     pub config: Arc<Config>,
     hooks: Arc<Hooks>,
     sessions: HashMap<ByteString, SessionEntry>,
-    /// Filter -> this shard's subscribed clients and their QoS.
-    local_subs: SubTrie<HashMap<ByteString, QoS>>,
+    /// Filter -> this shard's subscribed clients and their options.
+    local_subs: SubTrie<HashMap<ByteString, SubOptions>>,
     routes: RouteTable,
+    /// Shared subscription groups with members anywhere, and where.
+    shared_routes: SharedRoutes,
+    /// `$share/{group}/{filter}` -> this shard's connected members.
+    shared_local: HashMap<TopicFilter, LocalGroup>,
+    /// Scratch for shared picks, reused across publishes.
+    shared_scratch: Vec<(usize, TopicFilter)>,
+    rng: fastrand::Rng,
     /// The last route revision this shard issued.
     route_rev: u64,
     /// Per shard, the highest of our revisions it has acknowledged.
@@ -206,8 +268,8 @@ pub(crate) struct ShardState {
     started: Instant,
     next_conn_id: u64,
     next_assigned_id: u64,
-    /// Scratch for matching: (client id, QoS), reused across publishes.
-    scratch: Vec<(ByteString, QoS)>,
+    /// Scratch for matching: (client id, options), reused across publishes.
+    scratch: Vec<(ByteString, SubOptions)>,
     pub readers_gate: Rc<Gate>,
     /// Closed while a local subscriber that is still reading is backlogged: the
     /// shard stops taking messages from the data rings, so the shards feeding it
@@ -271,6 +333,10 @@ impl ShardState {
             sessions: HashMap::new(),
             local_subs: SubTrie::new(),
             routes: RouteTable::new(shards),
+            shared_routes: SharedRoutes::new(shards),
+            shared_local: HashMap::new(),
+            shared_scratch: Vec::new(),
+            rng: fastrand::Rng::with_seed(0x5EED ^ id as u64),
             route_rev: 0,
             route_acked: vec![0; shards],
             pending_subacks: Vec::new(),
@@ -371,15 +437,25 @@ impl ShardState {
         }
     }
 
-    /// Processes CONNECT on the owner shard. Returns the connection's handle, or the
-    /// refusal code (the CONNACK is then encoded into `refusal_out`).
-    pub fn connect(&mut self, connect: Connect, refusal_out: &mut BytesMut) -> Option<Rc<ConnIo>> {
-        let refuse = |code, out: &mut BytesMut| {
-            codec::encode(&Packet::ConnAck(ConnAck { session_present: false, code }), out);
+    /// Processes CONNECT on the owner shard (after any enhanced authentication).
+    /// Returns the connection's handle, or `None` with the refusing CONNACK encoded
+    /// into `refusal_out`.
+    pub fn connect(
+        &mut self,
+        connect: Connect,
+        auth: Option<AuthOutcome>,
+        refusal_out: &mut BytesMut,
+    ) -> Option<Rc<ConnIo>> {
+        let protocol = connect.protocol;
+        let v5 = protocol.is_v5();
+        let refuse = |reason, out: &mut BytesMut| {
+            let connack =
+                ConnAck { session_present: false, reason, properties: Properties::default() };
+            codec::encode(&Packet::ConnAck(connack), protocol, out);
             None
         };
         if self.stopping {
-            return refuse(ConnectReturnCode::ServerUnavailable, refusal_out);
+            return refuse(ReasonCode::SERVER_UNAVAILABLE, refusal_out);
         }
         if self.stats.connections >= self.connections_max {
             // A takeover would free a slot, but refusing keeps the rule simple and
@@ -387,14 +463,23 @@ impl ShardState {
             self.stats.connects_refused += 1;
             self.stats.limit_connections += 1;
             self.log_limit("connections_max");
-            return refuse(ConnectReturnCode::ServerUnavailable, refusal_out);
+            let reason =
+                if v5 { ReasonCode::QUOTA_EXCEEDED } else { ReasonCode::SERVER_UNAVAILABLE };
+            return refuse(reason, refusal_out);
         }
-        let client_id = if connect.client_id.is_empty() {
-            // [MQTT-3.1.3-8]: an empty id needs CleanSession = 1; MQTT 3.1 has no
-            // empty ids at all.
-            if !connect.clean_session || connect.protocol == ProtocolVersion::V31 {
+        let assigned = connect.client_id.is_empty();
+        let client_id = if assigned {
+            // [MQTT-3.1.3-8]: in 3.1.1 an empty id needs CleanSession = 1; MQTT 3.1
+            // has no empty ids at all. MQTT 5 allows one either way and is told the
+            // id assigned [MQTT-3.1.3-7], [MQTT-3.2.2-16].
+            let allowed = match protocol {
+                ProtocolVersion::V31 => false,
+                ProtocolVersion::V311 => connect.clean_session,
+                ProtocolVersion::V5 => true,
+            };
+            if !allowed {
                 self.stats.connects_refused += 1;
-                return refuse(ConnectReturnCode::IdentifierRejected, refusal_out);
+                return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, refusal_out);
             }
             self.assign_client_id()
         } else {
@@ -402,29 +487,65 @@ impl ShardState {
             // buffer, which a long-lived session must not keep alive.
             ByteString::from(&*connect.client_id)
         };
-        debug_assert!(
-            connect.client_id.is_empty()
-                || owner_shard(client_id.as_bytes(), self.shards) == self.id
-        );
+        debug_assert!(assigned || owner_shard(client_id.as_bytes(), self.shards) == self.id);
+
+        // How long the session outlives the connection: CleanSession in MQTT 3,
+        // the Session Expiry Interval in MQTT 5 [MQTT-3.1.2-23], capped by
+        // `session_expiry_secs`.
+        let cap = self.config.session_expiry_secs;
+        let (expiry_secs, expiry_capped) = if v5 {
+            let requested = connect.properties.session_expiry_interval.unwrap_or(0);
+            match requested {
+                0 => (Some(0), None),
+                u32::MAX if cap == 0 => (None, None),
+                _ if cap > 0 && u64::from(requested) > cap => {
+                    (Some(cap), Some(u32::try_from(cap).unwrap_or(u32::MAX)))
+                }
+                _ => (Some(u64::from(requested)), None),
+            }
+        } else if connect.clean_session {
+            (Some(0), None)
+        } else {
+            ((cap > 0).then_some(cap), None)
+        };
+        let persistent = expiry_secs != Some(0);
+
+        // The keep-alive the broker enforces: MQTT 5 clients are capped and told
+        // so [MQTT-3.2.2-21].
+        let keep_alive_max = self.config.keep_alive_max_secs;
+        let (keep_alive_secs, server_keep_alive) = if v5
+            && keep_alive_max > 0
+            && (connect.keep_alive_secs == 0 || connect.keep_alive_secs > keep_alive_max)
+        {
+            (keep_alive_max, Some(keep_alive_max))
+        } else {
+            (connect.keep_alive_secs, None)
+        };
+
         self.next_conn_id += 1;
         let now = self.now_ticks();
         let info = ClientInfo {
             client_id: client_id.clone(),
             username: connect.username.clone(),
-            protocol: connect.protocol,
+            protocol,
             clean_session: connect.clean_session,
-            keep_alive_secs: connect.keep_alive_secs,
+            keep_alive_secs,
             shard: self.id,
         };
         let conn = Rc::new(ConnIo {
             id: self.next_conn_id,
             client_id: client_id.clone(),
             info,
+            protocol,
+            aliases_in: RefCell::new(HashMap::new()),
+            auth_method: auth.as_ref().map(|a| a.method.clone()),
+            auth_round: Cell::new(0),
+            expiry_was_zero: expiry_secs == Some(0),
             out: RefCell::new(BytesMut::with_capacity(4096)),
             wake: Notify::default(),
             close: RefCell::new(None),
             last_seen: Cell::new(now),
-            keep_alive_secs: connect.keep_alive_secs,
+            keep_alive_secs,
             subacks_pending: Cell::new(0),
             dirty: Cell::new(false),
             in_backlog: Cell::new(false),
@@ -440,11 +561,29 @@ impl ShardState {
         });
 
         let mut session_present = false;
+        let mut ended_wills = Vec::new();
         if let Some(old) = self.sessions.get_mut(&client_id) {
             if let Some(old_conn) = old.conn.take() {
-                // [MQTT-3.1.4-2]: the new connection wins; the old one is closed.
+                // [MQTT-3.1.4-2]: the new connection wins; the old one is closed
+                // (MQTT 5: with DISCONNECT 0x8E).
                 old_conn.end(Close::TakenOver);
                 self.stats.takeovers += 1;
+                // MQTT 5 publishes the old connection's will unless it has a delay
+                // (the client is back within it) [MQTT-3.1.3-9].
+                if let Some(will) = old.will.take() {
+                    if old_conn.protocol.is_v5() && will_delay(&will) == 0 {
+                        ended_wills.push((will, old_conn.info.clone()));
+                    }
+                }
+                self.set_shared_online(&client_id, false);
+            }
+            let old = self.sessions.get_mut(&client_id).expect("still present");
+            if let Some((will, info, _)) = old.pending_will.take() {
+                // Back in time: a delayed will is not sent [MQTT-3.1.3-9], unless
+                // the session ends now (clean start), which is when it is due.
+                if connect.clean_session || !old.session.is_persistent() {
+                    ended_wills.push((will, info));
+                }
             }
             if connect.clean_session || !old.session.is_persistent() {
                 self.remove_session(&client_id);
@@ -452,40 +591,77 @@ impl ShardState {
                 session_present = true;
             }
         }
+        for (will, info) in ended_wills {
+            self.publish_will(will, &info);
+        }
         if !session_present {
-            let session = Session::new(
-                client_id.clone(),
-                !connect.clean_session,
-                self.config.session_limits(),
-            );
+            let session = Session::new(client_id.clone(), persistent, self.config.session_limits());
             self.sessions.insert(
                 client_id.clone(),
-                SessionEntry { session, conn: None, will: None, expires_at: None },
+                SessionEntry {
+                    session,
+                    conn: None,
+                    will: None,
+                    pending_will: None,
+                    expiry_secs,
+                    expires_at: None,
+                },
             );
         }
+        let link = if v5 {
+            let p = &connect.properties;
+            Link {
+                protocol,
+                packet_size_max: p.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
+                topic_alias_max: p.topic_alias_maximum.unwrap_or(0),
+                receive_max: p.receive_maximum.unwrap_or(u16::MAX),
+            }
+        } else {
+            Link::v3(protocol)
+        };
         let entry = self.sessions.get_mut(&client_id).expect("inserted or present above");
         entry.conn = Some(Rc::clone(&conn));
+        entry.session.set_persistent(persistent);
+        entry.session.attach(link);
+        entry.expiry_secs = expiry_secs;
         entry.will = connect.will.map(|will| LastWill {
             topic: will.topic.detached(),
             payload: Bytes::copy_from_slice(&will.payload),
             ..will
         });
         entry.expires_at = None;
+        let mut properties = Properties::default();
+        if v5 {
+            properties.assigned_client_identifier = assigned.then(|| client_id.clone());
+            properties.session_expiry_interval = expiry_capped;
+            properties.receive_maximum = Some(self.config.receive_maximum);
+            properties.maximum_packet_size =
+                Some(u32::try_from(self.config.packet_size_max).unwrap_or(u32::MAX));
+            properties.topic_alias_maximum =
+                (self.config.topic_alias_max > 0).then_some(self.config.topic_alias_max);
+            properties.server_keep_alive = server_keep_alive;
+            properties.wildcard_subscription_available = Some(1);
+            properties.subscription_identifier_available = Some(1);
+            properties.shared_subscription_available = Some(1);
+            if let Some(auth) = auth {
+                properties.authentication_method = Some(auth.method);
+                properties.authentication_data = auth.data;
+            }
+        }
         {
             let mut out = conn.out.borrow_mut();
-            codec::encode(
-                &Packet::ConnAck(ConnAck { session_present, code: ConnectReturnCode::Accepted }),
-                &mut out,
-            );
-            let before = (entry.session.stats().sent, entry.session.queued_bytes());
-            entry.session.resume(&mut out);
-            count_sent(&mut self.stats, before, &entry.session);
+            let connack = ConnAck { session_present, reason: ReasonCode::SUCCESS, properties };
+            codec::encode(&Packet::ConnAck(connack), protocol, &mut out);
+            let before = SentSnapshot::of(&entry.session);
+            entry.session.resume(&mut out, unix_micros());
+            before.count(&mut self.stats, &entry.session);
         }
         self.stats.connections += 1;
         self.stats.connects += 1;
+        self.set_shared_online(&client_id, true);
         self.hooks.client_connected(&conn.info);
-        if connect.keep_alive_secs > 0 {
-            let deadline = now + keep_alive_grace(connect.keep_alive_secs);
+        if keep_alive_secs > 0 {
+            let deadline = now + keep_alive_grace(keep_alive_secs);
             self.wheel.schedule(deadline, Timer::KeepAlive(Rc::downgrade(&conn)));
         }
         if self.config.retry_interval_secs > 0 {
@@ -493,6 +669,11 @@ impl ShardState {
             self.wheel.schedule(deadline, Timer::Retry(Rc::downgrade(&conn)));
         }
         Some(conn)
+    }
+
+    /// One round of enhanced authentication, for the connection task.
+    pub fn authenticate(&self, request: &AuthRequest<'_>) -> AuthStep {
+        self.hooks.client_authenticate(request)
     }
 
     /// The connection ended; `reason` decides the will and the log line.
@@ -511,23 +692,61 @@ impl ShardState {
         }
         entry.conn = None;
         entry.session.go_offline();
-        let will = entry.will.take();
-        let persistent = entry.session.is_persistent();
-        if persistent {
-            let expiry = self.config.session_expiry_secs;
-            if expiry > 0 {
-                let at = now + secs_to_ticks(expiry);
+        let will = entry.will.take().filter(|_| reason.publishes_will());
+        let expiry_secs = entry.expiry_secs;
+        // What shared subscriptions dispatched here and the client did not take
+        // goes to another member [MQTT-4.8.2-4..6].
+        let orphans = entry.session.take_shared();
+        if entry.session.is_persistent() {
+            if let Some(secs) = expiry_secs {
+                let at = now + secs_to_ticks(secs);
                 entry.expires_at = Some(at);
                 self.wheel.schedule(at, Timer::SessionExpiry(conn.client_id.clone()));
             }
+            if let Some(will) = will {
+                let delay = u64::from(will_delay(&will));
+                // The will goes out at the earlier of its delay and the end of the
+                // session [MQTT-3.1.3-9].
+                let delay = expiry_secs.map_or(delay, |secs| delay.min(secs));
+                if delay == 0 {
+                    self.publish_will(will, &conn.info);
+                } else {
+                    let at = now + secs_to_ticks(delay);
+                    let entry = self.sessions.get_mut(&conn.client_id).expect("present above");
+                    entry.pending_will = Some((will, conn.info.clone(), at));
+                    self.wheel.schedule(at, Timer::Will(conn.client_id.clone()));
+                }
+            }
+            self.set_shared_online(&conn.client_id, false);
         } else {
             self.remove_session(&conn.client_id);
+            if let Some(will) = will {
+                self.publish_will(will, &conn.info);
+            }
         }
-        if let (Some(will), true) = (will, reason.publishes_will()) {
-            self.stats.wills_published += 1;
-            let message = self.new_message(will.topic, will.payload, will.qos, will.retain);
-            self.ingress(Origin::Will(&conn.info), message);
+        for delivery in orphans {
+            let Some(filter) = delivery.shared else { continue };
+            self.stats.shared_redispatched += 1;
+            self.dispatch_shared(&filter, delivery.message, 0, Some(&conn.client_id));
         }
+    }
+
+    /// Publishes a client's will message, with its MQTT 5 properties (less the
+    /// Will Delay Interval, which is the broker's business).
+    fn publish_will(&mut self, will: LastWill, info: &ClientInfo) {
+        self.stats.wills_published += 1;
+        let mut properties = will.properties;
+        properties.will_delay_interval = None;
+        let properties = (!properties.is_empty()).then(|| Box::new(properties));
+        let message = self.new_message(
+            will.topic,
+            will.payload,
+            will.qos,
+            will.retain,
+            Some(info.client_id.clone()),
+            properties,
+        );
+        self.ingress(Origin::Will(info), message);
     }
 
     /// Drops a session and its subscriptions.
@@ -539,6 +758,10 @@ impl ShardState {
         for filter in filters {
             self.remove_local_sub(&filter, client_id);
         }
+        if let Some((will, info, _)) = entry.pending_will {
+            // The session ends before the will's delay: it is due now [MQTT-3.1.3-9].
+            self.publish_will(will, &info);
+        }
     }
 
     // ---- packets from a client ---------------------------------------------------
@@ -546,49 +769,138 @@ impl ShardState {
     /// Handles one packet from `conn`'s client. An error closes that connection only.
     pub fn handle_packet(&mut self, conn: &Rc<ConnIo>, packet: Packet) -> Result<(), Close> {
         conn.last_seen.set(self.now_ticks());
+        let now_us = unix_micros();
         match packet {
             Packet::Publish(publish) => self.on_publish(conn, publish)?,
-            Packet::PubAck(Ack { packet_id }) => {
-                let acked = self.with_session(conn, |s, out| s.on_puback(packet_id, out));
+            Packet::PubAck(ack) => {
+                let acked =
+                    self.with_session(conn, |s, out| s.on_puback(ack.packet_id, out, now_us));
                 if let Some(Some(delivery)) = acked {
                     self.hooks.message_acked(&conn.info, &delivery.message);
                 }
             }
-            Packet::PubRec(Ack { packet_id }) => {
-                self.with_session(conn, |s, out| s.on_pubrec(packet_id, out));
+            Packet::PubRec(ack) => {
+                self.with_session(conn, |s, out| s.on_pubrec(&ack, out, now_us));
             }
-            Packet::PubRel(Ack { packet_id }) => {
-                self.with_session(conn, |s, out| s.on_pubrel(packet_id, out));
+            Packet::PubRel(ack) => {
+                self.with_session(conn, |s, out| s.on_pubrel(ack.packet_id, out));
             }
-            Packet::PubComp(Ack { packet_id }) => {
-                let acked = self.with_session(conn, |s, out| s.on_pubcomp(packet_id, out));
+            Packet::PubComp(ack) => {
+                let acked =
+                    self.with_session(conn, |s, out| s.on_pubcomp(ack.packet_id, out, now_us));
                 if let Some(Some(delivery)) = acked {
                     self.hooks.message_acked(&conn.info, &delivery.message);
                 }
             }
-            Packet::Subscribe(subscribe) => self.on_subscribe(conn, subscribe),
+            Packet::Subscribe(subscribe) => self.on_subscribe(conn, subscribe)?,
             Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(conn, unsubscribe),
             Packet::PingReq => {
-                codec::encode(&Packet::PingResp, &mut conn.out.borrow_mut());
+                codec::encode(&Packet::PingResp, conn.protocol, &mut conn.out.borrow_mut());
                 self.mark_dirty(conn);
             }
-            Packet::Disconnect => {
-                // [MQTT-3.14.4-3]: the will is discarded.
-                return Err(Close::Normal);
-            }
+            Packet::Disconnect(disconnect) => return Err(self.on_disconnect(conn, &disconnect)),
+            Packet::Auth(auth) => self.on_auth(conn, &auth)?,
             Packet::Connect(_) => {
-                return Err(Close::Violation(ProtocolViolation::new(
+                return Err(Close::Violation(ProtocolViolation::protocol_error(
                     "MQTT-3.1.0-2",
                     "a second CONNECT on one connection",
                 )));
             }
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                return Err(Close::Violation(ProtocolViolation::new(
+                return Err(Close::Violation(ProtocolViolation::protocol_error(
                     "MQTT-2.2.1",
                     "a packet only a server may send",
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// DISCONNECT from the client: how the connection ends. In MQTT 5 it may ask for
+    /// the will (0x04) and set a new Session Expiry Interval.
+    fn on_disconnect(&mut self, conn: &Rc<ConnIo>, disconnect: &Disconnect) -> Close {
+        if let Some(secs) = disconnect.properties.session_expiry_interval {
+            if conn.expiry_was_zero && secs != 0 {
+                return Close::Violation(ProtocolViolation::protocol_error(
+                    "MQTT-3.14.2-2",
+                    "DISCONNECT sets a Session Expiry Interval after CONNECT set 0",
+                ));
+            }
+            let cap = self.config.session_expiry_secs;
+            let expiry = match secs {
+                0 => Some(0),
+                u32::MAX if cap == 0 => None,
+                _ if cap > 0 => Some(u64::from(secs).min(cap)),
+                _ => Some(u64::from(secs)),
+            };
+            if let Some(entry) = self.sessions.get_mut(&conn.client_id) {
+                if entry.conn.as_ref().is_some_and(|c| c.id == conn.id) {
+                    entry.expiry_secs = expiry;
+                    entry.session.set_persistent(expiry != Some(0));
+                }
+            }
+        }
+        if disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL {
+            Close::NormalWithWill
+        } else {
+            // [MQTT-3.14.4-3]: the will is discarded.
+            Close::Normal
+        }
+    }
+
+    /// AUTH from a connected MQTT 5 client: re-authentication [MQTT-4.12.1].
+    fn on_auth(&mut self, conn: &Rc<ConnIo>, auth: &Auth) -> Result<(), Close> {
+        let Some(method) = &conn.auth_method else {
+            return Err(Close::Violation(ProtocolViolation::protocol_error(
+                "MQTT-4.12.0-6",
+                "AUTH from a client that did not authenticate with a method in CONNECT",
+            )));
+        };
+        if auth.properties.authentication_method.as_ref() != Some(method) {
+            return Err(Close::Violation(ProtocolViolation::protocol_error(
+                "MQTT-4.12.1-1",
+                "re-authentication must use the method of CONNECT",
+            )));
+        }
+        let round = match auth.reason {
+            ReasonCode::RE_AUTHENTICATE if conn.auth_round.get() == 0 => 0,
+            ReasonCode::CONTINUE_AUTHENTICATION if conn.auth_round.get() > 0 => {
+                conn.auth_round.get()
+            }
+            _ => {
+                return Err(Close::Violation(ProtocolViolation::protocol_error(
+                    "MQTT-4.12.0-2",
+                    "AUTH reason code out of turn",
+                )))
+            }
+        };
+        let step = self.hooks.client_authenticate(&AuthRequest {
+            client_id: &conn.client_id,
+            username: conn.info.username.as_deref(),
+            method,
+            data: auth.properties.authentication_data.as_deref(),
+            round,
+            reauthenticate: true,
+        });
+        let (reason, data) = match step {
+            AuthStep::Success(data) => {
+                conn.auth_round.set(0);
+                (ReasonCode::SUCCESS, data)
+            }
+            AuthStep::Continue(data) => {
+                conn.auth_round.set(round + 1);
+                (ReasonCode::CONTINUE_AUTHENTICATION, Some(data))
+            }
+            AuthStep::Fail(code) => return Err(Close::AuthFailed(code)),
+        };
+        let properties = Properties {
+            authentication_method: Some(method.clone()),
+            authentication_data: data,
+            ..Properties::default()
+        };
+        let packet = Packet::Auth(Auth { reason, properties });
+        codec::encode(&packet, conn.protocol, &mut conn.out.borrow_mut());
+        self.mark_dirty(conn);
         Ok(())
     }
 
@@ -602,37 +914,59 @@ impl ShardState {
         if !entry.conn.as_ref().is_some_and(|c| c.id == conn.id) {
             return None;
         }
-        let before = (entry.session.stats().sent, entry.session.queued_bytes());
+        let before = SentSnapshot::of(&entry.session);
         let result = f(&mut entry.session, &mut conn.out.borrow_mut());
-        count_sent(&mut self.stats, before, &entry.session);
+        before.count(&mut self.stats, &entry.session);
         self.mark_dirty(conn);
         Some(result)
     }
 
-    fn on_publish(&mut self, conn: &Rc<ConnIo>, publish: Publish) -> Result<(), Close> {
+    fn on_publish(&mut self, conn: &Rc<ConnIo>, mut publish: Publish) -> Result<(), Close> {
         conn.publisher.set(true);
         self.stats.messages_in[publish.qos as usize] += 1;
         self.stats.bytes_in += publish.payload.len() as u64;
+        if conn.protocol.is_v5() {
+            self.resolve_alias(conn, &mut publish)?;
+        }
         if !self.topic_within_limits(publish.topic.as_str()) {
             self.stats.limit_topic += 1;
             self.log_limit("topic_length_max/topic_levels_max");
             return Err(Close::Limit("topic_length_max/topic_levels_max"));
         }
         self.charge_publish_rate(conn, publish.payload.len());
+        let receive_maximum = usize::from(self.config.receive_maximum);
         let route = match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => true,
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                codec::encode(&Packet::PubAck(Ack { packet_id }), &mut conn.out.borrow_mut());
+                let ack = Packet::PubAck(Ack::new(packet_id));
+                codec::encode(&ack, conn.protocol, &mut conn.out.borrow_mut());
                 self.mark_dirty(conn);
                 true
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
+                let v5 = conn.protocol.is_v5();
                 let first = self.with_session(conn, |s, out| {
+                    // QoS 2 messages awaiting PUBREL are the only ones the broker
+                    // holds unacknowledged (QoS 1 is answered at once): they count
+                    // against its Receive Maximum [MQTT-3.3.4-8].
+                    if v5
+                        && !s.is_awaiting_rel(packet_id)
+                        && s.awaiting_rel_len() >= receive_maximum
+                    {
+                        return Err(Close::Violation(ProtocolViolation::with_code(
+                            "MQTT-3.3.4-8",
+                            "more QoS 2 PUBLISHes awaiting PUBREL than the Receive Maximum",
+                            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                        )));
+                    }
                     let first = s.on_incoming_qos2(packet_id);
-                    codec::encode(&Packet::PubRec(Ack { packet_id }), out);
-                    first
+                    codec::encode(&Packet::PubRec(Ack::new(packet_id)), s.link().protocol, out);
+                    Ok(first)
                 });
-                first.unwrap_or(false)
+                match first {
+                    Some(first) => first?,
+                    None => false,
+                }
             }
             (_, None) => {
                 return Err(Close::Violation(ProtocolViolation::new(
@@ -642,9 +976,68 @@ impl ShardState {
             }
         };
         if route {
-            let message =
-                self.new_message(publish.topic, publish.payload, publish.qos, publish.retain);
+            let message = self.new_message(
+                publish.topic,
+                publish.payload,
+                publish.qos,
+                publish.retain,
+                Some(conn.client_id.clone()),
+                publish.properties,
+            );
             self.ingress(Origin::Client(&conn.info), message);
+        }
+        Ok(())
+    }
+
+    /// Applies an MQTT 5 client's topic alias: sets it, or replaces the empty topic
+    /// with the one it stands for [MQTT-3.3.2-12]. Also refuses a Subscription
+    /// Identifier from a client [MQTT-3.3.4-6].
+    fn resolve_alias(&mut self, conn: &ConnIo, publish: &mut Publish) -> Result<(), Close> {
+        let Some(properties) = publish.properties.as_mut() else {
+            return if publish.topic.is_empty() {
+                Err(Close::Violation(ProtocolViolation::protocol_error(
+                    "MQTT-3.3.2-1",
+                    "PUBLISH without a topic name or a topic alias",
+                )))
+            } else {
+                Ok(())
+            };
+        };
+        if !properties.subscription_identifiers.is_empty() {
+            return Err(Close::Violation(ProtocolViolation::protocol_error(
+                "MQTT-3.3.4-6",
+                "a PUBLISH from a client carries a Subscription Identifier",
+            )));
+        }
+        if let Some(alias) = properties.topic_alias.take() {
+            if alias == 0 || alias > self.config.topic_alias_max {
+                return Err(Close::Violation(ProtocolViolation::with_code(
+                    "MQTT-3.3.2-9",
+                    "topic alias 0 or above the broker's Topic Alias Maximum",
+                    ReasonCode::TOPIC_ALIAS_INVALID,
+                )));
+            }
+            let mut aliases = conn.aliases_in.borrow_mut();
+            if publish.topic.is_empty() {
+                let Some(topic) = aliases.get(&alias) else {
+                    return Err(Close::Violation(ProtocolViolation::protocol_error(
+                        "MQTT-3.3.2-12",
+                        "an empty topic name with a topic alias that was never set",
+                    )));
+                };
+                publish.topic = topic.clone();
+            } else {
+                aliases.insert(alias, publish.topic.detached());
+            }
+        }
+        if publish.topic.is_empty() {
+            return Err(Close::Violation(ProtocolViolation::protocol_error(
+                "MQTT-3.3.2-1",
+                "PUBLISH without a topic name or a topic alias",
+            )));
+        }
+        if properties.is_empty() {
+            publish.properties = None;
         }
         Ok(())
     }
@@ -674,13 +1067,29 @@ impl ShardState {
 
     /// A message from the embedding program (`BrokerHandle::publish`).
     pub fn publish_api(&mut self, publish: ApiPublish) {
-        let message = self.new_message(publish.topic, publish.payload, publish.qos, publish.retain);
+        let message = self.new_message(
+            publish.topic,
+            publish.payload,
+            publish.qos,
+            publish.retain,
+            None,
+            None,
+        );
         self.ingress(Origin::Api, message);
     }
 
     /// A message entering the broker now, with the next id of this shard.
-    fn new_message(&mut self, topic: TopicName, payload: Bytes, qos: QoS, retain: bool) -> Message {
-        Message { id: self.ids.next(unix_micros()), topic, payload, qos, retain }
+    fn new_message(
+        &mut self,
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        publisher: Option<ByteString>,
+        properties: Option<Box<Properties>>,
+    ) -> Message {
+        let id = self.ids.next(unix_micros());
+        Message { id, topic, payload, qos, retain, publisher, properties }
     }
 
     /// Every message enters here: the `message.publish` hooks, then routing.
@@ -716,7 +1125,17 @@ impl ShardState {
             }
         }
         let shards = self.routes.matching_shards(message.topic.as_str());
-        if shards.is_empty() {
+        let mut picks = std::mem::take(&mut self.shared_scratch);
+        if !self.shared_routes.is_empty() {
+            let rng = &mut self.rng;
+            self.shared_routes.pick(
+                message.topic.as_str(),
+                self.config.shared_subscription_strategy,
+                || rng.u64(..),
+                &mut picks,
+            );
+        }
+        if shards.is_empty() && picks.is_empty() {
             self.stats.dropped_no_subscribers += 1;
         }
         for shard in shards.iter() {
@@ -726,49 +1145,138 @@ impl ShardState {
                 self.data_out.push(shard, DataMsg::Publish(Arc::clone(&message)));
             }
         }
+        for (shard, filter) in picks.drain(..) {
+            if shard == self.id {
+                self.dispatch_shared(&filter, Arc::clone(&message), 0, None);
+            } else {
+                let msg = DataMsg::Shared {
+                    filter,
+                    message: Arc::clone(&message),
+                    hops: 0,
+                    exclude: None,
+                };
+                self.data_out.push(shard, msg);
+            }
+        }
+        self.shared_scratch = picks;
     }
 
     /// Hands a message to every local session subscribed to its topic: one copy per
-    /// session, at the highest QoS among its matching subscriptions.
+    /// session, at the highest QoS among its matching subscriptions, with all their
+    /// subscription identifiers [MQTT-3.3.4-2], [MQTT-3.3.4-3].
     fn deliver_local(&mut self, message: &Arc<Message>) {
         let mut targets = std::mem::take(&mut self.scratch);
         let mut filters = 0;
+        let publisher = message.publisher.as_ref();
         self.local_subs.for_each_match(message.topic.as_str(), |_, clients| {
             filters += 1;
-            targets.extend(clients.iter().map(|(c, q)| (c.clone(), *q)));
+            targets.extend(
+                clients
+                    .iter()
+                    // No Local: not back to the publishing client [MQTT-3.8.3-3].
+                    .filter(|(c, o)| !(o.no_local && Some(*c) == publisher))
+                    .map(|(c, o)| (c.clone(), *o)),
+            );
         });
         if filters > 1 {
-            // Overlapping subscriptions: one copy at the maximum QoS [MQTT-3.3.5-1].
-            targets.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            targets.dedup_by(|later, first| later.0 == first.0);
+            targets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
-        for (client_id, sub_qos) in targets.drain(..) {
+        let mut i = 0;
+        while i < targets.len() {
+            let (client_id, first) = &targets[i];
+            let mut qos = first.qos;
+            let mut retain = first.retain_as_published;
+            let mut sub_ids: Vec<u32> = first.id.into_iter().collect();
+            let mut j = i + 1;
+            // Overlapping subscriptions of one client: one copy [MQTT-3.3.5-1].
+            while j < targets.len() && targets[j].0 == *client_id {
+                let more = &targets[j].1;
+                qos = qos.max(more.qos);
+                retain |= more.retain_as_published;
+                sub_ids.extend(more.id);
+                j += 1;
+            }
             let delivery = Delivery {
                 message: Arc::clone(message),
-                qos: message.qos.min(sub_qos),
-                retain: false,
+                qos: message.qos.min(qos),
+                // Retain As Published keeps the flag; otherwise it is cleared on
+                // forwarding [MQTT-3.3.1-12], [MQTT-3.3.1-13].
+                retain: retain && message.retain,
+                sub_ids,
+                shared: None,
             };
+            let client_id = client_id.clone();
             self.deliver_to(&client_id, delivery);
+            i = j;
         }
+        targets.clear();
         self.scratch = targets;
+    }
+
+    /// Gives a message to one member of the shared subscription `filter` on this
+    /// shard, never `exclude` (a member that just left); without an eligible member
+    /// here, passes it to another shard that has one.
+    fn dispatch_shared(
+        &mut self,
+        filter: &TopicFilter,
+        message: Arc<Message>,
+        hops: u8,
+        exclude: Option<&ByteString>,
+    ) {
+        let strategy = self.config.shared_subscription_strategy;
+        let random = self.rng.u64(..);
+        let member =
+            self.shared_local.get_mut(filter).and_then(|g| g.pick(strategy, random, exclude));
+        let Some(member) = member else {
+            let other = self.shared_routes.pick_other(filter, self.id, self.rng.u64(..));
+            match other {
+                Some(shard) if usize::from(hops) < self.shards => {
+                    let msg = DataMsg::Shared {
+                        filter: filter.clone(),
+                        message,
+                        hops: hops + 1,
+                        exclude: exclude.cloned(),
+                    };
+                    self.data_out.push(shard, msg);
+                }
+                _ => self.stats.dropped_no_subscribers += 1,
+            }
+            return;
+        };
+        let Some(options) = self
+            .sessions
+            .get(&member)
+            .and_then(|e| e.session.subscriptions().find(|(f, _)| *f == filter).map(|(_, o)| *o))
+        else {
+            return;
+        };
+        let delivery = Delivery {
+            qos: message.qos.min(options.qos),
+            retain: options.retain_as_published && message.retain,
+            sub_ids: options.id.into_iter().collect(),
+            shared: Some(filter.clone()),
+            message,
+        };
+        self.deliver_to(&member, delivery);
     }
 
     fn deliver_to(&mut self, client_id: &ByteString, delivery: Delivery) {
         let Some(entry) = self.sessions.get_mut(client_id) else { return };
-        let before = (entry.session.stats().sent, entry.session.queued_bytes());
+        let before = SentSnapshot::of(&entry.session);
         let may_queue = self.stats.queued_bytes < self.queued_bytes_max;
+        let now_us = unix_micros();
         let dropped = match &entry.conn {
             Some(conn) => {
                 let out = &mut conn.out.borrow_mut();
-                let dropped = entry.session.deliver(delivery, Some(out), may_queue);
+                let dropped = entry.session.deliver(delivery, Some(out), may_queue, now_us);
                 if !conn.dirty.replace(true) {
                     self.to_wake.push(Rc::clone(conn));
                 }
                 dropped
             }
-            None => entry.session.deliver(delivery, None, may_queue),
+            None => entry.session.deliver(delivery, None, may_queue, now_us),
         };
-        count_sent(&mut self.stats, before, &entry.session);
+        before.count(&mut self.stats, &entry.session);
         if let Some(conn) = &entry.conn {
             let behind = entry.session.mqueue_len() > 0
                 || conn.out.borrow().len() > self.config.out_buffer_max_bytes;
@@ -845,16 +1353,38 @@ impl ShardState {
         self.retained.insert(topic, message);
     }
 
-    fn on_subscribe(&mut self, conn: &Rc<ConnIo>, subscribe: Subscribe) {
+    fn on_subscribe(&mut self, conn: &Rc<ConnIo>, subscribe: Subscribe) -> Result<(), Close> {
+        let v5 = conn.protocol.is_v5();
+        // One identifier for every filter of the SUBSCRIBE [MQTT-3.8.2.1.2].
+        let sub_id = subscribe.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         for request in subscribe.filters {
             let Some(request) = self.hooks.client_subscribe(&conn.info, request) else {
-                codes.push(SubAckCode::Failure);
+                codes.push(if v5 {
+                    ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
                 continue;
             };
+            let shared = match parse_shared(request.filter.as_str()) {
+                None => false,
+                Some(Ok(_)) => true,
+                Some(Err(reason)) => {
+                    tracing::debug!(client_id = %conn.client_id, "refusing filter: {reason}");
+                    codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+            };
+            if shared && request.no_local {
+                return Err(Close::Violation(ProtocolViolation::protocol_error(
+                    "MQTT-3.8.3-4",
+                    "No Local on a shared subscription",
+                )));
+            }
             if !self.topic_within_limits(request.filter.as_str()) {
                 self.stats.limit_topic += 1;
-                codes.push(SubAckCode::Failure);
+                codes.push(ReasonCode::UNSPECIFIED_ERROR);
                 continue;
             }
             let subscriptions_max = self.config.subscriptions_max;
@@ -864,23 +1394,49 @@ impl ShardState {
             if full == Some(true) {
                 self.stats.limit_subscriptions += 1;
                 self.log_limit("subscriptions_max");
-                codes.push(SubAckCode::Failure);
+                codes.push(if v5 {
+                    ReasonCode::QUOTA_EXCEEDED
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
                 continue;
             }
-            let qos = request.qos;
+            let options = SubOptions {
+                qos: request.qos,
+                no_local: request.no_local,
+                retain_as_published: request.retain_as_published,
+                id: sub_id,
+            };
             // Kept as long as the session: detach it from the read buffer.
             let filter = request.filter.detached();
-            let known = self.with_session(conn, |s, _| s.subscribe(filter.clone(), qos));
-            if known.is_none() {
-                return;
+            let Some(previous) =
+                self.with_session(conn, |s, _| s.subscribe(filter.clone(), options))
+            else {
+                return Ok(());
+            };
+            codes.push(ReasonCode::granted(request.qos));
+            if shared {
+                // Retained messages are not sent on a shared subscription
+                // [MQTT-4.8.2-?]; the member joins its group's rotation.
+                if previous.is_none() {
+                    self.join_shared(&filter, &conn.client_id);
+                }
+                continue;
             }
-            self.add_local_sub(&filter, &conn.client_id, qos);
-            codes.push(SubAckCode::Granted(qos));
-            self.query_retained(&conn.client_id, filter, qos);
+            self.add_local_sub(&filter, &conn.client_id, options);
+            let send_retained = match request.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => previous.is_none(),
+                RetainHandling::DoNotSend => false,
+            };
+            if send_retained {
+                self.query_retained(&conn.client_id, filter, request.qos, sub_id);
+            }
         }
-        let suback = SubAck { packet_id: subscribe.packet_id, codes };
+        let suback =
+            SubAck { packet_id: subscribe.packet_id, codes, properties: Properties::default() };
         if self.route_rev_acked() {
-            codec::encode(&Packet::SubAck(suback), &mut conn.out.borrow_mut());
+            codec::encode(&Packet::SubAck(suback), conn.protocol, &mut conn.out.borrow_mut());
             self.mark_dirty(conn);
         } else {
             conn.subacks_pending.set(conn.subacks_pending.get() + 1);
@@ -890,39 +1446,108 @@ impl ShardState {
                 suback,
             });
         }
+        Ok(())
     }
 
     fn on_unsubscribe(&mut self, conn: &Rc<ConnIo>, unsubscribe: Unsubscribe) {
+        let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in unsubscribe.filters {
-            let Some(filter) = self.hooks.client_unsubscribe(&conn.info, filter) else { continue };
+            let Some(filter) = self.hooks.client_unsubscribe(&conn.info, filter) else {
+                codes.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            };
             let existed = self.with_session(conn, |s, _| s.unsubscribe(&filter));
             if existed == Some(true) {
                 self.remove_local_sub(&filter, &conn.client_id);
+                codes.push(ReasonCode::SUCCESS);
+            } else {
+                codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
             }
         }
-        codec::encode(
-            &Packet::UnsubAck(Ack { packet_id: unsubscribe.packet_id }),
-            &mut conn.out.borrow_mut(),
-        );
+        let unsuback =
+            UnsubAck { packet_id: unsubscribe.packet_id, codes, properties: Properties::default() };
+        codec::encode(&Packet::UnsubAck(unsuback), conn.protocol, &mut conn.out.borrow_mut());
         self.mark_dirty(conn);
     }
 
-    fn add_local_sub(&mut self, filter: &TopicFilter, client_id: &ByteString, qos: QoS) {
+    fn add_local_sub(&mut self, filter: &TopicFilter, client_id: &ByteString, options: SubOptions) {
         let clients = self.local_subs.get_or_insert_with(filter.as_str(), HashMap::new);
         let first = clients.is_empty();
-        clients.insert(client_id.clone(), qos);
+        clients.insert(client_id.clone(), options);
         if first {
             self.announce_route(filter, true);
         }
     }
 
     fn remove_local_sub(&mut self, filter: &TopicFilter, client_id: &ByteString) {
+        if parse_shared(filter.as_str()).is_some() {
+            self.leave_shared(filter, client_id);
+            return;
+        }
         let Some(clients) = self.local_subs.get_mut(filter.as_str()) else { return };
         clients.remove(client_id);
         if clients.is_empty() {
             self.local_subs.remove(filter.as_str());
             self.announce_route(filter, false);
         }
+    }
+
+    /// A connected member joins the shared subscription `filter` on this shard.
+    fn join_shared(&mut self, filter: &TopicFilter, client_id: &ByteString) {
+        let group = self.shared_local.entry(filter.clone()).or_default();
+        if group.members.contains(client_id) {
+            return;
+        }
+        group.members.push(client_id.clone());
+        let members = group.members.len() as u32;
+        self.announce_shared(filter, members);
+    }
+
+    /// A member leaves (unsubscribed, or disconnected) the shared subscription.
+    fn leave_shared(&mut self, filter: &TopicFilter, client_id: &ByteString) {
+        let Some(group) = self.shared_local.get_mut(filter) else { return };
+        let before = group.members.len();
+        group.members.retain(|c| c != client_id);
+        if group.members.len() == before {
+            return;
+        }
+        let members = group.members.len() as u32;
+        if members == 0 {
+            self.shared_local.remove(filter);
+        }
+        self.announce_shared(filter, members);
+    }
+
+    /// Joins or leaves every shared group of a session as its client connects or
+    /// disconnects: only connected members get messages.
+    fn set_shared_online(&mut self, client_id: &ByteString, online: bool) {
+        let Some(entry) = self.sessions.get(client_id) else { return };
+        let filters: Vec<TopicFilter> = entry
+            .session
+            .subscriptions()
+            .filter(|(f, _)| parse_shared(f.as_str()).is_some())
+            .map(|(f, _)| f.clone())
+            .collect();
+        for filter in filters {
+            if online {
+                self.join_shared(&filter, client_id);
+            } else {
+                self.leave_shared(&filter, client_id);
+            }
+        }
+    }
+
+    /// Tells every shard (this one too) how many members of `filter` are here.
+    fn announce_shared(&mut self, filter: &TopicFilter, members: u32) {
+        self.route_rev += 1;
+        let rev = self.route_rev;
+        self.shared_routes.set(filter, self.id, members);
+        for shard in (0..self.shards).filter(|s| *s != self.id) {
+            let msg =
+                CtrlMsg::SharedRoute { origin: self.id, rev, filter: filter.clone(), members };
+            self.ctrl_out.push(shard, msg);
+        }
+        self.stats.route_updates_sent += 1;
     }
 
     /// A 0 <-> 1 transition of local subscribers for `filter`: apply it to our own
@@ -943,7 +1568,13 @@ impl ShardState {
     }
 
     /// Asks the shards holding retained messages that may match `filter`.
-    fn query_retained(&mut self, client_id: &ByteString, filter: TopicFilter, qos: QoS) {
+    fn query_retained(
+        &mut self,
+        client_id: &ByteString,
+        filter: TopicFilter,
+        qos: QoS,
+        sub_id: Option<u32>,
+    ) {
         let targets: Vec<usize> = if filter.has_wildcards() {
             (0..self.shards).collect()
         } else {
@@ -952,39 +1583,54 @@ impl ShardState {
         for shard in targets {
             if shard == self.id {
                 let messages = self.matching_retained(&filter);
-                self.deliver_retained(client_id, qos, messages);
+                self.deliver_retained(client_id, qos, sub_id, messages);
             } else {
                 let msg = CtrlMsg::RetainedQuery {
                     origin: self.id,
                     client_id: client_id.clone(),
                     filter: filter.clone(),
                     qos,
+                    sub_id,
                 };
                 self.ctrl_out.push(shard, msg);
             }
         }
     }
 
+    /// The retained messages matching `filter`, less those whose Message Expiry
+    /// Interval passed [MQTT-3.3.2-5].
     fn matching_retained(&self, filter: &TopicFilter) -> Vec<Arc<Message>> {
+        let now_us = unix_micros();
+        let live = |m: &&Arc<Message>| remaining_expiry(m, now_us).is_some();
         if filter.has_wildcards() {
             self.retained
                 .iter()
                 .chain(self.retained_own.iter())
                 .filter(|(topic, _)| topic_matches(filter.as_str(), topic))
-                .map(|(_, m)| Arc::clone(m))
+                .map(|(_, m)| m)
+                .filter(live)
+                .map(Arc::clone)
                 .collect()
         } else {
             let own = is_sys_topic(filter.as_str());
             let store = if own { &self.retained_own } else { &self.retained };
-            store.get(filter.as_str()).map(Arc::clone).into_iter().collect()
+            store.get(filter.as_str()).filter(live).map(Arc::clone).into_iter().collect()
         }
     }
 
-    fn deliver_retained(&mut self, client_id: &ByteString, qos: QoS, messages: Vec<Arc<Message>>) {
+    fn deliver_retained(
+        &mut self,
+        client_id: &ByteString,
+        qos: QoS,
+        sub_id: Option<u32>,
+        messages: Vec<Arc<Message>>,
+    ) {
         for message in messages {
             let qos = message.qos.min(qos);
             // [MQTT-3.3.1-8]: sent because of a new subscription, so RETAIN is set.
-            self.deliver_to(client_id, Delivery { message, qos, retain: true });
+            let mut delivery = Delivery::new(message, qos, true);
+            delivery.sub_ids.extend(sub_id);
+            self.deliver_to(client_id, delivery);
         }
     }
 
@@ -994,8 +1640,11 @@ impl ShardState {
         match msg {
             DataMsg::Publish(message) => self.deliver_local(&message),
             DataMsg::Retain(message) => self.store_retained(message),
-            DataMsg::Retained { client_id, qos, messages } => {
-                self.deliver_retained(&client_id, qos, messages);
+            DataMsg::Retained { client_id, qos, sub_id, messages } => {
+                self.deliver_retained(&client_id, qos, sub_id, messages);
+            }
+            DataMsg::Shared { filter, message, hops, exclude } => {
+                self.dispatch_shared(&filter, message, hops, exclude.as_ref());
             }
         }
     }
@@ -1012,11 +1661,17 @@ impl ShardState {
                 self.route_acked[from] = self.route_acked[from].max(rev);
                 self.release_subacks();
             }
-            CtrlMsg::RetainedQuery { origin, client_id, filter, qos } => {
+            CtrlMsg::RetainedQuery { origin, client_id, filter, qos, sub_id } => {
                 let messages = self.matching_retained(&filter);
                 if !messages.is_empty() {
-                    self.data_out.push(origin, DataMsg::Retained { client_id, qos, messages });
+                    let msg = DataMsg::Retained { client_id, qos, sub_id, messages };
+                    self.data_out.push(origin, msg);
                 }
+            }
+            CtrlMsg::SharedRoute { origin, rev, filter, members } => {
+                // One ring per origin keeps its updates in order.
+                self.shared_routes.set(&filter, origin, members);
+                self.ctrl_out.push(origin, CtrlMsg::RouteAck { from: self.id, rev });
             }
             CtrlMsg::Handoff(handoff) => return Some(handoff),
             CtrlMsg::Stats(snapshot) => {
@@ -1040,7 +1695,8 @@ impl ShardState {
                 let pending = self.pending_subacks.remove(i);
                 if let Some(conn) = pending.conn.upgrade() {
                     conn.subacks_pending.set(conn.subacks_pending.get() - 1);
-                    codec::encode(&Packet::SubAck(pending.suback), &mut conn.out.borrow_mut());
+                    let packet = Packet::SubAck(pending.suback);
+                    codec::encode(&packet, conn.protocol, &mut conn.out.borrow_mut());
                     self.mark_dirty(&conn);
                 }
             } else {
@@ -1079,7 +1735,8 @@ impl ShardState {
                 }
                 Timer::Retry(conn) => {
                     let Some(conn) = conn.upgrade() else { continue };
-                    self.with_session(&conn, |s, out| s.retry(out));
+                    let now_us = unix_micros();
+                    self.with_session(&conn, |s, out| s.retry(out, now_us));
                     let next = now + secs_to_ticks(self.config.retry_interval_secs);
                     self.wheel.schedule(next, Timer::Retry(Rc::downgrade(&conn)));
                 }
@@ -1090,6 +1747,14 @@ impl ShardState {
                     if expired {
                         self.stats.sessions_expired += 1;
                         self.remove_session(&client_id);
+                    }
+                }
+                Timer::Will(client_id) => {
+                    let Some(entry) = self.sessions.get_mut(&client_id) else { continue };
+                    let due = entry.pending_will.as_ref().is_some_and(|(_, _, at)| *at <= now);
+                    if due && entry.conn.is_none() {
+                        let (will, info, _) = entry.pending_will.take().expect("due");
+                        self.publish_will(will, &info);
                     }
                 }
             }
@@ -1103,7 +1768,8 @@ impl ShardState {
             e.session.mqueue_len() > 0 && e.conn.as_ref().is_some_and(|c| c.id == conn.id)
         });
         if queued {
-            self.with_session(conn, |s, out| s.drain(out));
+            let now_us = unix_micros();
+            self.with_session(conn, |s, out| s.drain(out, now_us));
         }
     }
 
@@ -1150,7 +1816,8 @@ impl ShardState {
             debug_assert!(false, "broker-made topics are valid: {topic}");
             return;
         };
-        let message = self.new_message(topic, Bytes::from(payload), QoS::AtMostOnce, true);
+        let message =
+            self.new_message(topic, Bytes::from(payload), QoS::AtMostOnce, true, None, None);
         self.route(Arc::new(message));
     }
 
@@ -1165,13 +1832,34 @@ impl ShardState {
     }
 }
 
-/// Adds what a session sent and queued during one call to the shard's counters.
-fn count_sent(stats: &mut ShardStats, before: ([u64; 3], usize), session: &Session) {
-    let after = session.stats().sent;
-    for ((out, now), then) in stats.messages_out.iter_mut().zip(after).zip(before.0) {
-        *out += now - then;
+/// A session's counters before a call, to add what the call sent, queued and
+/// dropped to the shard's counters.
+struct SentSnapshot {
+    stats: SessionStats,
+    queued_bytes: usize,
+}
+
+impl SentSnapshot {
+    fn of(session: &Session) -> SentSnapshot {
+        SentSnapshot { stats: session.stats(), queued_bytes: session.queued_bytes() }
     }
-    stats.queued_bytes = stats.queued_bytes + session.queued_bytes() as u64 - before.1 as u64;
+
+    fn count(self, stats: &mut ShardStats, session: &Session) {
+        let after = session.stats();
+        for ((out, now), then) in stats.messages_out.iter_mut().zip(after.sent).zip(self.stats.sent)
+        {
+            *out += now - then;
+        }
+        stats.dropped_expired += after.dropped_expired - self.stats.dropped_expired;
+        stats.dropped_too_large += after.dropped_too_large - self.stats.dropped_too_large;
+        stats.queued_bytes =
+            stats.queued_bytes + session.queued_bytes() as u64 - self.queued_bytes as u64;
+    }
+}
+
+/// The Will Delay Interval of a will, in seconds (0 without one).
+fn will_delay(will: &LastWill) -> u32 {
+    will.properties.will_delay_interval.unwrap_or(0)
 }
 
 /// Whether `topic` is in the broker's own `$SYS` tree.

@@ -26,8 +26,8 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use shardmq::protocol::codec::{self, PACKET_SIZE_MAX};
 use shardmq::protocol::{
-    Ack, ConnAck, Connect, ConnectReturnCode, DecodeError, Limits, Packet, PacketId,
-    ProtocolVersion, Publish, QoS, SubAckCode, Subscribe, SubscribeFilter, TopicFilter, TopicName,
+    Ack, ConnAck, Connect, DecodeError, Disconnect, Limits, Packet, PacketId, Properties,
+    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeFilter, TopicFilter, TopicName,
     Unsubscribe,
 };
 use shardmq::router::owner_shard;
@@ -117,6 +117,7 @@ pub fn publish_packet(
         topic: topic(topic_name),
         packet_id: packet_id.map(pid),
         payload: Bytes::copy_from_slice(payload),
+        properties: None,
     })
 }
 
@@ -130,13 +131,19 @@ pub fn connect_packet(client_id: &str, clean_session: bool) -> Connect {
         will: None,
         username: None,
         password: None,
+        properties: Properties::default(),
     }
 }
 
-/// The encoded bytes of `packet`.
+/// The encoded bytes of `packet`, in the MQTT 3.1.1 layout.
 pub fn encode(packet: &Packet) -> Vec<u8> {
+    encode_as(packet, ProtocolVersion::V311)
+}
+
+/// The encoded bytes of `packet` in the layout of `protocol`.
+pub fn encode_as(packet: &Packet, protocol: ProtocolVersion) -> Vec<u8> {
     let mut buf = BytesMut::new();
-    codec::encode(packet, &mut buf);
+    codec::encode(packet, protocol, &mut buf);
     buf.to_vec()
 }
 
@@ -161,6 +168,9 @@ pub struct Raw {
     /// SUBACK), returned first by the next receive.
     early: VecDeque<Packet>,
     next_id: u16,
+    /// The protocol of the CONNECT sent (3.1.1 until one is): the layout of
+    /// everything after it.
+    protocol: ProtocolVersion,
 }
 
 impl Raw {
@@ -168,7 +178,13 @@ impl Raw {
     pub fn open(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).expect("connect to the broker");
         stream.set_nodelay(true).expect("set_nodelay");
-        Raw { stream, buf: BytesMut::with_capacity(64 * 1024), early: VecDeque::new(), next_id: 0 }
+        Raw {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            early: VecDeque::new(),
+            next_id: 0,
+            protocol: ProtocolVersion::V311,
+        }
     }
 
     /// Connects with `connect` and returns the client with the CONNACK, whatever it
@@ -185,7 +201,7 @@ impl Raw {
     /// Connects as `client_id` (3.1.1, keep-alive off); asserts the CONNACK accepts.
     pub fn connect(addr: SocketAddr, client_id: &str, clean_session: bool) -> (Raw, ConnAck) {
         let (raw, connack) = Raw::connect_with(addr, connect_packet(client_id, clean_session));
-        assert_eq!(connack.code, ConnectReturnCode::Accepted, "CONNACK of {client_id}");
+        assert_eq!(connack.reason, ReasonCode::SUCCESS, "CONNACK of {client_id}");
         (raw, connack)
     }
 
@@ -199,7 +215,10 @@ impl Raw {
     }
 
     pub fn send(&mut self, packet: &Packet) {
-        self.send_bytes(&encode(packet));
+        if let Packet::Connect(connect) = packet {
+            self.protocol = connect.protocol;
+        }
+        self.send_bytes(&encode_as(packet, self.protocol));
     }
 
     pub fn send_bytes(&mut self, bytes: &[u8]) {
@@ -212,7 +231,7 @@ impl Raw {
             return Ok(packet);
         }
         let deadline = Instant::now() + timeout;
-        let limits = Limits { packet_size_max: PACKET_SIZE_MAX };
+        let limits = Limits { packet_size_max: PACKET_SIZE_MAX, protocol: self.protocol };
         let mut chunk = [0u8; 16 * 1024];
         loop {
             match codec::decode(&mut self.buf, &limits) {
@@ -338,13 +357,15 @@ impl Raw {
     }
 
     /// SUBSCRIBE and its SUBACK's return codes.
-    pub fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Vec<SubAckCode> {
+    pub fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Vec<ReasonCode> {
         let id = self.next_id();
-        let filters = filters
-            .iter()
-            .map(|(f, qos)| SubscribeFilter { filter: filter(f), qos: *qos })
-            .collect();
-        self.send(&Packet::Subscribe(Subscribe { packet_id: pid(id), filters }));
+        let filters =
+            filters.iter().map(|(f, qos)| SubscribeFilter::new(filter(f), *qos)).collect();
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: pid(id),
+            filters,
+            properties: Properties::default(),
+        }));
         // The server may send matching PUBLISHes (e.g. retained messages) before the
         // SUBACK (MQTT 3.1.1 section 3.8.4); they are kept for the next receive.
         let mut early = Vec::new();
@@ -365,7 +386,11 @@ impl Raw {
     pub fn unsubscribe(&mut self, filters: &[&str]) {
         let id = self.next_id();
         let filters = filters.iter().map(|f| filter(f)).collect();
-        self.send(&Packet::Unsubscribe(Unsubscribe { packet_id: pid(id), filters }));
+        self.send(&Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(id),
+            filters,
+            properties: Properties::default(),
+        }));
         match self.recv() {
             Packet::UnsubAck(ack) => assert_eq!(ack.packet_id, pid(id), "[MQTT-3.10.4-4]"),
             other => panic!("expected UNSUBACK, got {other:?}"),
@@ -393,12 +418,12 @@ impl Raw {
         match qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
-                assert_eq!(self.recv(), Packet::PubAck(Ack { packet_id: id }));
+                assert_eq!(self.recv(), Packet::PubAck(Ack::new(id)));
             }
             QoS::ExactlyOnce => {
-                assert_eq!(self.recv(), Packet::PubRec(Ack { packet_id: id }));
-                self.send(&Packet::PubRel(Ack { packet_id: id }));
-                assert_eq!(self.recv(), Packet::PubComp(Ack { packet_id: id }));
+                assert_eq!(self.recv(), Packet::PubRec(Ack::new(id)));
+                self.send(&Packet::PubRel(Ack::new(id)));
+                assert_eq!(self.recv(), Packet::PubComp(Ack::new(id)));
             }
         }
     }
@@ -439,10 +464,10 @@ impl Raw {
             Packet::Publish(p) => {
                 match (p.qos, p.packet_id) {
                     (QoS::AtLeastOnce, Some(id)) => {
-                        self.send(&Packet::PubAck(Ack { packet_id: id }));
+                        self.send(&Packet::PubAck(Ack::new(id)));
                     }
                     (QoS::ExactlyOnce, Some(id)) => {
-                        self.send(&Packet::PubRec(Ack { packet_id: id }));
+                        self.send(&Packet::PubRec(Ack::new(id)));
                     }
                     (QoS::AtMostOnce, None) => {}
                     _ => panic!("PUBLISH with a packet id that does not fit its QoS: {p:?}"),
@@ -460,7 +485,7 @@ impl Raw {
     /// DISCONNECT, then waits until the broker closes the socket, which it does after
     /// taking the session offline.
     pub fn disconnect(mut self) {
-        self.send(&Packet::Disconnect);
+        self.send(&Packet::Disconnect(Disconnect::default()));
         let _ = self.stream.shutdown(Shutdown::Write);
         let packets = self.packets_until_closed();
         assert!(
@@ -485,7 +510,7 @@ pub fn probe(addr: SocketAddr, shard: usize, prefix: &str, filter: &str) -> Raw 
     let (mut raw, _) = Raw::connect(addr, &id, true);
     assert_eq!(
         raw.subscribe(&[(filter, QoS::AtMostOnce)]),
-        vec![SubAckCode::Granted(QoS::AtMostOnce)]
+        vec![ReasonCode::granted(QoS::AtMostOnce)]
     );
     raw
 }

@@ -58,11 +58,7 @@ def test_connect_mqtt31_accepted_and_works(broker, mqtt_client, raw_client, topi
     assert (m.topic, m.payload, m.qos) == (f"{topic_root}/v311", b"from-3.1", 2)
 
 
-@pytest.mark.parametrize("level", [
-    0, 2, 7, 255,
-    pytest.param(5, marks=pytest.mark.skipif(
-        IS_MOSQUITTO, reason="mosquitto also speaks MQTT 5 and accepts level 5; shardmq is 3.1/3.1.1 only")),
-])
+@pytest.mark.parametrize("level", [0, 2, 6, 7, 255])
 def test_unacceptable_protocol_level(broker, raw_client, level):
     """[MQTT-3.1.2-2] An unsupported protocol level gets CONNACK return code
     0x01 (unacceptable protocol version) and the connection is closed."""
