@@ -35,9 +35,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from mqtt_helpers import (
+from mqtt_helpers import (  # noqa: F401  (packet types re-exported for the v5 tests)
     CONNACK,
+    CONNECT,
     DISCONNECT,
+    PINGRESP,
+    PUBACK,
+    PUBCOMP,
+    PUBREC,
+    PUBREL,
     DEFAULT_TIMEOUT,
     IS_MOSQUITTO,
     PUBLISH,
@@ -540,6 +546,7 @@ class RawClient5(RawClient):
         one. Fails if the connection stays open, or if anything but PUBLISH /
         acks precede the DISCONNECT, or if packets follow it [MQTT-3.14.4-1]."""
         got = self.wait_closed(timeout)
+        self.packets_before_close = got
         discs = [i for i, p in enumerate(got) if p.type == DISCONNECT]
         if not discs:
             return None
@@ -552,15 +559,15 @@ class RawClient5(RawClient):
         return rc
 
 
-def assert_disconnect_reason(rc: Optional[int], allowed, what: str = "") -> None:
+def assert_disconnect_reason(rc: Optional[int], allowed, what: str = "",
+                             why: str = "section 4.13.1: a server SHOULD send it; shardmq does") -> None:
     """``rc`` (from ``expect_disconnect``) must be one of ``allowed``. A close
     without DISCONNECT is accepted only from Mosquitto, by skipping the rest of
     the test: section 4.13.1 says a server SHOULD send the DISCONNECT with
     the reason code, and shardmq does."""
     allowed = {allowed} if isinstance(allowed, int) else set(allowed)
     if rc is None and IS_MOSQUITTO:
-        pytest.skip(f"mosquitto closed the connection without sending a DISCONNECT {what} "
-                    "(section 4.13.1: a server SHOULD send it; shardmq does)")
+        pytest.skip(f"mosquitto closed the connection without sending a DISCONNECT {what} ({why})")
     assert rc is not None, f"connection closed without a DISCONNECT; expected reason {sorted(map(hex, allowed))} {what}"
     assert rc in allowed, f"DISCONNECT reason {rc:#04x}, expected one of {[hex(a) for a in sorted(allowed)]} {what}"
 
