@@ -513,7 +513,39 @@ def parse_disconnect5(p: Packet) -> tuple[int, Props]:
 # --------------------------------------------------------------------------
 
 class RawClient5(RawClient):
-    """RawClient speaking MQTT 5."""
+    """RawClient speaking MQTT 5.
+
+    ``recv_until(type)`` does not drop the packets of other types that arrive
+    first: they stay queued (``pending``) and later ``recv_packet`` /
+    ``recv_until`` calls return them first, in arrival order."""
+
+    @property
+    def pending(self) -> list[Packet]:
+        if not hasattr(self, "_pending"):
+            self._pending = []
+        return self._pending
+
+    def recv_packet(self, timeout: float = DEFAULT_TIMEOUT) -> Packet:
+        if self.pending:
+            return self.pending.pop(0)
+        return super().recv_packet(timeout)
+
+    def recv_until(self, ptype: int, timeout: float = DEFAULT_TIMEOUT) -> tuple[Packet, list[Packet]]:
+        """The first packet of ``ptype`` (queued or new); others stay queued.
+        Returns (packet, [])."""
+        for i, p in enumerate(self.pending):
+            if p.type == ptype:
+                return self.pending.pop(i), []
+        deadline = time.monotonic() + timeout
+        while True:
+            p = super().recv_packet(max(0.0, deadline - time.monotonic()))
+            if p.type == ptype:
+                return p, []
+            self.pending.append(p)
+
+    def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> list[Packet]:
+        queued, self._pending = list(self.pending), []
+        return queued + super().wait_closed(timeout)
 
     def connect5(self, client_id: str = "", timeout: float = DEFAULT_TIMEOUT, **kw) -> Connack5:
         """Send an MQTT 5 CONNECT (``kw`` as in ``connect5``) and return the CONNACK."""
@@ -525,20 +557,12 @@ class RawClient5(RawClient):
         return parse_publish5(p)
 
     def subscribe5(self, pid: int, filters, props=(), timeout: float = DEFAULT_TIMEOUT) -> list[int]:
-        """SUBSCRIBE and wait for the SUBACK; returns its reason codes.
-        Other packets received meanwhile are kept in ``self.pending``."""
+        """SUBSCRIBE and wait for the SUBACK; returns its reason codes."""
         self.send(subscribe5(pid, filters, props))
-        p, skipped = self.recv_until(SUBACK, timeout)
-        self.pending.extend(skipped)
+        p, _ = self.recv_until(SUBACK, timeout)
         got_pid, _props, codes = parse_suback5(p)
         assert got_pid == pid, f"SUBACK packet id {got_pid} != {pid} [MQTT-3.8.4-2]"
         return codes
-
-    @property
-    def pending(self) -> list[Packet]:
-        if not hasattr(self, "_pending"):
-            self._pending = []
-        return self._pending
 
     def expect_disconnect(self, timeout: float = DEFAULT_TIMEOUT) -> Optional[int]:
         """Wait until the broker closes the connection. Returns the reason code
