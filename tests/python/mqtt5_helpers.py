@@ -630,12 +630,16 @@ def props_of(packet_type, **kw) -> Properties:
 
 
 def _props_dict(p) -> dict:
+    """paho Properties -> {attribute name: value}, binary values as bytes,
+    Subscription Identifier always a list."""
     if p is None:
         return {}
-    try:
-        return dict(p.json())
-    except Exception:
-        return {}
+    out = {}
+    for name in p.names:
+        attr = name.replace(" ", "")
+        if hasattr(p, attr):
+            out[attr] = getattr(p, attr)
+    return out
 
 
 class MqttClient5:
