@@ -37,8 +37,7 @@ def test_no_local(mqtt5_client, topic_root, shard, no_local):
 
 
 @pytest.mark.parametrize("pub_shard,sub_shard", SHARD_PAIRS)
-@pytest.mark.parametrize("rap", [True, False], ids=["rap-1", "rap-0"])
-def test_retain_as_published(mqtt5_client, topic_root, pub_shard, sub_shard, rap):
+def test_retain_as_published(mqtt5_client, topic_root, pub_shard, sub_shard):
     """[MQTT-3.3.1-12] [MQTT-3.3.1-13] Retain As Published: a retained PUBLISH
     forwarded to an existing subscription keeps RETAIN=1 with RAP=1 and gets
     RETAIN=0 with RAP=0; a non-retained one has RETAIN=0 either way. The
@@ -47,20 +46,22 @@ def test_retain_as_published(mqtt5_client, topic_root, pub_shard, sub_shard, rap
     t = f"{topic_root}/rap"
     pub = mqtt5_client(shard=pub_shard, prefix="p")
     pub.publish(t, b"stored", qos=1, retain=True)
-    sub = mqtt5_client(shard=sub_shard, prefix="s")
-    assert sub.subscribe(t, 1, rap=rap) == [1]
-    m = sub.get()
-    assert (m.payload, m.retain) == (b"stored", True)
+    subs = {}
+    for rap in (True, False):
+        subs[rap] = mqtt5_client(shard=sub_shard, prefix="s")
+        assert subs[rap].subscribe(t, 1, rap=rap) == [1]
+        m = subs[rap].get()
+        assert (m.payload, m.retain) == (b"stored", True)
     pub.publish(t, b"live-retained", qos=1, retain=True)
     pub.publish(t, b"live-plain", qos=1)
-    m1, m2 = sub.expect(2)
-    assert (m1.payload, m1.retain) == (b"live-retained", rap)
-    assert (m2.payload, m2.retain) == (b"live-plain", False)
+    for rap, sub in subs.items():
+        m1, m2 = sub.expect(2)
+        assert (m1.payload, m1.retain) == (b"live-retained", rap), f"RAP={rap}"
+        assert (m2.payload, m2.retain) == (b"live-plain", False), f"RAP={rap}"
 
 
 @pytest.mark.parametrize("pub_shard,sub_shard", SHARD_PAIRS)
-@pytest.mark.parametrize("rh", [0, 1, 2], ids=["rh-0", "rh-1", "rh-2"])
-def test_retain_handling(mqtt5_client, topic_root, pub_shard, sub_shard, rh):
+def test_retain_handling(mqtt5_client, topic_root, pub_shard, sub_shard):
     """[MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] [MQTT-3.8.4-4] Retain
     Handling 0 sends the retained messages at every subscribe, re-subscribes
     included; 1 only when the subscription did not exist yet; 2 never. Live
@@ -68,15 +69,17 @@ def test_retain_handling(mqtt5_client, topic_root, pub_shard, sub_shard, rh):
     t = f"{topic_root}/rh"
     pub = mqtt5_client(shard=pub_shard, prefix="p")
     pub.publish(t, b"stored", qos=1, retain=True)
-    sub = mqtt5_client(shard=sub_shard, prefix="s")
-    expect_first = {0: [b"stored"], 1: [b"stored"], 2: []}[rh]
-    expect_again = {0: [b"stored"], 1: [], 2: []}[rh]
-    for round_, expect in enumerate([expect_first, expect_again]):
-        assert sub.subscribe(t, 1, rh=rh) == [1]
-        pub.publish(t, b"sentinel%d" % round_, qos=1)
-        m, before = sub.get_until(lambda m: m.payload == b"sentinel%d" % round_)
-        assert [x.payload for x in before] == expect, f"round {round_}"
-        assert all(x.retain for x in before) and not m.retain
+    for rh in (0, 1, 2):
+        sub = mqtt5_client(shard=sub_shard, prefix="s")
+        expect_first = {0: [b"stored"], 1: [b"stored"], 2: []}[rh]
+        expect_again = {0: [b"stored"], 1: [], 2: []}[rh]
+        for round_, expect in enumerate([expect_first, expect_again]):
+            assert sub.subscribe(t, 1, rh=rh) == [1]
+            sentinel = b"sentinel-%d-%d" % (rh, round_)
+            pub.publish(t, sentinel, qos=1)
+            m, before = sub.get_until(lambda m: m.payload == sentinel)
+            assert [x.payload for x in before] == expect, f"Retain Handling {rh}, subscribe #{round_ + 1}"
+            assert all(x.retain for x in before) and not m.retain
     sub.expect_none(0.2)
 
 

@@ -78,7 +78,7 @@ def test_will_sent_at_session_end_when_earlier(broker, raw5, mqtt5_client, topic
     assert elapsed >= 0.9, f"will published after {elapsed:.2f}s, before the session ended"
 
 
-@pytest.mark.parametrize("shard", [0, 1])
+@pytest.mark.parametrize("shard", [1])
 def test_will_without_delay_and_session_expiry_is_immediate(broker, raw5, mqtt5_client, topic_root, shard):
     """[MQTT-3.1.2-8] Without a Will Delay Interval the will is published as
     soon as the connection is lost, even though the session (Session Expiry
@@ -145,7 +145,7 @@ def test_will_properties_forwarded(broker, raw5, mqtt5_client, topic_root, pub_s
     assert 0 < m.props.get("MessageExpiryInterval", 0) <= 120
 
 
-@pytest.mark.parametrize("shard", [0, 1])
+@pytest.mark.parametrize("shard", [0])
 def test_will_on_server_detected_protocol_error(broker, raw5, mqtt5_client, topic_root, shard):
     """[MQTT-3.1.2-8] 3.1.2.5: the server closing the connection for a
     Protocol Error (here a Topic Alias of 0) is a close without a DISCONNECT
