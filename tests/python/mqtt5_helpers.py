@@ -646,7 +646,8 @@ class MqttClient5:
     """paho MQTTv5 client with a background network thread and bounded waits.
 
     Automatic reconnect is disabled. Received messages carry their MQTT 5
-    properties (as paho's ``Properties.json()`` dict) in ``Msg5.props``; the
+    properties (``{paho attribute name: value}``) in ``Msg5.props``; Topic
+    Aliases from the server are resolved (paho itself does not); the
     CONNACK properties are in ``connack_props`` and the server's DISCONNECT
     reason code, if it sent one, in ``disconnect_rc``."""
 
@@ -683,9 +684,11 @@ class MqttClient5:
         self.c.on_unsubscribe = self._on_unsubscribe
         self.c.on_message = self._on_message
         self._started = False
+        self.aliases: dict[int, str] = {}
 
     # -- callbacks (network thread) --------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self.aliases = {}
         with self._cond:
             self._connack = (bool(flags.session_present), reason_code)
             self.connack_props = _props_dict(properties)
@@ -716,8 +719,16 @@ class MqttClient5:
             topic = m.topic
         except UnicodeDecodeError:
             topic = repr(m._topic)
-        self.messages.put(Msg5(topic, bytes(m.payload), m.qos, bool(m.retain), bool(m.dup), m.mid,
-                               _props_dict(getattr(m, "properties", None))))
+        props = _props_dict(getattr(m, "properties", None))
+        # paho 2.x does not resolve Topic Aliases sent by the server: do it here
+        # (mappings live for one network connection [MQTT-3.3.2-7]).
+        alias = props.get("TopicAlias")
+        if alias is not None:
+            if topic:
+                self.aliases[alias] = topic
+            else:
+                topic = self.aliases.get(alias, f"<unmapped topic alias {alias}>")
+        self.messages.put(Msg5(topic, bytes(m.payload), m.qos, bool(m.retain), bool(m.dup), m.mid, props))
 
     def _wait(self, pred, timeout, what):
         with self._cond:

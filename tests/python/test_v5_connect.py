@@ -50,6 +50,7 @@ from mqtt5_helpers import (  # noqa: F401  (fixtures)
     RawClient5,
     Will,
     assert_disconnect_reason,
+    bystander_roundtrip,
     auth5,
     connect5,
     mqtt5_client,
@@ -164,10 +165,10 @@ def test_server_keep_alive_is_enforced(v5_broker):
     """[MQTT-3.2.2-21] [MQTT-3.1.2-22] The Server Keep Alive is the one the
     server enforces: a client that asked for 60 s under ``--keep-alive-max 1``
     and then stays silent is disconnected with 0x8D (Keep Alive timeout)
-    within 1.5 x 1 s plus slack, not before 0.9 s; a bystander is unaffected."""
+    within 1.5 x 1 s plus slack, not before 0.9 s; the broker then still
+    serves other clients (a fresh pair round-trips a message: a long-lived
+    bystander would itself be held to the 1 s cap)."""
     b = v5_broker(["--keep-alive-max", "1"], mosquitto_conf=None)
-    by = Bystander(b)
-    by_ping = by.sub  # paho pings within its own (capped) keep-alive
     r = RawClient5(b.host, b.port, timeout=10)
     try:
         ca = r.connect5(b.client_id("ke", 0), keepalive=60)
@@ -177,11 +178,9 @@ def test_server_keep_alive_is_enforced(v5_broker):
         elapsed = time.monotonic() - t0
         assert 0.9 <= elapsed <= 3.0, f"closed after {elapsed:.2f}s"
         assert_disconnect_reason(rc, 0x8D, "for a keep-alive timeout")
-        assert not by_ping.disconnected.is_set()
-        by.check()
+        bystander_roundtrip(b)
     finally:
         r.close()
-        by.close()
 
 
 @pytest.mark.parametrize("shard", [0, 1])
@@ -242,7 +241,7 @@ BAD_CONNECTS = [
                  id="session-expiry-twice"),
     pytest.param(dict(props=[(TOPIC_ALIAS, 1)]), id="topic-alias-not-allowed-in-connect"),
     pytest.param(dict(props=[(REQUEST_PROBLEM_INFORMATION, 2)]), id="request-problem-information-2"),
-    pytest.param(dict(raw_props=b"\x10\x11\x00"), id="property-length-overruns"),
+    pytest.param(dict(raw_props=b"\x7f\x11\x00"), id="property-length-overruns"),
     pytest.param(dict(raw_props=b"\x80\x80\x80\x80\x01"), id="property-length-5-byte-vbi"),
     pytest.param(dict(will=Will("w/t", b"x", props=[(SESSION_EXPIRY_INTERVAL, 3)])),
                  id="will-property-not-allowed"),
