@@ -49,7 +49,6 @@ from mqtt_helpers import (  # noqa: F401  (packet types re-exported for the v5 t
     PUBLISH,
     SUBACK,
     UNSUBACK,
-    ConnectionClosed,
     Packet,
     RawClient,
     enc_str,

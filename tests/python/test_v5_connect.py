@@ -12,11 +12,8 @@ import pytest
 
 from mqtt_helpers import (
     CONNACK,
-    DISCONNECT,
     IS_MOSQUITTO,
-    PUBLISH,
     SHARD_PAIRS,
-    RawClient,
     puback_packet,
     publish_packet,
     subscribe_packet,
@@ -55,12 +52,9 @@ from mqtt5_helpers import (  # noqa: F401  (fixtures)
     connect5,
     mqtt5_client,
     parse_connack5,
-    parse_publish5,
     puback5,
-    publish5,
     raw5,
     sub_opts,
-    subscribe5,
     v5_broker,
 )
 

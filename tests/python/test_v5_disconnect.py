@@ -35,7 +35,6 @@ from mqtt5_helpers import (  # noqa: F401  (fixtures)
     mqtt5_client,
     parse_ack5,
     publish5,
-    pubcomp5,
     pubrel5,
     raw5,
     sub_opts,

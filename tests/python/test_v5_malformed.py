@@ -16,7 +16,6 @@ import pytest
 
 from mqtt_helpers import IS_MOSQUITTO
 from mqtt5_helpers import (  # noqa: F401  (fixtures)
-    CONTENT_TYPE,
     MESSAGE_EXPIRY_INTERVAL,
     PAYLOAD_FORMAT_INDICATOR,
     PUBACK,
@@ -27,7 +26,6 @@ from mqtt5_helpers import (  # noqa: F401  (fixtures)
     SESSION_EXPIRY_INTERVAL,
     SUBSCRIPTION_IDENTIFIER,
     TOPIC_ALIAS,
-    USER_PROPERTY,
     Bystander,
     assert_disconnect_reason,
     packet5,

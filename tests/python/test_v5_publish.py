@@ -11,7 +11,6 @@ import pytest
 from mqtt_helpers import IS_MOSQUITTO, PINGRESP, SHARD_PAIRS
 from mqtt5_helpers import (  # noqa: F401  (fixtures)
     MAXIMUM_PACKET_SIZE,
-    MESSAGE_EXPIRY_INTERVAL,
     PUBACK,
     PUBCOMP,
     PUBLISH,
@@ -21,11 +20,9 @@ from mqtt5_helpers import (  # noqa: F401  (fixtures)
     RC_PROTOCOL_ERROR,
     RC_TOPIC_ALIAS_INVALID,
     RECEIVE_MAXIMUM,
-    SUBSCRIPTION_IDENTIFIER,
     TOPIC_ALIAS,
     TOPIC_ALIAS_MAXIMUM,
     Bystander,
-    MqttClient5,
     assert_disconnect_reason,
     mqtt5_client,
     parse_ack5,

@@ -14,7 +14,6 @@ from mqtt_helpers import SHARD_PAIRS
 from mqtt5_helpers import (  # noqa: F401  (fixtures)
     MESSAGE_EXPIRY_INTERVAL,
     SESSION_EXPIRY_INTERVAL,
-    USER_PROPERTY,
     disconnect5,
     mqtt5_client,
     puback5,

@@ -10,12 +10,10 @@ import pytest
 
 from mqtt_helpers import IS_MOSQUITTO, SHARD_PAIRS
 from mqtt5_helpers import (  # noqa: F401  (fixtures)
-    SESSION_EXPIRY_INTERVAL,
     RC_PROTOCOL_ERROR,
     Bystander,
     assert_disconnect_reason,
     mqtt5_client,
-    puback5,
     raw5,
     sub_opts,
     subscribe5,
