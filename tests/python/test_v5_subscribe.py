@@ -6,13 +6,16 @@ import pytest
 
 from mqtt_helpers import IS_MOSQUITTO, SHARD_PAIRS
 from mqtt5_helpers import (  # noqa: F401  (fixtures)
+    RC_MALFORMED,
     RC_NO_SUBSCRIPTION_EXISTED,
     RC_TOPIC_FILTER_INVALID,
     UNSUBACK,
+    assert_disconnect_reason,
     mqtt5_client,
     parse_unsuback5,
     raw5,
     sub_opts,
+    subscribe5,
     unsubscribe5,
 )
 
@@ -98,8 +101,6 @@ def test_suback_granted_qos_in_order(raw5, broker, shard, topic_root):
 INVALID_SHARED = [
     pytest.param("$share/g/", id="empty-filter"),
     pytest.param("$share//x", id="empty-share-name"),
-    pytest.param("$share/g#/x", id="hash-in-share-name"),
-    pytest.param("$share/g+/x", id="plus-in-share-name"),
     pytest.param("$share/g", id="no-slash-after-share-name"),
 ]
 
@@ -120,6 +121,19 @@ def test_invalid_shared_filter_gets_0x8f(raw5, broker, topic_root, bad):
                              (f"$share/ok/{topic_root}/b", sub_opts(2))])
     assert codes == [1, RC_TOPIC_FILTER_INVALID, 2]
     assert r.is_open()
+
+
+@pytest.mark.parametrize("bad", ["$share/g#/x", "$share/g+/x"])
+def test_wildcard_inside_a_share_name_is_malformed(raw5, broker, topic_root, bad):
+    """[MQTT-4.7.1-1] [MQTT-4.7.1-2] A '+' or '#' that is not alone in its level
+    makes any topic filter malformed, a shared one too ([MQTT-4.8.2-1] forbids
+    them in a ShareName): the SUBSCRIBE is answered with DISCONNECT 0x81 and the
+    connection is closed."""
+    r = raw5()
+    assert r.connect5(broker.client_id("sw", 0)).reason_code == 0
+    r.send(subscribe5(9, [(f"{topic_root}/a", sub_opts(1)), (bad, sub_opts(1))]))
+    rc = r.expect_disconnect()
+    assert_disconnect_reason(rc, {RC_MALFORMED}, f"for {bad}")
 
 
 @pytest.mark.parametrize("shard", [0, 1])
