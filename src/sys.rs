@@ -278,7 +278,9 @@ pub fn sys_topics(
                 + s.dropped_no_subscribers
                 + s.dropped_by_hook
                 + s.dropped_budget
-                + s.dropped_reserved_topic)
+                + s.dropped_reserved_topic
+                + s.dropped_expired
+                + s.dropped_too_large)
                 .to_string(),
         ),
         ("messages/dropped/mqueue_full".into(), s.dropped_mqueue.to_string()),
@@ -287,9 +289,9 @@ pub fn sys_topics(
         ("messages/dropped/queued_bytes_budget".into(), s.dropped_budget.to_string()),
         ("messages/dropped/reserved_topic".into(), s.dropped_reserved_topic.to_string()),
         ("messages/queued_bytes".into(), s.queued_bytes.to_string()),
-        // Expiry arrives with MQTT 5's Message Expiry Interval, and full rings apply
-        // backpressure instead of dropping: both are honest zeros today.
-        ("messages/dropped/expired".into(), "0".into()),
+        ("messages/dropped/expired".into(), s.dropped_expired.to_string()),
+        ("messages/dropped/too_large_for_client".into(), s.dropped_too_large.to_string()),
+        // Full rings apply backpressure instead of dropping: an honest zero.
         ("messages/dropped/ring_overflow".into(), "0".into()),
     ];
     for q in 0..3 {

@@ -214,6 +214,11 @@ impl Session {
         self.subscriptions.iter()
     }
 
+    /// The options of the subscription with exactly this filter.
+    pub fn subscription(&self, filter: &TopicFilter) -> Option<SubOptions> {
+        self.subscriptions.get(filter).copied()
+    }
+
     /// Records a subscription; returns the options it replaced, if any
     /// [MQTT-3.8.4-3].
     pub fn subscribe(&mut self, filter: TopicFilter, options: SubOptions) -> Option<SubOptions> {

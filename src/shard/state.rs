@@ -1243,11 +1243,10 @@ impl ShardState {
             }
             return;
         };
-        let Some(options) = self
-            .sessions
-            .get(&member)
-            .and_then(|e| e.session.subscriptions().find(|(f, _)| *f == filter).map(|(_, o)| *o))
+        let Some(options) = self.sessions.get(&member).and_then(|e| e.session.subscription(filter))
         else {
+            debug_assert!(false, "a group member without its subscription: {member}");
+            self.stats.dropped_no_subscribers += 1;
             return;
         };
         let delivery = Delivery {
