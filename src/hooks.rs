@@ -97,7 +97,9 @@ pub enum Origin<'a> {
 /// One round of an enhanced authentication exchange, as the authenticator sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct AuthRequest<'a> {
-    /// The client id from CONNECT (as sent: may be empty).
+    /// The client id: as CONNECT sent it (possibly empty) while connecting; the
+    /// connection's id (the assigned one, if CONNECT's was empty) when
+    /// re-authenticating.
     pub client_id: &'a str,
     /// The user name from CONNECT, if any.
     pub username: Option<&'a str>,

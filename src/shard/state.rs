@@ -259,6 +259,10 @@ pub(crate) struct ShardState {
     retained_cleared: HashMap<ByteString, MessageId>,
     /// Tick of the next sweep of `retained_cleared`.
     tombstone_sweep_at: u64,
+    /// Unix microseconds, read at every tick and every end of pass: the clock of
+    /// MQTT 5 message expiry, whose unit is the second, so a reading a pass old is
+    /// exact enough and saves a clock read per message.
+    now_us: u64,
     pub data_out: Outbox<DataMsg>,
     pub ctrl_out: Outbox<CtrlMsg>,
     /// Connections with new output since the end of the last pass.
@@ -344,6 +348,7 @@ impl ShardState {
             retained_own: HashMap::new(),
             retained_cleared: HashMap::new(),
             tombstone_sweep_at: 0,
+            now_us: unix_micros(),
             data_out: Outbox::new(data, shards, batch),
             ctrl_out: Outbox::new(ctrl, shards, batch),
             to_wake: Vec::new(),
@@ -388,6 +393,7 @@ impl ShardState {
     /// End of a processing pass: send the batches filled during it, wake the
     /// connections that have output, and apply backpressure if rings overflow.
     pub fn end_of_pass(&mut self) {
+        self.now_us = unix_micros();
         self.data_out.flush();
         self.ctrl_out.flush();
         for conn in self.to_wake.drain(..) {
@@ -653,7 +659,7 @@ impl ShardState {
             let connack = ConnAck { session_present, reason: ReasonCode::SUCCESS, properties };
             codec::encode(&Packet::ConnAck(connack), protocol, &mut out);
             let before = SentSnapshot::of(&entry.session);
-            entry.session.resume(&mut out, unix_micros());
+            entry.session.resume(&mut out, self.now_us);
             before.count(&mut self.stats, &entry.session);
         }
         self.stats.connections += 1;
@@ -769,7 +775,7 @@ impl ShardState {
     /// Handles one packet from `conn`'s client. An error closes that connection only.
     pub fn handle_packet(&mut self, conn: &Rc<ConnIo>, packet: Packet) -> Result<(), Close> {
         conn.last_seen.set(self.now_ticks());
-        let now_us = unix_micros();
+        let now_us = self.now_us;
         match packet {
             Packet::Publish(publish) => self.on_publish(conn, publish)?,
             Packet::PubAck(ack) => {
@@ -1181,20 +1187,16 @@ impl ShardState {
         if filters > 1 {
             targets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
-        let mut i = 0;
-        while i < targets.len() {
-            let (client_id, first) = &targets[i];
+        let mut targets_iter = targets.drain(..).peekable();
+        while let Some((client_id, first)) = targets_iter.next() {
             let mut qos = first.qos;
             let mut retain = first.retain_as_published;
             let mut sub_ids: Vec<u32> = first.id.into_iter().collect();
-            let mut j = i + 1;
             // Overlapping subscriptions of one client: one copy [MQTT-3.3.5-1].
-            while j < targets.len() && targets[j].0 == *client_id {
-                let more = &targets[j].1;
+            while let Some((_, more)) = targets_iter.next_if(|(next, _)| *next == client_id) {
                 qos = qos.max(more.qos);
                 retain |= more.retain_as_published;
                 sub_ids.extend(more.id);
-                j += 1;
             }
             let delivery = Delivery {
                 message: Arc::clone(message),
@@ -1205,11 +1207,9 @@ impl ShardState {
                 sub_ids,
                 shared: None,
             };
-            let client_id = client_id.clone();
             self.deliver_to(&client_id, delivery);
-            i = j;
         }
-        targets.clear();
+        drop(targets_iter);
         self.scratch = targets;
     }
 
@@ -1263,7 +1263,7 @@ impl ShardState {
         let Some(entry) = self.sessions.get_mut(client_id) else { return };
         let before = SentSnapshot::of(&entry.session);
         let may_queue = self.stats.queued_bytes < self.queued_bytes_max;
-        let now_us = unix_micros();
+        let now_us = self.now_us;
         let dropped = match &entry.conn {
             Some(conn) => {
                 let out = &mut conn.out.borrow_mut();
@@ -1599,7 +1599,7 @@ impl ShardState {
     /// The retained messages matching `filter`, less those whose Message Expiry
     /// Interval passed [MQTT-3.3.2-5].
     fn matching_retained(&self, filter: &TopicFilter) -> Vec<Arc<Message>> {
-        let now_us = unix_micros();
+        let now_us = self.now_us;
         let live = |m: &&Arc<Message>| remaining_expiry(m, now_us).is_some();
         if filter.has_wildcards() {
             self.retained
@@ -1709,6 +1709,7 @@ impl ShardState {
     /// Advances the timer wheel to now: keep-alive timeouts, retries, expiries.
     pub fn tick(&mut self) {
         let now = self.now_ticks();
+        self.now_us = unix_micros();
         if now >= self.tombstone_sweep_at {
             self.tombstone_sweep_at = now + secs_to_ticks(RETAINED_TOMBSTONE_SECS);
             let horizon = unix_micros().saturating_sub(RETAINED_TOMBSTONE_SECS * 1_000_000);
@@ -1734,7 +1735,7 @@ impl ShardState {
                 }
                 Timer::Retry(conn) => {
                     let Some(conn) = conn.upgrade() else { continue };
-                    let now_us = unix_micros();
+                    let now_us = self.now_us;
                     self.with_session(&conn, |s, out| s.retry(out, now_us));
                     let next = now + secs_to_ticks(self.config.retry_interval_secs);
                     self.wheel.schedule(next, Timer::Retry(Rc::downgrade(&conn)));
@@ -1767,7 +1768,7 @@ impl ShardState {
             e.session.mqueue_len() > 0 && e.conn.as_ref().is_some_and(|c| c.id == conn.id)
         });
         if queued {
-            let now_us = unix_micros();
+            let now_us = self.now_us;
             self.with_session(conn, |s, out| s.drain(out, now_us));
         }
     }
