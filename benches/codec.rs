@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use shardmq::protocol::{
-    decode, encode, encode_publish, Connect, Limits, Packet, PacketId, ProtocolVersion, Publish,
-    QoS, Subscribe, SubscribeFilter, TopicFilter, TopicName,
+    decode, encode, encode_publish, encode_publish_v5, Connect, Limits, Packet, PacketId,
+    Properties, ProtocolVersion, Publish, QoS, Subscribe, SubscribeFilter, TopicFilter, TopicName,
 };
 
 const BATCH: usize = 10_000;
@@ -37,19 +37,19 @@ fn report(label: &str, mut batch: impl FnMut() -> Duration) -> f64 {
     best
 }
 
-fn encoded(packet: &Packet) -> BytesMut {
+fn encoded(packet: &Packet, protocol: ProtocolVersion) -> BytesMut {
     let mut buf = BytesMut::new();
-    encode(packet, &mut buf);
+    encode(packet, protocol, &mut buf);
     buf
 }
 
-fn bench_decode(label: &str, packet: &Packet) -> f64 {
-    let one = encoded(packet);
+fn bench_decode(label: &str, packet: &Packet, protocol: ProtocolVersion) -> f64 {
+    let one = encoded(packet, protocol);
     let mut template = BytesMut::with_capacity(one.len() * BATCH);
     for _ in 0..BATCH {
         template.extend_from_slice(&one);
     }
-    let limits = Limits::default();
+    let limits = Limits { protocol, ..Limits::default() };
     report(label, || {
         // A fresh read buffer each batch, filled outside the timed part.
         let mut buf = BytesMut::from(&template[..]);
@@ -64,13 +64,13 @@ fn bench_decode(label: &str, packet: &Packet) -> f64 {
     })
 }
 
-fn bench_encode(label: &str, packet: &Packet) {
+fn bench_encode(label: &str, packet: &Packet, protocol: ProtocolVersion) {
     let mut buf = BytesMut::with_capacity(1024);
     report(label, || {
         let start = Instant::now();
         for _ in 0..BATCH {
             buf.clear();
-            encode(black_box(packet), &mut buf);
+            encode(black_box(packet), protocol, &mut buf);
             black_box(&buf);
         }
         start.elapsed()
@@ -98,6 +98,28 @@ fn bench_encode_publish(label: &str, p: &Publish) {
     });
 }
 
+fn bench_encode_publish_v5(label: &str, p: &Publish) {
+    let mut buf = BytesMut::with_capacity(1024);
+    report(label, || {
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            buf.clear();
+            encode_publish_v5(
+                &mut buf,
+                black_box(p.topic.as_str()),
+                black_box(&p.payload),
+                p.qos,
+                p.retain,
+                p.dup,
+                p.packet_id,
+                black_box(p.properties.as_deref()),
+            );
+            black_box(&buf);
+        }
+        start.elapsed()
+    });
+}
+
 fn main() {
     let topic = TopicName::try_from("sensors/room-1/temperature").expect("valid topic");
     let payload = Bytes::from(vec![0x42; 64]);
@@ -108,6 +130,7 @@ fn main() {
         topic: topic.clone(),
         packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(4242).expect("non-zero")),
         payload: payload.clone(),
+        properties: None,
     };
     let qos0 = publish(QoS::AtMostOnce);
     let qos1 = publish(QoS::AtLeastOnce);
@@ -119,32 +142,54 @@ fn main() {
         will: None,
         username: Some("user".into()),
         password: Some(Bytes::from_static(b"secret")),
+        properties: Properties::default(),
     });
     let subscribe = Packet::Subscribe(Subscribe {
         packet_id: PacketId::new(7).expect("non-zero"),
-        filters: vec![SubscribeFilter {
-            filter: TopicFilter::try_from("sensors/+/temperature").expect("valid filter"),
-            qos: QoS::AtLeastOnce,
-        }],
+        filters: vec![SubscribeFilter::new(
+            TopicFilter::try_from("sensors/+/temperature").expect("valid filter"),
+            QoS::AtLeastOnce,
+        )],
+        properties: Properties::default(),
     });
+    // What an MQTT 5 publisher typically adds: expiry, a content type, a user property.
+    let v5_properties = Properties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(3_600),
+        content_type: Some("application/json".into()),
+        user_properties: vec![("trace-id".into(), "4bf92f3577b34da6".into())],
+        ..Properties::default()
+    };
+    let qos1_v5 = Publish { properties: Some(Box::new(v5_properties)), ..qos1.clone() };
+    let qos1_v5_packet = Packet::Publish(qos1_v5.clone());
     let qos0_packet = Packet::Publish(qos0.clone());
     let qos1_packet = Packet::Publish(qos1.clone());
-    let sizes = [&qos0_packet, &qos1_packet, &connect, &subscribe].map(|p| encoded(p).len());
+    let v3 = ProtocolVersion::V311;
+    let v5 = ProtocolVersion::V5;
+    let sizes = [&qos0_packet, &qos1_packet, &connect, &subscribe].map(|p| encoded(p, v3).len());
     println!(
-        "packet sizes: PUBLISH QoS 0 {} B, QoS 1 {} B (64 B payload), CONNECT {} B, SUBSCRIBE {} B",
-        sizes[0], sizes[1], sizes[2], sizes[3]
+        "packet sizes: PUBLISH QoS 0 {} B, QoS 1 {} B (64 B payload), CONNECT {} B, SUBSCRIBE {} B, \
+         MQTT 5 PUBLISH QoS 1 with properties {} B",
+        sizes[0],
+        sizes[1],
+        sizes[2],
+        sizes[3],
+        encoded(&qos1_v5_packet, v5).len()
     );
 
-    let ns = bench_decode("decode PUBLISH QoS 0, 64 B", &qos0_packet);
-    bench_decode("decode PUBLISH QoS 1, 64 B", &qos1_packet);
-    bench_decode("decode CONNECT", &connect);
-    bench_decode("decode SUBSCRIBE (1 filter)", &subscribe);
-    bench_encode("encode PUBLISH QoS 0, 64 B", &qos0_packet);
-    bench_encode("encode PUBLISH QoS 1, 64 B", &qos1_packet);
+    let ns = bench_decode("decode PUBLISH QoS 0, 64 B", &qos0_packet, v3);
+    bench_decode("decode PUBLISH QoS 1, 64 B", &qos1_packet, v3);
+    bench_decode("decode CONNECT", &connect, v3);
+    bench_decode("decode SUBSCRIBE (1 filter)", &subscribe, v3);
+    bench_decode("decode v5 PUBLISH QoS 1, no props", &qos1_packet, v5);
+    bench_decode("decode v5 PUBLISH QoS 1, 4 props", &qos1_v5_packet, v5);
+    bench_encode("encode PUBLISH QoS 0, 64 B", &qos0_packet, v3);
+    bench_encode("encode PUBLISH QoS 1, 64 B", &qos1_packet, v3);
     bench_encode_publish("encode_publish QoS 0, 64 B", &qos0);
     bench_encode_publish("encode_publish QoS 1, 64 B", &qos1);
-    bench_encode("encode CONNECT", &connect);
-    bench_encode("encode SUBSCRIBE (1 filter)", &subscribe);
+    bench_encode_publish_v5("encode_publish_v5 QoS 1, 4 props", &qos1_v5);
+    bench_encode("encode CONNECT", &connect, v3);
+    bench_encode("encode SUBSCRIBE (1 filter)", &subscribe, v3);
 
     // The QoS 0 decode above is exactly this: one buffer of 10,000 back-to-back
     // PUBLISHes, decoded to the end.

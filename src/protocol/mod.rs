@@ -4,13 +4,16 @@
 //! (`decode` returns `Ok(None)` until a whole packet is buffered) and zero-copy
 //! (payloads and topics are slices of the read buffer).
 //!
-//! Spec: MQTT 3.1.1, OASIS Standard, 29 October 2014, and MQTT 3.1 (IBM, 2010).
+//! Spec: MQTT Version 5.0, OASIS Standard, 7 March 2019; MQTT 3.1.1, OASIS Standard,
+//! 29 October 2014; and MQTT 3.1 (IBM, 2010).
 
 pub mod codec;
 mod error;
 pub mod packet;
 pub mod topic;
 
-pub use codec::{decode, encode, encode_publish, encoded_len, Limits};
+pub use codec::{
+    decode, encode, encode_publish, encode_publish_v5, encoded_len, publish_encoded_len, Limits,
+};
 pub use error::{DecodeError, ProtocolViolation};
 pub use packet::*;
