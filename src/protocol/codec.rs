@@ -238,7 +238,7 @@ pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Packet>, Dec
     // field of the packet is a slice of it.
     buf.advance(header.len);
     let body = buf.split_to(header.remaining).freeze();
-    decode_body(header.first, Reader { buf: body, v5: limits.protocol.is_v5() })
+    decode_body(header.first, header.minimal, Reader { buf: body, v5: limits.protocol.is_v5() })
 }
 
 /// What the fixed header says.
@@ -250,6 +250,10 @@ struct FixedHeader {
     len: usize,
     /// The remaining length: bytes of variable header and payload.
     remaining: usize,
+    /// Whether the remaining length is in the minimum number of bytes. Already
+    /// checked in MQTT 5; CONNECT, whose level tells only once it is decoded, checks
+    /// it then.
+    minimal: bool,
 }
 
 impl FixedHeader {
@@ -269,7 +273,8 @@ impl FixedHeader {
             remaining |= usize::from(digit & 0x7F) << (7 * i);
             if digit & 0x80 == 0 {
                 // A last byte of 0 after a first one is a group of leading zeros.
-                if v5 && i > 0 && digit == 0 {
+                let minimal = i == 0 || digit != 0;
+                if v5 && !minimal {
                     return Err(NON_MINIMAL_VBI.into());
                 }
                 check_remaining_len(first >> 4, remaining, v5)?;
@@ -278,7 +283,7 @@ impl FixedHeader {
                 if size > limits.packet_size_max {
                     return Err(DecodeError::PacketTooLarge { size, max: limits.packet_size_max });
                 }
-                return Ok(Some(FixedHeader { first, len, remaining }));
+                return Ok(Some(FixedHeader { first, len, remaining, minimal }));
             }
         }
         // The fourth length byte announced a fifth: reject it without waiting for it.
@@ -383,11 +388,14 @@ const HAS_NUL_V5: ProtocolViolation = violation("MQTT-1.5.4-2", "string contains
 /// Every arm builds its packet in place in the return value: a [`Packet`] is large
 /// (the MQTT 5 properties are inline), and a `let packet = match ...` followed by
 /// `Ok(Some(packet))` costs a copy of all of it on every PUBLISH.
-fn decode_body(first: u8, r: Reader) -> Result<Option<Packet>, DecodeError> {
+///
+/// `minimal` tells whether the remaining length was in the minimum number of bytes,
+/// which an MQTT 5 CONNECT must be [MQTT-1.5.5-1].
+fn decode_body(first: u8, minimal: bool, r: Reader) -> Result<Option<Packet>, DecodeError> {
     let v5 = r.v5;
     Ok(Some(match first >> 4 {
         PUBLISH => Packet::Publish(decode_publish(first, r)?),
-        CONNECT => Packet::Connect(decode_connect(r)?),
+        CONNECT => Packet::Connect(decode_connect(r, minimal)?),
         CONNACK if v5 => Packet::ConnAck(decode_connack_v5(r)?),
         CONNACK => Packet::ConnAck(decode_connack(r)?),
         PUBACK => Packet::PubAck(decode_ack(r, &PUBACK_RULES)?),
@@ -413,7 +421,7 @@ fn decode_body(first: u8, r: Reader) -> Result<Option<Packet>, DecodeError> {
     }))
 }
 
-fn decode_connect(mut r: Reader) -> Result<Connect, DecodeError> {
+fn decode_connect(mut r: Reader, minimal_len: bool) -> Result<Connect, DecodeError> {
     const TRUNCATED: ProtocolViolation =
         violation("MQTT-3.1.4-1", "CONNECT variable header truncated");
 
@@ -436,6 +444,11 @@ fn decode_connect(mut r: Reader) -> Result<Connect, DecodeError> {
     // whatever the connection's limits say.
     let v5 = protocol.is_v5();
     r.v5 = v5;
+    // Limits::protocol was not MQTT 5 (a first CONNECT), so the fixed header could
+    // not refuse this.
+    if v5 && !minimal_len {
+        return Err(NON_MINIMAL_VBI.into());
+    }
 
     // The flag rules below have the same numbers in 3.1.1 and 5.0.
     let flags = r.u8(TRUNCATED)?;
@@ -551,11 +564,9 @@ fn decode_connack_v5(mut r: Reader) -> Result<ConnAck, DecodeError> {
         return Err(violation("MQTT-3.2.2-1", "CONNACK reserved flags must be 0").into());
     }
     let session_present = ack_flags & 0x01 != 0;
-    let reason = r.reason(
-        SHORT,
-        &CONNACK_REASONS,
-        protocol_error("MQTT-3.2.2-8", "reason code not allowed in CONNACK"),
-    )?;
+    const BAD_REASON: ProtocolViolation =
+        protocol_error("MQTT-3.2.2-8", "reason code not allowed in CONNACK");
+    let reason = r.reason(SHORT, &CONNACK_REASONS, &BAD_REASON)?;
     if session_present && reason != ReasonCode::SUCCESS {
         return Err(protocol_error(
             "MQTT-3.2.2-6",
@@ -693,13 +704,15 @@ fn decode_ack(mut r: Reader, rules: &AckRules) -> Result<Ack, DecodeError> {
         return Ok(Ack::new(packet_id));
     }
     // Not empty, so this is MQTT 5: MQTT 3 acks are 2 bytes exactly.
-    let reason = r.reason(NOT_REACHED, &rules.reasons, rules.bad_reason.clone())?;
+    let reason = r.reason(NOT_REACHED, &rules.reasons, &rules.bad_reason)?;
     let properties = if r.buf.is_empty() {
         Properties::default()
     } else {
         decode_properties(&mut r, &rules.properties)?
     };
-    r.finish(rules.leftover.clone())?;
+    if !r.buf.is_empty() {
+        return Err(rules.leftover.clone().into());
+    }
     Ok(Ack { packet_id, reason, properties })
 }
 
@@ -871,11 +884,9 @@ fn decode_disconnect_v5(mut r: Reader) -> Result<Disconnect, DecodeError> {
     if r.buf.is_empty() {
         return Ok(Disconnect::default());
     }
-    let reason = r.reason(
-        NOT_REACHED,
-        &DISCONNECT_REASONS,
-        protocol_error("MQTT-3.14.2-1", "reason code not allowed in DISCONNECT"),
-    )?;
+    const BAD_REASON: ProtocolViolation =
+        protocol_error("MQTT-3.14.2-1", "reason code not allowed in DISCONNECT");
+    let reason = r.reason(NOT_REACHED, &DISCONNECT_REASONS, &BAD_REASON)?;
     let properties = if r.buf.is_empty() {
         Properties::default()
     } else {
@@ -892,11 +903,9 @@ fn decode_auth(mut r: Reader) -> Result<Auth, DecodeError> {
     if r.buf.is_empty() {
         return Ok(Auth { reason: ReasonCode::SUCCESS, properties: Properties::default() });
     }
-    let reason = r.reason(
-        NOT_REACHED,
-        &AUTH_REASONS,
-        protocol_error("MQTT-3.15.2-1", "reason code not allowed in AUTH"),
-    )?;
+    const BAD_REASON: ProtocolViolation =
+        protocol_error("MQTT-3.15.2-1", "reason code not allowed in AUTH");
+    let reason = r.reason(NOT_REACHED, &AUTH_REASONS, &BAD_REASON)?;
     let properties = decode_properties(&mut r, &AUTH_PROPERTIES)?;
     r.finish(violation("MQTT-3.15.3", "AUTH has no payload"))?;
     Ok(Auth { reason, properties })
@@ -994,13 +1003,13 @@ impl Reader {
         &mut self,
         missing: ProtocolViolation,
         allowed: &ReasonSet,
-        refused: ProtocolViolation,
+        refused: &ProtocolViolation,
     ) -> Result<ReasonCode, ProtocolViolation> {
         let code = self.u8(missing)?;
         if allowed.contains(code) {
             Ok(ReasonCode(code))
         } else {
-            Err(refused)
+            Err(refused.clone())
         }
     }
 
@@ -1620,7 +1629,8 @@ fn put_properties(buf: &mut BytesMut, p: &Properties, len: usize) {
 
 // ---- encoding ---------------------------------------------------------------
 
-/// The number of bytes [`encode`] writes for `packet` in `protocol`.
+/// The number of bytes [`encode`] writes for `packet` in `protocol` (0 for an AUTH
+/// in MQTT 3, which is not written).
 pub fn encoded_len(packet: &Packet, protocol: ProtocolVersion) -> usize {
     if let Packet::Auth(_) = packet {
         if !protocol.is_v5() {
@@ -2930,6 +2940,12 @@ mod tests {
             connect5("02", "00 | 0000 | 00") => Fails("MQTT-3.1.4-1", MALFORMED),
             connect5("02", "00") => Fails("MQTT-3.1.3-3", MALFORMED),
             "10 0D | 0004 4D515454 06 | 02 | 003C | 00 | 0000" => UnsupportedLevel(6),
+        }
+        // A first CONNECT is decoded under MQTT 3 limits, so its remaining length is
+        // checked for the minimum number of bytes once its level is known.
+        check! {
+            "10 8D 00 | 0004 4D515454 05 | 02 | 003C | 00 | 0000" => Fails("MQTT-1.5.5-1", MALFORMED),
+            "10 8C 00 | 0004 4D515454 04 | 02 | 003C | 0000" => NonCanonical(Packet::Connect(connect_v311_min())),
         }
     }
 
