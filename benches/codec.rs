@@ -142,7 +142,7 @@ fn main() {
         will: None,
         username: Some("user".into()),
         password: Some(Bytes::from_static(b"secret")),
-        properties: Properties::default(),
+        properties: Properties::default().into(),
     });
     let subscribe = Packet::Subscribe(Subscribe {
         packet_id: PacketId::new(7).expect("non-zero"),
@@ -150,7 +150,7 @@ fn main() {
             TopicFilter::try_from("sensors/+/temperature").expect("valid filter"),
             QoS::AtLeastOnce,
         )],
-        properties: Properties::default(),
+        properties: Properties::default().into(),
     });
     // What an MQTT 5 publisher typically adds: expiry, a content type, a user property.
     let v5_properties = Properties {

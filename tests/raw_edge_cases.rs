@@ -263,7 +263,7 @@ fn connack_is_the_first_packet_and_matches_the_encoder() {
         ConnAck {
             session_present: false,
             reason: ReasonCode::SUCCESS,
-            properties: Properties::default()
+            properties: Properties::default().into()
         }
     );
 }

@@ -129,7 +129,8 @@ fn connect_v5(
             authentication_method: method.map(ByteString::from),
             authentication_data: data.map(Bytes::copy_from_slice),
             ..Properties::default()
-        },
+        }
+        .into(),
     }
 }
 
@@ -141,7 +142,8 @@ fn auth(reason: ReasonCode, method: &str, data: Option<&[u8]>) -> Packet {
             authentication_method: Some(ByteString::from(method)),
             authentication_data: data.map(Bytes::copy_from_slice),
             ..Properties::default()
-        },
+        }
+        .into(),
     })
 }
 
@@ -150,8 +152,8 @@ fn auth_of(packet: Packet) -> (ReasonCode, Option<String>, Option<Vec<u8>>) {
     match packet {
         Packet::Auth(a) => (
             a.reason,
-            a.properties.authentication_method.map(|m| m.to_string()),
-            a.properties.authentication_data.map(|d| d.to_vec()),
+            a.properties.authentication_method.as_ref().map(|m| m.to_string()),
+            a.properties.authentication_data.as_ref().map(|d| d.to_vec()),
         ),
         other => panic!("expected AUTH, got {other:?}"),
     }
@@ -481,7 +483,7 @@ fn reauthentication_out_of_turn_or_with_another_method_is_a_protocol_error() {
             "no-method",
             Packet::Auth(Auth {
                 reason: ReasonCode::RE_AUTHENTICATE,
-                properties: Properties::default(),
+                properties: Properties::default().into(),
             }),
         ),
     ];

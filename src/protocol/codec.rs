@@ -125,7 +125,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::packet::{
-    Ack, Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketId, Properties,
+    Ack, Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketId, Properties, Props,
     ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscribeFilter,
     TopicFilter, TopicName, UnsubAck, Unsubscribe,
 };
@@ -500,7 +500,13 @@ fn decode_connect(mut r: Reader, minimal_len: bool) -> Result<Connect, DecodeErr
             if v5 { decode_properties(&mut r, &WILL_PROPERTIES)? } else { Properties::default() };
         let topic = topic_name(r.utf8(MISSING)?, v5)?;
         let payload = r.binary(MISSING)?;
-        Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
+        Some(LastWill {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            properties: properties.into(),
+        })
     } else {
         None
     };
@@ -525,7 +531,7 @@ fn decode_connect(mut r: Reader, minimal_len: bool) -> Result<Connect, DecodeErr
         will,
         username,
         password,
-        properties,
+        properties: properties.into(),
     })
 }
 
@@ -554,7 +560,7 @@ fn decode_connack(mut r: Reader) -> Result<ConnAck, DecodeError> {
         )
         .into());
     }
-    Ok(ConnAck { session_present, reason, properties: Properties::default() })
+    Ok(ConnAck { session_present, reason, properties: Props::default() })
 }
 
 fn decode_connack_v5(mut r: Reader) -> Result<ConnAck, DecodeError> {
@@ -576,7 +582,7 @@ fn decode_connack_v5(mut r: Reader) -> Result<ConnAck, DecodeError> {
     }
     let properties = decode_properties(&mut r, &CONNACK_PROPERTIES)?;
     r.finish(violation("MQTT-3.2.3", "CONNACK has no payload"))?;
-    Ok(ConnAck { session_present, reason, properties })
+    Ok(ConnAck { session_present, reason, properties: properties.into() })
 }
 
 fn decode_publish(first: u8, mut r: Reader) -> Result<Publish, DecodeError> {
@@ -713,7 +719,7 @@ fn decode_ack(mut r: Reader, rules: &AckRules) -> Result<Ack, DecodeError> {
     if !r.buf.is_empty() {
         return Err(rules.leftover.clone().into());
     }
-    Ok(Ack { packet_id, reason, properties })
+    Ok(Ack { packet_id, reason, properties: properties.into() })
 }
 
 /// Never raised: the caller checked that the byte is there.
@@ -747,7 +753,7 @@ fn decode_subscribe(mut r: Reader) -> Result<Subscribe, DecodeError> {
     if filters.is_empty() {
         return Err(violation("MQTT-3.8.3-3", "SUBSCRIBE without a topic filter").into());
     }
-    Ok(Subscribe { packet_id, filters, properties: Properties::default() })
+    Ok(Subscribe { packet_id, filters, properties: Props::default() })
 }
 
 fn decode_subscribe_v5(mut r: Reader) -> Result<Subscribe, DecodeError> {
@@ -794,7 +800,7 @@ fn decode_subscribe_v5(mut r: Reader) -> Result<Subscribe, DecodeError> {
     if filters.is_empty() {
         return Err(protocol_error("MQTT-3.8.3-2", "SUBSCRIBE without a topic filter").into());
     }
-    Ok(Subscribe { packet_id, filters, properties })
+    Ok(Subscribe { packet_id, filters, properties: properties.into() })
 }
 
 fn decode_suback(mut r: Reader) -> Result<SubAck, DecodeError> {
@@ -824,7 +830,7 @@ fn decode_suback(mut r: Reader) -> Result<SubAck, DecodeError> {
     if codes.is_empty() {
         return Err(violation("MQTT-3.9.3", "SUBACK without a return code").into());
     }
-    Ok(SubAck { packet_id, codes, properties })
+    Ok(SubAck { packet_id, codes, properties: properties.into() })
 }
 
 fn decode_unsubscribe(mut r: Reader) -> Result<Unsubscribe, DecodeError> {
@@ -849,7 +855,7 @@ fn decode_unsubscribe(mut r: Reader) -> Result<Unsubscribe, DecodeError> {
         }
         .into());
     }
-    Ok(Unsubscribe { packet_id, filters, properties })
+    Ok(Unsubscribe { packet_id, filters, properties: properties.into() })
 }
 
 /// UNSUBACK: the packet id alone in MQTT 3 (the fixed header checked the length);
@@ -857,7 +863,7 @@ fn decode_unsubscribe(mut r: Reader) -> Result<Unsubscribe, DecodeError> {
 fn decode_unsuback(mut r: Reader) -> Result<UnsubAck, DecodeError> {
     let packet_id = r.packet_id()?;
     if !r.v5 {
-        return Ok(UnsubAck { packet_id, codes: Vec::new(), properties: Properties::default() });
+        return Ok(UnsubAck { packet_id, codes: Vec::new(), properties: Props::default() });
     }
     let properties = decode_properties(&mut r, &UNSUBACK_PROPERTIES)?;
     let codes = r
@@ -875,7 +881,7 @@ fn decode_unsuback(mut r: Reader) -> Result<UnsubAck, DecodeError> {
     if codes.is_empty() {
         return Err(violation("MQTT-3.11.3", "UNSUBACK without a reason code").into());
     }
-    Ok(UnsubAck { packet_id, codes, properties })
+    Ok(UnsubAck { packet_id, codes, properties: properties.into() })
 }
 
 /// MQTT 5 DISCONNECT: remaining length 0 means Normal disconnection (0x00) without
@@ -893,7 +899,7 @@ fn decode_disconnect_v5(mut r: Reader) -> Result<Disconnect, DecodeError> {
         decode_properties(&mut r, &DISCONNECT_PROPERTIES)?
     };
     r.finish(violation("MQTT-3.14.3", "DISCONNECT has no payload"))?;
-    Ok(Disconnect { reason, properties })
+    Ok(Disconnect { reason, properties: properties.into() })
 }
 
 /// AUTH: remaining length 0 means Success without properties [MQTT-3.15.2.1]; else a
@@ -901,14 +907,14 @@ fn decode_disconnect_v5(mut r: Reader) -> Result<Disconnect, DecodeError> {
 /// only be omitted together with the reason code (section 3.15.2.2.1).
 fn decode_auth(mut r: Reader) -> Result<Auth, DecodeError> {
     if r.buf.is_empty() {
-        return Ok(Auth { reason: ReasonCode::SUCCESS, properties: Properties::default() });
+        return Ok(Auth { reason: ReasonCode::SUCCESS, properties: Props::default() });
     }
     const BAD_REASON: ProtocolViolation =
         protocol_error("MQTT-3.15.2-1", "reason code not allowed in AUTH");
     let reason = r.reason(NOT_REACHED, &AUTH_REASONS, &BAD_REASON)?;
     let properties = decode_properties(&mut r, &AUTH_PROPERTIES)?;
     r.finish(violation("MQTT-3.15.3", "AUTH has no payload"))?;
-    Ok(Auth { reason, properties })
+    Ok(Auth { reason, properties: properties.into() })
 }
 
 /// A topic name; in MQTT 5 the error cites the 5.0 numbering of section 4.7.
@@ -2341,7 +2347,7 @@ mod tests {
             will: None,
             username: None,
             password: None,
-            properties: Properties::default(),
+            properties: Properties::default().into(),
         }
     }
 
@@ -2357,11 +2363,11 @@ mod tests {
                 payload: Bytes::from_static(b"bye"),
                 qos: QoS::AtLeastOnce,
                 retain: true,
-                properties: Properties::default(),
+                properties: Properties::default().into(),
             }),
             username: Some("u".into()),
             password: Some(Bytes::from_static(b"p\0\xff")),
-            properties: Properties::default(),
+            properties: Properties::default().into(),
         };
         let v31 = Connect {
             protocol: ProtocolVersion::V31,
@@ -2377,7 +2383,7 @@ mod tests {
                 payload: Bytes::new(),
                 qos: QoS::ExactlyOnce,
                 retain: false,
-                properties: Properties::default(),
+                properties: Properties::default().into(),
             }),
             ..connect_v311_min()
         };
@@ -2449,7 +2455,7 @@ mod tests {
             Decodes(Packet::ConnAck(ConnAck {
                 session_present,
                 reason,
-                properties: Properties::default(),
+                properties: Properties::default().into(),
             }))
         };
         // 3.1.1's return codes decode to MQTT 5's reason codes.
@@ -2529,7 +2535,7 @@ mod tests {
         let unsuback = |id| UnsubAck {
             packet_id: pid(id),
             codes: Vec::new(),
-            properties: Properties::default(),
+            properties: Properties::default().into(),
         };
         check! {
             "40 02 0001" => Decodes(Packet::PubAck(ack(1))),
@@ -2567,7 +2573,7 @@ mod tests {
                     .iter()
                     .map(|&(f, qos)| SubscribeFilter::new(filter(f), qos))
                     .collect(),
-                properties: Properties::default(),
+                properties: Properties::default().into(),
             })
         };
         check! {
@@ -2606,7 +2612,7 @@ mod tests {
             Decodes(Packet::SubAck(SubAck {
                 packet_id: pid(id),
                 codes: codes.iter().map(|&c| ReasonCode(c)).collect(),
-                properties: Properties::default(),
+                properties: Properties::default().into(),
             }))
         };
         check! {
@@ -2628,7 +2634,7 @@ mod tests {
             Decodes(Packet::Unsubscribe(Unsubscribe {
                 packet_id: pid(id),
                 filters: filters.iter().map(|f| filter(f)).collect(),
-                properties: Properties::default(),
+                properties: Properties::default().into(),
             }))
         };
         check! {
@@ -2854,7 +2860,8 @@ mod tests {
                     will_delay_interval: Some(10),
                     user_properties: vec![user("k", "v")],
                     ..Properties::default()
-                },
+                }
+                .into(),
             }),
             username: Some("u".into()),
             password: Some(Bytes::from_static(b"p")),
@@ -2869,7 +2876,8 @@ mod tests {
                 user_properties: vec![user("k", "v")],
                 maximum_packet_size: Some(4096),
                 ..Properties::default()
-            },
+            }
+            .into(),
         };
         let full_hex = connect5(
             "EE",
@@ -2905,7 +2913,7 @@ mod tests {
             connect5("02", "06 | 16 0003 010203 | 0000") => Fails("MQTT-3.1.2.11.10", PROTOCOL),
             // User Property may repeat; the pair's strings are UTF-8 [MQTT-1.5.7-1].
             connect5("02", "0E | 26 0001 6B 0001 76 | 26 0001 6B 0001 76 | 0000") => Decodes(Packet::Connect(Connect {
-                properties: Properties { user_properties: vec![user("k", "v"), user("k", "v")], ..Properties::default() },
+                properties: Properties { user_properties: vec![user("k", "v"), user("k", "v")], ..Properties::default() }.into(),
                 ..connect_v5_min()
             })),
             connect5("02", "07 | 26 0001 FF 0001 76 | 0000") => Fails("MQTT-1.5.4-1", MALFORMED),
@@ -2955,7 +2963,7 @@ mod tests {
             Decodes(Packet::ConnAck(ConnAck {
                 session_present,
                 reason,
-                properties: Properties::default(),
+                properties: Properties::default().into(),
             }))
         };
         let full = ConnAck {
@@ -2980,7 +2988,8 @@ mod tests {
                 subscription_identifier_available: Some(0),
                 shared_subscription_available: Some(1),
                 ..Properties::default()
-            },
+            }
+            .into(),
         };
         let connack = |props: &str| framed("20", &format!("00 00 | {props}"));
         check5! {
@@ -3036,7 +3045,8 @@ mod tests {
                 session_present: false,
                 reason: ReasonCode(reason),
                 // MQTT 3 has no properties: they are dropped.
-                properties: Properties { reason_string: Some("x".into()), ..Properties::default() },
+                properties: Properties { reason_string: Some("x".into()), ..Properties::default() }
+                    .into(),
             };
             assert_eq!(encoded(&Packet::ConnAck(ack)), [0x20, 0x02, 0x00, code], "{reason:#x}");
         }
@@ -3134,7 +3144,8 @@ mod tests {
                 reason_string: Some("no".into()),
                 user_properties: vec![user("k", "v")],
                 ..Properties::default()
-            },
+            }
+            .into(),
         };
         check5! {
             // Remaining length 2: Success without properties [MQTT-3.4.2.1].
@@ -3206,15 +3217,15 @@ mod tests {
         let subscribe =
             |props: &str, payload: &str| framed("82", &format!("0001 | {props} | {payload}"));
         check5! {
-            "82 09 | 0001 | 00 | 0003 612F62 | 01" => sub(plain(), Properties::default()),
+            "82 09 | 0001 | 00 | 0003 612F62 | 01" => sub(plain(), Properties::default().into()),
             // Options: QoS bits 0-1, No Local bit 2, Retain As Published bit 3, Retain
             // Handling bits 4-5 [MQTT-3.8.3.1].
-            "82 09 | 0001 | 00 | 0003 612F62 | 2E" => sub(vec![options("a/b", QoS::ExactlyOnce, true, true, RetainHandling::DoNotSend)], Properties::default()),
-            "82 09 | 0001 | 00 | 0003 612F62 | 15" => sub(vec![options("a/b", QoS::AtLeastOnce, true, false, RetainHandling::SendIfNew)], Properties::default()),
-            "82 09 | 0001 | 00 | 0003 612F62 | 08" => sub(vec![options("a/b", QoS::AtMostOnce, false, true, RetainHandling::SendAtSubscribe)], Properties::default()),
-            "82 12 | 0001 | 09 | 0B 7F | 26 0001 6B 0001 76 | 0003 612F62 | 01" => sub(plain(), with_properties),
+            "82 09 | 0001 | 00 | 0003 612F62 | 2E" => sub(vec![options("a/b", QoS::ExactlyOnce, true, true, RetainHandling::DoNotSend)], Properties::default().into()),
+            "82 09 | 0001 | 00 | 0003 612F62 | 15" => sub(vec![options("a/b", QoS::AtLeastOnce, true, false, RetainHandling::SendIfNew)], Properties::default().into()),
+            "82 09 | 0001 | 00 | 0003 612F62 | 08" => sub(vec![options("a/b", QoS::AtMostOnce, false, true, RetainHandling::SendAtSubscribe)], Properties::default().into()),
+            "82 12 | 0001 | 09 | 0B 7F | 26 0001 6B 0001 76 | 0003 612F62 | 01" => sub(plain(), with_properties.into()),
             // A shared subscription without No Local is fine.
-            subscribe("00", &format!("{shared} | 01")) => sub(vec![SubscribeFilter::new(filter("$share/g/a/b"), QoS::AtLeastOnce)], Properties::default()),
+            subscribe("00", &format!("{shared} | 01")) => sub(vec![SubscribeFilter::new(filter("$share/g/a/b"), QoS::AtLeastOnce)], Properties::default().into()),
             subscribe("00", &format!("{shared} | 05")) => Fails("MQTT-3.8.3-4", PROTOCOL),
             subscribe("00", "0003 612F62 | 40") => Fails("MQTT-3.8.3-5", MALFORMED),
             subscribe("00", "0003 612F62 | 80") => Fails("MQTT-3.8.3-5", MALFORMED),
@@ -3260,8 +3271,8 @@ mod tests {
         let user_kv =
             || Properties { user_properties: vec![user("k", "v")], ..Properties::default() };
         check5! {
-            "90 04 | 000A | 00 | 00" => suback(&[0], Properties::default()),
-            "90 14 | 000A | 05 | 1F 0002 6F6B | 00 01 02 80 83 87 8F 91 97 9E A1 A2" => suback(&[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2], reason()),
+            "90 04 | 000A | 00 | 00" => suback(&[0], Properties::default().into()),
+            "90 14 | 000A | 05 | 1F 0002 6F6B | 00 01 02 80 83 87 8F 91 97 9E A1 A2" => suback(&[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2], reason().into()),
             "90 04 | 000A | 00 | 03" => Fails("MQTT-3.9.3-2", PROTOCOL),
             "90 05 | 000A | 00 | 00 11" => Fails("MQTT-3.9.3-2", PROTOCOL),
             "90 03 | 000A | 00" => Fails("MQTT-3.9.3", MALFORMED),
@@ -3269,17 +3280,17 @@ mod tests {
             "90 06 | 000A | 02 | 0B 01 | 00" => Fails("MQTT-2.2.2.2", MALFORMED),
             "90 0E | 000A | 0A | 1F 0002 6F6B | 1F 0002 6F6B | 00" => Fails("MQTT-3.9.2.1.2", PROTOCOL),
 
-            "A2 07 | 000B | 00 | 0002 2B2F" => unsubscribe(&["+/"], Properties::default()),
-            "A2 0D | 000B | 07 | 26 0001 6B 0001 76 | 0001 61" => unsubscribe(&["a"], user_kv()),
+            "A2 07 | 000B | 00 | 0002 2B2F" => unsubscribe(&["+/"], Properties::default().into()),
+            "A2 0D | 000B | 07 | 26 0001 6B 0001 76 | 0001 61" => unsubscribe(&["a"], user_kv().into()),
             "A2 03 | 000B | 00" => Fails("MQTT-3.10.3-2", PROTOCOL),
             "A2 0B | 000B | 05 | 1F 0002 6F6B | 0001 61" => Fails("MQTT-2.2.2.2", MALFORMED),
             "A2 07 | 000B | 00 | 0002 2361" => Fails("MQTT-4.7.1-1", MALFORMED),
             "A2 06 | 000B | 00 | 0003 61" => Fails("MQTT-3.10.3", MALFORMED),
             "A2 02 | 000B" => Fails("MQTT-2.2.2-1", MALFORMED),
 
-            "B0 04 | 0005 | 00 | 00" => unsuback(&[0], Properties::default()),
-            "B0 0A | 0005 | 00 | 00 11 80 83 87 8F 91" => unsuback(&[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91], Properties::default()),
-            "B0 09 | 0005 | 05 | 1F 0002 6F6B | 11" => unsuback(&[0x11], reason()),
+            "B0 04 | 0005 | 00 | 00" => unsuback(&[0], Properties::default().into()),
+            "B0 0A | 0005 | 00 | 00 11 80 83 87 8F 91" => unsuback(&[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91], Properties::default().into()),
+            "B0 09 | 0005 | 05 | 1F 0002 6F6B | 11" => unsuback(&[0x11], reason().into()),
             "B0 04 | 0005 | 00 | 01" => Fails("MQTT-3.11.3-2", PROTOCOL),
             "B0 04 | 0005 | 00 | A2" => Fails("MQTT-3.11.3-2", PROTOCOL),
             "B0 03 | 0005 | 00" => Fails("MQTT-3.11.3", MALFORMED),
@@ -3299,7 +3310,8 @@ mod tests {
                 reason_string: Some("ok".into()),
                 user_properties: vec![user("k", "v")],
                 ..Properties::default()
-            },
+            }
+            .into(),
         };
         let auth =
             |reason, properties| Packet::Auth(Auth { reason: ReasonCode(reason), properties });
@@ -3325,10 +3337,10 @@ mod tests {
             "E2 00" => Fails("MQTT-3.14.1-1", MALFORMED),
 
             // AUTH: remaining length 0 is Success without properties [MQTT-3.15.2.1].
-            "F0 00" => Decodes(auth(0x00, Properties::default())),
-            "F0 02 | 19 | 00" => Decodes(auth(0x19, Properties::default())),
-            "F0 02 | 00 | 00" => NonCanonical(auth(0x00, Properties::default())),
-            "F0 10 | 18 | 0E | 15 0005 534352414D | 16 0003 010203" => Decodes(auth(0x18, scram)),
+            "F0 00" => Decodes(auth(0x00, Properties::default().into())),
+            "F0 02 | 19 | 00" => Decodes(auth(0x19, Properties::default().into())),
+            "F0 02 | 00 | 00" => NonCanonical(auth(0x00, Properties::default().into())),
+            "F0 10 | 18 | 0E | 15 0005 534352414D | 16 0003 010203" => Decodes(auth(0x18, scram.into())),
             // Unlike DISCONNECT's, AUTH's Property Length goes only with the reason.
             "F0 01 | 18" => Fails("MQTT-2.2.2-1", MALFORMED),
             "F0 02 | 80 | 00" => Fails("MQTT-3.15.2-1", PROTOCOL),
@@ -3380,17 +3392,20 @@ mod tests {
             user_properties: vec![user("k", "v")],
             ..Properties::default()
         };
-        let ack =
-            Ack { packet_id: pid(1), reason: ReasonCode(0x10), properties: properties.clone() };
+        let ack = Ack {
+            packet_id: pid(1),
+            reason: ReasonCode(0x10),
+            properties: properties.clone().into(),
+        };
         let suback = SubAck {
             packet_id: pid(1),
             codes: [0x00, 0x01, 0x02, 0x80, 0x87, 0x97, 0xA2].map(ReasonCode).to_vec(),
-            properties: properties.clone(),
+            properties: properties.clone().into(),
         };
         let unsuback = UnsubAck {
             packet_id: pid(1),
             codes: vec![ReasonCode::NO_SUBSCRIPTION_EXISTED],
-            properties: properties.clone(),
+            properties: properties.clone().into(),
         };
         let subscribe = Subscribe {
             packet_id: pid(1),
@@ -3401,7 +3416,8 @@ mod tests {
                 retain_as_published: true,
                 retain_handling: RetainHandling::DoNotSend,
             }],
-            properties: Properties { subscription_identifiers: vec![5], ..Properties::default() },
+            properties: Properties { subscription_identifiers: vec![5], ..Properties::default() }
+                .into(),
         };
         let publish = Publish {
             dup: false,
@@ -3412,7 +3428,7 @@ mod tests {
             payload: Bytes::from_static(b"x"),
             properties: Some(Box::new(properties.clone())),
         };
-        let disconnect = Disconnect { reason: ReasonCode(0x8E), properties };
+        let disconnect = Disconnect { reason: ReasonCode(0x8E), properties: properties.into() };
         for (packet, bytes) in [
             (Packet::PubAck(ack.clone()), "40 02 0001"),
             (Packet::PubRel(ack), "62 02 0001"),
@@ -3430,14 +3446,15 @@ mod tests {
     #[cfg(debug_assertions)]
     #[should_panic(expected = "AUTH does not exist in MQTT 3")]
     fn encoding_auth_for_mqtt3_is_a_bug() {
-        let auth = Auth { reason: ReasonCode::SUCCESS, properties: Properties::default() };
+        let auth = Auth { reason: ReasonCode::SUCCESS, properties: Properties::default().into() };
         encode(&Packet::Auth(auth), V3, &mut BytesMut::new());
     }
 
     #[test]
     fn v5_encoding_takes_the_shortest_form() {
         let reason_only = Properties::default();
-        let reasoned = |reason| Ack { packet_id: pid(1), reason, properties: reason_only.clone() };
+        let reasoned =
+            |reason| Ack { packet_id: pid(1), reason, properties: reason_only.clone().into() };
         for (packet, bytes) in [
             (Packet::PubAck(Ack::new(pid(1))), "40 02 0001"),
             (Packet::PubComp(reasoned(ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)), "70 03 0001 92"),
@@ -3446,14 +3463,14 @@ mod tests {
             (
                 Packet::Auth(Auth {
                     reason: ReasonCode::SUCCESS,
-                    properties: Properties::default(),
+                    properties: Properties::default().into(),
                 }),
                 "F0 00",
             ),
             (
                 Packet::Auth(Auth {
                     reason: ReasonCode::CONTINUE_AUTHENTICATION,
-                    properties: Properties::default(),
+                    properties: Properties::default().into(),
                 }),
                 "F0 02 18 00",
             ),
@@ -3854,7 +3871,7 @@ mod tests {
                 payload,
                 qos,
                 retain,
-                properties,
+                properties: properties.into(),
             },
         );
         let protocol = if v5 {
@@ -3893,7 +3910,7 @@ mod tests {
                         will,
                         username,
                         password,
-                        properties,
+                        properties: properties.into(),
                     }
                 },
             )
@@ -3946,7 +3963,7 @@ mod tests {
                 // Session present only with Success [MQTT-3.2.2-6].
                 session_present: session_present && reason == ReasonCode::SUCCESS,
                 reason,
-                properties,
+                properties: properties.into(),
             }
         })
     }
@@ -3980,30 +3997,46 @@ mod tests {
             (packet_id(), reason, props(packet)).prop_map(|(packet_id, reason, properties)| Ack {
                 packet_id,
                 reason,
-                properties,
+                properties: properties.into(),
             })
         };
-        let subscribe =
-            (packet_id(), vec(subscribe_filter(v5), 1..5), props("SUBSCRIBE")).prop_map(
-                |(packet_id, filters, properties)| Subscribe { packet_id, filters, properties },
-            );
+        let subscribe = (packet_id(), vec(subscribe_filter(v5), 1..5), props("SUBSCRIBE"))
+            .prop_map(|(packet_id, filters, properties)| Subscribe {
+                packet_id,
+                filters,
+                properties: properties.into(),
+            });
         let suback_codes = if v5 { SUBACK_CODES } else { SUBACK_CODES_V3 };
-        let suback = (packet_id(), vec(reason(suback_codes), 1..8), props("SUBACK"))
-            .prop_map(|(packet_id, codes, properties)| SubAck { packet_id, codes, properties });
+        let suback = (packet_id(), vec(reason(suback_codes), 1..8), props("SUBACK")).prop_map(
+            |(packet_id, codes, properties)| SubAck {
+                packet_id,
+                codes,
+                properties: properties.into(),
+            },
+        );
         let unsubscribe = (packet_id(), vec(topic_filter(), 1..5), props("UNSUBSCRIBE")).prop_map(
-            |(packet_id, filters, properties)| Unsubscribe { packet_id, filters, properties },
+            |(packet_id, filters, properties)| Unsubscribe {
+                packet_id,
+                filters,
+                properties: properties.into(),
+            },
         );
         // MQTT 3's UNSUBACK has no codes.
         let unsuback_codes =
             if v5 { vec(reason(UNSUBACK_CODES), 1..8).boxed() } else { Just(Vec::new()).boxed() };
-        let unsuback = (packet_id(), unsuback_codes, props("UNSUBACK"))
-            .prop_map(|(packet_id, codes, properties)| UnsubAck { packet_id, codes, properties });
+        let unsuback = (packet_id(), unsuback_codes, props("UNSUBACK")).prop_map(
+            |(packet_id, codes, properties)| UnsubAck {
+                packet_id,
+                codes,
+                properties: properties.into(),
+            },
+        );
         let disconnect_reason =
             if v5 { reason(DISCONNECT_CODES).boxed() } else { Just(ReasonCode::SUCCESS).boxed() };
         let disconnect = (disconnect_reason, props("DISCONNECT"))
-            .prop_map(|(reason, properties)| Disconnect { reason, properties });
+            .prop_map(|(reason, properties)| Disconnect { reason, properties: properties.into() });
         let auth = (reason(AUTH_CODES), properties("AUTH"))
-            .prop_map(|(reason, properties)| Auth { reason, properties });
+            .prop_map(|(reason, properties)| Auth { reason, properties: properties.into() });
         prop_oneof![
             2 => connect(protocol).prop_map(Packet::Connect),
             1 => connack(protocol).prop_map(Packet::ConnAck),

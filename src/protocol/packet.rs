@@ -213,7 +213,92 @@ pub struct Properties {
 impl Properties {
     /// Whether no property is set.
     pub fn is_empty(&self) -> bool {
-        *self == Properties::default()
+        *self == EMPTY_PROPERTIES
+    }
+}
+
+/// What an empty [`Props`] reads as.
+static EMPTY_PROPERTIES: Properties = Properties {
+    payload_format_indicator: None,
+    message_expiry_interval: None,
+    content_type: None,
+    response_topic: None,
+    correlation_data: None,
+    subscription_identifiers: Vec::new(),
+    session_expiry_interval: None,
+    assigned_client_identifier: None,
+    server_keep_alive: None,
+    authentication_method: None,
+    authentication_data: None,
+    request_problem_information: None,
+    will_delay_interval: None,
+    request_response_information: None,
+    response_information: None,
+    server_reference: None,
+    reason_string: None,
+    receive_maximum: None,
+    topic_alias_maximum: None,
+    topic_alias: None,
+    maximum_qos: None,
+    retain_available: None,
+    user_properties: Vec::new(),
+    maximum_packet_size: None,
+    wildcard_subscription_available: None,
+    subscription_identifier_available: None,
+    shared_subscription_available: None,
+};
+
+/// A packet's MQTT 5 properties behind one pointer. Empty (every MQTT 3 packet,
+/// most MQTT 5 ones) it allocates nothing and keeps [`Packet`] small: a
+/// [`Properties`] is some 400 bytes, and every decoded packet would carry (and
+/// copy) that much. Reads go through `Deref` to [`Properties`]; the first write
+/// through `DerefMut` allocates.
+#[derive(Clone, Default)]
+pub struct Props(Option<Box<Properties>>);
+
+impl Props {
+    /// Whether no property is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().map_or(true, Properties::is_empty)
+    }
+
+    /// The properties by value.
+    pub fn into_inner(self) -> Properties {
+        self.0.map_or_else(Properties::default, |p| *p)
+    }
+}
+
+impl std::ops::Deref for Props {
+    type Target = Properties;
+
+    fn deref(&self) -> &Properties {
+        self.0.as_deref().unwrap_or(&EMPTY_PROPERTIES)
+    }
+}
+
+impl std::ops::DerefMut for Props {
+    fn deref_mut(&mut self) -> &mut Properties {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl From<Properties> for Props {
+    fn from(properties: Properties) -> Props {
+        Props((!properties.is_empty()).then(|| Box::new(properties)))
+    }
+}
+
+impl PartialEq for Props {
+    fn eq(&self, other: &Props) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Props {}
+
+impl fmt::Debug for Props {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
     }
 }
 
@@ -423,7 +508,7 @@ pub struct Connect {
     /// Binary data, not necessarily UTF-8.
     pub password: Option<Bytes>,
     /// MQTT 5 CONNECT properties [MQTT-3.1.2.11].
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 /// The will message carried by CONNECT [MQTT-3.1.2-8].
@@ -438,7 +523,7 @@ pub struct LastWill {
     /// Whether the will is published as a retained message [MQTT-3.1.2.7].
     pub retain: bool,
     /// MQTT 5 will properties [MQTT-3.1.3.2].
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 /// CONNACK [MQTT-3.2].
@@ -451,7 +536,7 @@ pub struct ConnAck {
     /// 0x85 -> 2, 0x86 -> 4, 0x87 -> 5, any other failure -> 3).
     pub reason: ReasonCode,
     /// MQTT 5 CONNACK properties [MQTT-3.2.2.3].
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 /// PUBLISH [MQTT-3.3]. The payload is a `Bytes` slice of the read buffer: cloning it
@@ -499,18 +584,18 @@ pub struct Ack {
     /// The outcome [MQTT-3.4.2.1]; always SUCCESS in MQTT 3.
     pub reason: ReasonCode,
     /// MQTT 5 properties (Reason String, User Property).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl Ack {
     /// A successful acknowledgement without properties: what MQTT 3 knows.
     pub fn new(packet_id: PacketId) -> Ack {
-        Ack { packet_id, reason: ReasonCode::SUCCESS, properties: Properties::default() }
+        Ack { packet_id, reason: ReasonCode::SUCCESS, properties: Props::default() }
     }
 
     /// An acknowledgement with a reason code and no properties.
     pub fn with_reason(packet_id: PacketId, reason: ReasonCode) -> Ack {
-        Ack { packet_id, reason, properties: Properties::default() }
+        Ack { packet_id, reason, properties: Props::default() }
     }
 }
 
@@ -522,7 +607,7 @@ pub struct Subscribe {
     /// Requested filters with their options, in packet order.
     pub filters: Vec<SubscribeFilter>,
     /// MQTT 5 properties (Subscription Identifier, User Property) [MQTT-3.8.2.1].
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 /// When the server sends retained messages on a subscribe [MQTT-3.8.3.1].
@@ -575,7 +660,7 @@ pub struct SubAck {
     /// One reason code per requested filter, in the SUBSCRIBE's order.
     pub codes: Vec<ReasonCode>,
     /// MQTT 5 properties (Reason String, User Property).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 /// UNSUBSCRIBE [MQTT-3.10]: at least one filter [MQTT-3.10.3-2].
@@ -586,7 +671,7 @@ pub struct Unsubscribe {
     /// Filters to remove, in packet order.
     pub filters: Vec<TopicFilter>,
     /// MQTT 5 properties (User Property).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 /// UNSUBACK [MQTT-3.11]. MQTT 3 carries the packet id only; MQTT 5 one reason code
@@ -598,7 +683,7 @@ pub struct UnsubAck {
     /// One reason code per filter (empty when decoded from MQTT 3).
     pub codes: Vec<ReasonCode>,
     /// MQTT 5 properties (Reason String, User Property).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 /// DISCONNECT [MQTT-3.14]. MQTT 3 has no body: reason SUCCESS, no properties.
@@ -608,13 +693,13 @@ pub struct Disconnect {
     pub reason: ReasonCode,
     /// MQTT 5 properties (Session Expiry Interval from the client, Reason String,
     /// Server Reference, User Property).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl Disconnect {
     /// A DISCONNECT with a reason code and no properties.
     pub fn new(reason: ReasonCode) -> Disconnect {
-        Disconnect { reason, properties: Properties::default() }
+        Disconnect { reason, properties: Props::default() }
     }
 }
 
@@ -624,5 +709,5 @@ pub struct Auth {
     /// SUCCESS, CONTINUE_AUTHENTICATION or RE_AUTHENTICATE [MQTT-3.15.2.1].
     pub reason: ReasonCode,
     /// Authentication Method and Data, Reason String, User Property.
-    pub properties: Properties,
+    pub properties: Props,
 }

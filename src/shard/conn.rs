@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::hooks::{AuthRequest, AuthStep};
 use crate::net;
 use crate::protocol::{
-    codec, Auth, ConnAck, Connect, DecodeError, Disconnect, Limits, Packet, Properties,
+    codec, Auth, ConnAck, Connect, DecodeError, Disconnect, Limits, Packet, Properties, Props,
     ProtocolVersion, ReasonCode,
 };
 use crate::router::owner_shard;
@@ -103,7 +103,7 @@ pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
             let connack = ConnAck {
                 session_present: false,
                 reason: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-                properties: Properties::default(),
+                properties: Props::default(),
             };
             codec::encode(&Packet::ConnAck(connack), ProtocolVersion::V311, &mut out);
             let _ = stream.write_all(&out).await;
@@ -228,7 +228,7 @@ async fn authenticate(
             AuthStep::Fail(reason) => {
                 info!(client_id = %connect.client_id, "authentication failed: {reason}");
                 let connack =
-                    ConnAck { session_present: false, reason, properties: Properties::default() };
+                    ConnAck { session_present: false, reason, properties: Props::default() };
                 codec::encode(&Packet::ConnAck(connack), ProtocolVersion::V5, &mut out);
                 let _ = stream.write_all(&out).await;
                 return None;
@@ -240,7 +240,10 @@ async fn authenticate(
             authentication_data: Some(challenge),
             ..Properties::default()
         };
-        let auth = Packet::Auth(Auth { reason: ReasonCode::CONTINUE_AUTHENTICATION, properties });
+        let auth = Packet::Auth(Auth {
+            reason: ReasonCode::CONTINUE_AUTHENTICATION,
+            properties: properties.into(),
+        });
         codec::encode(&auth, ProtocolVersion::V5, &mut out);
         stream.write_all(&out).await.ok()?;
         let next = or(
@@ -268,7 +271,7 @@ async fn authenticate(
                 if auth.reason == ReasonCode::CONTINUE_AUTHENTICATION
                     && auth.properties.authentication_method.as_ref() == Some(&method) =>
             {
-                data = auth.properties.authentication_data;
+                data = auth.properties.into_inner().authentication_data;
                 round += 1;
             }
             other => {

@@ -28,7 +28,7 @@ use crate::hooks::{AuthRequest, AuthStep, ClientInfo, Hooks, Origin};
 use crate::message::{Message, MessageId, MessageIdGen};
 use crate::protocol::{
     codec, Ack, Auth, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties,
-    ProtocolVersion, ProtocolViolation, Publish, QoS, ReasonCode, RetainHandling, SubAck,
+    Props, ProtocolVersion, ProtocolViolation, Publish, QoS, ReasonCode, RetainHandling, SubAck,
     Subscribe, TopicFilter, TopicName, UnsubAck, Unsubscribe,
 };
 use crate::router::{
@@ -455,8 +455,7 @@ impl ShardState {
         let protocol = connect.protocol;
         let v5 = protocol.is_v5();
         let refuse = |reason, out: &mut BytesMut| {
-            let connack =
-                ConnAck { session_present: false, reason, properties: Properties::default() };
+            let connack = ConnAck { session_present: false, reason, properties: Props::default() };
             codec::encode(&Packet::ConnAck(connack), protocol, out);
             None
         };
@@ -656,7 +655,11 @@ impl ShardState {
         }
         {
             let mut out = conn.out.borrow_mut();
-            let connack = ConnAck { session_present, reason: ReasonCode::SUCCESS, properties };
+            let connack = ConnAck {
+                session_present,
+                reason: ReasonCode::SUCCESS,
+                properties: properties.into(),
+            };
             codec::encode(&Packet::ConnAck(connack), protocol, &mut out);
             let before = SentSnapshot::of(&entry.session);
             entry.session.resume(&mut out, self.now_us);
@@ -741,7 +744,7 @@ impl ShardState {
     /// Will Delay Interval, which is the broker's business).
     fn publish_will(&mut self, will: LastWill, info: &ClientInfo) {
         self.stats.wills_published += 1;
-        let mut properties = will.properties;
+        let mut properties = will.properties.into_inner();
         properties.will_delay_interval = None;
         let properties = (!properties.is_empty()).then(|| Box::new(properties));
         let message = self.new_message(
@@ -904,7 +907,7 @@ impl ShardState {
             authentication_data: data,
             ..Properties::default()
         };
-        let packet = Packet::Auth(Auth { reason, properties });
+        let packet = Packet::Auth(Auth { reason, properties: properties.into() });
         codec::encode(&packet, conn.protocol, &mut conn.out.borrow_mut());
         self.mark_dirty(conn);
         Ok(())
@@ -1432,8 +1435,7 @@ impl ShardState {
                 self.query_retained(&conn.client_id, filter, request.qos, sub_id);
             }
         }
-        let suback =
-            SubAck { packet_id: subscribe.packet_id, codes, properties: Properties::default() };
+        let suback = SubAck { packet_id: subscribe.packet_id, codes, properties: Props::default() };
         if self.route_rev_acked() {
             codec::encode(&Packet::SubAck(suback), conn.protocol, &mut conn.out.borrow_mut());
             self.mark_dirty(conn);
@@ -1464,7 +1466,7 @@ impl ShardState {
             }
         }
         let unsuback =
-            UnsubAck { packet_id: unsubscribe.packet_id, codes, properties: Properties::default() };
+            UnsubAck { packet_id: unsubscribe.packet_id, codes, properties: Props::default() };
         codec::encode(&Packet::UnsubAck(unsuback), conn.protocol, &mut conn.out.borrow_mut());
         self.mark_dirty(conn);
     }

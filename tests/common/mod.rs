@@ -131,7 +131,7 @@ pub fn connect_packet(client_id: &str, clean_session: bool) -> Connect {
         will: None,
         username: None,
         password: None,
-        properties: Properties::default(),
+        properties: Properties::default().into(),
     }
 }
 
@@ -364,7 +364,7 @@ impl Raw {
         self.send(&Packet::Subscribe(Subscribe {
             packet_id: pid(id),
             filters,
-            properties: Properties::default(),
+            properties: Properties::default().into(),
         }));
         // The server may send matching PUBLISHes (e.g. retained messages) before the
         // SUBACK (MQTT 3.1.1 section 3.8.4); they are kept for the next receive.
@@ -389,7 +389,7 @@ impl Raw {
         self.send(&Packet::Unsubscribe(Unsubscribe {
             packet_id: pid(id),
             filters,
-            properties: Properties::default(),
+            properties: Properties::default().into(),
         }));
         match self.recv() {
             Packet::UnsubAck(ack) => assert_eq!(ack.packet_id, pid(id), "[MQTT-3.10.4-4]"),
