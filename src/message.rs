@@ -6,8 +6,6 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use bytestring::ByteString;
-
 use crate::protocol::{Properties, QoS, TopicName};
 
 /// A globally unique, per-shard increasing message id [DESIGN §7]:
@@ -95,6 +93,18 @@ impl MessageIdGen {
     }
 }
 
+/// The session a message came from: its shard and that shard's serial number for
+/// it. A client's subscriptions live on the same shard as its publishing session
+/// (both are the client id's owner), so comparing these two numbers is comparing
+/// client ids, without cloning one into every message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Publisher {
+    /// The shard that owns the session.
+    pub shard: u32,
+    /// The session's serial number on that shard, never reused.
+    pub session: u64,
+}
+
 /// One application message, shared by every subscriber that receives it: cloning the
 /// `Arc` around it is the only per-subscriber cost, the payload is never copied.
 #[derive(Clone, PartialEq, Eq)]
@@ -110,10 +120,10 @@ pub struct Message {
     pub qos: QoS,
     /// The RETAIN flag as published.
     pub retain: bool,
-    /// The client id of the client that published it (or whose will it is); `None`
-    /// for the broker's and the embedding program's messages. Subscriptions with No
-    /// Local skip their own client's messages [MQTT-3.8.3-3].
-    pub publisher: Option<ByteString>,
+    /// The session of the client that published it; `None` for wills, the
+    /// broker's and the embedding program's messages. Subscriptions with No Local
+    /// skip their own session's messages [MQTT-3.8.3-3].
+    pub publisher: Option<Publisher>,
     /// MQTT 5 PUBLISH properties that travel with the message (Payload Format
     /// Indicator, Message Expiry Interval, Content Type, Response Topic,
     /// Correlation Data, User Properties) [MQTT-3.3.2-15..20]; `None` when there are

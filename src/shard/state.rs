@@ -25,7 +25,7 @@ use hashbrown::HashMap;
 
 use crate::config::Config;
 use crate::hooks::{AuthRequest, AuthStep, ClientInfo, Hooks, Origin};
-use crate::message::{Message, MessageId, MessageIdGen};
+use crate::message::{Message, MessageId, MessageIdGen, Publisher};
 use crate::protocol::{
     codec, Ack, Auth, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties,
     Props, ProtocolVersion, ProtocolViolation, Publish, QoS, ReasonCode, RetainHandling, SubAck,
@@ -139,6 +139,9 @@ pub(crate) struct ConnIo {
     pub info: ClientInfo,
     /// The protocol level: decides the layout of every packet after CONNECT.
     pub protocol: ProtocolVersion,
+    /// The session the connection's messages come from (No Local); set once the
+    /// session is found or created.
+    pub source: Cell<Publisher>,
     /// Topic aliases the client set (MQTT 5), at most `topic_alias_max`; they live
     /// as long as the connection [MQTT-3.3.2-7].
     pub aliases_in: RefCell<HashMap<u16, TopicName>>,
@@ -188,6 +191,8 @@ impl ConnIo {
 #[derive(Debug)]
 struct SessionEntry {
     session: Session,
+    /// This shard's serial number of the session, for [`Publisher`].
+    serial: u64,
     conn: Option<Rc<ConnIo>>,
     /// The will of the current connection.
     will: Option<LastWill>,
@@ -199,6 +204,13 @@ struct SessionEntry {
     expiry_secs: Option<u64>,
     /// Shard clock tick at which an offline persistent session is removed.
     expires_at: Option<u64>,
+}
+
+/// One local subscription: its options and the serial of its session.
+#[derive(Clone, Copy, Debug)]
+struct LocalSub {
+    options: SubOptions,
+    session: u64,
 }
 
 /// A SUBACK held until other shards acknowledge route revision `rev`.
@@ -233,8 +245,10 @@ pub(crate) struct ShardState {
     pub config: Arc<Config>,
     hooks: Arc<Hooks>,
     sessions: HashMap<ByteString, SessionEntry>,
-    /// Filter -> this shard's subscribed clients and their options.
-    local_subs: SubTrie<HashMap<ByteString, SubOptions>>,
+    /// Filter -> this shard's subscribed clients, their options and session serial.
+    local_subs: SubTrie<HashMap<ByteString, LocalSub>>,
+    /// The serial number of the last session created.
+    session_serial: u64,
     routes: RouteTable,
     /// Shared subscription groups with members anywhere, and where.
     shared_routes: SharedRoutes,
@@ -263,6 +277,9 @@ pub(crate) struct ShardState {
     /// MQTT 5 message expiry, whose unit is the second, so a reading a pass old is
     /// exact enough and saves a clock read per message.
     now_us: u64,
+    /// [`ShardState::now_ticks`] as of the last tick or end of pass: the clock of
+    /// `last_seen`, read once per pass rather than once per packet.
+    ticks: u64,
     pub data_out: Outbox<DataMsg>,
     pub ctrl_out: Outbox<CtrlMsg>,
     /// Connections with new output since the end of the last pass.
@@ -336,6 +353,7 @@ impl ShardState {
             hooks,
             sessions: HashMap::new(),
             local_subs: SubTrie::new(),
+            session_serial: 0,
             routes: RouteTable::new(shards),
             shared_routes: SharedRoutes::new(shards),
             shared_local: HashMap::new(),
@@ -349,6 +367,7 @@ impl ShardState {
             retained_cleared: HashMap::new(),
             tombstone_sweep_at: 0,
             now_us: unix_micros(),
+            ticks: 0,
             data_out: Outbox::new(data, shards, batch),
             ctrl_out: Outbox::new(ctrl, shards, batch),
             to_wake: Vec::new(),
@@ -394,6 +413,7 @@ impl ShardState {
     /// connections that have output, and apply backpressure if rings overflow.
     pub fn end_of_pass(&mut self) {
         self.now_us = unix_micros();
+        self.ticks = self.now_ticks();
         self.data_out.flush();
         self.ctrl_out.flush();
         for conn in self.to_wake.drain(..) {
@@ -556,6 +576,7 @@ impl ShardState {
             in_backlog: Cell::new(false),
             last_progress: Cell::new(Instant::now()),
             publisher: Cell::new(false),
+            source: Cell::new(Publisher { shard: self.id as u32, session: 0 }),
             rates: RefCell::new((
                 (self.config.publish_rate_max > 0)
                     .then(|| TokenBucket::new(self.config.publish_rate_max, Instant::now())),
@@ -601,10 +622,12 @@ impl ShardState {
         }
         if !session_present {
             let session = Session::new(client_id.clone(), persistent, self.config.session_limits());
+            self.session_serial += 1;
             self.sessions.insert(
                 client_id.clone(),
                 SessionEntry {
                     session,
+                    serial: self.session_serial,
                     conn: None,
                     will: None,
                     pending_will: None,
@@ -625,6 +648,7 @@ impl ShardState {
             Link::v3(protocol)
         };
         let entry = self.sessions.get_mut(&client_id).expect("inserted or present above");
+        conn.source.set(Publisher { shard: self.id as u32, session: entry.serial });
         entry.conn = Some(Rc::clone(&conn));
         entry.session.set_persistent(persistent);
         entry.session.attach(link);
@@ -747,14 +771,8 @@ impl ShardState {
         let mut properties = will.properties.into_inner();
         properties.will_delay_interval = None;
         let properties = (!properties.is_empty()).then(|| Box::new(properties));
-        let message = self.new_message(
-            will.topic,
-            will.payload,
-            will.qos,
-            will.retain,
-            Some(info.client_id.clone()),
-            properties,
-        );
+        let message =
+            self.new_message(will.topic, will.payload, will.qos, will.retain, None, properties);
         self.ingress(Origin::Will(info), message);
     }
 
@@ -777,7 +795,7 @@ impl ShardState {
 
     /// Handles one packet from `conn`'s client. An error closes that connection only.
     pub fn handle_packet(&mut self, conn: &Rc<ConnIo>, packet: Packet) -> Result<(), Close> {
-        conn.last_seen.set(self.now_ticks());
+        conn.last_seen.set(self.ticks);
         let now_us = self.now_us;
         match packet {
             Packet::Publish(publish) => self.on_publish(conn, publish)?,
@@ -990,7 +1008,7 @@ impl ShardState {
                 publish.payload,
                 publish.qos,
                 publish.retain,
-                Some(conn.client_id.clone()),
+                Some(conn.source.get()),
                 publish.properties,
             );
             self.ingress(Origin::Client(&conn.info), message);
@@ -1094,7 +1112,7 @@ impl ShardState {
         payload: Bytes,
         qos: QoS,
         retain: bool,
-        publisher: Option<ByteString>,
+        publisher: Option<Publisher>,
         properties: Option<Box<Properties>>,
     ) -> Message {
         let id = self.ids.next(unix_micros());
@@ -1176,15 +1194,19 @@ impl ShardState {
     fn deliver_local(&mut self, message: &Arc<Message>) {
         let mut targets = std::mem::take(&mut self.scratch);
         let mut filters = 0;
-        let publisher = message.publisher.as_ref();
+        let publisher = message.publisher;
+        let shard = self.id as u32;
         self.local_subs.for_each_match(message.topic.as_str(), |_, clients| {
             filters += 1;
             targets.extend(
                 clients
                     .iter()
                     // No Local: not back to the publishing client [MQTT-3.8.3-3].
-                    .filter(|(c, o)| !(o.no_local && Some(*c) == publisher))
-                    .map(|(c, o)| (c.clone(), *o)),
+                    .filter(|(_, sub)| {
+                        let own = Publisher { shard, session: sub.session };
+                        !(sub.options.no_local && publisher == Some(own))
+                    })
+                    .map(|(c, sub)| (c.clone(), sub.options)),
             );
         });
         if filters > 1 {
@@ -1472,9 +1494,10 @@ impl ShardState {
     }
 
     fn add_local_sub(&mut self, filter: &TopicFilter, client_id: &ByteString, options: SubOptions) {
+        let Some(session) = self.sessions.get(client_id).map(|e| e.serial) else { return };
         let clients = self.local_subs.get_or_insert_with(filter.as_str(), HashMap::new);
         let first = clients.is_empty();
-        clients.insert(client_id.clone(), options);
+        clients.insert(client_id.clone(), LocalSub { options, session });
         if first {
             self.announce_route(filter, true);
         }
@@ -1712,6 +1735,7 @@ impl ShardState {
     pub fn tick(&mut self) {
         let now = self.now_ticks();
         self.now_us = unix_micros();
+        self.ticks = now;
         if now >= self.tombstone_sweep_at {
             self.tombstone_sweep_at = now + secs_to_ticks(RETAINED_TOMBSTONE_SECS);
             let horizon = unix_micros().saturating_sub(RETAINED_TOMBSTONE_SECS * 1_000_000);
