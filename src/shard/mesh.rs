@@ -35,8 +35,15 @@ pub(crate) enum DataMsg {
     /// A retained message (or its removal, with an empty payload) for the
     /// destination's retained partition.
     Retain(Arc<Message>),
-    /// The answer to a `RetainedQuery`: messages for one client's new subscription.
-    Retained { client_id: ByteString, qos: QoS, sub_id: Option<u32>, messages: Vec<Arc<Message>> },
+    /// The answer to a `RetainedQuery` (possibly empty): messages for one client's
+    /// new subscription.
+    Retained {
+        client_id: ByteString,
+        qos: QoS,
+        sub_id: Option<u32>,
+        messages: Vec<Arc<Message>>,
+        query: u64,
+    },
     /// A message for one member of the shared subscription `filter`
     /// (`$share/{group}/{filter}`) on the destination. `hops` counts how often it
     /// was passed on because the chosen shard had no member left.
@@ -59,6 +66,8 @@ pub(crate) enum CtrlMsg {
         filter: TopicFilter,
         qos: QoS,
         sub_id: Option<u32>,
+        /// Identifies the SUBSCRIBE on `origin`, whose SUBACK waits for the answer.
+        query: u64,
     },
     /// `origin` has `members` connected members of the shared subscription `filter`
     /// (`$share/{group}/{filter}`). Acknowledged like `Route`.

@@ -217,6 +217,11 @@ struct LocalSub {
 #[derive(Debug)]
 struct PendingSubAck {
     rev: u64,
+    /// The retained query of this SUBSCRIBE, and how many shards have not answered
+    /// it yet: its retained messages go out before the SUBACK, so before any
+    /// message published after the client saw the SUBACK.
+    query: u64,
+    answers_due: u32,
     conn: Weak<ConnIo>,
     suback: SubAck,
 }
@@ -262,6 +267,8 @@ pub(crate) struct ShardState {
     /// Per shard, the highest of our revisions it has acknowledged.
     route_acked: Vec<u64>,
     pending_subacks: Vec<PendingSubAck>,
+    /// The id of the last retained query this shard sent.
+    retained_query: u64,
     /// This shard's partition of the clients' retained messages, by topic.
     retained: HashMap<ByteString, Arc<Message>>,
     /// The broker's own retained messages (`$SYS`), outside the clients' limits.
@@ -362,6 +369,7 @@ impl ShardState {
             route_rev: 0,
             route_acked: vec![0; shards],
             pending_subacks: Vec::new(),
+            retained_query: 0,
             retained: HashMap::new(),
             retained_own: HashMap::new(),
             retained_cleared: HashMap::new(),
@@ -1382,6 +1390,9 @@ impl ShardState {
         // One identifier for every filter of the SUBSCRIBE [MQTT-3.8.2.1.2].
         let sub_id = subscribe.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
+        self.retained_query += 1;
+        let query = self.retained_query;
+        let mut answers_due = 0;
         for request in subscribe.filters {
             let Some(request) = self.hooks.client_subscribe(&conn.info, request) else {
                 codes.push(if v5 {
@@ -1454,17 +1465,20 @@ impl ShardState {
                 RetainHandling::DoNotSend => false,
             };
             if send_retained {
-                self.query_retained(&conn.client_id, filter, request.qos, sub_id);
+                answers_due +=
+                    self.query_retained(&conn.client_id, filter, request.qos, sub_id, query);
             }
         }
         let suback = SubAck { packet_id: subscribe.packet_id, codes, properties: Props::default() };
-        if self.route_rev_acked() {
+        if self.route_rev_acked() && answers_due == 0 {
             codec::encode(&Packet::SubAck(suback), conn.protocol, &mut conn.out.borrow_mut());
             self.mark_dirty(conn);
         } else {
             conn.subacks_pending.set(conn.subacks_pending.get() + 1);
             self.pending_subacks.push(PendingSubAck {
                 rev: self.route_rev,
+                query,
+                answers_due,
                 conn: Rc::downgrade(conn),
                 suback,
             });
@@ -1591,34 +1605,40 @@ impl ShardState {
         (0..self.shards).filter(|s| *s != self.id).all(|s| self.route_acked[s] >= self.route_rev)
     }
 
-    /// Asks the shards holding retained messages that may match `filter`.
+    /// Asks the shards holding retained messages that may match `filter`; returns
+    /// how many other shards will answer query `query`.
     fn query_retained(
         &mut self,
         client_id: &ByteString,
         filter: TopicFilter,
         qos: QoS,
         sub_id: Option<u32>,
-    ) {
+        query: u64,
+    ) -> u32 {
         let targets: Vec<usize> = if filter.has_wildcards() {
             (0..self.shards).collect()
         } else {
             vec![owner_shard(filter.as_str().as_bytes(), self.shards)]
         };
+        let mut remote = 0;
         for shard in targets {
             if shard == self.id {
                 let messages = self.matching_retained(&filter);
                 self.deliver_retained(client_id, qos, sub_id, messages);
             } else {
+                remote += 1;
                 let msg = CtrlMsg::RetainedQuery {
                     origin: self.id,
                     client_id: client_id.clone(),
                     filter: filter.clone(),
                     qos,
                     sub_id,
+                    query,
                 };
                 self.ctrl_out.push(shard, msg);
             }
         }
+        remote
     }
 
     /// The retained messages matching `filter`, less those whose Message Expiry
@@ -1664,8 +1684,12 @@ impl ShardState {
         match msg {
             DataMsg::Publish(message) => self.deliver_local(&message),
             DataMsg::Retain(message) => self.store_retained(message),
-            DataMsg::Retained { client_id, qos, sub_id, messages } => {
+            DataMsg::Retained { client_id, qos, sub_id, messages, query } => {
                 self.deliver_retained(&client_id, qos, sub_id, messages);
+                if let Some(pending) = self.pending_subacks.iter_mut().find(|p| p.query == query) {
+                    pending.answers_due -= 1;
+                }
+                self.release_subacks();
             }
             DataMsg::Shared { filter, message, hops, exclude } => {
                 self.dispatch_shared(&filter, message, hops, exclude.as_ref());
@@ -1685,12 +1709,11 @@ impl ShardState {
                 self.route_acked[from] = self.route_acked[from].max(rev);
                 self.release_subacks();
             }
-            CtrlMsg::RetainedQuery { origin, client_id, filter, qos, sub_id } => {
+            CtrlMsg::RetainedQuery { origin, client_id, filter, qos, sub_id, query } => {
+                // Answered even when empty: the SUBACK waits for every answer.
                 let messages = self.matching_retained(&filter);
-                if !messages.is_empty() {
-                    let msg = DataMsg::Retained { client_id, qos, sub_id, messages };
-                    self.data_out.push(origin, msg);
-                }
+                let msg = DataMsg::Retained { client_id, qos, sub_id, messages, query };
+                self.data_out.push(origin, msg);
             }
             CtrlMsg::SharedRoute { origin, rev, filter, members } => {
                 // One ring per origin keeps its updates in order.
@@ -1715,7 +1738,8 @@ impl ShardState {
             .unwrap_or(u64::MAX);
         let mut i = 0;
         while i < self.pending_subacks.len() {
-            if self.pending_subacks[i].rev <= acked {
+            let pending = &self.pending_subacks[i];
+            if pending.rev <= acked && pending.answers_due == 0 {
                 let pending = self.pending_subacks.remove(i);
                 if let Some(conn) = pending.conn.upgrade() {
                     conn.subacks_pending.set(conn.subacks_pending.get() - 1);
