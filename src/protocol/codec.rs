@@ -409,6 +409,8 @@ const HAS_NUL_V5: ProtocolViolation = violation("MQTT-1.5.4-2", "string contains
 fn decode_body(first: u8, minimal: bool, r: Reader) -> Result<Option<Packet>, DecodeError> {
     let v5 = r.v5;
     match first >> 4 {
+        // decode takes PUBLISH itself; this is for completeness.
+        PUBLISH if v5 => decode_publish_v5(first, r),
         PUBLISH => decode_publish(first, r),
         PUBACK => decode_ack(r, &PUBACK_RULES, Packet::PubAck),
         PUBREC => decode_ack(r, &PUBREC_RULES, Packet::PubRec),
@@ -596,11 +598,8 @@ fn decode_connack_v5(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     Ok(Some(Packet::ConnAck(ConnAck { session_present, reason, properties })))
 }
 
-/// PUBLISH, built in place in the return value (see [`decode_body`]).
+/// MQTT 3 PUBLISH, built in place in the return value (see [`decode_body`]).
 fn decode_publish(first: u8, mut r: Reader) -> Result<Option<Packet>, DecodeError> {
-    if r.v5 {
-        return decode_publish_v5(first, r);
-    }
     let Some(qos) = QoS::from_bits((first >> PUBLISH_QOS_SHIFT) & 0x03) else {
         // check_first_byte refused QoS 3 already; answer as it does rather than panic.
         return Err(violation("MQTT-3.3.1-4", "PUBLISH with QoS 3").into());
@@ -625,6 +624,7 @@ fn decode_publish(first: u8, mut r: Reader) -> Result<Option<Packet>, DecodeErro
     })))
 }
 
+/// MQTT 5 PUBLISH, built in place in the return value (see [`decode_body`]).
 fn decode_publish_v5(first: u8, mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     let Some(qos) = QoS::from_bits((first >> PUBLISH_QOS_SHIFT) & 0x03) else {
         return Err(violation("MQTT-3.3.1-4", "PUBLISH with QoS 3").into());
