@@ -604,14 +604,21 @@ fn decode_publish(first: u8, mut r: Reader) -> Result<Option<Packet>, DecodeErro
         // check_first_byte refused QoS 3 already; answer as it does rather than panic.
         return Err(violation("MQTT-3.3.1-4", "PUBLISH with QoS 3").into());
     };
-    // Topic names skip `Reader::string`'s U+0000 scan: the topic validator scans for
-    // it along with the wildcards.
-    let topic = r.utf8(violation("MQTT-3.3.2-1", "PUBLISH topic name missing"))?;
-    let topic = TopicName::try_from(topic)?;
+    let topic = r.binary(violation("MQTT-3.3.2-1", "PUBLISH topic name missing"))?;
+    // The packet id is read before the topic is checked, and its error raised after
+    // the topic's, as if read in order. The reason is speed: the reader's last write
+    // (consuming the packet id) then has the topic check's time to reach the cache
+    // before the payload is read back from the reader; read back at once, it stalls
+    // store forwarding, which costs a QoS 1 PUBLISH a few percent.
     let packet_id = match qos {
         QoS::AtMostOnce => None,
-        QoS::AtLeastOnce | QoS::ExactlyOnce => Some(r.packet_id()?),
+        QoS::AtLeastOnce | QoS::ExactlyOnce => Some(r.packet_id()),
     };
+    // Topic names skip `Reader::string`'s U+0000 scan: the topic validator scans for
+    // it along with the wildcards.
+    let topic = ByteString::try_from(topic).map_err(|_| NOT_UTF8)?;
+    let topic = TopicName::try_from(topic)?;
+    let packet_id = packet_id.transpose()?;
     Ok(Some(Packet::Publish(Publish {
         dup: first & PUBLISH_DUP != 0,
         qos,
@@ -2559,6 +2566,10 @@ mod tests {
             "32 05 | 0001 74 | 0000" => Violation("MQTT-2.3.1-1"),
             "32 03 | 0001 74" => Violation("MQTT-2.3.1-1"),
             "34 04 | 0001 74 | 01" => Violation("MQTT-2.3.1-1"),
+            // A bad topic is reported before a missing packet id, as read in order.
+            "32 03 | 0001 23" => Violation("MQTT-4.7.1-1"),
+            "32 04 | 0001 FF | 00" => Violation("MQTT-1.5.3-1"),
+            "34 02 | 0000" => Violation("MQTT-4.7.3-1"),
         }
     }
 
