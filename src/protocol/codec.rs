@@ -2059,16 +2059,21 @@ fn put_fixed_header(buf: &mut BytesMut, first: u8, remaining: usize) {
     );
     buf.reserve(1 + vbi_len(remaining) + remaining);
     buf.put_u8(first);
-    put_vbi(buf, remaining);
+    put_vbi_digits(buf, remaining);
 }
 
-/// Writes a Variable Byte Integer: seven bits per byte, least significant first; bit
-/// 7 flags a next byte [MQTT-1.5.5].
+/// Writes a Variable Byte Integer [MQTT-1.5.5].
 fn put_vbi(buf: &mut BytesMut, value: usize) {
     assert!(
         value <= VBI_MAX as usize,
         "Variable Byte Integer {value} exceeds the protocol maximum {VBI_MAX} [MQTT-1.5.5]"
     );
+    put_vbi_digits(buf, value);
+}
+
+/// Writes `value`, at most [`VBI_MAX`], as a Variable Byte Integer: seven bits per
+/// byte, least significant first; bit 7 flags a next byte [MQTT-1.5.5].
+fn put_vbi_digits(buf: &mut BytesMut, value: usize) {
     let mut rest = value;
     loop {
         let digit = (rest & 0x7F) as u8;
