@@ -118,8 +118,10 @@
 //! invalid packets unrepresentable; what they cannot express is listed under
 //! [`encode`]'s "Panics": such a packet cannot be framed at all, and writing it
 //! truncated would desynchronise the peer, so encoding it is a bug in the caller.
-//! Every packet is written in its shortest form: an MQTT 5 acknowledgement without
-//! properties drops its Property Length, and with reason Success its reason too.
+//! An MQTT 5 acknowledgement, DISCONNECT or AUTH with reason Success and no
+//! properties takes its shortest form (no reason, no Property Length); with another
+//! reason it keeps an empty Property Length, which the spec lets it drop but some
+//! clients (rumqttc 0.24) cannot parse.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
@@ -1700,11 +1702,11 @@ pub fn encoded_len(packet: &Packet, protocol: ProtocolVersion) -> usize {
 /// failure -> 3 Server unavailable), and a SUBACK failure code as 0x80. AUTH does not
 /// exist in MQTT 3: nothing is written (and debug builds panic).
 ///
-/// In MQTT 5 every packet takes its shortest form: an acknowledgement of a PUBLISH
-/// with reason Success and no properties is 2 bytes of remaining length
-/// [MQTT-3.4.2.1], with another reason and no properties 3; a DISCONNECT or AUTH with
-/// reason Success and no properties has remaining length 0, a DISCONNECT with another
-/// reason and no properties 1.
+/// In MQTT 5 an acknowledgement of a PUBLISH with reason Success and no properties is
+/// 2 bytes of remaining length [MQTT-3.4.2.1], with another reason and no properties
+/// 4 (an empty Property Length kept for clients that need it); a DISCONNECT or AUTH
+/// with reason Success and no properties has remaining length 0, with another reason
+/// and no properties 2.
 ///
 /// Writes the packet as it is: keeping the sender's MUSTs that the field types cannot
 /// express is the caller's business (at least one filter in SUBSCRIBE and UNSUBSCRIBE,
@@ -1837,7 +1839,7 @@ pub fn encode(packet: &Packet, protocol: ProtocolVersion, buf: &mut BytesMut) {
         Packet::PingResp => put_fixed_header(buf, PINGRESP << 4, 0),
         Packet::Disconnect(d) => {
             if v5 {
-                put_reason_and_properties(buf, DISCONNECT << 4, d.reason, &d.properties, true);
+                put_reason_and_properties(buf, DISCONNECT << 4, d.reason, &d.properties);
             } else {
                 put_fixed_header(buf, DISCONNECT << 4, 0);
             }
@@ -1845,7 +1847,7 @@ pub fn encode(packet: &Packet, protocol: ProtocolVersion, buf: &mut BytesMut) {
         Packet::Auth(a) => {
             debug_assert!(v5, "AUTH does not exist in MQTT 3");
             if v5 {
-                put_reason_and_properties(buf, AUTH << 4, a.reason, &a.properties, false);
+                put_reason_and_properties(buf, AUTH << 4, a.reason, &a.properties);
             }
         }
     }
@@ -1885,9 +1887,12 @@ fn put_ack(buf: &mut BytesMut, first: u8, a: &Ack, v5: bool) {
         put_fixed_header(buf, first, 2);
         buf.put_u16(a.packet_id.get());
     } else if !has_properties {
-        put_fixed_header(buf, first, 3);
+        // The reason and an empty Property Length: the spec allows dropping the
+        // latter, but clients exist (rumqttc 0.24) that cannot parse that form.
+        put_fixed_header(buf, first, 4);
         buf.put_u16(a.packet_id.get());
         buf.put_u8(a.reason.0);
+        buf.put_u8(0);
     } else {
         let props = properties_len(&a.properties);
         put_fixed_header(buf, first, 3 + property_block_len(props));
@@ -1903,29 +1908,25 @@ fn ack_len_v5(a: &Ack) -> usize {
         if a.reason == ReasonCode::SUCCESS {
             2
         } else {
-            3
+            4
         }
     } else {
         3 + property_block_len(properties_len(&a.properties))
     }
 }
 
-/// MQTT 5 DISCONNECT and AUTH: nothing for Success without properties; the reason
-/// alone if `reason_alone` (DISCONNECT) and there are no properties; else the reason
-/// and the properties.
+/// MQTT 5 DISCONNECT and AUTH: nothing for Success without properties; else the
+/// reason and the properties (an empty Property Length included: the spec lets a
+/// DISCONNECT drop it, but clients exist, rumqttc 0.24 among them, that cannot parse
+/// that form and lose the reason).
 fn put_reason_and_properties(
     buf: &mut BytesMut,
     first: u8,
     reason: ReasonCode,
     properties: &Properties,
-    reason_alone: bool,
 ) {
-    match reason_and_properties_len(reason, properties, reason_alone) {
+    match reason_and_properties_len(reason, properties) {
         0 => put_fixed_header(buf, first, 0),
-        1 => {
-            put_fixed_header(buf, first, 1);
-            buf.put_u8(reason.0);
-        }
         remaining => {
             put_fixed_header(buf, first, remaining);
             buf.put_u8(reason.0);
@@ -1934,17 +1935,11 @@ fn put_reason_and_properties(
     }
 }
 
-fn reason_and_properties_len(
-    reason: ReasonCode,
-    properties: &Properties,
-    reason_alone: bool,
-) -> usize {
+fn reason_and_properties_len(reason: ReasonCode, properties: &Properties) -> usize {
     if !properties.is_empty() {
         1 + property_block_len(properties_len(properties))
     } else if reason == ReasonCode::SUCCESS {
         0
-    } else if reason_alone {
-        1
     } else {
         // The reason and an empty property block.
         2
@@ -2202,12 +2197,12 @@ fn remaining_len(packet: &Packet, protocol: ProtocolVersion) -> usize {
         Packet::PingReq | Packet::PingResp => 0,
         Packet::Disconnect(d) => {
             if v5 {
-                reason_and_properties_len(d.reason, &d.properties, true)
+                reason_and_properties_len(d.reason, &d.properties)
             } else {
                 0
             }
         }
-        Packet::Auth(a) => reason_and_properties_len(a.reason, &a.properties, false),
+        Packet::Auth(a) => reason_and_properties_len(a.reason, &a.properties),
     }
 }
 
@@ -3204,15 +3199,17 @@ mod tests {
             "50 02 | 0102" => Decodes(Packet::PubRec(Ack::new(pid(0x0102)))),
             "62 02 | FFFF" => Decodes(Packet::PubRel(Ack::new(pid(0xFFFF)))),
             "70 02 | 0004" => Decodes(Packet::PubComp(Ack::new(pid(4)))),
-            // 3: a reason without properties.
-            "40 03 | 0001 | 10" => Decodes(Packet::PubAck(ack(1, 0x10))),
-            "50 03 | 0001 | 99" => Decodes(Packet::PubRec(ack(1, 0x99))),
-            "62 03 | 0001 | 92" => Decodes(Packet::PubRel(ack(1, 0x92))),
-            "70 03 | 0001 | 92" => Decodes(Packet::PubComp(ack(1, 0x92))),
-            // Longer forms of the same.
+            // 3: a reason without properties (the broker writes 4: it keeps the
+            // empty Property Length).
+            "40 03 | 0001 | 10" => NonCanonical(Packet::PubAck(ack(1, 0x10))),
+            "50 03 | 0001 | 99" => NonCanonical(Packet::PubRec(ack(1, 0x99))),
+            "62 03 | 0001 | 92" => NonCanonical(Packet::PubRel(ack(1, 0x92))),
+            "70 03 | 0001 | 92" => NonCanonical(Packet::PubComp(ack(1, 0x92))),
+            "40 04 | 0001 | 10 | 00" => Decodes(Packet::PubAck(ack(1, 0x10))),
+            "70 04 | 0001 | 92 | 00" => Decodes(Packet::PubComp(ack(1, 0x92))),
+            // Longer forms of Success.
             "40 03 | 0001 | 00" => NonCanonical(Packet::PubAck(Ack::new(pid(1)))),
             "40 04 | 0001 | 00 | 00" => NonCanonical(Packet::PubAck(Ack::new(pid(1)))),
-            "70 04 | 0001 | 92 | 00" => NonCanonical(Packet::PubComp(ack(1, 0x92))),
             "40 10 | 0001 | 87 | 0C | 1F 0002 6E6F | 26 0001 6B 0001 76" => Decodes(Packet::PubAck(with_properties.clone())),
             "50 10 | 0001 | 87 | 0C | 1F 0002 6E6F | 26 0001 6B 0001 76" => Decodes(Packet::PubRec(with_properties)),
             // Reason codes each type does not allow [MQTT-3.4.2-1] ...
@@ -3372,13 +3369,14 @@ mod tests {
             ..Properties::default()
         };
         check5! {
-            // Remaining length 0: Normal disconnection; 1: a reason without properties.
+            // Remaining length 0: Normal disconnection; 1: a reason without properties
+            // (the broker writes 2: it keeps the empty Property Length).
             "E0 00" => Decodes(disconnect(0x00)),
-            "E0 01 | 04" => Decodes(disconnect(0x04)),
-            "E0 01 | A2" => Decodes(disconnect(0xA2)),
+            "E0 01 | 04" => NonCanonical(disconnect(0x04)),
+            "E0 01 | A2" => NonCanonical(disconnect(0xA2)),
             "E0 01 | 00" => NonCanonical(disconnect(0x00)),
             "E0 02 | 00 | 00" => NonCanonical(disconnect(0x00)),
-            "E0 02 | 8E | 00" => NonCanonical(disconnect(0x8E)),
+            "E0 02 | 8E | 00" => Decodes(disconnect(0x8E)),
             "E0 18 | 9C | 16 | 11 00000000 | 1C 0002 7372 | 1F 0002 6F6B | 26 0001 6B 0001 76" => Decodes(Packet::Disconnect(with_properties)),
             "E0 01 | 01" => Fails("MQTT-3.14.2-1", PROTOCOL),
             "E0 01 | 84" => Fails("MQTT-3.14.2-1", PROTOCOL),
@@ -3508,9 +3506,12 @@ mod tests {
             |reason| Ack { packet_id: pid(1), reason, properties: reason_only.clone().into() };
         for (packet, bytes) in [
             (Packet::PubAck(Ack::new(pid(1))), "40 02 0001"),
-            (Packet::PubComp(reasoned(ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)), "70 03 0001 92"),
+            (
+                Packet::PubComp(reasoned(ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)),
+                "70 04 0001 92 00",
+            ),
             (Packet::Disconnect(Disconnect::default()), "E0 00"),
-            (Packet::Disconnect(Disconnect::new(ReasonCode::SERVER_BUSY)), "E0 01 89"),
+            (Packet::Disconnect(Disconnect::new(ReasonCode::SERVER_BUSY)), "E0 02 89 00"),
             (
                 Packet::Auth(Auth {
                     reason: ReasonCode::SUCCESS,

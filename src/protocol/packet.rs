@@ -155,7 +155,7 @@ pub struct Properties {
     pub message_expiry_interval: Option<u32>,
     /// 0x03, PUBLISH and will: MIME-like description of the payload.
     pub content_type: Option<ByteString>,
-    /// 0x08, PUBLISH and will: topic for a response; no wildcards [MQTT-3.3.2-13].
+    /// 0x08, PUBLISH and will: topic for a response; no wildcards [MQTT-3.3.2-14].
     pub response_topic: Option<TopicName>,
     /// 0x09, PUBLISH and will: binary data matching a response to its request.
     pub correlation_data: Option<Bytes>,
@@ -358,7 +358,7 @@ impl TopicName {
     }
 
     /// The empty topic of an MQTT 5 PUBLISH that names its topic by a Topic Alias
-    /// only [MQTT-3.3.2-12]. Valid nowhere else: the receiver replaces it with the
+    /// only (section 3.3.2.1). Valid nowhere else: the receiver replaces it with the
     /// aliased topic before using the message.
     pub fn empty() -> TopicName {
         TopicName(ByteString::new())
