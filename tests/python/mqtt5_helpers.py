@@ -50,6 +50,7 @@ from mqtt_helpers import (  # noqa: F401  (packet types re-exported for the v5 t
     SUBACK,
     UNSUBACK,
     Packet,
+    PahoLifecycle,
     RawClient,
     enc_str,
     unique_topic_root,
@@ -641,7 +642,7 @@ def _props_dict(p) -> dict:
     return out
 
 
-class MqttClient5:
+class MqttClient5(PahoLifecycle):
     """paho MQTTv5 client with a background network thread and bounded waits.
 
     Automatic reconnect is disabled. Received messages carry their MQTT 5
@@ -855,27 +856,6 @@ class MqttClient5:
             self.disconnected.wait(DEFAULT_TIMEOUT)
         self.stop()
 
-    def drop(self) -> None:
-        """Kill the TCP connection without sending DISCONNECT."""
-        sock = self.c.socket()
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.disconnected.wait(DEFAULT_TIMEOUT)
-        self.stop()
-
-    def stop(self) -> None:
-        if self._started:
-            self._started = False
-            self.c.loop_stop()
-            try:
-                sock = self.c.socket()
-                if sock is not None:
-                    sock.close()
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------

@@ -406,7 +406,34 @@ class Msg:
     dup: bool
 
 
-class MqttClient:
+class PahoLifecycle:
+    """Ending a paho client's connection, for both protocol versions' wrappers:
+    they hold the paho client in ``c``, a ``disconnected`` event and ``_started``."""
+
+    def drop(self) -> None:
+        """Kill the TCP connection without sending DISCONNECT."""
+        sock = self.c.socket()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.disconnected.wait(DEFAULT_TIMEOUT)
+        self.stop()
+
+    def stop(self) -> None:
+        if self._started:
+            self._started = False
+            self.c.loop_stop()
+            try:
+                sock = self.c.socket()
+                if sock is not None:
+                    sock.close()
+            except OSError:
+                pass
+
+
+class MqttClient(PahoLifecycle):
     """paho client with a background network thread and bounded waits.
 
     Automatic reconnect is disabled (``reconnect_on_failure=False``) so that a
@@ -607,27 +634,6 @@ class MqttClient:
             self.disconnected.wait(DEFAULT_TIMEOUT)
         self.stop()
 
-    def drop(self) -> None:
-        """Kill the TCP connection without sending DISCONNECT."""
-        sock = self.c.socket()
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.disconnected.wait(DEFAULT_TIMEOUT)
-        self.stop()
-
-    def stop(self) -> None:
-        if self._started:
-            self._started = False
-            self.c.loop_stop()
-            try:
-                sock = self.c.socket()
-                if sock is not None:
-                    sock.close()
-            except OSError:
-                pass
 
 
 def roundtrip_check(broker, timeout: float = DEFAULT_TIMEOUT) -> None:

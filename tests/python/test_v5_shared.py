@@ -8,15 +8,17 @@ from collections import Counter
 import paho.mqtt.client as mqtt
 import pytest
 
-from mqtt_helpers import IS_MOSQUITTO, SHARD_PAIRS
+from mqtt_helpers import IS_MOSQUITTO, SHARD_PAIRS, unique_topic_root
 from mqtt5_helpers import (  # noqa: F401  (fixtures)
     RC_PROTOCOL_ERROR,
     Bystander,
+    MqttClient5,
     assert_disconnect_reason,
     mqtt5_client,
     raw5,
     sub_opts,
     subscribe5,
+    v5_broker,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -187,3 +189,40 @@ def test_no_local_on_shared_subscription_is_protocol_error(broker, raw5, topic_r
     by.check()
     by.close()
     assert_disconnect_reason(rc, RC_PROTOCOL_ERROR, "for No Local on a shared subscription")
+
+
+@pytest.mark.skipif(IS_MOSQUITTO, reason="the strategies are shardmq settings")
+@pytest.mark.parametrize("strategy", ["round-robin", "random", "sticky"])
+@pytest.mark.parametrize("pub_shard", [0, 1])
+def test_strategies_deliver_each_message_once(v5_broker, strategy, pub_shard):
+    """4.8.2: whatever ``--shared-subscription-strategy`` picks, each message
+    reaches exactly one member. Two members per shard: round robin gives every
+    member a turn; sticky keeps the member it chose while it stays; random
+    spreads (20 messages to one of 4 members only: 4 * (1/4)^20, never)."""
+    b = v5_broker(["--shared-subscription-strategy", strategy])
+    t = unique_topic_root("st") + "/jobs"
+    members = []
+    for i in range(4):
+        m = MqttClient5(b.host, b.port, b.client_id(f"m{i}", i % 2))
+        m.connect()
+        assert m.subscribe(f"$share/grp/{t}", 1) == [1]
+        members.append(m)
+    pub = MqttClient5(b.host, b.port, b.client_id("p", pub_shard))
+    pub.connect()
+    try:
+        for i in range(N):
+            pub.publish(t, b"%d" % i, qos=1)
+        got = _collect_all(members, N)
+        payloads = Counter(m.payload for v in got.values() for m in v)
+        assert payloads == Counter(b"%d" % i for i in range(N)), payloads
+        counts = sorted(len(v) for v in got.values())
+        if strategy == "round-robin":
+            assert counts == [5, 5, 5, 5], counts
+        elif strategy == "sticky":
+            assert counts == [0, 0, 0, N], counts
+        else:
+            assert counts[-1] < N, counts
+    finally:
+        pub.disconnect()
+        for m in members:
+            m.disconnect()
