@@ -596,6 +596,7 @@ impl ShardState {
 
         let mut session_present = false;
         let mut ended_wills = Vec::new();
+        let mut orphans = Vec::new();
         if let Some(old) = self.sessions.get_mut(&client_id) {
             if let Some(old_conn) = old.conn.take() {
                 // [MQTT-3.1.4-2]: the new connection wins; the old one is closed
@@ -620,10 +621,18 @@ impl ShardState {
                 }
             }
             if connect.clean_session || !old.session.is_persistent() {
+                // The old session ends: what shared subscriptions dispatched to it
+                // and it did not take goes to another member.
+                orphans = old.session.take_shared();
                 self.remove_session(&client_id);
             } else {
                 session_present = true;
             }
+        }
+        for delivery in orphans {
+            let Some(filter) = delivery.shared else { continue };
+            self.stats.shared_redispatched += 1;
+            self.dispatch_shared(&filter, delivery.message, 0, Some(&client_id));
         }
         for (will, info) in ended_wills {
             self.publish_will(will, &info);
