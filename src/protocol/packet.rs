@@ -215,6 +215,31 @@ impl Properties {
     pub fn is_empty(&self) -> bool {
         *self == EMPTY_PROPERTIES
     }
+
+    /// A copy whose strings and binary data have their own allocations. Decoded
+    /// properties are slices of the read buffer and keep all of it alive; what is
+    /// kept for long (retained messages, wills) detaches first.
+    pub fn detached(&self) -> Properties {
+        let string = |s: &Option<ByteString>| s.as_deref().map(ByteString::from);
+        let binary = |b: &Option<Bytes>| b.as_deref().map(Bytes::copy_from_slice);
+        Properties {
+            content_type: string(&self.content_type),
+            response_topic: self.response_topic.as_ref().map(TopicName::detached),
+            correlation_data: binary(&self.correlation_data),
+            assigned_client_identifier: string(&self.assigned_client_identifier),
+            authentication_method: string(&self.authentication_method),
+            authentication_data: binary(&self.authentication_data),
+            response_information: string(&self.response_information),
+            server_reference: string(&self.server_reference),
+            reason_string: string(&self.reason_string),
+            user_properties: self
+                .user_properties
+                .iter()
+                .map(|(k, v)| (ByteString::from(&**k), ByteString::from(&**v)))
+                .collect(),
+            ..self.clone()
+        }
+    }
 }
 
 /// What an empty [`Props`] reads as.
@@ -710,4 +735,53 @@ pub struct Auth {
     pub reason: ReasonCode,
     /// Authentication Method and Data, Reason String, User Property.
     pub properties: Props,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `part` points into `whole`'s memory.
+    fn within(part: &[u8], whole: &[u8]) -> bool {
+        let range = whole.as_ptr_range();
+        range.contains(&part.as_ptr())
+    }
+
+    #[test]
+    fn detached_properties_share_nothing_with_the_read_buffer() {
+        let buffer = Bytes::from_static(b"text/plain|reply/to|corr|key|value");
+        let slice = |from: usize, to: usize| buffer.slice(from..to);
+        let text = |from, to| ByteString::try_from(slice(from, to)).unwrap();
+        let decoded = Properties {
+            content_type: Some(text(0, 10)),
+            response_topic: Some(TopicName::try_from(text(11, 19)).unwrap()),
+            correlation_data: Some(slice(20, 24)),
+            user_properties: vec![(text(25, 28), text(29, 34))],
+            message_expiry_interval: Some(9),
+            ..Properties::default()
+        };
+        let kept = decoded.detached();
+        assert_eq!(kept, decoded, "same values");
+        let (k, v) = &kept.user_properties[0];
+        for part in [
+            kept.content_type.as_ref().unwrap().as_bytes(),
+            kept.response_topic.as_ref().unwrap().as_str().as_bytes(),
+            &kept.correlation_data.as_ref().unwrap()[..],
+            k.as_bytes(),
+            v.as_bytes(),
+        ] {
+            assert!(!within(part, &buffer), "{part:?} still points into the read buffer");
+        }
+    }
+
+    #[test]
+    fn empty_props_read_as_empty_and_allocate_on_write() {
+        let mut props = Props::default();
+        assert!(props.is_empty() && props.reason_string.is_none());
+        assert_eq!(props, Props::from(Properties::default()));
+        props.reason_string = Some("why".into());
+        assert!(!props.is_empty());
+        assert_eq!(props.clone().into_inner().reason_string.as_deref(), Some("why"));
+        assert_ne!(props, Props::default());
+    }
 }

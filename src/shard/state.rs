@@ -673,6 +673,7 @@ impl ShardState {
         entry.will = connect.will.map(|will| LastWill {
             topic: will.topic.detached(),
             payload: Bytes::copy_from_slice(&will.payload),
+            properties: will.properties.detached().into(),
             ..will
         });
         entry.expires_at = None;
@@ -1389,6 +1390,7 @@ impl ShardState {
         let message = Arc::new(Message {
             topic: message.topic.detached(),
             payload: Bytes::copy_from_slice(&message.payload),
+            properties: message.properties.as_deref().map(|p| Box::new(p.detached())),
             ..(*message).clone()
         });
         self.retained.insert(topic, message);
