@@ -493,7 +493,7 @@ fn decode_connect(mut r: Reader, minimal_len: bool) -> Result<Option<Packet>, De
         return Err(violation("MQTT-3.1.2-22", "password flag set without user name flag").into());
     }
     let keep_alive_secs = r.u16(TRUNCATED)?;
-    let properties = if v5 {
+    let properties: Props = if v5 {
         let properties = decode_properties(&mut r, &CONNECT_PROPERTIES)?;
         if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
             return Err(protocol_error(
@@ -502,9 +502,9 @@ fn decode_connect(mut r: Reader, minimal_len: bool) -> Result<Option<Packet>, De
             )
             .into());
         }
-        properties
+        properties.into()
     } else {
-        Properties::default()
+        Props::default()
     };
 
     // The payload: fields in this order, each present exactly when its flag says so
@@ -514,16 +514,10 @@ fn decode_connect(mut r: Reader, minimal_len: bool) -> Result<Option<Packet>, De
         const MISSING: ProtocolViolation =
             violation("MQTT-3.1.2-9", "will flag set but will topic or message missing");
         let properties =
-            if v5 { decode_properties(&mut r, &WILL_PROPERTIES)? } else { Properties::default() };
+            if v5 { decode_properties(&mut r, &WILL_PROPERTIES)?.into() } else { Props::default() };
         let topic = topic_name(r.utf8(MISSING)?, v5)?;
         let payload = r.binary(MISSING)?;
-        Some(LastWill {
-            topic,
-            payload,
-            qos: will_qos,
-            retain: will_retain,
-            properties: properties.into(),
-        })
+        Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
     } else {
         None
     };
@@ -548,7 +542,7 @@ fn decode_connect(mut r: Reader, minimal_len: bool) -> Result<Option<Packet>, De
         will,
         username,
         password,
-        properties: properties.into(),
+        properties,
     })))
 }
 
@@ -866,10 +860,10 @@ fn decode_unsubscribe(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
         violation("MQTT-3.10.3", "UNSUBSCRIBE topic filter truncated");
     let packet_id = r.packet_id()?;
     let v5 = r.v5;
-    let properties = if v5 {
-        decode_properties(&mut r, &UNSUBSCRIBE_PROPERTIES)?
+    let properties: Props = if v5 {
+        decode_properties(&mut r, &UNSUBSCRIBE_PROPERTIES)?.into()
     } else {
-        Properties::default()
+        Props::default()
     };
     let mut filters = Vec::new();
     while !r.buf.is_empty() {
@@ -883,7 +877,7 @@ fn decode_unsubscribe(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
         }
         .into());
     }
-    Ok(Some(Packet::Unsubscribe(Unsubscribe { packet_id, filters, properties: properties.into() })))
+    Ok(Some(Packet::Unsubscribe(Unsubscribe { packet_id, filters, properties })))
 }
 
 /// UNSUBACK: the packet id alone in MQTT 3 (the fixed header checked the length);
