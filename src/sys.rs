@@ -274,26 +274,15 @@ pub fn sys_topics(
         ("bytes/sent".into(), s.bytes_out.to_string()),
         (
             "messages/dropped".into(),
-            (s.dropped_mqueue
-                + s.dropped_no_subscribers
-                + s.dropped_by_hook
-                + s.dropped_budget
-                + s.dropped_reserved_topic
-                + s.dropped_expired
-                + s.dropped_too_large)
-                .to_string(),
+            s.dropped_by_reason().iter().map(|(_, n)| n).sum::<u64>().to_string(),
         ),
-        ("messages/dropped/mqueue_full".into(), s.dropped_mqueue.to_string()),
-        ("messages/dropped/no_subscribers".into(), s.dropped_no_subscribers.to_string()),
-        ("messages/dropped/hook".into(), s.dropped_by_hook.to_string()),
-        ("messages/dropped/queued_bytes_budget".into(), s.dropped_budget.to_string()),
-        ("messages/dropped/reserved_topic".into(), s.dropped_reserved_topic.to_string()),
         ("messages/queued_bytes".into(), s.queued_bytes.to_string()),
-        ("messages/dropped/expired".into(), s.dropped_expired.to_string()),
-        ("messages/dropped/too_large_for_client".into(), s.dropped_too_large.to_string()),
         // Full rings apply backpressure instead of dropping: an honest zero.
         ("messages/dropped/ring_overflow".into(), "0".into()),
     ];
+    for (reason, n) in s.dropped_by_reason() {
+        topics.push((format!("messages/dropped/{reason}"), n.to_string()));
+    }
     for q in 0..3 {
         topics.push((format!("messages/qos{q}/received"), s.messages_in[q].to_string()));
         topics.push((format!("messages/qos{q}/sent"), s.messages_out[q].to_string()));
