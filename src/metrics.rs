@@ -73,7 +73,8 @@ pub struct ShardStats {
     pub limit_topic: u64,
     /// Subscriptions refused for `subscriptions_max`.
     pub limit_subscriptions: u64,
-    /// Retained messages not stored for `retained_max` / `retained_bytes_max`.
+    /// Retained messages not stored for `retained_max` / `retained_bytes_max`, and
+    /// clears not remembered because `retained_max` tombstones were held.
     pub limit_retained: u64,
     /// Retained messages (or clears) that reached their partition after a newer one
     /// for the same topic, and were not stored.

@@ -120,7 +120,6 @@ pub struct SessionStats {
 #[derive(Debug)]
 pub struct Session {
     client_id: ByteString,
-    persistent: bool,
     limits: SessionLimits,
     link: Link,
     /// Outgoing topic aliases of the current connection: topic -> alias. Bounded by
@@ -138,10 +137,9 @@ pub struct Session {
 
 impl Session {
     /// A fresh, online session.
-    pub fn new(client_id: ByteString, persistent: bool, limits: SessionLimits) -> Self {
+    pub fn new(client_id: ByteString, limits: SessionLimits) -> Self {
         Session {
             client_id,
-            persistent,
             limits,
             link: Link::v3(ProtocolVersion::V311),
             aliases_out: HashMap::new(),
@@ -157,18 +155,6 @@ impl Session {
     /// Client identifier the session belongs to.
     pub fn client_id(&self) -> &ByteString {
         &self.client_id
-    }
-
-    /// Whether the session outlives its connection (CleanSession = 0, or a
-    /// Session Expiry Interval above 0).
-    pub fn is_persistent(&self) -> bool {
-        self.persistent
-    }
-
-    /// Changes whether the session outlives its connection (an MQTT 5 client may
-    /// set a new Session Expiry Interval in DISCONNECT).
-    pub fn set_persistent(&mut self, persistent: bool) {
-        self.persistent = persistent;
     }
 
     /// Attaches the session to a new connection: its limits and aliases apply from

@@ -157,8 +157,7 @@ pub fn run(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: boo
 /// [`run`] over a connection with the given parameters (e.g. an MQTT 5 client with
 /// a Receive Maximum below `inflight_max` and outgoing topic aliases).
 pub fn run_on(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: bool, link: Link) {
-    let mut session =
-        Session::new("c".into(), true, limits(inflight_max, mqueue_len_max, store_qos0));
+    let mut session = Session::new("c".into(), limits(inflight_max, mqueue_len_max, store_qos0));
     session.attach(link);
     let window = usize::from(inflight_max.min(link.receive_max));
     let mut client = Client::new(link.protocol);

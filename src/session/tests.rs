@@ -60,7 +60,7 @@ proptest! {
 #[test]
 fn v5_publish_carries_properties_sub_ids_and_aliases() {
     // [MQTT-3.3.4-3], [MQTT-3.3.2-12], [MQTT-3.3.2-6]
-    let mut session = Session::new("c".into(), false, limits(4, 10, true));
+    let mut session = Session::new("c".into(), limits(4, 10, true));
     session.attach(v5_link(10, 1));
     let mut d = delivery(1, QoS::AtLeastOnce);
     let mut message = (*d.message).clone();
@@ -95,7 +95,7 @@ fn v5_publish_carries_properties_sub_ids_and_aliases() {
 #[test]
 fn v5_expired_and_too_large_messages_are_not_sent() {
     // [MQTT-3.3.2-5], [MQTT-3.1.2-25]
-    let mut session = Session::new("c".into(), true, limits(4, 10, true));
+    let mut session = Session::new("c".into(), limits(4, 10, true));
     let mut link = v5_link(10, 0);
     link.packet_size_max = 40;
     session.attach(link);
@@ -126,7 +126,7 @@ fn v5_expired_and_too_large_messages_are_not_sent() {
 #[test]
 fn shared_deliveries_are_taken_back_unless_acknowledged() {
     // [MQTT-4.8.2-5]: a leaving member's unacknowledged shared messages move on.
-    let mut session = Session::new("c".into(), false, limits(1, 10, true));
+    let mut session = Session::new("c".into(), limits(1, 10, true));
     let filter = TopicFilter::try_from("$share/g/t").unwrap();
     let mut out = BytesMut::new();
     for seq in 1..=3 {
@@ -147,7 +147,7 @@ fn shared_deliveries_are_taken_back_unless_acknowledged() {
 
 #[test]
 fn offline_messages_come_back_in_order_with_session_present_state() {
-    let mut session = Session::new("c".into(), true, limits(2, 1000, true));
+    let mut session = Session::new("c".into(), limits(2, 1000, true));
     session.go_offline();
     for seq in 1..=5 {
         assert!(session.deliver(delivery(seq, QoS::AtLeastOnce), None, true, 0).is_none());
@@ -167,7 +167,7 @@ fn offline_messages_come_back_in_order_with_session_present_state() {
 #[test]
 fn unacknowledged_messages_are_resent_with_dup_and_same_id() {
     // [MQTT-4.4.0-1]
-    let mut session = Session::new("c".into(), true, limits(4, 10, true));
+    let mut session = Session::new("c".into(), limits(4, 10, true));
     let mut out = BytesMut::new();
     session.deliver(delivery(1, QoS::AtLeastOnce), Some(&mut out), true, 0);
     session.deliver(delivery(2, QoS::ExactlyOnce), Some(&mut out), true, 0);
@@ -193,7 +193,7 @@ fn unacknowledged_messages_are_resent_with_dup_and_same_id() {
 
 #[test]
 fn full_mqueue_drops_oldest_and_counts() {
-    let mut session = Session::new("c".into(), true, limits(1, 3, true));
+    let mut session = Session::new("c".into(), limits(1, 3, true));
     session.go_offline();
     for seq in 1..=5 {
         session.deliver(delivery(seq, QoS::AtLeastOnce), None, true, 0);
@@ -208,7 +208,7 @@ fn full_mqueue_drops_oldest_and_counts() {
 
 #[test]
 fn qos0_not_stored_is_dropped_when_it_cannot_go_at_once() {
-    let mut session = Session::new("c".into(), true, limits(1, 3, false));
+    let mut session = Session::new("c".into(), limits(1, 3, false));
     session.go_offline();
     let dropped = session.deliver(delivery(1, QoS::AtMostOnce), None, true, 0);
     assert_eq!(dropped.map(|(_, reason)| reason), Some(DropReason::Qos0NotStored));
@@ -218,7 +218,7 @@ fn qos0_not_stored_is_dropped_when_it_cannot_go_at_once() {
 #[test]
 fn incoming_qos2_is_routed_once_until_pubrel() {
     // [MQTT-4.3.3-2]
-    let mut session = Session::new("c".into(), false, limits(1, 3, false));
+    let mut session = Session::new("c".into(), limits(1, 3, false));
     let id = PacketId::new(7).unwrap();
     assert!(session.on_incoming_qos2(id));
     assert!(!session.on_incoming_qos2(id), "a resend before PUBREL is not routed again");

@@ -213,6 +213,13 @@ struct LocalSub {
     session: u64,
 }
 
+impl SessionEntry {
+    /// Whether the session outlives its connection.
+    fn persistent(&self) -> bool {
+        self.expiry_secs != Some(0)
+    }
+}
+
 /// A SUBACK held until other shards acknowledge route revision `rev`.
 #[derive(Debug)]
 struct PendingSubAck {
@@ -541,7 +548,6 @@ impl ShardState {
         } else {
             ((cap > 0).then_some(cap), None)
         };
-        let persistent = expiry_secs != Some(0);
 
         // The keep-alive the broker enforces: MQTT 5 clients are capped and told
         // so [MQTT-3.2.2-21].
@@ -616,11 +622,11 @@ impl ShardState {
             if let Some((will, info, _)) = old.pending_will.take() {
                 // Back in time: a delayed will is not sent [MQTT-3.1.3-9], unless
                 // the session ends now (clean start), which is when it is due.
-                if connect.clean_session || !old.session.is_persistent() {
+                if connect.clean_session || !old.persistent() {
                     ended_wills.push((will, info));
                 }
             }
-            if connect.clean_session || !old.session.is_persistent() {
+            if connect.clean_session || !old.persistent() {
                 // The old session ends: what shared subscriptions dispatched to it
                 // and it did not take goes to another member.
                 orphans = old.session.take_shared();
@@ -638,7 +644,7 @@ impl ShardState {
             self.publish_will(will, &info);
         }
         if !session_present {
-            let session = Session::new(client_id.clone(), persistent, self.config.session_limits());
+            let session = Session::new(client_id.clone(), self.config.session_limits());
             self.session_serial += 1;
             self.sessions.insert(
                 client_id.clone(),
@@ -667,7 +673,6 @@ impl ShardState {
         let entry = self.sessions.get_mut(&client_id).expect("inserted or present above");
         conn.source.set(Publisher { shard: self.id as u32, session: entry.serial });
         entry.conn = Some(Rc::clone(&conn));
-        entry.session.set_persistent(persistent);
         entry.session.attach(link);
         entry.expiry_secs = expiry_secs;
         entry.will = connect.will.map(|will| LastWill {
@@ -748,7 +753,7 @@ impl ShardState {
         // What shared subscriptions dispatched here and the client did not take
         // goes to another member [MQTT-4.8.2-4..6].
         let orphans = entry.session.take_shared();
-        if entry.session.is_persistent() {
+        if entry.persistent() {
             if let Some(secs) = expiry_secs {
                 let at = now + secs_to_ticks(secs);
                 entry.expires_at = Some(at);
@@ -881,7 +886,6 @@ impl ShardState {
             if let Some(entry) = self.sessions.get_mut(&conn.client_id) {
                 if entry.conn.as_ref().is_some_and(|c| c.id == conn.id) {
                     entry.expiry_secs = expiry;
-                    entry.session.set_persistent(expiry != Some(0));
                 }
             }
         }
@@ -1371,6 +1375,10 @@ impl ShardState {
             }
             if self.retained_cleared.len() < self.retained_max {
                 self.retained_cleared.insert(topic, message.id);
+            } else {
+                // The clear applies; only its guard against a late older set is
+                // not kept.
+                self.stats.limit_retained += 1;
             }
             return;
         }
