@@ -745,20 +745,7 @@ class MqttClient5(PahoLifecycle):
         """Connect and wait for CONNACK. Returns the Session Present flag."""
         self.c.connect(self.host, self.port, keepalive=self.keepalive, clean_start=self.clean_start,
                        properties=self.connect_props)
-        self.c.loop_start()
-        self._started = True
-        with self._cond:
-            self._cond.wait_for(lambda: self._connack is not None or self.disconnected.is_set(), timeout)
-            connack = self._connack
-        assert connack is not None, f"{self.client_id}: no CONNACK within {timeout}s"
-        sp, rc = connack
-        if expect_success:
-            assert not rc.is_failure, f"{self.client_id}: CONNACK refused: {rc}"
-        return sp
-
-    @property
-    def connack_rc(self):
-        return None if self._connack is None else self._connack[1]
+        return self._start_and_await_connack(timeout, expect_success)
 
     def subscribe(self, topic: str, qos: int = 0, no_local: bool = False, rap: bool = False,
                   rh: int = 0, sub_id: Optional[int] = None, timeout: float = DEFAULT_TIMEOUT) -> list[int]:

@@ -407,8 +407,28 @@ class Msg:
 
 
 class PahoLifecycle:
-    """Ending a paho client's connection, for both protocol versions' wrappers:
-    they hold the paho client in ``c``, a ``disconnected`` event and ``_started``."""
+    """Starting and ending a paho client's connection, for both protocol
+    versions' wrappers: they hold the paho client in ``c``, its ``client_id``,
+    a ``disconnected`` event, ``_started``, and ``_connack`` (session present,
+    reason code) guarded by ``_cond``."""
+
+    def _start_and_await_connack(self, timeout: float, expect_success: bool) -> bool:
+        """After ``c.connect``: run the network thread and wait for CONNACK.
+        Returns the session-present flag."""
+        self.c.loop_start()
+        self._started = True
+        with self._cond:
+            self._cond.wait_for(lambda: self._connack is not None or self.disconnected.is_set(), timeout)
+            connack = self._connack
+        assert connack is not None, f"{self.client_id}: no CONNACK within {timeout}s"
+        sp, rc = connack
+        if expect_success:
+            assert not rc.is_failure, f"{self.client_id}: CONNACK refused: {rc}"
+        return sp
+
+    @property
+    def connack_rc(self):
+        return None if self._connack is None else self._connack[1]
 
     def drop(self) -> None:
         """Kill the TCP connection without sending DISCONNECT."""
@@ -510,20 +530,7 @@ class MqttClient(PahoLifecycle):
     def connect(self, timeout: float = DEFAULT_TIMEOUT, expect_success: bool = True) -> bool:
         """Connect and wait for CONNACK. Returns the session-present flag."""
         self.c.connect(self.host, self.port, keepalive=self.keepalive)
-        self.c.loop_start()
-        self._started = True
-        with self._cond:
-            self._cond.wait_for(lambda: self._connack is not None or self.disconnected.is_set(), timeout)
-            connack = self._connack
-        assert connack is not None, f"{self.client_id}: no CONNACK within {timeout}s"
-        sp, rc = connack
-        if expect_success:
-            assert not rc.is_failure, f"{self.client_id}: CONNACK refused: {rc}"
-        return sp
-
-    @property
-    def connack_rc(self):
-        return None if self._connack is None else self._connack[1]
+        return self._start_and_await_connack(timeout, expect_success)
 
     def subscribe(self, topic, qos: int = 0, timeout: float = DEFAULT_TIMEOUT) -> list[int]:
         """Subscribe (``topic`` may be a list of (filter, qos)); wait for SUBACK;
