@@ -39,7 +39,6 @@ pub(super) struct PendingSubAck {
 impl Core {
     pub(super) fn on_subscribe(&mut self, id: ConnId, subscribe: Subscribe) -> Result<(), Close> {
         let conn = &self.conns[id.slot()];
-        let v5 = conn.protocol.is_v5();
         let client_id = conn.client_id.clone();
         // One identifier for every filter of the SUBSCRIBE [MQTT-3.8.2.1.2].
         let sub_id = subscribe.properties.subscription_identifiers.first().copied();
@@ -50,11 +49,8 @@ impl Core {
         for request in subscribe.filters {
             let Some(request) = self.hooks.client_subscribe(&self.conns[id.slot()].info, request)
             else {
-                codes.push(if v5 {
-                    ReasonCode::NOT_AUTHORIZED
-                } else {
-                    ReasonCode::UNSPECIFIED_ERROR
-                });
+                // MQTT 3 clients read every refusal as 0x80 (mapped by the codec).
+                codes.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             };
             let shared = match parse_shared(request.filter.as_str()) {
@@ -84,11 +80,7 @@ impl Core {
             if full == Some(true) {
                 self.stats.limit_subscriptions += 1;
                 self.log_limit("subscriptions_max");
-                codes.push(if v5 {
-                    ReasonCode::QUOTA_EXCEEDED
-                } else {
-                    ReasonCode::UNSPECIFIED_ERROR
-                });
+                codes.push(ReasonCode::QUOTA_EXCEEDED);
                 continue;
             }
             let options = SubOptions {
