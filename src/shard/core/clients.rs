@@ -73,7 +73,6 @@ impl Core {
     ) -> Result<ConnId, BytesMut> {
         self.now = now;
         let protocol = connect.protocol;
-        let v5 = protocol.is_v5();
         let refuse = |reason| {
             let mut out = BytesMut::new();
             let connack = ConnAck { session_present: false, reason, properties: Props::default() };
@@ -89,9 +88,9 @@ impl Core {
             self.stats.connects_refused += 1;
             self.stats.limit_connections += 1;
             self.log_limit("connections_max");
-            let reason =
-                if v5 { ReasonCode::QUOTA_EXCEEDED } else { ReasonCode::SERVER_UNAVAILABLE };
-            return refuse(reason);
+            // MQTT 3 clients read it as 3, Server unavailable (the codec maps
+            // reason codes to 3.1.1 return codes in one place).
+            return refuse(ReasonCode::QUOTA_EXCEEDED);
         }
         let assigned = connect.client_id.is_empty();
         let client_id = if assigned {
@@ -141,19 +140,8 @@ impl Core {
                 },
             );
         }
-        let link = if v5 {
-            let p = &connect.properties;
-            Link {
-                protocol,
-                packet_size_max: p.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
-                topic_alias_max: p.topic_alias_maximum.unwrap_or(0),
-                receive_max: p.receive_maximum.unwrap_or(u16::MAX),
-            }
-        } else {
-            Link::v3(protocol)
-        };
-        let properties =
-            self.connack_properties(v5, assigned.then(|| client_id.clone()), &terms, auth);
+        let link = Link::of(&connect);
+        let properties = self.connack_properties(assigned.then(|| client_id.clone()), &terms, auth);
         let entry = self.sessions.get_mut(&client_id).expect("inserted or present above");
         let conn = &mut self.conns[id.slot()];
         conn.source = Publisher { shard: self.id as u32, session: entry.serial };
@@ -271,16 +259,17 @@ impl Core {
         let mut orphans = Vec::new();
         let Some(old) = self.sessions.get_mut(client_id) else { return false };
         let mut session_present = false;
+        let ends = clean_start || !old.persistent();
         if let Some(old_conn) = old.conn.take() {
             self.stats.takeovers += 1;
             let will = old.will.take();
-            if let Some(conn) = self.conn(old_conn) {
-                // MQTT 5 publishes the old connection's will unless it has a delay
-                // (the client is back within it) [MQTT-3.1.3-9].
-                if let Some(will) = will {
-                    if conn.protocol.is_v5() && will_delay(&will) == 0 {
-                        ended_wills.push((will, conn.info.clone()));
-                    }
+            if let (Some(will), Some(conn)) = (will, self.conn(old_conn)) {
+                // The old network connection closes without DISCONNECT, so its will
+                // is published [MQTT-3.1.2-8], in MQTT 3 as in MQTT 5, unless it has
+                // a Will Delay that the reconnection beats: the session continues
+                // [MQTT-3.1.3-9]. If the session ends now, the will is due now.
+                if will_delay(&will) == 0 || ends {
+                    ended_wills.push((will, conn.info.clone()));
                 }
             }
             // [MQTT-3.1.4-2]: the new connection wins; the old one is closed
@@ -292,11 +281,11 @@ impl Core {
         if let Some((will, info, _)) = old.pending_will.take() {
             // Back in time: a delayed will is not sent [MQTT-3.1.3-9], unless the
             // session ends now (clean start), which is when it is due.
-            if clean_start || !old.persistent() {
+            if ends {
                 ended_wills.push((will, info));
             }
         }
-        if clean_start || !old.persistent() {
+        if ends {
             // The old session ends: what shared subscriptions dispatched to it and
             // it did not take goes to another member.
             orphans = old.session.take_shared();
@@ -311,33 +300,33 @@ impl Core {
         session_present
     }
 
+    /// What an MQTT 5 CONNACK tells the client (the codec writes no properties for
+    /// MQTT 3).
     fn connack_properties(
         &self,
-        v5: bool,
         assigned: Option<ByteString>,
         terms: &Terms,
         auth: Option<AuthOutcome>,
     ) -> Properties {
-        let mut properties = Properties::default();
-        if !v5 {
-            return properties;
+        let (authentication_method, authentication_data) =
+            auth.map_or((None, None), |auth| (Some(auth.method), auth.data));
+        Properties {
+            assigned_client_identifier: assigned,
+            session_expiry_interval: terms.expiry_capped,
+            receive_maximum: Some(self.config.receive_maximum),
+            maximum_packet_size: Some(
+                u32::try_from(self.config.packet_size_max).unwrap_or(u32::MAX),
+            ),
+            topic_alias_maximum: (self.config.topic_alias_max > 0)
+                .then_some(self.config.topic_alias_max),
+            server_keep_alive: terms.server_keep_alive,
+            wildcard_subscription_available: Some(1),
+            subscription_identifier_available: Some(1),
+            shared_subscription_available: Some(1),
+            authentication_method,
+            authentication_data,
+            ..Properties::default()
         }
-        properties.assigned_client_identifier = assigned;
-        properties.session_expiry_interval = terms.expiry_capped;
-        properties.receive_maximum = Some(self.config.receive_maximum);
-        properties.maximum_packet_size =
-            Some(u32::try_from(self.config.packet_size_max).unwrap_or(u32::MAX));
-        properties.topic_alias_maximum =
-            (self.config.topic_alias_max > 0).then_some(self.config.topic_alias_max);
-        properties.server_keep_alive = terms.server_keep_alive;
-        properties.wildcard_subscription_available = Some(1);
-        properties.subscription_identifier_available = Some(1);
-        properties.shared_subscription_available = Some(1);
-        if let Some(auth) = auth {
-            properties.authentication_method = Some(auth.method);
-            properties.authentication_data = auth.data;
-        }
-        properties
     }
 
     /// The connection ended (the IO layer closed the socket): the will, the
