@@ -20,6 +20,7 @@ use bytes::BytesMut;
 use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncWriteExt};
 use glommio::net::TcpStream;
+use glommio::spawn_local;
 use tracing::{debug, info, warn};
 
 use crate::hooks::{AuthRequest, AuthStep};
@@ -178,13 +179,15 @@ pub(crate) async fn serve_handoff(shard: ShardRc, handoff: Handoff) {
     serve(shard, stream, handoff.connect, tail).await;
 }
 
-/// Runs an MQTT connection on its owner shard, from CONNECT to close.
+/// Runs CONNECT on the owner shard (after any enhanced authentication), then
+/// hands the connection to its own task: the long-lived future holds the socket,
+/// the tail and two pointers, not the CONNECT packet or the handshake's state.
 async fn serve(shard: ShardRc, mut stream: TcpStream, connect: Connect, mut tail: Tail) {
     let auth = match connect.properties.authentication_method.clone() {
         Some(method) if connect.protocol.is_v5() => {
             let exchange = authenticate(&shard, &mut stream, &connect, method, &mut tail);
             // Boxed: the exchange is rare, and its state must not grow the future
-            // of every connection.
+            // of every handshake.
             match Box::pin(exchange).await {
                 Some(outcome) => Some(outcome),
                 None => return,
@@ -199,15 +202,26 @@ async fn serve(shard: ShardRc, mut stream: TcpStream, connect: Connect, mut tail
         s.schedule_pass();
         result
     };
-    let id = match connected {
-        Ok(id) => id,
+    match connected {
+        Ok(id) => {
+            let wake = Rc::new(Notify::default());
+            shard.borrow_mut().register(id, Rc::clone(&wake));
+            spawn_local(connection(shard, stream, id, tail, wake)).detach();
+        }
         Err(refusal) => {
             let _ = stream.write_all(&refusal).await;
-            return;
         }
-    };
-    let wake = Rc::new(Notify::default());
-    shard.borrow_mut().register(id, Rc::clone(&wake));
+    }
+}
+
+/// The task of a connected client, from CONNACK to close.
+async fn connection(
+    shard: ShardRc,
+    mut stream: TcpStream,
+    id: ConnId,
+    tail: Tail,
+    wake: Rc<Notify>,
+) {
     let close = drive(&shard, &mut stream, id, tail, &wake).await;
     // Whatever was encoded before the close (e.g. a PUBACK) still goes out, then
     // the DISCONNECT that tells an MQTT 5 client why.

@@ -148,11 +148,13 @@ impl Core {
         entry.conn = Some(id);
         entry.session.attach(link);
         entry.expiry_secs = terms.expiry_secs;
-        entry.will = connect.will.map(|will| LastWill {
-            topic: will.topic.detached(),
-            payload: Bytes::copy_from_slice(&will.payload),
-            properties: will.properties.detached().into(),
-            ..will
+        entry.will = connect.will.map(|will| {
+            Box::new(LastWill {
+                topic: will.topic.detached(),
+                payload: Bytes::copy_from_slice(&will.payload),
+                properties: will.properties.detached().into(),
+                ..will
+            })
         });
         entry.expires_at = None;
         let connack =
@@ -269,7 +271,7 @@ impl Core {
                 // a Will Delay that the reconnection beats: the session continues
                 // [MQTT-3.1.3-9]. If the session ends now, the will is due now.
                 if will_delay(&will) == 0 || ends {
-                    ended_wills.push((will, conn.info.clone()));
+                    ended_wills.push((*will, conn.info.clone()));
                 }
             }
             // [MQTT-3.1.4-2]: the new connection wins; the old one is closed
@@ -278,7 +280,8 @@ impl Core {
             self.set_shared_online(client_id, false);
         }
         let old = self.sessions.get_mut(client_id).expect("still present");
-        if let Some((will, info, _)) = old.pending_will.take() {
+        if let Some(pending) = old.pending_will.take() {
+            let (will, info, _) = *pending;
             // Back in time: a delayed will is not sent [MQTT-3.1.3-9], unless the
             // session ends now (clean start), which is when it is due.
             if ends {
@@ -365,13 +368,13 @@ impl Core {
                 self.wheel.schedule(at, Timer::SessionExpiry(client_id.clone()));
             }
             if let Some(will) = will {
-                self.defer_will(will, conn.info, expiry_secs);
+                self.defer_will(*will, conn.info, expiry_secs);
             }
             self.set_shared_online(&client_id, false);
         } else {
             self.remove_session(&client_id);
             if let Some(will) = will {
-                self.publish_will(will, &conn.info);
+                self.publish_will(*will, &conn.info);
             }
         }
         self.redispatch(orphans, &client_id);
@@ -385,7 +388,8 @@ impl Core {
         for filter in filters {
             self.remove_local_sub(&filter, client_id);
         }
-        if let Some((will, info, _)) = entry.pending_will {
+        if let Some(pending) = entry.pending_will {
+            let (will, info, _) = *pending;
             // The session ends before the will's delay: it is due now [MQTT-3.1.3-9].
             self.publish_will(will, &info);
         }

@@ -270,11 +270,12 @@ struct SessionEntry {
     /// This shard's serial number of the session, for [`Publisher`].
     serial: u64,
     conn: Option<ConnId>,
-    /// The will of the current connection.
-    will: Option<LastWill>,
+    /// The will of the current connection (boxed: most clients have none, and
+    /// every idle session pays for the space).
+    will: Option<Box<LastWill>>,
     /// A will waiting for its Will Delay Interval (MQTT 5) while the session is
     /// offline, and the tick it is due at [MQTT-3.1.3-9].
-    pending_will: Option<(LastWill, ClientInfo, u64)>,
+    pending_will: Option<Box<(LastWill, ClientInfo, u64)>>,
     /// Seconds the session outlives its connection: `None` forever, `Some(0)` not
     /// at all (a clean session).
     expiry_secs: Option<u64>,

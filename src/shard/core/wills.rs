@@ -51,16 +51,16 @@ impl Core {
         let at = ticks(self.now) + secs_to_ticks(delay);
         let client_id = info.client_id.clone();
         let Some(entry) = self.sessions.get_mut(&client_id) else { return };
-        entry.pending_will = Some((will, info, at));
+        entry.pending_will = Some(Box::new((will, info, at)));
         self.wheel.schedule(at, Timer::Will(client_id));
     }
 
     /// A delayed will may be due.
     pub(super) fn will_due(&mut self, client_id: &ByteString, tick: u64) {
         let Some(entry) = self.sessions.get_mut(client_id) else { return };
-        let due = entry.pending_will.as_ref().is_some_and(|(_, _, at)| *at <= tick);
+        let due = entry.pending_will.as_ref().is_some_and(|pending| pending.2 <= tick);
         if due && entry.conn.is_none() {
-            let (will, info, _) = entry.pending_will.take().expect("due");
+            let (will, info, _) = *entry.pending_will.take().expect("due");
             self.publish_will(will, &info);
         }
     }
