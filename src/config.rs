@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::router::SHARDS_MAX;
+use crate::router::{self, SHARDS_MAX};
 use crate::session::SessionLimits;
 
 /// A setting that cannot work, with the reason.
@@ -42,7 +42,8 @@ pub enum ConfigError {
     },
 }
 
-/// How a shared subscription group picks the member that gets a message.
+/// How a shared subscription group picks the member that gets a message, as the
+/// setting is written (`round_robin` in the file, `round-robin` as a flag).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum SharedStrategy {
@@ -53,6 +54,16 @@ pub enum SharedStrategy {
     Random,
     /// The same member while it stays subscribed and connected.
     Sticky,
+}
+
+impl From<SharedStrategy> for router::SharedStrategy {
+    fn from(strategy: SharedStrategy) -> Self {
+        match strategy {
+            SharedStrategy::RoundRobin => router::SharedStrategy::RoundRobin,
+            SharedStrategy::Random => router::SharedStrategy::Random,
+            SharedStrategy::Sticky => router::SharedStrategy::Sticky,
+        }
+    }
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {

@@ -1179,7 +1179,7 @@ impl ShardState {
             let rng = &mut self.rng;
             self.shared_routes.pick(
                 message.topic.as_str(),
-                self.config.shared_subscription_strategy,
+                self.config.shared_subscription_strategy.into(),
                 || rng.u64(..),
                 &mut picks,
             );
@@ -1270,7 +1270,7 @@ impl ShardState {
         hops: u8,
         exclude: Option<&ByteString>,
     ) {
-        let strategy = self.config.shared_subscription_strategy;
+        let strategy = self.config.shared_subscription_strategy.into();
         let random = self.rng.u64(..);
         let member =
             self.shared_local.get_mut(filter).and_then(|g| g.pick(strategy, random, exclude));
