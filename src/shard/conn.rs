@@ -8,7 +8,6 @@ use std::cell::RefCell;
 use std::os::fd::IntoRawFd;
 use std::os::unix::io::FromRawFd;
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::future::or;
@@ -55,7 +54,7 @@ pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
     }
     let (read_buffer, timeout) = {
         let s = shard.borrow();
-        (s.config.read_buffer_bytes, Duration::from_secs(s.config.connect_timeout_secs))
+        (s.config.read_buffer_bytes.get(), s.config.connect_timeout)
     };
     let peer = stream.peer_addr().ok();
     let mut stream = stream.buffered_with(Preallocated::new(read_buffer));
@@ -145,7 +144,7 @@ pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
 
 /// Serves a connection handed over by another shard.
 pub(crate) async fn serve_handoff(shard: Shard, handoff: Handoff) {
-    let read_buffer = shard.borrow().config.read_buffer_bytes;
+    let read_buffer = shard.borrow().config.read_buffer_bytes.get();
     // SAFETY: the descriptor is an open TCP socket that this hand-off owned alone.
     let stream = unsafe { TcpStream::from_raw_fd(handoff.fd.into_raw_fd()) };
     let stream = stream.buffered_with(Preallocated::new(read_buffer));
@@ -210,7 +209,7 @@ async fn authenticate(
     buf: &mut BytesMut,
 ) -> Option<AuthOutcome> {
     let limits = limits(shard, ProtocolVersion::V5);
-    let timeout = Duration::from_secs(shard.borrow().config.connect_timeout_secs);
+    let timeout = shard.borrow().config.connect_timeout;
     let mut data = connect.properties.authentication_data.clone();
     let mut round = 0;
     loop {

@@ -17,6 +17,7 @@ mod state;
 mod wheel;
 
 use std::cell::RefCell;
+use std::num::NonZeroU64;
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::os::unix::io::FromRawFd;
 use std::rc::Rc;
@@ -142,7 +143,7 @@ async fn accept_loop(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
 async fn accept_forever(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
     let (rate, shards) = {
         let s = shard.borrow();
-        (s.config.accept_rate_max, s.shards as u64)
+        (s.config.accept_rate_max.map_or(0, NonZeroU64::get), s.shards as u64)
     };
     let mut bucket =
         (rate > 0).then(|| rate::TokenBucket::new(rate.div_ceil(shards), Instant::now()));
@@ -223,7 +224,7 @@ async fn receive_api(
     shard: Rc<RefCell<ShardState>>,
     receiver: crossbeam_channel::Receiver<ApiPublish>,
 ) {
-    let batch_max = shard.borrow().config.ring_batch_max;
+    let batch_max = shard.borrow().config.ring_batch_max.get();
     loop {
         let rx = receiver.clone();
         let batch = glommio::executor()

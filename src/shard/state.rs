@@ -14,6 +14,7 @@
 //!   new subscription.
 
 use std::cell::{Cell, RefCell};
+use std::num::NonZeroU16;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -360,7 +361,7 @@ impl ShardState {
         data: Rc<Senders<Vec<DataMsg>>>,
         ctrl: Rc<Senders<Vec<CtrlMsg>>>,
     ) -> Self {
-        let batch = config.ring_batch_max;
+        let batch = config.ring_batch_max.get();
         ShardState {
             id,
             shards,
@@ -398,7 +399,7 @@ impl ShardState {
             stopped: Rc::new(Latch::default()),
             stats: ShardStats::default(),
             connections_max: config.connections_max_effective().div_ceil(shards) as u64,
-            retained_max: config.retained_max.div_ceil(shards),
+            retained_max: config.retained_max.get().div_ceil(shards),
             retained_bytes_max: config.retained_bytes_max_effective().div_ceil(shards as u64),
             queued_bytes_max: config.queued_bytes_max_effective().div_ceil(shards as u64),
             retained_bytes: 0,
@@ -438,7 +439,7 @@ impl ShardState {
         let backlog = self.active_backlog();
         set_gate(&self.backlog_gate, backlog, &mut self.stats.backlog_pauses);
         let overflow = self.data_out.overflow_len() + self.ctrl_out.overflow_len();
-        let pause = backlog || overflow > self.config.ring_overflow_max;
+        let pause = backlog || overflow > self.config.ring_overflow_max.get();
         set_gate(&self.readers_gate, pause, &mut self.stats.reader_pauses);
     }
 
@@ -451,7 +452,7 @@ impl ShardState {
         if self.backlogged.is_empty() {
             return false;
         }
-        let out_max = self.config.out_buffer_max_bytes;
+        let out_max = self.config.out_buffer_max_bytes.get();
         let sessions = &self.sessions;
         self.backlogged.retain(|conn| {
             let open = conn.close.borrow().is_none();
@@ -532,7 +533,7 @@ impl ShardState {
         // How long the session outlives the connection: CleanSession in MQTT 3,
         // the Session Expiry Interval in MQTT 5 [MQTT-3.1.2-23], capped by
         // `session_expiry_secs`.
-        let cap = self.config.session_expiry_secs;
+        let cap = self.config.session_expiry.map_or(0, |d| d.as_secs());
         let (expiry_secs, expiry_capped) = if v5 {
             let requested = connect.properties.session_expiry_interval.unwrap_or(0);
             match requested {
@@ -551,7 +552,7 @@ impl ShardState {
 
         // The keep-alive the broker enforces: MQTT 5 clients are capped and told
         // so [MQTT-3.2.2-21].
-        let keep_alive_max = self.config.keep_alive_max_secs;
+        let keep_alive_max = self.config.keep_alive_max_secs.map_or(0, NonZeroU16::get);
         let (keep_alive_secs, server_keep_alive) = if v5
             && keep_alive_max > 0
             && (connect.keep_alive_secs == 0 || connect.keep_alive_secs > keep_alive_max)
@@ -592,10 +593,10 @@ impl ShardState {
             publisher: Cell::new(false),
             source: Cell::new(Publisher { shard: self.id as u32, session: 0 }),
             rates: RefCell::new((
-                (self.config.publish_rate_max > 0)
-                    .then(|| TokenBucket::new(self.config.publish_rate_max, Instant::now())),
-                (self.config.publish_bytes_rate_max > 0)
-                    .then(|| TokenBucket::new(self.config.publish_bytes_rate_max, Instant::now())),
+                self.config.publish_rate_max.map(|r| TokenBucket::new(r.get(), Instant::now())),
+                self.config
+                    .publish_bytes_rate_max
+                    .map(|r| TokenBucket::new(r.get(), Instant::now())),
             )),
             paused_until: Cell::new(None),
         });
@@ -686,7 +687,7 @@ impl ShardState {
         if v5 {
             properties.assigned_client_identifier = assigned.then(|| client_id.clone());
             properties.session_expiry_interval = expiry_capped;
-            properties.receive_maximum = Some(self.config.receive_maximum);
+            properties.receive_maximum = Some(self.config.receive_maximum.get());
             properties.maximum_packet_size =
                 Some(u32::try_from(self.config.packet_size_max).unwrap_or(u32::MAX));
             properties.topic_alias_maximum =
@@ -720,8 +721,8 @@ impl ShardState {
             let deadline = now + keep_alive_grace(keep_alive_secs);
             self.wheel.schedule(deadline, Timer::KeepAlive(Rc::downgrade(&conn)));
         }
-        if self.config.retry_interval_secs > 0 {
-            let deadline = now + secs_to_ticks(self.config.retry_interval_secs);
+        if let Some(interval) = self.config.retry_interval {
+            let deadline = now + secs_to_ticks(interval.as_secs());
             self.wheel.schedule(deadline, Timer::Retry(Rc::downgrade(&conn)));
         }
         Some(conn)
@@ -876,7 +877,7 @@ impl ShardState {
                     "DISCONNECT sets a Session Expiry Interval after CONNECT set 0",
                 ));
             }
-            let cap = self.config.session_expiry_secs;
+            let cap = self.config.session_expiry.map_or(0, |d| d.as_secs());
             let expiry = match secs {
                 0 => Some(0),
                 u32::MAX if cap == 0 => None,
@@ -983,7 +984,7 @@ impl ShardState {
             return Err(Close::Limit("topic_length_max/topic_levels_max"));
         }
         self.charge_publish_rate(conn, publish.payload.len());
-        let receive_maximum = usize::from(self.config.receive_maximum);
+        let receive_maximum = usize::from(self.config.receive_maximum.get());
         let route = match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => true,
             (QoS::AtLeastOnce, Some(packet_id)) => {
@@ -1092,8 +1093,8 @@ impl ShardState {
     }
 
     fn topic_within_limits(&self, topic: &str) -> bool {
-        topic.len() <= self.config.topic_length_max
-            && topic.bytes().filter(|b| *b == b'/').count() < self.config.topic_levels_max
+        topic.len() <= self.config.topic_length_max.get()
+            && topic.bytes().filter(|b| *b == b'/').count() < self.config.topic_levels_max.get()
     }
 
     /// Charges one PUBLISH to the client's rate limits; over them, the connection
@@ -1325,7 +1326,7 @@ impl ShardState {
         before.count(&mut self.stats, &entry.session);
         if let Some(conn) = &entry.conn {
             let behind = entry.session.mqueue_len() > 0
-                || conn.out.borrow().len() > self.config.out_buffer_max_bytes;
+                || conn.out.borrow().len() > self.config.out_buffer_max_bytes.get();
             if behind && !conn.in_backlog.replace(true) {
                 self.backlogged.push(Rc::clone(conn));
                 // Pause publishers now, not at the end of the pass: one pass can hold
@@ -1441,7 +1442,7 @@ impl ShardState {
                 codes.push(ReasonCode::UNSPECIFIED_ERROR);
                 continue;
             }
-            let subscriptions_max = self.config.subscriptions_max;
+            let subscriptions_max = self.config.subscriptions_max.get();
             let full = self.with_session(conn, |s, _| {
                 s.subscription_count() >= subscriptions_max && !s.is_subscribed(&request.filter)
             });
@@ -1806,7 +1807,8 @@ impl ShardState {
                     let Some(conn) = conn.upgrade() else { continue };
                     let now_us = self.now_us;
                     self.with_session(&conn, |s, out| s.retry(out, now_us));
-                    let next = now + secs_to_ticks(self.config.retry_interval_secs);
+                    let interval = self.config.retry_interval.map_or(0, |d| d.as_secs());
+                    let next = now + secs_to_ticks(interval);
                     self.wheel.schedule(next, Timer::Retry(Rc::downgrade(&conn)));
                 }
                 Timer::SessionExpiry(client_id) => {
