@@ -13,9 +13,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, client_id_on_shard, probe, publish_packet, seq, start, text, Raw, RecvError, SHARDS, WAIT,
+    addr, client_id_on_shard, connect_packet, probe, publish_packet, seq, start, text, Raw,
+    RecvError, SHARDS, WAIT,
 };
-use shardmq::protocol::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
+use shardmq::protocol::{
+    Ack, Connect, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode,
+};
 use shardmq::Config;
 
 fn payloads(publishes: &[Publish]) -> Vec<String> {
@@ -373,12 +376,18 @@ fn offline_session_is_kept_when_session_expiry_secs_is_0() {
     }
 }
 
+/// An MQTT 5 subscriber beside it never gets a timed resend while connected
+/// [MQTT-4.4.0-1], however long its message stays unacknowledged.
 #[test]
 fn retry_interval_resends_unacknowledged_message_to_a_connected_client() {
     let broker = start(Config { retry_interval: Some(Duration::from_secs(1)), ..Config::test() });
     let addr = addr(&broker);
     let (mut sub, _) = Raw::connect(addr, &client_id_on_shard("retry-sub", 1, SHARDS), true);
     sub.subscribe(&[("retry/t", QoS::AtLeastOnce)]);
+    let v5_id = client_id_on_shard("retry-sub-v5", 1, SHARDS);
+    let v5_connect = Connect { protocol: ProtocolVersion::V5, ..connect_packet(&v5_id, true) };
+    let (mut v5_sub, _) = Raw::connect_with(addr, v5_connect);
+    v5_sub.subscribe(&[("retry/t", QoS::AtLeastOnce)]);
     let (mut publisher, _) = Raw::connect(addr, &client_id_on_shard("retry-pub", 0, SHARDS), true);
     publisher.publish("retry/t", b"r", QoS::AtLeastOnce);
 
@@ -404,6 +413,10 @@ fn retry_interval_resends_unacknowledged_message_to_a_connected_client() {
         Err(RecvError::Timeout) => {}
         other => panic!("expected no resend after PUBACK, got {other:?}"),
     }
+    // More than three retry intervals passed: the MQTT 5 subscriber got its message
+    // once, and nothing since.
+    assert!(!v5_sub.recv_publish().dup);
+    assert_eq!(v5_sub.sync(), Vec::new(), "no timed resend to an MQTT 5 client");
 }
 
 #[test]

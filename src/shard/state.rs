@@ -721,7 +721,8 @@ impl ShardState {
             let deadline = now + keep_alive_grace(keep_alive_secs);
             self.wheel.schedule(deadline, Timer::KeepAlive(Rc::downgrade(&conn)));
         }
-        if let Some(interval) = self.config.retry_interval {
+        // Timed resends are MQTT 3 only: MQTT 5 resends on reconnect alone [MQTT-4.4.0-1].
+        if let Some(interval) = self.config.retry_interval.filter(|_| !v5) {
             let deadline = now + secs_to_ticks(interval.as_secs());
             self.wheel.schedule(deadline, Timer::Retry(Rc::downgrade(&conn)));
         }
