@@ -1,7 +1,7 @@
 //! Every setting of the broker, declared once, with its built-in default, validated
 //! once at start-up.
 //!
-//! [`for_each_setting!`] is the one declaration: a row per setting gives the field of
+//! `for_each_setting!` is the one declaration: a row per setting gives the field of
 //! [`Config`] (its typed value and default) and how the setting is written, in
 //! `shardmq.toml` and as a flag (the key and the written type). From that table come
 //! [`Config`] and its `Default`, [`ConfigLayer`] (what one file or one command line
