@@ -34,3 +34,21 @@ fn a_zero_where_zero_cannot_work_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--mqueue-len-max"));
 }
+
+/// Every flag earlier releases had still exists (users' scripts and units pass them).
+#[test]
+fn every_flag_of_earlier_releases_is_still_accepted() {
+    let flags = "config listen cores cpus node-id spin-before-park-us ring-capacity \
+        ring-batch-max ring-overflow-max listen-backlog read-buffer-bytes out-buffer-max-bytes \
+        packet-size-max connect-timeout-secs session-expiry-secs mqueue-len-max \
+        mqueue-store-qos0 inflight-max retry-interval-secs node-name sys-interval-secs metrics \
+        connections-max topic-length-max topic-levels-max subscriptions-max retained-max \
+        retained-bytes-max publish-rate-max publish-bytes-rate-max accept-rate-max \
+        queued-bytes-max alarm-memory-high-bytes alarm-connections-ratio \
+        alarm-mqueue-drops-per-sec alarm-lag-ms receive-maximum topic-alias-max keep-alive-max \
+        shared-subscription-strategy log-level";
+    let help = String::from_utf8(shardmq(&["--help"]).stdout).expect("UTF-8");
+    for flag in flags.split_whitespace() {
+        assert!(help.contains(&format!("--{flag} <")), "--{flag} is gone");
+    }
+}
