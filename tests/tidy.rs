@@ -51,6 +51,8 @@ fn check(files: impl Iterator<Item = PathBuf>, forbidden: &[&str]) {
             let group: String = group.split("};").next().unwrap_or("").split_whitespace().collect();
             code.extend(group.split(',').map(|item| format!(" crate::{item}")));
         }
+        // The shard core is sans-IO itself: naming its own modules is not naming `shard`.
+        let code = code.replace("crate::shard::core", "core");
         for word in forbidden.iter().filter(|word| mentions(&code, word)) {
             problems.push(format!("{}: `{word}`", file.display()));
         }
