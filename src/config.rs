@@ -423,22 +423,22 @@ macro_rules! written_duration {
                 Some(value.$as().to_string())
             }
         }
-
-        /// 0 is `None`: off.
-        impl Written<Option<Duration>> for $name {
-            fn value(self) -> Option<Duration> {
-                Some(Duration::$from(self.0)).filter(|d| !d.is_zero())
-            }
-            fn written(value: &Option<Duration>) -> Option<String> {
-                Some(value.map_or(0, |d| d.$as()).to_string())
-            }
-        }
     )*};
 }
 written_duration! {
     Secs: from_secs, as_secs, "A duration written in seconds.";
     Millis: from_millis, as_millis, "A duration written in milliseconds.";
     Micros: from_micros, as_micros, "A duration written in microseconds.";
+}
+
+/// 0 seconds is `None`: off.
+impl Written<Option<Duration>> for Secs {
+    fn value(self) -> Option<Duration> {
+        Some(Duration::from_secs(self.0)).filter(|d| !d.is_zero())
+    }
+    fn written(value: &Option<Duration>) -> Option<String> {
+        Some(value.map_or(0, |d| d.as_secs()).to_string())
+    }
 }
 
 impl ConfigLayer {
