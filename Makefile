@@ -14,7 +14,9 @@ run: ## build and start the broker with its built-in defaults (0.0.0.0:1883, one
 build: ## debug build of the broker and the load generator
 	$(CARGO) build --workspace
 
-deps: ## install what the tests need when missing (Debian packages, Python packages)
+deps: ## install what lint and the tests need when missing (rustfmt, clippy, Debian and Python packages)
+	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || \
+		rustup component add rustfmt clippy
 	@command -v mosquitto_pub >/dev/null && command -v mosquitto >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
 	@$(PYTHON) -c 'import paho.mqtt, pytest, pytest_timeout, prometheus_client' 2>/dev/null || \
@@ -22,8 +24,9 @@ deps: ## install what the tests need when missing (Debian packages, Python packa
 
 test: deps build test-rust test-python test-tuning ## everything: unit, property and integration tests (installs what it needs)
 
-test-core: ## sans-IO unit and property tests only; run anywhere, no io_uring needed
+test-core: ## sans-IO unit and property tests, and the tidy rules; run anywhere, no io_uring needed
 	$(CARGO) test --lib -- protocol:: session:: router:: message::
+	$(CARGO) test --test tidy
 
 test-rust: ## cargo tests of the whole workspace
 	$(CARGO) test --workspace
@@ -59,4 +62,4 @@ fuzz: ## one minute of fuzzing per target (cargo install cargo-fuzz first)
 	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz topic -- -max_total_time=60
 	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz session_script -- -max_total_time=60
 
-ci: lint test ## what CI runs
+ci: deps lint test ## what CI runs: lint first (it fails fastest), then every test

@@ -5,6 +5,7 @@
 //! cargo run --example embed
 //! ```
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -22,8 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let through_hook = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&through_hook);
     let broker = Broker::builder()
-        .listen("127.0.0.1:0".parse()?)
-        .cores(2)
+        .listen(["127.0.0.1:0".parse()?])
+        .cores(NonZeroUsize::new(2))
         .hooks(move |hooks| {
             hooks.on_client_connected(|c| {
                 println!("[hook] {} connected (shard {})", c.client_id, c.shard);

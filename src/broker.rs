@@ -2,11 +2,13 @@
 //! hooks, stop it cleanly.
 //!
 //! ```no_run
+//! use std::num::NonZeroUsize;
+//!
 //! use shardmq::protocol::QoS;
 //!
 //! let broker = shardmq::Broker::builder()
-//!     .listen("127.0.0.1:1883".parse().unwrap())
-//!     .cores(2)
+//!     .listen(["127.0.0.1:1883".parse().unwrap()])
+//!     .cores(NonZeroUsize::new(2).unwrap())
 //!     .hooks(|hooks| hooks.on_client_connected(|c| println!("{} connected", c.client_id)))
 //!     .start()
 //!     .unwrap();
@@ -15,9 +17,11 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -27,7 +31,7 @@ use glommio::{
 };
 use tracing::info;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SharedStrategy};
 use crate::hooks::Hooks;
 use crate::net;
 use crate::protocol::{ProtocolViolation, QoS, TopicName};
@@ -84,54 +88,38 @@ pub struct Broker {
 }
 
 /// Builds a [`Broker`] step by step; every setting not given keeps its default.
+/// There is one setter per setting of [`Config`], with the same name and type.
 #[derive(Debug, Default)]
 pub struct BrokerBuilder {
     config: Config,
-    listen: Vec<SocketAddr>,
     hooks: Hooks,
 }
+
+/// Declares the setters from the table of settings in `config.rs`.
+macro_rules! builder_setters {
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident: $ty:ty = $default:expr
+            => $key:ident: $written:ty, { $($arg:tt)* } $($unset:literal)?;
+    )*) => {
+        impl BrokerBuilder {
+            $(
+                $(#[doc = $doc])*
+                pub fn $field(mut self, value: impl Into<$ty>) -> Self {
+                    self.config.$field = value.into();
+                    self
+                }
+            )*
+        }
+    };
+}
+
+crate::config::for_each_setting!(builder_setters);
 
 impl BrokerBuilder {
     /// Starts from `config` instead of the defaults.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
-        self
-    }
-
-    /// Adds an address to listen on (the first call replaces the default).
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listen.push(addr);
-        self
-    }
-
-    /// Runs `n` shards.
-    pub fn cores(mut self, n: usize) -> Self {
-        self.config.cores = Some(n);
-        self.config.cpus = None;
-        self
-    }
-
-    /// Pins one shard to each of `cpus`.
-    pub fn cpus(mut self, cpus: Vec<usize>) -> Self {
-        self.config.cpus = Some(cpus);
-        self
-    }
-
-    /// Unacknowledged QoS 1/2 messages per client.
-    pub fn inflight_max(mut self, n: u16) -> Self {
-        self.config.inflight_max = n;
-        self
-    }
-
-    /// Messages queued per session.
-    pub fn mqueue_len_max(mut self, n: usize) -> Self {
-        self.config.mqueue_len_max = n;
-        self
-    }
-
-    /// Largest packet accepted.
-    pub fn packet_size_max(mut self, bytes: usize) -> Self {
-        self.config.packet_size_max = bytes;
         self
     }
 
@@ -142,10 +130,7 @@ impl BrokerBuilder {
     }
 
     /// Validates the settings into a [`Broker`].
-    pub fn build(mut self) -> Result<Broker, StartError> {
-        if !self.listen.is_empty() {
-            self.config.listen = self.listen;
-        }
+    pub fn build(self) -> Result<Broker, StartError> {
         let mut broker = Broker::new(self.config)?;
         broker.hooks = self.hooks;
         Ok(broker)
@@ -209,7 +194,7 @@ impl Broker {
         // `publish` instead of growing a queue.
         let (api_tx, api_rx): (Vec<_>, Vec<_>) = (0..shards)
             .map(|_| {
-                let (tx, rx) = crossbeam_channel::bounded(config.ring_batch_max * 16);
+                let (tx, rx) = crossbeam_channel::bounded(config.ring_batch_max.get() * 16);
                 (tx, Some(rx))
             })
             .unzip();
@@ -217,8 +202,8 @@ impl Broker {
             config: Arc::clone(&config),
             hooks: Arc::new(self.hooks),
             api: Arc::new(Mutex::new(api_rx)),
-            data_mesh: MeshBuilder::full(shards, config.ring_capacity),
-            ctrl_mesh: MeshBuilder::full(shards, config.ring_capacity),
+            data_mesh: MeshBuilder::full(shards, config.ring_capacity.get()),
+            ctrl_mesh: MeshBuilder::full(shards, config.ring_capacity.get()),
             listeners: Arc::new(Mutex::new(listeners)),
             metrics: Arc::new(Mutex::new(metrics)),
             stop: Arc::clone(&stop),
@@ -240,7 +225,7 @@ impl Broker {
         let threads = LocalExecutorPoolBuilder::new(PoolPlacement::Custom(placement))
             .name("shardmq-shard")
             .io_memory(io_memory)
-            .spin_before_park(config.spin_before_park())
+            .spin_before_park(config.spin_before_park)
             // `ctx` moves into each thread's copy of the closure, copied here on the calling
             // thread: cloning it inside the shard threads would race on the `Rc` that
             // glommio's MeshBuilder holds (a heap-corruption abort at shutdown, 1 in 6).
@@ -369,7 +354,7 @@ fn bind_all(
             net::ensure_port_free(addr).map_err(|source| StartError::Bind { addr, source })?;
         }
         for fds in per_shard.iter_mut() {
-            let fd = net::bind_listener(addr, config.listen_backlog)
+            let fd = net::bind_listener(addr, config.listen_backlog.get())
                 .map_err(|source| StartError::Bind { addr, source })?;
             if addr.port() == 0 {
                 addr = net::local_addr(&fd).map_err(|source| StartError::Bind { addr, source })?;

@@ -1,16 +1,31 @@
-//! Every setting of the broker, with its built-in default, validated once at start-up.
+//! Every setting of the broker, declared once, with its built-in default, validated
+//! once at start-up.
 //!
-//! Names put the noun first and the unit last (`inflight_max`, `keep_alive_secs`).
-//! The same struct is read from `shardmq.toml` (all keys optional) and overridden by
-//! command-line flags in `bin/shardmq.rs`.
+//! `for_each_setting!` is the one declaration: a row per setting gives the field of
+//! [`Config`] (its typed value and default) and how the setting is written, in
+//! `shardmq.toml` and as a flag (the key and the written type). From that table come
+//! [`Config`] and its `Default`, [`ConfigLayer`] (what one file or one command line
+//! sets: serde reads the file, clap the flags, `--help` shows the real defaults) and
+//! the [`BrokerBuilder`](crate::BrokerBuilder) setters. Settings resolve as defaults,
+//! then the file, then the flags ([`Config::resolve`]); [`Config::validate`] then checks
+//! each value and the relations between values, so a broker never starts on settings
+//! that cannot work together.
+//!
+//! Names put the noun first and the unit last (`inflight_max`, `keep_alive_max_secs`).
+//! A `Duration` field drops the unit, its key keeps it (`connect_timeout` is written
+//! `connect_timeout_secs`). "Off" is `None`, written 0: the keys, flags and zeros are
+//! those users' files already hold.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::num::{NonZero, NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize, ParseIntError};
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::router::SHARDS_MAX;
+use crate::router::{self, SHARDS_MAX};
 use crate::session::SessionLimits;
 
 /// A setting that cannot work, with the reason.
@@ -22,6 +37,16 @@ pub enum ConfigError {
         /// Name of the setting.
         name: &'static str,
         /// Why the value cannot work.
+        reason: String,
+    },
+    /// Two settings that cannot work together.
+    #[error("settings `{first}` and `{second}` conflict: {reason}")]
+    Conflict {
+        /// Name of one setting.
+        first: &'static str,
+        /// Name of the other.
+        second: &'static str,
+        /// Why they cannot work together.
         reason: String,
     },
     /// The config file could not be read.
@@ -42,7 +67,8 @@ pub enum ConfigError {
     },
 }
 
-/// How a shared subscription group picks the member that gets a message.
+/// How a shared subscription group picks the member that gets a message, as the
+/// setting is written (`round_robin` in the file, `round-robin` as a flag).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum SharedStrategy {
@@ -55,164 +81,370 @@ pub enum SharedStrategy {
     Sticky,
 }
 
-fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { name, reason: reason.into() }
-}
-
-/// Broker settings. `Config::default()` serves on `0.0.0.0:1883` with one shard per
-/// online CPU.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Addresses to accept MQTT connections on; every shard listens on each
-    /// (SO_REUSEPORT) and the kernel spreads connections over them.
-    pub listen: Vec<SocketAddr>,
-    /// Number of shards (one pinned thread each). `None`: one per online CPU.
-    pub cores: Option<usize>,
-    /// CPUs to pin shards to, one shard each; overrides `cores`.
-    pub cpus: Option<Vec<usize>>,
-    /// This node's id, part of every message id.
-    pub node_id: u16,
-    /// How long an idle shard spins before it sleeps, in microseconds. Spinning cuts
-    /// cross-shard wake-up latency on VMs (about 100 us to about 11 us) at the cost
-    /// of CPU.
-    pub spin_before_park_us: u64,
-    /// Slots per cross-shard ring; each slot carries a batch.
-    pub ring_capacity: usize,
-    /// Most items per cross-shard batch.
-    pub ring_batch_max: usize,
-    /// Batches that may wait per destination when its ring is full, before readers
-    /// feeding it are paused.
-    pub ring_overflow_max: usize,
-    /// Listen backlog of each listener socket.
-    pub listen_backlog: u32,
-    /// Bytes read from a socket at once.
-    pub read_buffer_bytes: usize,
-    /// Bytes pending toward one client beyond which QoS 0 messages are queued (or
-    /// dropped) instead of buffered.
-    pub out_buffer_max_bytes: usize,
-    /// Largest packet accepted, in bytes, fixed header included.
-    pub packet_size_max: usize,
-    /// Seconds a new connection has to send CONNECT.
-    pub connect_timeout_secs: u64,
-    /// Seconds an offline persistent MQTT 3 session is kept; 0 keeps it forever.
-    /// Also the cap on an MQTT 5 client's Session Expiry Interval (when above 0).
-    pub session_expiry_secs: u64,
-    /// The broker's Receive Maximum: QoS 2 PUBLISHes an MQTT 5 client may have
-    /// awaiting PUBREL; one more is answered with DISCONNECT 0x93 [MQTT-3.3.4-8].
-    pub receive_maximum: u16,
-    /// Topic aliases an MQTT 5 client may set toward the broker (Topic Alias
-    /// Maximum in CONNACK); 0 = none.
-    pub topic_alias_max: u16,
-    /// Longest keep-alive an MQTT 5 client gets, in seconds; a client asking for
-    /// more (or for none) gets this in CONNACK's Server Keep Alive; 0 = no cap.
-    pub keep_alive_max_secs: u16,
-    /// How a shared subscription picks the member that gets a message.
-    pub shared_subscription_strategy: SharedStrategy,
-    /// Messages waiting per session (offline, or window full).
-    pub mqueue_len_max: usize,
-    /// Whether QoS 0 messages wait in the mqueue too.
-    pub mqueue_store_qos0: bool,
-    /// Unacknowledged QoS 1/2 messages per client.
-    pub inflight_max: u16,
-    /// Seconds between resends of unacknowledged messages to a connected client;
-    /// 0 resends only on reconnect, as MQTT 3.1.1 asks [MQTT-4.4.0-1].
-    pub retry_interval_secs: u64,
-    /// Log filter (tracing `EnvFilter` syntax) when `RUST_LOG` is unset.
-    pub log_level: String,
-    /// This node's name in `$SYS/brokers/<node>/`. Empty: `shardmq@<hostname>`.
-    pub node_name: String,
-    /// Seconds between `$SYS` publications; 0 turns `$SYS` off.
-    pub sys_interval_secs: u64,
-    /// Address of the Prometheus endpoint (`GET /metrics`); none by default.
-    pub metrics_listen: Option<SocketAddr>,
-    /// Most client connections; 0 sizes it from the open-files limit. Each shard
-    /// takes an equal share (`connections_max / shards`, rounded up).
-    pub connections_max: usize,
-    /// Longest topic name or filter accepted, in bytes.
-    pub topic_length_max: usize,
-    /// Most levels (`/`-separated parts) in a topic name or filter.
-    pub topic_levels_max: usize,
-    /// Most subscriptions per client; beyond, SUBACK answers 0x80.
-    pub subscriptions_max: usize,
-    /// Most retained messages (node-wide; each shard holds an equal share).
-    pub retained_max: usize,
-    /// Most bytes of retained messages (node-wide; each shard an equal share);
-    /// 0: 10% of RAM.
-    pub retained_bytes_max: u64,
-    /// PUBLISH packets per second one client may send; 0 = no limit. Beyond, the
-    /// broker stops reading that client's socket until the rate is back (TCP
-    /// backpressure), as a token bucket with one second of burst.
-    pub publish_rate_max: u64,
-    /// PUBLISH payload bytes per second one client may send; 0 = no limit.
-    pub publish_bytes_rate_max: u64,
-    /// New connections per second accepted (node-wide, shared equally by the
-    /// shards); 0 = no limit. Beyond, connections wait in the listen backlog.
-    pub accept_rate_max: u64,
-    /// Bytes all session queues may hold (node-wide, shared equally by the shards);
-    /// 0: 25% of RAM. Beyond, messages that would be queued are dropped and counted.
-    pub queued_bytes_max: u64,
-    /// Resident memory above which the `memory_high` alarm starts; 0: 80% of RAM.
-    pub alarm_memory_high_bytes: u64,
-    /// Share of `connections_max` at which the `connections_high` alarm starts.
-    pub alarm_connections_ratio: f64,
-    /// Messages per second dropped from full session queues that start the
-    /// `mqueue_drops` alarm.
-    pub alarm_mqueue_drops_per_sec: u64,
-    /// Event-loop lag (milliseconds) that starts the `event_loop_lag` alarm.
-    pub alarm_lag_ms: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
-            cores: None,
-            cpus: None,
-            node_id: 0,
-            spin_before_park_us: 0,
-            ring_capacity: 256,
-            ring_batch_max: 64,
-            ring_overflow_max: 1024,
-            listen_backlog: 4096,
-            read_buffer_bytes: 64 * 1024,
-            out_buffer_max_bytes: 1024 * 1024,
-            packet_size_max: 1024 * 1024,
-            connect_timeout_secs: 10,
-            session_expiry_secs: 2 * 60 * 60,
-            receive_maximum: 1024,
-            topic_alias_max: 64,
-            keep_alive_max_secs: 0,
-            shared_subscription_strategy: SharedStrategy::RoundRobin,
-            mqueue_len_max: 1000,
-            mqueue_store_qos0: true,
-            inflight_max: 32,
-            retry_interval_secs: 0,
-            log_level: "info".to_owned(),
-            node_name: String::new(),
-            sys_interval_secs: 10,
-            metrics_listen: None,
-            connections_max: 0,
-            topic_length_max: 65_535,
-            topic_levels_max: 128,
-            subscriptions_max: 10_000,
-            retained_max: 1_000_000,
-            retained_bytes_max: 0,
-            publish_rate_max: 0,
-            publish_bytes_rate_max: 0,
-            accept_rate_max: 0,
-            queued_bytes_max: 0,
-            alarm_memory_high_bytes: 0,
-            alarm_connections_ratio: 0.9,
-            alarm_mqueue_drops_per_sec: 1000,
-            alarm_lag_ms: 250,
+impl From<SharedStrategy> for router::SharedStrategy {
+    fn from(strategy: SharedStrategy) -> Self {
+        match strategy {
+            SharedStrategy::RoundRobin => router::SharedStrategy::RoundRobin,
+            SharedStrategy::Random => router::SharedStrategy::Random,
+            SharedStrategy::Sticky => router::SharedStrategy::Sticky,
         }
     }
 }
 
-impl Config {
-    /// Reads a TOML file; missing keys keep their defaults.
-    pub fn from_toml_file(path: &Path) -> Result<Config, ConfigError> {
+impl fmt::Display for SharedStrategy {
+    /// The flag's spelling, for `--help`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = clap::ValueEnum::to_possible_value(self).expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { name, reason: reason.into() }
+}
+
+fn conflict(first: &'static str, second: &'static str, reason: String) -> ConfigError {
+    ConfigError::Conflict { first, second, reason }
+}
+
+/// A non-zero constant, checked at compile time.
+macro_rules! nz {
+    ($n:expr) => {
+        const {
+            match NonZero::new($n) {
+                Some(n) => n,
+                None => panic!("zero"),
+            }
+        }
+    };
+}
+
+/// The table of settings, the one place each is declared. A row reads
+///
+/// ```text
+/// /// Doc: the Config field's, the flag's --help and the builder setter's.
+/// field: Type = default => key: Written, { clap attributes beyond `long` } "unset";
+/// ```
+///
+/// `key` names the setting in the file and, in kebab case, as a flag; `Written` is
+/// what the file and the flag hold, converted into `Type` by [`Written`]; "unset" is
+/// what `--help` says when the default is `None` with no written form.
+/// `$callback! { rows }` hands the table to each consumer (this module, `broker.rs`).
+macro_rules! for_each_setting {
+    ($callback:ident) => {
+        $callback! {
+            /// Addresses to accept MQTT connections on; repeat the flag for several. Every
+            /// shard listens on each (SO_REUSEPORT) and the kernel spreads connections.
+            listen: Vec<SocketAddr> = vec![SocketAddr::from(([0, 0, 0, 0], 1883))]
+                => listen: Vec<SocketAddr>, { value_name = "ADDR" };
+            /// Number of shards, one pinned thread each.
+            cores: Option<NonZeroUsize> = None
+                => cores: NonZeroUsize, { value_name = "N" } "one per CPU the process may run on";
+            /// CPUs to pin shards to, one shard each, e.g. `0,2,4`; a flag `--cores` alone
+            /// drops the file's list.
+            cpus: Option<Vec<usize>> = None
+                => cpus: Vec<usize>, { value_name = "LIST", value_delimiter = ',' } "none";
+            /// This node's id, part of every message id.
+            node_id: u16 = 0 => node_id: u16, {};
+            /// How long an idle shard spins before it sleeps, in microseconds. Spinning cuts
+            /// cross-shard wake-up latency on VMs (about 100 us to 11 us) at the cost of CPU.
+            spin_before_park: Duration = Duration::ZERO
+                => spin_before_park_us: Micros, { value_name = "MICROS" };
+            /// Slots per cross-shard ring; each slot carries one batch.
+            ring_capacity: NonZeroUsize = nz!(256) => ring_capacity: NonZeroUsize, {};
+            /// Most items per cross-shard batch.
+            ring_batch_max: NonZeroUsize = nz!(64) => ring_batch_max: NonZeroUsize, {};
+            /// Batches that may wait per destination while its ring is full, before the
+            /// readers feeding it are paused.
+            ring_overflow_max: NonZeroUsize = nz!(1024) => ring_overflow_max: NonZeroUsize, {};
+            /// Listen backlog of each listener socket.
+            listen_backlog: NonZeroU32 = nz!(4096) => listen_backlog: NonZeroU32, {};
+            /// Size of each shard's read chunk, which every connection of the shard
+            /// reads into (no read buffer per connection); below 4096 counts as 4096.
+            read_buffer_bytes: NonZeroUsize = nz!(64 * 1024)
+                => read_buffer_bytes: NonZeroUsize, {};
+            /// Bytes pending toward one client beyond which QoS 0 messages are queued (or
+            /// dropped) instead of buffered.
+            out_buffer_max_bytes: NonZeroUsize = nz!(1024 * 1024)
+                => out_buffer_max_bytes: NonZeroUsize, {};
+            /// Largest packet accepted, in bytes, fixed header included (64 to 268435460).
+            packet_size_max: usize = 1024 * 1024 => packet_size_max: usize, {};
+            /// Seconds a new connection has to send CONNECT (and finish MQTT 5 enhanced
+            /// authentication).
+            connect_timeout: Duration = Duration::from_secs(10)
+                => connect_timeout_secs: Secs, { value_name = "SECS" };
+            /// Seconds an offline persistent MQTT 3 session is kept, and the cap on an
+            /// MQTT 5 client's Session Expiry Interval; 0 keeps sessions forever.
+            session_expiry: Option<Duration> = Some(Duration::from_secs(2 * 60 * 60))
+                => session_expiry_secs: Secs, { value_name = "SECS" };
+            /// MQTT 5: the broker's Receive Maximum, the QoS 2 PUBLISHes a client may have
+            /// awaiting PUBREL; one more is answered with DISCONNECT 0x93 [MQTT-3.3.4-8].
+            receive_maximum: NonZeroU16 = nz!(1024) => receive_maximum: NonZeroU16, {};
+            /// MQTT 5: topic aliases a client may set toward the broker (Topic Alias
+            /// Maximum in CONNACK); 0 allows none.
+            topic_alias_max: u16 = 64 => topic_alias_max: u16, {};
+            /// MQTT 5: the longest keep-alive granted, in seconds; a client asking for more
+            /// (or for none) gets this in CONNACK's Server Keep Alive; 0: no cap.
+            keep_alive_max_secs: Option<NonZeroU16> = None
+                => keep_alive_max_secs: u16,
+                { long = "keep-alive-max", alias = "keep-alive-max-secs", value_name = "SECS" };
+            /// How a shared subscription picks the member that gets a message.
+            shared_subscription_strategy: SharedStrategy = SharedStrategy::RoundRobin
+                => shared_subscription_strategy: SharedStrategy, {};
+            /// Messages waiting per session (offline, or its window full).
+            mqueue_len_max: NonZeroUsize = nz!(1000) => mqueue_len_max: NonZeroUsize, {};
+            /// Whether QoS 0 messages wait in the mqueue too.
+            mqueue_store_qos0: bool = true
+                => mqueue_store_qos0: bool, { value_name = "BOOL" };
+            /// Unacknowledged QoS 1/2 messages per client.
+            inflight_max: NonZeroU16 = nz!(32) => inflight_max: NonZeroU16, {};
+            /// MQTT 3.1/3.1.1 only: seconds between resends of unacknowledged messages to a
+            /// connected client; 0 resends only on reconnect, as 3.1.1 asks. MQTT 5
+            /// clients get resends only on reconnect whatever this says [MQTT-4.4.0-1].
+            retry_interval: Option<Duration> = None
+                => retry_interval_secs: Secs, { value_name = "SECS" };
+            /// Log filter (tracing `EnvFilter` syntax: error, warn, info, debug, trace, or
+            /// per module) when `RUST_LOG` is unset.
+            log_level: String = "info".to_owned()
+                => log_level: String, { value_name = "FILTER" };
+            /// This node's name in `$SYS/brokers/<node>/`.
+            node_name: Option<String> = None => node_name: String, {} "shardmq@<hostname>";
+            /// Seconds between `$SYS` publications; 0 turns `$SYS` off.
+            sys_interval: Option<Duration> = Some(Duration::from_secs(10))
+                => sys_interval_secs: Secs, { value_name = "SECS" };
+            /// Address of the Prometheus endpoint (`GET /metrics`).
+            metrics_listen: Option<SocketAddr> = None
+                => metrics_listen: SocketAddr,
+                { long = "metrics", alias = "metrics-listen", value_name = "ADDR" } "off";
+            /// Most client connections, each shard an equal share (rounded up); 0
+            /// sizes it from the open-files limit.
+            connections_max: Option<NonZeroUsize> = None => connections_max: usize, {};
+            /// Longest topic name or filter accepted, in bytes.
+            topic_length_max: NonZeroUsize = nz!(65_535) => topic_length_max: NonZeroUsize, {};
+            /// Most levels (`/`-separated parts) in a topic name or filter.
+            topic_levels_max: NonZeroUsize = nz!(128) => topic_levels_max: NonZeroUsize, {};
+            /// Most subscriptions per client; beyond, SUBACK answers 0x80.
+            subscriptions_max: NonZeroUsize = nz!(10_000)
+                => subscriptions_max: NonZeroUsize, {};
+            /// Most retained messages, node-wide (each shard an equal share).
+            retained_max: NonZeroUsize = nz!(1_000_000) => retained_max: NonZeroUsize, {};
+            /// Most bytes of retained messages, node-wide (each shard an equal share);
+            /// 0: 10% of RAM.
+            retained_bytes_max: Option<NonZeroU64> = None => retained_bytes_max: u64, {};
+            /// PUBLISH packets per second one client may send; 0: no limit. Beyond,
+            /// the broker stops reading that client (TCP backpressure), as a token bucket
+            /// with one second of burst.
+            publish_rate_max: Option<NonZeroU64> = None => publish_rate_max: u64, {};
+            /// PUBLISH payload bytes per second one client may send; 0: no limit.
+            publish_bytes_rate_max: Option<NonZeroU64> = None
+                => publish_bytes_rate_max: u64, {};
+            /// New connections per second, node-wide (each shard an equal share); 0:
+            /// no limit. Beyond, connections wait in the listen backlog.
+            accept_rate_max: Option<NonZeroU64> = None => accept_rate_max: u64, {};
+            /// Bytes all session queues may hold, node-wide (each shard an equal share);
+            /// 0: 25% of RAM. Beyond, messages that would be queued are dropped
+            /// and counted.
+            queued_bytes_max: Option<NonZeroU64> = None => queued_bytes_max: u64, {};
+            /// Resident memory above which the `memory_high` alarm starts; 0: 80%
+            /// of RAM.
+            alarm_memory_high_bytes: Option<NonZeroU64> = None
+                => alarm_memory_high_bytes: u64, {};
+            /// Share of `connections_max` at which the `connections_high` alarm starts, in
+            /// (0, 1].
+            alarm_connections_ratio: f64 = 0.9 => alarm_connections_ratio: f64, {};
+            /// Messages per second dropped from full session queues that start the
+            /// `mqueue_drops` alarm.
+            alarm_mqueue_drops_per_sec: u64 = 1000 => alarm_mqueue_drops_per_sec: u64, {};
+            /// Event-loop lag, in milliseconds, that starts the `event_loop_lag` alarm.
+            alarm_lag: Duration = Duration::from_millis(250)
+                => alarm_lag_ms: Millis, { value_name = "MILLIS" };
+        }
+    };
+}
+pub(crate) use for_each_setting;
+
+/// Declares [`Config`], its defaults and [`ConfigLayer`] from the table.
+macro_rules! declare_settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident: $ty:ty = $default:expr
+            => $key:ident: $written:ty, { $($arg:tt)* } $($unset:literal)?;
+    )*) => {
+        /// Broker settings. `Config::default()` serves on `0.0.0.0:1883` with one shard
+        /// per CPU the process may run on.
+        #[derive(Clone, Debug, PartialEq)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $field: $default, )* }
+            }
+        }
+
+        /// The settings one source sets, as written: a TOML file (snake_case keys) or
+        /// the command line (the same names in kebab case). Unset ones are `None`.
+        #[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct ConfigLayer {
+            $( $(#[doc = $doc])* #[arg(long, $($arg)*)] $key: Option<$written>, )*
+        }
+
+        impl Config {
+            /// Overrides every setting `layer` sets.
+            fn apply_each(&mut self, layer: ConfigLayer) {
+                $(
+                    if let Some(written) = layer.$key {
+                        self.$field = <$written as Written<$ty>>::value(written);
+                    }
+                )*
+            }
+
+            /// Each flag's id, its default as written (`None` when the default has no
+            /// written form) and what the flag being unset means.
+            fn written_defaults() -> Vec<(&'static str, Option<String>, Option<&'static str>)> {
+                let defaults = Config::default();
+                vec![$(
+                    (
+                        stringify!($key),
+                        <$written as Written<$ty>>::written(&defaults.$field),
+                        None $(.or(Some($unset)))?,
+                    ),
+                )*]
+            }
+        }
+    };
+}
+
+for_each_setting!(declare_settings);
+
+/// How a setting of type `T` is written in the file and as a flag.
+trait Written<T> {
+    /// The setting's value.
+    fn value(self) -> T;
+    /// `value` as written, for `--help`; `None` when it has no written form.
+    fn written(value: &T) -> Option<String>;
+}
+
+/// Settings written as their own type.
+macro_rules! written_as_is {
+    ($($t:ty),*) => {$(
+        impl Written<$t> for $t {
+            fn value(self) -> $t {
+                self
+            }
+            fn written(value: &$t) -> Option<String> {
+                Some(value.to_string())
+            }
+        }
+    )*};
+}
+written_as_is!(u16, u64, usize, f64, bool, String, SocketAddr, SharedStrategy);
+written_as_is!(NonZeroU16, NonZeroU32, NonZeroUsize);
+
+/// Optional settings written as their value when set, absent when not.
+macro_rules! written_when_set {
+    ($($t:ty),*) => {$(
+        impl Written<Option<$t>> for $t {
+            fn value(self) -> Option<$t> {
+                Some(self)
+            }
+            fn written(value: &Option<$t>) -> Option<String> {
+                value.as_ref().map(ToString::to_string)
+            }
+        }
+    )*};
+}
+written_when_set!(NonZeroUsize, SocketAddr);
+
+/// Optional settings written as a count, 0 for `None`.
+macro_rules! written_zero_is_none {
+    ($($t:ty => $nonzero:ty),*) => {$(
+        impl Written<Option<$nonzero>> for $t {
+            fn value(self) -> Option<$nonzero> {
+                <$nonzero>::new(self)
+            }
+            fn written(value: &Option<$nonzero>) -> Option<String> {
+                Some(value.map_or(0, <$nonzero>::get).to_string())
+            }
+        }
+    )*};
+}
+written_zero_is_none!(u16 => NonZeroU16, u64 => NonZeroU64, usize => NonZeroUsize);
+
+impl<T: fmt::Display> Written<Vec<T>> for Vec<T> {
+    fn value(self) -> Vec<T> {
+        self
+    }
+    fn written(value: &Vec<T>) -> Option<String> {
+        Some(value.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+    }
+}
+
+impl Written<Option<Vec<usize>>> for Vec<usize> {
+    fn value(self) -> Option<Vec<usize>> {
+        Some(self)
+    }
+    fn written(value: &Option<Vec<usize>>) -> Option<String> {
+        value.as_ref().and_then(<Vec<usize> as Written<Vec<usize>>>::written)
+    }
+}
+
+/// The empty name is no name (files written before `None` existed hold `""`).
+impl Written<Option<String>> for String {
+    fn value(self) -> Option<String> {
+        Some(self).filter(|name| !name.is_empty())
+    }
+    fn written(value: &Option<String>) -> Option<String> {
+        value.clone()
+    }
+}
+
+/// A duration written as a whole number of `UNIT`s.
+macro_rules! written_duration {
+    ($($name:ident: $from:ident, $as:ident, $doc:literal;)*) => {$(
+        #[doc = $doc]
+        #[derive(Clone, Copy, Debug, Deserialize)]
+        #[serde(transparent)]
+        struct $name(u64);
+
+        impl FromStr for $name {
+            type Err = ParseIntError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map($name)
+            }
+        }
+
+        impl Written<Duration> for $name {
+            fn value(self) -> Duration {
+                Duration::$from(self.0)
+            }
+            fn written(value: &Duration) -> Option<String> {
+                Some(value.$as().to_string())
+            }
+        }
+    )*};
+}
+written_duration! {
+    Secs: from_secs, as_secs, "A duration written in seconds.";
+    Millis: from_millis, as_millis, "A duration written in milliseconds.";
+    Micros: from_micros, as_micros, "A duration written in microseconds.";
+}
+
+/// 0 seconds is `None`: off.
+impl Written<Option<Duration>> for Secs {
+    fn value(self) -> Option<Duration> {
+        Some(Duration::from_secs(self.0)).filter(|d| !d.is_zero())
+    }
+    fn written(value: &Option<Duration>) -> Option<String> {
+        Some(value.map_or(0, |d| d.as_secs()).to_string())
+    }
+}
+
+impl ConfigLayer {
+    /// Reads the settings a TOML file sets.
+    pub fn from_toml_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse {
@@ -221,12 +453,49 @@ impl Config {
         })
     }
 
+    /// Appends each flag's default to its help, so `--help` shows the values
+    /// `Config::default()` really holds. For a command that flattens [`ConfigLayer`].
+    pub fn show_defaults(mut command: clap::Command) -> clap::Command {
+        for (id, written, unset) in Config::written_defaults() {
+            let Some(default) = written.or(unset.map(str::to_owned)) else { continue };
+            command = command.mut_arg(id, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {default}]"))
+            });
+        }
+        command
+    }
+}
+
+impl Config {
+    /// The settings in effect: the defaults, overridden by `file` when given, then
+    /// by `flags`; validated.
+    pub fn resolve(file: Option<&Path>, flags: ConfigLayer) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(path) = file {
+            config.apply(ConfigLayer::from_toml_file(path)?);
+        }
+        config.apply(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Overrides the settings `layer` sets. A layer setting `cores` without `cpus`
+    /// also drops the `cpus` below it: `--cores 4` wins over a file's CPU list.
+    pub fn apply(&mut self, layer: ConfigLayer) {
+        let cores_alone = layer.cores.is_some() && layer.cpus.is_none();
+        self.apply_each(layer);
+        if cores_alone {
+            self.cpus = None;
+        }
+    }
+
     /// Settings for tests: 2 shards on `127.0.0.1:0`, small limits.
     pub fn test() -> Config {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-            cores: Some(2),
-            read_buffer_bytes: 16 * 1024,
+            cores: Some(nz!(2)),
+            read_buffer_bytes: nz!(16 * 1024),
             ..Config::default()
         }
     }
@@ -244,11 +513,11 @@ impl Config {
             });
         let cpus = match (&self.cpus, self.cores) {
             (Some(cpus), _) => cpus.clone(),
-            (None, Some(cores)) => (0..cores).map(|i| allowed[i % allowed.len()]).collect(),
+            (None, Some(cores)) => (0..cores.get()).map(|i| allowed[i % allowed.len()]).collect(),
             (None, None) => allowed,
         };
         if cpus.is_empty() {
-            return Err(invalid("cores", "at least one shard is needed"));
+            return Err(invalid("cpus", "at least one CPU is needed"));
         }
         if cpus.len() > SHARDS_MAX {
             return Err(invalid("cores", format!("at most {SHARDS_MAX} shards")));
@@ -256,62 +525,84 @@ impl Config {
         Ok(cpus)
     }
 
-    /// Checks every setting; the broker refuses to start on the first bad one.
+    /// Checks every setting and the relations between them; the broker refuses to
+    /// start on the first bad one. (Counts that must be positive are `NonZero*`, so
+    /// they were refused when read.)
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen.is_empty() {
-            return Err(invalid("listen", "at least one address is needed"));
-        }
-        self.shard_cpus()?;
-        let positive: [(&'static str, usize); 12] = [
-            ("topic_length_max", self.topic_length_max),
-            ("topic_levels_max", self.topic_levels_max),
-            ("subscriptions_max", self.subscriptions_max),
-            ("retained_max", self.retained_max),
-            ("ring_capacity", self.ring_capacity),
-            ("ring_batch_max", self.ring_batch_max),
-            ("ring_overflow_max", self.ring_overflow_max),
-            ("read_buffer_bytes", self.read_buffer_bytes),
-            ("out_buffer_max_bytes", self.out_buffer_max_bytes),
-            ("mqueue_len_max", self.mqueue_len_max),
-            ("inflight_max", usize::from(self.inflight_max)),
-            ("receive_maximum", usize::from(self.receive_maximum)),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(invalid(name, "must be at least 1"));
+        self.validate_addresses()?;
+        if let (Some(cores), Some(cpus)) = (self.cores, &self.cpus) {
+            if cores.get() != cpus.len() {
+                return Err(conflict(
+                    "cores",
+                    "cpus",
+                    format!("{cores} shards asked, {} CPUs listed; set one of them", cpus.len()),
+                ));
             }
         }
-        if self.packet_size_max < 64 {
-            return Err(invalid("packet_size_max", "must be at least 64 bytes"));
+        self.shard_cpus()?;
+        if !(64..=PACKET_SIZE_MAX).contains(&self.packet_size_max) {
+            return Err(invalid(
+                "packet_size_max",
+                format!("must be 64 to {PACKET_SIZE_MAX} bytes, the largest MQTT packet"),
+            ));
         }
-        if self.packet_size_max > 268_435_460 {
-            return Err(invalid("packet_size_max", "MQTT packets are at most 268,435,460 bytes"));
+        if self.connect_timeout.is_zero() {
+            return Err(invalid("connect_timeout_secs", "must be longer than 0"));
         }
-        if self.connect_timeout_secs == 0 {
-            return Err(invalid("connect_timeout_secs", "must be at least 1"));
+        // The shards count these in whole seconds, and read 0 as off.
+        let in_seconds = [
+            ("session_expiry_secs", self.session_expiry),
+            ("retry_interval_secs", self.retry_interval),
+            ("sys_interval_secs", self.sys_interval),
+        ];
+        for (name, interval) in in_seconds {
+            if interval.is_some_and(|d| d < Duration::from_secs(1)) {
+                return Err(invalid(name, "must be at least 1 second (or off)"));
+            }
         }
         if !(self.alarm_connections_ratio > 0.0 && self.alarm_connections_ratio <= 1.0) {
             return Err(invalid("alarm_connections_ratio", "must be in (0, 1]"));
         }
-        if self.listen_backlog == 0 {
-            return Err(invalid("listen_backlog", "must be at least 1"));
+        Ok(())
+    }
+
+    /// Every listener gets its own address: the same one twice cannot be bound.
+    fn validate_addresses(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(invalid("listen", "at least one address is needed"));
+        }
+        // Port 0 binds a fresh port each time, so it may repeat.
+        let fixed = |addr: &&SocketAddr| addr.port() != 0;
+        for (i, addr) in self.listen.iter().enumerate().filter(|(_, a)| fixed(a)) {
+            if self.listen[..i].contains(addr) {
+                return Err(invalid("listen", format!("{addr} is listed twice")));
+            }
+        }
+        if let Some(metrics) = self.metrics_listen.as_ref().filter(fixed) {
+            if self.listen.contains(metrics) {
+                return Err(conflict(
+                    "metrics_listen",
+                    "listen",
+                    format!("{metrics} cannot serve both MQTT and metrics"),
+                ));
+            }
         }
         Ok(())
     }
 
     pub(crate) fn session_limits(&self) -> SessionLimits {
         SessionLimits {
-            inflight_max: self.inflight_max,
-            mqueue_len_max: self.mqueue_len_max,
+            inflight_max: self.inflight_max.get(),
+            mqueue_len_max: self.mqueue_len_max.get(),
             mqueue_store_qos0: self.mqueue_store_qos0,
-            out_buffer_max: self.out_buffer_max_bytes,
+            out_buffer_max: self.out_buffer_max_bytes.get(),
         }
     }
 
     /// The node name, `shardmq@<hostname>` unless set.
     pub fn node(&self) -> String {
-        if !self.node_name.is_empty() {
-            return self.node_name.clone();
+        if let Some(name) = &self.node_name {
+            return name.clone();
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
@@ -319,11 +610,11 @@ impl Config {
         format!("shardmq@{host}")
     }
 
-    /// `connections_max`, sized from the open-files limit when 0: every connection
-    /// is a descriptor, and some are kept for listeners, rings and logs.
+    /// `connections_max`, sized from the open-files limit when unset: every
+    /// connection is a descriptor, and some are kept for listeners, rings and logs.
     pub fn connections_max_effective(&self) -> usize {
-        if self.connections_max > 0 {
-            return self.connections_max;
+        if let Some(max) = self.connections_max {
+            return max.get();
         }
         let nofile = proc_limit("Max open files").unwrap_or(1024);
         usize::try_from(nofile.saturating_sub(256).max(64)).unwrap_or(usize::MAX)
@@ -334,12 +625,12 @@ impl Config {
         or_ram_share(self.alarm_memory_high_bytes, 80)
     }
 
-    /// `queued_bytes_max`, 25% of RAM when 0.
+    /// `queued_bytes_max`, 25% of RAM when unset.
     pub fn queued_bytes_max_effective(&self) -> u64 {
         or_ram_share(self.queued_bytes_max, 25)
     }
 
-    /// `retained_bytes_max`, 10% of RAM when 0.
+    /// `retained_bytes_max`, 10% of RAM when unset.
     pub fn retained_bytes_max_effective(&self) -> u64 {
         or_ram_share(self.retained_bytes_max, 10)
     }
@@ -354,36 +645,31 @@ impl Config {
         };
         let mib = |b: u64| b / (1024 * 1024);
         let ram = mib(ram_bytes().unwrap_or(0));
+        let why = |set: bool, percent: u64| {
+            if set {
+                "set".to_owned()
+            } else {
+                format!("{percent}% of {ram} MiB RAM")
+            }
+        };
         format!(
             "{cpus} shards ({why_shards}); connections_max {} ({}); queued_bytes_max {} MiB ({}); \
              retained_bytes_max {} MiB ({}); memory_high alarm at {} MiB ({})",
             self.connections_max_effective(),
-            if self.connections_max > 0 { "set" } else { "open-files limit minus 256" },
+            if self.connections_max.is_some() { "set" } else { "open-files limit minus 256" },
             mib(self.queued_bytes_max_effective()),
-            if self.queued_bytes_max > 0 {
-                "set".to_owned()
-            } else {
-                format!("25% of {ram} MiB RAM")
-            },
+            why(self.queued_bytes_max.is_some(), 25),
             mib(self.retained_bytes_max_effective()),
-            if self.retained_bytes_max > 0 {
-                "set".to_owned()
-            } else {
-                format!("10% of {ram} MiB RAM")
-            },
+            why(self.retained_bytes_max.is_some(), 10),
             mib(self.alarm_memory_high_effective()),
-            if self.alarm_memory_high_bytes > 0 {
-                "set".to_owned()
-            } else {
-                format!("80% of {ram} MiB RAM")
-            },
+            why(self.alarm_memory_high_bytes.is_some(), 80),
         )
     }
-
-    pub(crate) fn spin_before_park(&self) -> Duration {
-        Duration::from_micros(self.spin_before_park_us)
-    }
 }
+
+/// The largest MQTT packet: 1 byte of fixed header, 4 of remaining length, and the
+/// largest remaining length, 268,435,455.
+const PACKET_SIZE_MAX: usize = 268_435_460;
 
 /// Total RAM from `/proc/meminfo`.
 fn ram_bytes() -> Option<u64> {
@@ -393,10 +679,10 @@ fn ram_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// `value`, or `percent`% of RAM when `value` is 0 (1 GiB if RAM is unknown).
-fn or_ram_share(value: u64, percent: u64) -> u64 {
-    if value > 0 {
-        return value;
+/// `value`, or `percent`% of RAM when unset (1 GiB if RAM is unknown).
+fn or_ram_share(value: Option<NonZeroU64>, percent: u64) -> u64 {
+    if let Some(value) = value {
+        return value.get();
     }
     ram_bytes().map_or(1 << 30, |ram| ram / 100 * percent)
 }
@@ -411,23 +697,269 @@ pub(crate) fn proc_limit(name: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use clap::{Args, Command, FromArgMatches};
+
     use super::*;
 
-    #[test]
-    fn defaults_are_valid_and_a_file_overrides_some() {
-        Config::default().validate().expect("defaults are valid");
-        let config: Config =
-            toml::from_str("inflight_max = 8\nlisten = [\"127.0.0.1:1999\"]").expect("parses");
-        assert_eq!(config.inflight_max, 8);
-        assert_eq!(config.listen, vec!["127.0.0.1:1999".parse().expect("addr")]);
-        assert_eq!(config.mqueue_len_max, 1000);
+    /// The settings `args` (flags, without the program name) set.
+    fn flags(args: &[&str]) -> Result<ConfigLayer, clap::Error> {
+        let command = ConfigLayer::augment_args(Command::new("shardmq"));
+        let matches =
+            command.try_get_matches_from(std::iter::once("shardmq").chain(args.iter().copied()))?;
+        ConfigLayer::from_arg_matches(&matches)
+    }
+
+    fn file(text: &str) -> Result<ConfigLayer, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    fn resolved(layers: impl IntoIterator<Item = ConfigLayer>) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        for layer in layers {
+            config.apply(layer);
+        }
+        config.validate().map(|()| config)
     }
 
     #[test]
-    fn bad_values_are_refused_by_name() {
-        let bad = Config { mqueue_len_max: 0, ..Config::default() };
-        assert!(bad.validate().unwrap_err().to_string().contains("mqueue_len_max"));
-        let unknown = toml::from_str::<Config>("no_such_key = 1");
-        assert!(unknown.is_err());
+    fn defaults_and_the_test_settings_are_valid() {
+        Config::default().validate().expect("defaults are valid");
+        Config::test().validate().expect("test settings are valid");
+    }
+
+    /// A file written for the untyped settings (every key, zeros for "off") still
+    /// reads, into the typed values.
+    #[test]
+    fn every_key_of_existing_files_still_reads() {
+        let text = r#"
+            listen = ["127.0.0.1:1999", "[::1]:1999"]
+            cores = 2
+            cpus = [0, 1]
+            node_id = 7
+            spin_before_park_us = 50
+            ring_capacity = 128
+            ring_batch_max = 32
+            ring_overflow_max = 512
+            listen_backlog = 128
+            read_buffer_bytes = 4096
+            out_buffer_max_bytes = 65536
+            packet_size_max = 2048
+            connect_timeout_secs = 5
+            session_expiry_secs = 0
+            receive_maximum = 10
+            topic_alias_max = 0
+            keep_alive_max_secs = 0
+            shared_subscription_strategy = "round_robin"
+            mqueue_len_max = 100
+            mqueue_store_qos0 = false
+            inflight_max = 8
+            retry_interval_secs = 0
+            log_level = "debug"
+            node_name = ""
+            sys_interval_secs = 0
+            metrics_listen = "127.0.0.1:9100"
+            connections_max = 0
+            topic_length_max = 1024
+            topic_levels_max = 16
+            subscriptions_max = 100
+            retained_max = 1000
+            retained_bytes_max = 0
+            publish_rate_max = 0
+            publish_bytes_rate_max = 0
+            accept_rate_max = 0
+            queued_bytes_max = 0
+            alarm_memory_high_bytes = 0
+            alarm_connections_ratio = 0.5
+            alarm_mqueue_drops_per_sec = 10
+            alarm_lag_ms = 100
+        "#;
+        let config = resolved([file(text).expect("parses")]).expect("valid");
+        let expected = Config {
+            listen: vec![
+                "127.0.0.1:1999".parse().expect("addr"),
+                "[::1]:1999".parse().expect("addr"),
+            ],
+            cores: Some(nz!(2)),
+            cpus: Some(vec![0, 1]),
+            node_id: 7,
+            spin_before_park: Duration::from_micros(50),
+            ring_capacity: nz!(128),
+            ring_batch_max: nz!(32),
+            ring_overflow_max: nz!(512),
+            listen_backlog: nz!(128),
+            read_buffer_bytes: nz!(4096),
+            out_buffer_max_bytes: nz!(65536),
+            packet_size_max: 2048,
+            connect_timeout: Duration::from_secs(5),
+            session_expiry: None,
+            receive_maximum: nz!(10),
+            topic_alias_max: 0,
+            keep_alive_max_secs: None,
+            shared_subscription_strategy: SharedStrategy::RoundRobin,
+            mqueue_len_max: nz!(100),
+            mqueue_store_qos0: false,
+            inflight_max: nz!(8),
+            retry_interval: None,
+            log_level: "debug".to_owned(),
+            node_name: None,
+            sys_interval: None,
+            metrics_listen: Some("127.0.0.1:9100".parse().expect("addr")),
+            connections_max: None,
+            topic_length_max: nz!(1024),
+            topic_levels_max: nz!(16),
+            subscriptions_max: nz!(100),
+            retained_max: nz!(1000),
+            retained_bytes_max: None,
+            publish_rate_max: None,
+            publish_bytes_rate_max: None,
+            accept_rate_max: None,
+            queued_bytes_max: None,
+            alarm_memory_high_bytes: None,
+            alarm_connections_ratio: 0.5,
+            alarm_mqueue_drops_per_sec: 10,
+            alarm_lag: Duration::from_millis(100),
+        };
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn non_zero_values_read_into_their_types() {
+        let layer = file(
+            "session_expiry_secs = 60\nretry_interval_secs = 2\nkeep_alive_max_secs = 30\n\
+             publish_rate_max = 100\nconnections_max = 5\nnode_name = \"n1\"\n\
+             shared_subscription_strategy = \"sticky\"",
+        );
+        let config = resolved([layer.expect("parses")]).expect("valid");
+        assert_eq!(config.session_expiry, Some(Duration::from_secs(60)));
+        assert_eq!(config.retry_interval, Some(Duration::from_secs(2)));
+        assert_eq!(config.keep_alive_max_secs, Some(nz!(30)));
+        assert_eq!(config.publish_rate_max, Some(nz!(100)));
+        assert_eq!(config.connections_max_effective(), 5);
+        assert_eq!(config.node(), "n1");
+        assert_eq!(config.shared_subscription_strategy, SharedStrategy::Sticky);
+        assert_eq!(config.mqueue_len_max, Config::default().mqueue_len_max, "unset keeps default");
+    }
+
+    #[test]
+    fn values_that_cannot_be_represented_are_refused_by_name() {
+        for (text, name) in [
+            ("mqueue_len_max = 0", "mqueue_len_max"),
+            ("inflight_max = 0", "inflight_max"),
+            ("listen_backlog = 0", "listen_backlog"),
+            ("connect_timeout_secs = -1", "connect_timeout_secs"),
+            ("shared_subscription_strategy = \"fastest\"", "shared_subscription_strategy"),
+            ("no_such_key = 1", "no_such_key"),
+        ] {
+            let error = file(text).expect_err(text).to_string();
+            assert!(error.contains(name), "{text}: {error}");
+        }
+        let error = flags(&["--inflight-max", "0"]).expect_err("zero").to_string();
+        assert!(error.contains("--inflight-max"), "{error}");
+    }
+
+    #[test]
+    fn flags_override_the_file_under_the_same_names() {
+        let from_file =
+            file("inflight_max = 8\nmqueue_len_max = 50\ncpus = [0, 1, 2]").expect("parses");
+        let from_flags = flags(&[
+            "--inflight-max",
+            "64",
+            "--keep-alive-max",
+            "20",
+            "--metrics",
+            "127.0.0.1:9100",
+            "--listen",
+            "127.0.0.1:1883",
+            "--listen",
+            "127.0.0.1:1884",
+            "--cores",
+            "1",
+            "--shared-subscription-strategy",
+            "round-robin",
+        ])
+        .expect("flags parse");
+        let config = resolved([from_file, from_flags]).expect("valid");
+        assert_eq!(config.inflight_max, nz!(64));
+        assert_eq!(config.mqueue_len_max, nz!(50), "from the file");
+        assert_eq!(config.keep_alive_max_secs, Some(nz!(20)));
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:9100".parse().expect("addr")));
+        assert_eq!(config.listen.len(), 2);
+        assert_eq!(
+            (config.cores, config.cpus),
+            (Some(nz!(1)), None),
+            "--cores drops the file's cpus"
+        );
+        // The names of the TOML keys work as flags too.
+        let aliases = flags(&["--keep-alive-max-secs", "5", "--metrics-listen", "127.0.0.1:1"]);
+        assert!(aliases.is_ok(), "{aliases:?}");
+    }
+
+    #[test]
+    fn settings_that_conflict_are_refused_with_both_names() {
+        let addr = "127.0.0.1:1883";
+        for (args, names) in [
+            (&["--cores", "2", "--cpus", "0,1,2"][..], ["cores", "cpus"]),
+            (&["--listen", addr, "--metrics", addr][..], ["metrics_listen", "listen"]),
+        ] {
+            let error = resolved([flags(args).expect("flags parse")]).expect_err("conflict");
+            let text = error.to_string();
+            assert!(matches!(error, ConfigError::Conflict { .. }), "{text}");
+            assert!(names.iter().all(|name| text.contains(name)), "{text}");
+        }
+        let twice = flags(&["--listen", addr, "--listen", addr]).expect("flags parse");
+        assert!(resolved([twice]).expect_err("twice").to_string().contains("listed twice"));
+        let port_zero = flags(&["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"]);
+        resolved([port_zero.expect("flags parse")]).expect("port 0 binds a fresh port each time");
+        let both = flags(&["--cores", "2", "--cpus", "0,1"]).expect("flags parse");
+        resolved([both]).expect("cores and cpus may agree");
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_by_name() {
+        let sub_second =
+            Config { retry_interval: Some(Duration::from_millis(500)), ..Config::test() };
+        let tiny = Config { packet_size_max: 63, ..Config::test() };
+        let huge = Config { packet_size_max: PACKET_SIZE_MAX + 1, ..Config::test() };
+        let ratio = Config { alarm_connections_ratio: 0.0, ..Config::test() };
+        let no_wait = Config { connect_timeout: Duration::ZERO, ..Config::test() };
+        let no_cpu = Config { cpus: Some(Vec::new()), cores: None, ..Config::test() };
+        for (config, name) in [
+            (sub_second, "retry_interval_secs"),
+            (tiny, "packet_size_max"),
+            (huge, "packet_size_max"),
+            (ratio, "alarm_connections_ratio"),
+            (no_wait, "connect_timeout_secs"),
+            (no_cpu, "cpus"),
+        ] {
+            let error = config.validate().expect_err(name).to_string();
+            assert!(error.contains(name), "{error}");
+        }
+    }
+
+    /// `--help` shows every default, and what it shows is the default: given back as
+    /// flags, the shown values change nothing.
+    #[test]
+    fn help_shows_the_real_defaults() {
+        let mut command =
+            ConfigLayer::show_defaults(ConfigLayer::augment_args(Command::new("shardmq")));
+        let help = command.render_long_help().to_string();
+        let mut args = Vec::new();
+        for (id, written, unset) in Config::written_defaults() {
+            let flag = command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .and_then(|arg| arg.get_long())
+                .expect("every setting has a flag");
+            let shown = written.clone().or(unset.map(str::to_owned)).expect("a default to show");
+            assert!(help.contains(&format!("[default: {shown}]")), "--{flag}: {help}");
+            if let Some(written) = written {
+                args.push(format!("--{flag}"));
+                args.push(written);
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let layer = flags(&args).expect("the shown defaults parse");
+        assert_eq!(resolved([layer]).expect("valid"), Config::default());
+        assert!(help.contains("[default: 32]") && help.contains("[default: 0.0.0.0:1883]"));
     }
 }

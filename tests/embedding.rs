@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::{SocketAddr, TcpStream};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -43,8 +44,8 @@ fn start_hooked() -> Hooked {
     let api_publishes = Arc::new(AtomicUsize::new(0));
     let api = Arc::clone(&api_publishes);
     let broker = Broker::builder()
-        .listen("127.0.0.1:0".parse().expect("address"))
-        .cores(SHARDS)
+        .listen(["127.0.0.1:0".parse().expect("address")])
+        .cores(NonZeroUsize::new(SHARDS))
         .hooks(move |hooks| {
             let t = tx.clone();
             hooks.on_client_connected(move |c| {

@@ -14,6 +14,7 @@ mod common;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -256,8 +257,11 @@ fn connack_states_limits_and_features() {
 /// then uses.
 #[test]
 fn connack_tells_the_capped_session_expiry_and_keep_alive() {
-    let broker =
-        start(Config { session_expiry_secs: 600, keep_alive_max_secs: 10, ..Config::test() });
+    let broker = start(Config {
+        session_expiry: Some(Duration::from_secs(600)),
+        keep_alive_max_secs: NonZeroU16::new(10),
+        ..Config::test()
+    });
     let addr = addr(&broker);
     let options = persistent_options(addr, &client_id_on_shard("capped", 1, SHARDS), u32::MAX);
     let (_peer, connack) = Peer::connect_with(options);

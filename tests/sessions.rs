@@ -7,14 +7,18 @@
 
 mod common;
 
+use std::num::{NonZeroU16, NonZeroUsize};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, client_id_on_shard, probe, publish_packet, seq, start, text, Raw, RecvError, SHARDS, WAIT,
+    addr, client_id_on_shard, connect_packet, probe, publish_packet, seq, start, text, Raw,
+    RecvError, SHARDS, WAIT,
 };
-use shardmq::protocol::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
+use shardmq::protocol::{
+    Ack, Connect, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode,
+};
 use shardmq::Config;
 
 fn payloads(publishes: &[Publish]) -> Vec<String> {
@@ -24,7 +28,10 @@ fn payloads(publishes: &[Publish]) -> Vec<String> {
 /// A persistent subscriber on shard 1 goes offline; 1,000 QoS 1 messages are
 /// published from shard 0; it comes back. Returns the sequence numbers it gets.
 fn offline_then_back(mqueue_len_max: usize, expected: usize) -> Vec<u32> {
-    let broker = start(Config { mqueue_len_max, ..Config::test() });
+    let broker = start(Config {
+        mqueue_len_max: mqueue_len_max.try_into().expect("a positive length"),
+        ..Config::test()
+    });
     let addr = addr(&broker);
     let sub_id = client_id_on_shard("offline-sub", 1, SHARDS);
     let (mut sub, connack) = Raw::connect(addr, &sub_id, false);
@@ -111,7 +118,7 @@ fn qos0_is_queued_offline_when_mqueue_store_qos0_is_on() {
 
 #[test]
 fn inflight_window_holds_back_messages_until_acked() {
-    let broker = start(Config { inflight_max: 5, ..Config::test() });
+    let broker = start(Config { inflight_max: NonZeroU16::new(5).unwrap(), ..Config::test() });
     let addr = addr(&broker);
     let (mut sub, _) = Raw::connect(addr, &client_id_on_shard("win-sub", 1, SHARDS), true);
     sub.subscribe(&[("win/t", QoS::AtLeastOnce)]);
@@ -195,7 +202,7 @@ fn unacknowledged_messages_are_resent_with_dup_and_the_same_ids_on_reconnect() {
 
 #[test]
 fn takeover_closes_the_old_connection_and_keeps_queued_messages() {
-    let broker = start(Config { inflight_max: 2, ..Config::test() });
+    let broker = start(Config { inflight_max: NonZeroU16::new(2).unwrap(), ..Config::test() });
     let addr = addr(&broker);
     let sub_id = client_id_on_shard("take-sub", 1, SHARDS);
     let (mut first, _) = Raw::connect(addr, &sub_id, false);
@@ -235,7 +242,8 @@ fn takeover_closes_the_old_connection_and_keeps_queued_messages() {
 #[test]
 fn order_per_qos_holds_across_shards_and_a_reconnect() {
     const N: u32 = 500;
-    let broker = start(Config { mqueue_len_max: 10_000, ..Config::test() });
+    let broker =
+        start(Config { mqueue_len_max: NonZeroUsize::new(10_000).unwrap(), ..Config::test() });
     let addr = addr(&broker);
     let sub_id = client_id_on_shard("order-sub", 1, SHARDS);
     let (mut sub, _) = Raw::connect(addr, &sub_id, false);
@@ -333,7 +341,11 @@ fn record(seen: &mut [Vec<u32>; 3], p: &Publish) {
 /// A persistent session with a queued message, offline for 2.5 s; returns the
 /// CONNACK's session present flag and what the client gets on return.
 fn after_offline_pause(session_expiry_secs: u64) -> (bool, Vec<Packet>) {
-    let broker = start(Config { session_expiry_secs, ..Config::test() });
+    let broker = start(Config {
+        // 0 keeps the session forever, as in the file.
+        session_expiry: (session_expiry_secs > 0).then(|| Duration::from_secs(session_expiry_secs)),
+        ..Config::test()
+    });
     let addr = addr(&broker);
     let sub_id = client_id_on_shard("exp-sub", 1, SHARDS);
     let (mut sub, _) = Raw::connect(addr, &sub_id, false);
@@ -364,12 +376,18 @@ fn offline_session_is_kept_when_session_expiry_secs_is_0() {
     }
 }
 
+/// An MQTT 5 subscriber beside it never gets a timed resend while connected
+/// [MQTT-4.4.0-1], however long its message stays unacknowledged.
 #[test]
 fn retry_interval_resends_unacknowledged_message_to_a_connected_client() {
-    let broker = start(Config { retry_interval_secs: 1, ..Config::test() });
+    let broker = start(Config { retry_interval: Some(Duration::from_secs(1)), ..Config::test() });
     let addr = addr(&broker);
     let (mut sub, _) = Raw::connect(addr, &client_id_on_shard("retry-sub", 1, SHARDS), true);
     sub.subscribe(&[("retry/t", QoS::AtLeastOnce)]);
+    let v5_id = client_id_on_shard("retry-sub-v5", 1, SHARDS);
+    let v5_connect = Connect { protocol: ProtocolVersion::V5, ..connect_packet(&v5_id, true) };
+    let (mut v5_sub, _) = Raw::connect_with(addr, v5_connect);
+    v5_sub.subscribe(&[("retry/t", QoS::AtLeastOnce)]);
     let (mut publisher, _) = Raw::connect(addr, &client_id_on_shard("retry-pub", 0, SHARDS), true);
     publisher.publish("retry/t", b"r", QoS::AtLeastOnce);
 
@@ -395,6 +413,10 @@ fn retry_interval_resends_unacknowledged_message_to_a_connected_client() {
         Err(RecvError::Timeout) => {}
         other => panic!("expected no resend after PUBACK, got {other:?}"),
     }
+    // More than three retry intervals passed: the MQTT 5 subscriber got its message
+    // once, and nothing since.
+    assert!(!v5_sub.recv_publish().dup);
+    assert_eq!(v5_sub.sync(), Vec::new(), "no timed resend to an MQTT 5 client");
 }
 
 #[test]

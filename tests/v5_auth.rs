@@ -16,6 +16,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -82,8 +83,8 @@ impl Authed {
         let log = Arc::clone(&calls);
         let broker = Broker::builder()
             .config(Config::test())
-            .listen("127.0.0.1:0".parse().expect("address"))
-            .cores(SHARDS)
+            .listen(["127.0.0.1:0".parse().expect("address")])
+            .cores(NonZeroUsize::new(SHARDS))
             .hooks(move |hooks| {
                 hooks.on_client_authenticate(move |request| {
                     log.lock().expect("calls").push(Call {

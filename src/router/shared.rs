@@ -16,11 +16,24 @@ use bytestring::ByteString;
 use hashbrown::HashMap;
 
 use super::SubTrie;
-use crate::config::SharedStrategy;
 use crate::protocol::TopicFilter;
 
 /// The prefix of a shared subscription's filter [MQTT-4.8.2].
 pub const SHARE_PREFIX: &str = "$share/";
+
+/// How a shared subscription group picks the shard, then the member, that gets a
+/// message. The router's own type: settings convert into it, so matching does not
+/// depend on how the broker is configured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SharedStrategy {
+    /// Each member slot in turn.
+    #[default]
+    RoundRobin,
+    /// A member slot at random.
+    Random,
+    /// The same shard (and member) while it keeps members.
+    Sticky,
+}
 
 /// The parts of a `$share/{group}/{filter}` filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -90,11 +90,7 @@ pub(crate) async fn handshake(shard: ShardRc, mut stream: TcpStream) {
     }
     let (timeout, limits, stopped) = {
         let s = shard.borrow();
-        (
-            Duration::from_secs(s.config.connect_timeout_secs),
-            s.core.limits(ProtocolVersion::V311),
-            Rc::clone(&s.stopped),
-        )
+        (s.config.connect_timeout, s.core.limits(ProtocolVersion::V311), Rc::clone(&s.stopped))
     };
     let peer = stream.peer_addr().ok();
     let mut tail = Tail::default();
@@ -271,7 +267,7 @@ async fn authenticate(
 ) -> Option<AuthOutcome> {
     let (limits, timeout) = {
         let s = shard.borrow();
-        (s.core.limits(ProtocolVersion::V5), Duration::from_secs(s.config.connect_timeout_secs))
+        (s.core.limits(ProtocolVersion::V5), s.config.connect_timeout)
     };
     let mut data = connect.properties.authentication_data.clone();
     let mut round = 0;

@@ -72,28 +72,28 @@ pub(crate) struct ShardContext {
 /// The settings of the core, resolved from the broker's: this shard's shares of
 /// the node-wide limits, typed options for the 0-means-off settings.
 fn core_config(config: &Config, shards: usize) -> CoreConfig {
-    let some = |v: u64| (v > 0).then_some(v);
+    let per_shard = |total: u64| total.div_ceil(shards as u64);
     CoreConfig {
         node_id: config.node_id,
-        ring_batch_max: config.ring_batch_max,
-        ring_overflow_max: config.ring_overflow_max,
-        out_buffer_max_bytes: config.out_buffer_max_bytes,
+        ring_batch_max: config.ring_batch_max.get(),
+        ring_overflow_max: config.ring_overflow_max.get(),
+        out_buffer_max_bytes: config.out_buffer_max_bytes.get(),
         packet_size_max: config.packet_size_max,
-        session_expiry_max_secs: some(config.session_expiry_secs),
-        receive_maximum: config.receive_maximum,
+        session_expiry_max_secs: config.session_expiry.map(|d| d.as_secs()),
+        receive_maximum: config.receive_maximum.get(),
         topic_alias_max: config.topic_alias_max,
-        keep_alive_max_secs: (config.keep_alive_max_secs > 0).then_some(config.keep_alive_max_secs),
-        shared_strategy: config.shared_subscription_strategy,
-        retry_interval_secs: some(config.retry_interval_secs),
-        topic_length_max: config.topic_length_max,
-        topic_levels_max: config.topic_levels_max,
-        subscriptions_max: config.subscriptions_max,
-        publish_rate_max: some(config.publish_rate_max),
-        publish_bytes_rate_max: some(config.publish_bytes_rate_max),
-        connections_max: config.connections_max_effective().div_ceil(shards) as u64,
-        retained_max: config.retained_max.div_ceil(shards),
-        retained_bytes_max: config.retained_bytes_max_effective().div_ceil(shards as u64),
-        queued_bytes_max: config.queued_bytes_max_effective().div_ceil(shards as u64),
+        keep_alive_max_secs: config.keep_alive_max_secs.map(std::num::NonZeroU16::get),
+        shared_strategy: config.shared_subscription_strategy.into(),
+        retry_interval_secs: config.retry_interval.map(|d| d.as_secs().max(1)),
+        topic_length_max: config.topic_length_max.get(),
+        topic_levels_max: config.topic_levels_max.get(),
+        subscriptions_max: config.subscriptions_max.get(),
+        publish_rate_max: config.publish_rate_max.map(std::num::NonZeroU64::get),
+        publish_bytes_rate_max: config.publish_bytes_rate_max.map(std::num::NonZeroU64::get),
+        connections_max: per_shard(config.connections_max_effective() as u64),
+        retained_max: config.retained_max.get().div_ceil(shards),
+        retained_bytes_max: per_shard(config.retained_bytes_max_effective()),
+        queued_bytes_max: per_shard(config.queued_bytes_max_effective()),
         session: config.session_limits(),
     }
 }
@@ -262,7 +262,7 @@ pub(crate) async fn run(ctx: ShardContext) {
         rings_gate: Rc::new(Gate::default()),
         pass: Rc::new(Notify::default()),
         pass_scheduled: false,
-        pool: pool::ReadPool::default(),
+        pool: pool::ReadPool::new(ctx.config.read_buffer_bytes.get()),
         stopped: Rc::new(Latch::default()),
         sys: (id == 0).then(|| SysState::new(&ctx.config, shards)),
         lag_max_us: 0,
@@ -352,7 +352,7 @@ async fn accept_forever(shard: ShardRc, listener: TcpListener) {
         let s = shard.borrow();
         (s.config.accept_rate_max, s.core.shards as u64)
     };
-    let mut bucket = (rate > 0).then(|| AcceptBucket::new(rate.div_ceil(shards)));
+    let mut bucket = rate.map(|rate| AcceptBucket::new(rate.get().div_ceil(shards)));
     loop {
         if let Some(wait) = bucket.as_mut().and_then(AcceptBucket::take) {
             // Over accept_rate_max: leave connections in the listen backlog a while.
@@ -455,7 +455,7 @@ async fn receive_ctrl_forever(shard: ShardRc, receiver: ConnectedReceiver<Vec<Ct
 /// Messages published by the embedding program. Waiting on a blocking channel
 /// happens on glommio's blocking-thread pool, never on the shard's thread.
 async fn receive_api(shard: ShardRc, receiver: crossbeam_channel::Receiver<ApiPublish>) {
-    let batch_max = shard.borrow().config.ring_batch_max;
+    let batch_max = shard.borrow().config.ring_batch_max.get();
     loop {
         let rx = receiver.clone();
         let batch = glommio::executor()

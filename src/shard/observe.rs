@@ -52,11 +52,11 @@ impl SysState {
                 connections_max: config.connections_max_effective() as u64,
                 connections_ratio: config.alarm_connections_ratio,
                 mqueue_drops_per_sec: config.alarm_mqueue_drops_per_sec,
-                lag_ms: config.alarm_lag_ms,
+                lag_ms: u64::try_from(config.alarm_lag.as_millis()).unwrap_or(u64::MAX),
             },
             connections_max_seen: 0,
             started: Instant::now(),
-            sys_interval_secs: config.sys_interval_secs,
+            sys_interval_secs: config.sys_interval.map_or(0, |d| d.as_secs()),
             seconds: 0,
         }
     }

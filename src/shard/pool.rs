@@ -14,25 +14,29 @@
 
 use bytes::BytesMut;
 
-/// The size of a chunk: large enough for a pass of a busy connection in one read.
-const CHUNK: usize = 64 * 1024;
-
 /// The least room offered to one read; below it a fresh chunk is taken.
-const READ_MIN: usize = 4 * 1024;
+pub(crate) const READ_MIN: usize = 4 * 1024;
 
 /// One shard's read chunk.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ReadPool {
     chunk: BytesMut,
+    /// The size of a chunk (`read_buffer_bytes`): large enough for a pass of a
+    /// busy connection in one read.
+    chunk_size: usize,
     /// Chunks taken so far (a counter for the figures).
     pub chunks: u64,
 }
 
 impl ReadPool {
+    pub fn new(chunk_size: usize) -> Self {
+        ReadPool { chunk: BytesMut::new(), chunk_size: chunk_size.max(READ_MIN), chunks: 0 }
+    }
+
     /// Room for the next read.
     pub fn room(&mut self) -> &mut [u8] {
         if self.chunk.len() < READ_MIN {
-            self.chunk = BytesMut::zeroed(CHUNK);
+            self.chunk = BytesMut::zeroed(self.chunk_size);
             self.chunks += 1;
         }
         &mut self.chunk[..]
@@ -103,7 +107,7 @@ mod tests {
 
     #[test]
     fn reads_share_a_chunk_and_a_settled_tail_owns_its_bytes() {
-        let mut pool = ReadPool::default();
+        let mut pool = ReadPool::new(64 * 1024);
         let room = pool.room();
         room[..5].copy_from_slice(b"hello");
         let read = pool.take(5);

@@ -19,6 +19,7 @@
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::num::NonZeroUsize;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,7 @@ pub fn start(config: Config) -> BrokerHandle {
     init_logging();
     let config = Config {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-        cores: Some(SHARDS),
+        cores: NonZeroUsize::new(SHARDS),
         cpus: None,
         ..config
     };

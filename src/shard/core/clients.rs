@@ -171,7 +171,9 @@ impl Core {
             let deadline = tick + keep_alive_grace(terms.keep_alive_secs);
             self.wheel.schedule(deadline, Timer::KeepAlive(id));
         }
-        if let Some(secs) = self.config.retry_interval_secs {
+        // Timed resend is emqttd's retry for MQTT 3.1/3.1.1 only: MQTT 5 forbids
+        // resending while the client is connected [MQTT-4.4.0-1].
+        if let Some(secs) = self.config.retry_interval_secs.filter(|_| !protocol.is_v5()) {
             self.wheel.schedule(tick + secs_to_ticks(secs), Timer::Retry(id));
         }
         self.mark_dirty(id);

@@ -59,13 +59,12 @@ use bytestring::ByteString;
 use hashbrown::HashMap;
 use slab::Slab;
 
-use crate::config::SharedStrategy;
 use crate::hooks::{ClientInfo, Hooks};
 use crate::message::{MessageIdGen, Publisher};
 use crate::metrics::{ShardSnapshot, ShardStats};
 use crate::protocol::{codec, DecodeError, Limits, ProtocolVersion, ProtocolViolation, ReasonCode};
 use crate::protocol::{Disconnect, LastWill, Packet, TopicName};
-use crate::router::{LocalGroup, RouteTable, SharedRoutes, SubTrie};
+use crate::router::{LocalGroup, RouteTable, SharedRoutes, SharedStrategy, SubTrie};
 use crate::session::{Session, SessionLimits, SubOptions};
 
 pub(crate) use clients::AuthOutcome;
