@@ -214,7 +214,7 @@ for b in ${BROKERS//,/ }; do
 done
 
 # --- the cases -----------------------------------------------------------------
-COMMON=(--duration "$DURATION" --warmup "$WARMUP" --cpus "$BENCH_GEN_CPUS" --no-progress)
+COMMON=(--warmup "$WARMUP" --cpus "$BENCH_GEN_CPUS" --no-progress)
 # The coalesced cases keep the figures of earlier runs comparable; the packet
 # cases send one packet per write per client, as devices do.
 CASES=()
@@ -234,7 +234,7 @@ if [[ "$PARTS" == *,connections,* ]]; then
     for n in ${FLEETS//,/ }; do
         # Eight source addresses: a storm reconnects every device while the
         # dropped connections still hold their ports.
-        CASES+=("connections-$n|connections --clients $n --qos 1 --keepalive $KEEPALIVE --clean-session false --trickle-per-min $TRICKLE --reconnect-storm --settle $SETTLE --duration $CONN_WINDOW --source-addrs 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8")
+        CASES+=("connections-$n|connections --clients $n --qos 1 --keepalive $KEEPALIVE --clean-session false --trickle-per-min $TRICKLE --reconnect-storm --settle $SETTLE --source-addrs 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8")
     done
 fi
 
@@ -250,13 +250,15 @@ for b in ${BROKERS//,/ }; do
         # shellcheck disable=SC2206 # the case arguments are words
         args=(${c#*|})
         log="$OUT/$b-$name.broker.log"
+        window="$DURATION"
+        if [[ "$name" == connections-* ]]; then window="$CONN_WINDOW"; fi
         say "$b: $name"
         if ! start_broker "$b" "$log"; then
             warn "${b^^} FAILED TO START: skipping all its cases; continuing with the other brokers"
             UNAVAILABLE+=("$b (failed to start, see $log)")
             continue 2
         fi
-        if ! "$BENCH" "${args[@]}" "${COMMON[@]}" --port "$PORT" --broker-pid "$BROKER_PID" \
+        if ! "$BENCH" "${args[@]}" "${COMMON[@]}" --duration "$window" --port "$PORT" --broker-pid "$BROKER_PID" \
             --label "$b" --json "$OUT/$b-$name.json" --hdr-log "$OUT/$b-$name.hlog"; then
             warn "$b: $name FAILED"
             FAILED+=("$b/$name")
