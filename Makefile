@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: help run build deps bench bench-micro sweep test test-core test-rust test-python test-tuning lint fmt doc fuzz ci
+.PHONY: help run build deps bench bench-peers bench-connections bench-micro sweep test test-core test-rust test-python test-tuning lint fmt doc fuzz ci
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -47,9 +47,15 @@ fmt: ## format the code
 doc: ## API docs, warnings are errors
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
-bench: ## the standard load suite vs shardmq and Mosquitto (installs mosquitto); results in target/bench/
+bench: ## the load suite vs shardmq and Mosquitto, same run (installs mosquitto; external generators when PEERS has them); results in target/bench/
 	@command -v mosquitto >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 	bash bench-harness/suite.sh
+
+bench-peers: ## only the external-generator cases (nanomq_cli, emqtt-bench from PEERS: see bench-harness/README.md)
+	BENCH_PARTS=peers $(MAKE) bench
+
+bench-connections: ## only the device-fleet cases (8,000 and 19,000 connections, reconnect storm)
+	BENCH_PARTS=connections $(MAKE) bench
 
 bench-micro: ## micro-benchmarks of the codec and the trie
 	$(CARGO) bench --bench codec --bench trie

@@ -1,6 +1,7 @@
 //! Command line.
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -24,6 +25,11 @@ pub enum Cmd {
     Conn(ConnArgs),
     /// Hold N idle connections (with --broker-pid: broker RSS per connection).
     Idle(ScenarioArgs),
+    /// A device fleet: N connections, each subscribed to its own command
+    /// topic, held with keep-alive, with an optional trickle of publishes and
+    /// a reconnect storm (with --broker-pid: RSS per connection, CPU per idle
+    /// connection).
+    Connections(ConnectionsArgs),
     /// Compare several --json reports: a Markdown table and an SVG chart.
     Compare(CompareArgs),
 }
@@ -55,6 +61,33 @@ pub struct ConnArgs {
     pub concurrency: usize,
     #[command(flatten)]
     pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectionsArgs {
+    #[command(flatten)]
+    pub fleet: Fleet,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// What the devices of the `connections` scenario do besides staying connected.
+#[derive(Debug, Args, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    /// Publishes per device per minute during the window: each device
+    /// publishes (at --qos) to its own command topic and receives it back.
+    /// 0 = idle devices.
+    #[arg(long, default_value_t = 0.0)]
+    pub trickle_per_min: f64,
+    /// After the window, every device drops its connection (no DISCONNECT,
+    /// as in a network outage) and reconnects at once with the same client
+    /// id; the broker's session-present flag says whether it kept the
+    /// session. Use with --clean-session false.
+    #[arg(long)]
+    pub reconnect_storm: bool,
+    /// Seconds after the storm before broker RSS is sampled again.
+    #[arg(long, default_value_t = 60.0)]
+    pub settle: f64,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +154,11 @@ pub struct Common {
     /// QoS 1/2 window: unacknowledged publishes per publisher.
     #[arg(long, default_value_t = 64)]
     pub inflight: u32,
+    /// How clients write: `packet` sends one MQTT packet per write and per
+    /// client wake-up, as devices and client libraries do; `coalesced` packs
+    /// every packet due into one write of up to 64 KiB.
+    #[arg(long, value_enum, default_value_t = WriteMode::Packet)]
+    pub write_mode: WriteMode,
     /// Client identifiers are PREFIX-p<i> (publishers), -s<i>, -c<i>, -i<i>.
     #[arg(long, default_value = "shardmq-bench")]
     pub client_id_prefix: String,
@@ -165,4 +203,16 @@ pub struct Common {
     /// Never draw the live progress line.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// How a client turns its outgoing packets into writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WriteMode {
+    /// One packet per write, and a publisher yields to the executor after
+    /// each write: the per-message cost a broker sees from real clients.
+    Packet,
+    /// Every packet due goes into one write (up to 64 KiB): the least
+    /// generator CPU per message, and the fewest reads for the broker.
+    Coalesced,
 }

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::cli::WriteMode;
 use crate::engine::ShardCtx;
 use crate::mqtt::{self, Packet};
 use crate::net::{Conn, Notify, ReadBuf, Shared};
@@ -17,13 +18,66 @@ use crate::schedule::Schedule;
 use crate::stats::SubscriberStats;
 use crate::sys::mono_ns;
 
-/// Publishers stop adding PUBLISH packets to one write at this size.
+/// Coalescing publishers stop adding PUBLISH packets to one write at this size.
 const BATCH_BYTES: usize = 64 * 1024;
 /// Open loop: how long after the window a publisher that fell behind its
 /// schedule keeps sending the window's messages (the rest count as unsent).
 const BACKLOG_GRACE_NS: u64 = 1_000_000_000;
 /// How long to wait for the broker to close after DISCONNECT.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether one more packet may join a write that already holds `len` bytes.
+pub fn write_has_room(mode: WriteMode, len: usize) -> bool {
+    match mode {
+        WriteMode::Packet => len == 0,
+        WriteMode::Coalesced => len < BATCH_BYTES,
+    }
+}
+
+/// Length of the whole packet at the front of `buf`, which holds packets we
+/// encoded ourselves (so it is complete and well formed).
+fn first_packet_len(buf: &[u8]) -> usize {
+    let (_, len, hdr) = mqtt::decode_fixed_header(buf)
+        .ok()
+        .flatten()
+        .expect("our own encoded packets have a complete fixed header");
+    hdr + len
+}
+
+/// Moves to the end of `to` the packets at the front of `from` that may share
+/// a write with what `to` holds; returns how many moved.
+pub fn move_packets(mode: WriteMode, from: &mut Vec<u8>, to: &mut Vec<u8>) -> u64 {
+    let mut moved = 0;
+    let mut used = 0;
+    while used < from.len() && write_has_room(mode, to.len() + used) {
+        used += first_packet_len(&from[used..]);
+        moved += 1;
+    }
+    to.extend(from.drain(..used));
+    moved
+}
+
+/// Writes the packets in `buf` as the mode says (packet: one write each) and
+/// clears it. Returns the number of writes.
+async fn write_packets<W: futures_lite::AsyncWrite + Unpin>(
+    mode: WriteMode,
+    w: &mut W,
+    buf: &mut Vec<u8>,
+) -> io::Result<u64> {
+    let mut writes = 0;
+    let mut at = 0;
+    while at < buf.len() {
+        let end = match mode {
+            WriteMode::Packet => at + first_packet_len(&buf[at..]),
+            WriteMode::Coalesced => buf.len(),
+        };
+        w.write_all(&buf[at..end]).await?;
+        writes += 1;
+        at = end;
+    }
+    buf.clear();
+    Ok(writes)
+}
 
 /// What one publisher does.
 #[derive(Debug, Clone)]
@@ -43,6 +97,10 @@ pub struct PubResult {
     pub scheduled_w: u64,
     /// QoS 1/2 publishes never completed (no PUBACK / PUBCOMP) at the end.
     pub unacked: u64,
+    /// Writes, and the packets in them (PUBLISH and acknowledgements), over
+    /// the whole run.
+    pub writes: u64,
+    pub packets_written: u64,
 }
 
 /// State shared by a publisher's writer (driver) and its reader task.
@@ -144,6 +202,7 @@ pub async fn run_publisher(
     let window = plan.c.inflight.clamp(1, 65_535);
     let sched = Schedule::new(start_ns, plan.c.rate, plan.publishers as u64, spec.id as u64);
     let keepalive_ns = plan.c.keepalive as u64 * 500_000_000; // half of it
+    let mode = plan.c.write_mode;
     let pad = vec![0x5au8; plan.c.payload - HEADER_LEN];
 
     let Conn { stream, rbuf, .. } = conn;
@@ -174,7 +233,7 @@ pub async fn run_publisher(
             bail!("aborted");
         }
         out.clear();
-        out.append(&mut st.ctrl.borrow_mut());
+        let ctrl_packets = move_packets(mode, &mut st.ctrl.borrow_mut(), &mut out);
         let now = mono_ns();
         // Open loop: every message intended inside the window is sent, late if
         // need be (the lateness shows in its latency), unless more than
@@ -188,7 +247,7 @@ pub async fn run_publisher(
         let mut n_w = 0u64;
         if sending {
             let mut slots = st.slots.borrow_mut();
-            while out.len() < BATCH_BYTES {
+            while write_has_room(mode, out.len()) {
                 if qos > 0 && st.inflight.get() >= window {
                     break;
                 }
@@ -236,9 +295,12 @@ pub async fn run_publisher(
             stream.write_all(&out).await.context("publisher write")?;
             res.sent_total += n;
             res.sent_w += n_w;
+            res.writes += 1;
+            res.packets_written += n + ctrl_packets;
             counters.sent.fetch_add(n, Relaxed);
             counters.expected.fetch_add(n * spec.fanout, Relaxed);
             last_write = now;
+            // Packet mode: this yield makes every write a wake-up of its own.
             futures_lite::future::yield_now().await;
             continue;
         }
@@ -368,8 +430,9 @@ pub async fn run_subscriber(
             mqtt::encode_empty(&mut acks, mqtt::PINGREQ);
         }
         if !acks.is_empty() {
-            conn.stream.write_all(&acks).await.context("subscriber ack write")?;
-            acks.clear();
+            write_packets(plan.c.write_mode, &mut conn.stream, &mut acks)
+                .await
+                .context("subscriber ack write")?;
             last_write = now;
         }
         futures_lite::future::yield_now().await;
@@ -419,4 +482,222 @@ pub async fn run_idle(ctx: Rc<ShardCtx>, mut conn: Conn) -> anyhow::Result<()> {
     }
     conn.disconnect(CLOSE_WAIT).await;
     Ok(())
+}
+
+/// One device of the `connections` scenario.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub idx: u32,
+    /// Its command topic: subscribed to, and where its trickle goes.
+    pub topic: Vec<u8>,
+    /// Trickle: (time of a publish, period), both monotonic ns.
+    pub trickle: Option<(u64, u64)>,
+}
+
+/// The first point of the grid `first + k * period` at or after `now`.
+fn next_on_grid(first: u64, period: u64, now: u64) -> u64 {
+    if now <= first {
+        first
+    } else {
+        first + (now - first).div_ceil(period) * period
+    }
+}
+
+/// Holds one device connection: answers keep-alive, publishes its trickle,
+/// acknowledges what the broker delivers. Leaves at stop with DISCONNECT or,
+/// when `drop_at_storm`, at the storm without one (the socket just closes).
+pub async fn run_device(
+    ctx: Rc<ShardCtx>,
+    mut conn: Conn,
+    dev: Device,
+    drop_at_storm: bool,
+) -> anyhow::Result<()> {
+    let plan = &ctx.shared.plan;
+    let counters = &ctx.shared.shards[ctx.shard];
+    let qos = plan.c.qos;
+    let keepalive_ns = plan.c.keepalive as u64 * 500_000_000;
+    let slot = ctx.events.register();
+    let mut last_write = mono_ns();
+    let mut next_pub = dev.trickle.map(|(first, period)| next_on_grid(first, period, last_write));
+    let mut seq = 0u64;
+    let mut pid = 0u16;
+    let pad = vec![0x5au8; plan.c.payload - HEADER_LEN];
+    loop {
+        let shared = &ctx.shared;
+        if shared.stop.load(Relaxed) || shared.failed.load(Relaxed) {
+            break;
+        }
+        if drop_at_storm && shared.storm.load(Relaxed) {
+            return Ok(());
+        }
+        let seen = ctx.events.generation();
+        let woke = {
+            let Conn { stream, rbuf, .. } = &mut conn;
+            let read = async { Some(rbuf.fill(stream).await) };
+            let event = async {
+                ctx.events.wait(slot, seen).await;
+                None
+            };
+            match next_pub {
+                Some(t) => {
+                    read.or(event)
+                        .or(async {
+                            sleep_until(t).await;
+                            None
+                        })
+                        .await
+                }
+                None => read.or(event).await,
+            }
+        };
+        let now = mono_ns();
+        match woke {
+            None => {}
+            Some(Ok(0)) => bail!("broker closed the connection of device {}", dev.idx),
+            Some(Err(e)) => return Err(e).context(format!("device {} read", dev.idx)),
+            Some(Ok(_)) => {
+                let mut used = 0;
+                while let Some((p, len)) = mqtt::decode(&conn.rbuf.data()[used..])? {
+                    used += len;
+                    match p {
+                        Packet::PingResp | Packet::PubAck(_) => {}
+                        Packet::Publish(p) => {
+                            counters.received.fetch_add(1, Relaxed);
+                            if let Some(h) = Header::parse(p.payload) {
+                                let lat = now.saturating_sub(h.intended_ns).max(1);
+                                let _ = ctx.hist.borrow_mut().record(lat);
+                            }
+                            match (p.qos, p.pid) {
+                                (1, Some(id)) => mqtt::encode_ack(&mut conn.out, mqtt::PUBACK, id),
+                                (2, Some(id)) => mqtt::encode_ack(&mut conn.out, mqtt::PUBREC, id),
+                                _ => {}
+                            }
+                        }
+                        Packet::PubRec(id) => mqtt::encode_ack(&mut conn.out, mqtt::PUBREL, id),
+                        Packet::PubRel(id) => mqtt::encode_ack(&mut conn.out, mqtt::PUBCOMP, id),
+                        Packet::PubComp(_) => {}
+                        other => bail!("device {} got an unexpected {other:?}", dev.idx),
+                    }
+                }
+                conn.rbuf.consume(used);
+            }
+        }
+        if let (Some(t), Some((_, period))) = (next_pub, dev.trickle) {
+            if now >= t {
+                if qos > 0 {
+                    pid = pid.wrapping_add(1).max(1);
+                }
+                let id = if qos > 0 { pid } else { 0 };
+                let out = &mut conn.out;
+                mqtt::encode_publish_header(out, false, qos, false, &dev.topic, id, plan.c.payload);
+                Header { publisher: dev.idx, seq, intended_ns: t }.append(out);
+                out.extend_from_slice(&pad);
+                seq += 1;
+                counters.sent.fetch_add(1, Relaxed);
+                next_pub = Some(next_on_grid(t + period, period, now));
+            }
+        }
+        if keepalive_ns > 0 && now - last_write >= keepalive_ns {
+            mqtt::encode_empty(&mut conn.out, mqtt::PINGREQ);
+        }
+        if !conn.out.is_empty() {
+            last_write = now;
+        }
+        write_packets(plan.c.write_mode, &mut conn.stream, &mut conn.out)
+            .await
+            .context("device write")?;
+    }
+    conn.disconnect(CLOSE_WAIT).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A writer that keeps every write call apart.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl futures_lite::AsyncWrite for Writes {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// PUBACK 1, PINGREQ, PUBREL 2: three packets of 4, 2 and 4 bytes.
+    fn three_packets() -> Vec<u8> {
+        let mut b = Vec::new();
+        mqtt::encode_ack(&mut b, mqtt::PUBACK, 1);
+        mqtt::encode_empty(&mut b, mqtt::PINGREQ);
+        mqtt::encode_ack(&mut b, mqtt::PUBREL, 2);
+        b
+    }
+
+    #[test]
+    fn trickle_grid_is_never_behind_now() {
+        assert_eq!(next_on_grid(100, 10, 50), 100);
+        assert_eq!(next_on_grid(100, 10, 100), 100);
+        assert_eq!(next_on_grid(100, 10, 101), 110);
+        assert_eq!(next_on_grid(100, 10, 125), 130);
+    }
+
+    #[test]
+    fn packet_mode_puts_one_packet_in_a_write() {
+        assert!(write_has_room(WriteMode::Packet, 0));
+        assert!(!write_has_room(WriteMode::Packet, 1));
+        let mut from = three_packets();
+        let mut to = Vec::new();
+        assert_eq!(move_packets(WriteMode::Packet, &mut from, &mut to), 1);
+        assert_eq!(to, three_packets()[..4]);
+        assert_eq!(from, three_packets()[4..]);
+        // Nothing joins a write that already holds a packet.
+        assert_eq!(move_packets(WriteMode::Packet, &mut from, &mut to), 0);
+        assert_eq!(from.len(), 6);
+    }
+
+    #[test]
+    fn coalesced_mode_fills_a_write_up_to_the_batch_size() {
+        assert!(write_has_room(WriteMode::Coalesced, BATCH_BYTES - 1));
+        assert!(!write_has_room(WriteMode::Coalesced, BATCH_BYTES));
+        let mut from = three_packets();
+        let mut to = vec![0u8; 7];
+        assert_eq!(move_packets(WriteMode::Coalesced, &mut from, &mut to), 3);
+        assert!(from.is_empty());
+        assert_eq!(to[7..], three_packets());
+    }
+
+    #[test]
+    fn write_packets_writes_each_packet_apart_in_packet_mode() {
+        let mut w = Writes::default();
+        let mut buf = three_packets();
+        let n = futures_lite::future::block_on(write_packets(WriteMode::Packet, &mut w, &mut buf))
+            .unwrap();
+        assert_eq!(n, 3);
+        assert!(buf.is_empty());
+        let lens: Vec<usize> = w.0.iter().map(Vec::len).collect();
+        assert_eq!(lens, [4, 2, 4]);
+        assert_eq!(w.0.concat(), three_packets());
+
+        let mut w = Writes::default();
+        let mut buf = three_packets();
+        let n =
+            futures_lite::future::block_on(write_packets(WriteMode::Coalesced, &mut w, &mut buf))
+                .unwrap();
+        assert_eq!((n, w.0.len()), (1, 1));
+        assert_eq!(w.0[0], three_packets());
+    }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::cli::CompareArgs;
 use crate::engine::Kind;
-use crate::report::{fmt_n, Report};
+use crate::report::{fmt_n, Report, StormResults};
 use crate::stats::LatencySummary;
 
 /// Reports indexed by case (rows) and label (columns), in order of first
@@ -55,7 +55,7 @@ impl Grid {
     /// Headline throughput: delivered msgs/s, or CONNACKs/s for conn.
     fn throughput(r: &Report) -> Option<f64> {
         match r.scenario {
-            Kind::Conn => r.results.connections.as_ref().map(|c| c.per_s),
+            Kind::Conn | Kind::Connections => r.results.connections.as_ref().map(|c| c.per_s),
             Kind::Idle => None,
             _ => Some(r.results.received_per_s),
         }
@@ -64,7 +64,7 @@ impl Grid {
     /// Headline tail latency: end-to-end p99, or CONNACK p99 for conn.
     fn p99(r: &Report) -> Option<f64> {
         match r.scenario {
-            Kind::Conn => r
+            Kind::Conn | Kind::Connections => r
                 .results
                 .connections
                 .as_ref()
@@ -99,6 +99,42 @@ fn broker_metrics() -> Vec<Metric> {
     ]
 }
 
+fn connections_metrics() -> Vec<Metric> {
+    vec![
+        ("connections", |r| r.results.connections.as_ref().map(|c| c.ok.to_string())),
+        ("connected per s", |r| r.results.connections.as_ref().map(|c| fmt_n(c.per_s))),
+        ("CONNACK p50 (us)", |r| lat(&r.results.connections.as_ref()?.connack_us, |l| l.p50_us)),
+        ("CONNACK p99 (us)", |r| lat(&r.results.connections.as_ref()?.connack_us, |l| l.p99_us)),
+        ("broker RSS per connection (B)", |r| r.broker.as_ref()?.rss_per_conn_bytes.map(fmt_n)),
+        ("broker CPU us per connection per s", |r| {
+            r.broker.as_ref()?.cpu_us_per_conn_s.map(|v| format!("{v:.3}"))
+        }),
+        ("trickle sent / received", |r| {
+            let c = r.results.connections.as_ref()?;
+            (c.trickle_sent > 0).then(|| format!("{} / {}", c.trickle_sent, c.trickle_received))
+        }),
+        ("storm reconnects/s", |r| storm(r).map(|s| fmt_n(s.per_s))),
+        ("storm session present", |r| storm(r).map(|s| s.session_present.to_string())),
+        ("storm CONNACK p50 (us)", |r| lat(&storm(r)?.connack_us, |l| l.p50_us)),
+        ("storm CONNACK p99 (us)", |r| lat(&storm(r)?.connack_us, |l| l.p99_us)),
+        ("storm RSS before / after / settled (MiB)", |r| {
+            let s = storm(r)?;
+            let mib =
+                |k: Option<u64>| k.map_or("n/a".into(), |k| format!("{:.1}", k as f64 / 1024.0));
+            Some(format!(
+                "{} / {} / {}",
+                mib(s.rss_before_kib),
+                mib(s.rss_after_kib),
+                mib(s.rss_settled_kib)
+            ))
+        }),
+    ]
+}
+
+fn storm(r: &Report) -> Option<&StormResults> {
+    r.results.connections.as_ref()?.storm.as_ref()
+}
+
 fn metrics(kind: Kind) -> Vec<Metric> {
     let mut m: Vec<Metric> = match kind {
         Kind::Conn => vec![
@@ -123,6 +159,7 @@ fn metrics(kind: Kind) -> Vec<Metric> {
                 lat(&r.results.connections.as_ref()?.connack_us, |l| l.p99_us)
             }),
         ],
+        Kind::Connections => connections_metrics(),
         _ => vec![
             ("sent msgs/s", |r| Some(fmt_n(r.results.sent_per_s))),
             ("received msgs/s", |r| Some(fmt_n(r.results.received_per_s))),

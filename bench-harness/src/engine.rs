@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cli::Common;
+use crate::cli::{Common, Fleet, WriteMode};
 use crate::client::{self, PubResult, PubSpec};
 use crate::net::{with_timeout, Conn, ConnectOpts, Events};
 use crate::payload::HEADER_LEN;
@@ -32,6 +32,7 @@ pub enum Kind {
     Pairs,
     Conn,
     Idle,
+    Connections,
 }
 
 impl Kind {
@@ -42,6 +43,7 @@ impl Kind {
             Kind::Pairs => "pairs",
             Kind::Conn => "conn",
             Kind::Idle => "idle",
+            Kind::Connections => "connections",
         }
     }
     pub fn is_pubsub(self) -> bool {
@@ -58,10 +60,12 @@ pub struct Plan {
     /// conn: attempts in flight per core.
     pub concurrency: usize,
     pub c: Common,
+    /// connections: trickle, reconnect storm.
+    pub fleet: Fleet,
     pub publishers: u32,
     pub subscribers: u32,
     pub topics: u32,
-    /// conn: cap on attempts (0 = none); idle: connections to hold.
+    /// conn: cap on attempts (0 = none); idle, connections: connections to hold.
     pub connections: u32,
     pub broker: SocketAddr,
     pub cpus: Vec<usize>,
@@ -71,6 +75,9 @@ pub struct Plan {
     pub warmup_ns: u64,
     pub duration_ns: u64,
     pub drain_ns: u64,
+    /// connections with a reconnect storm: from the storm's end to the last
+    /// RSS sample.
+    pub settle_ns: u64,
 }
 
 fn secs_ns(s: f64, what: &str) -> anyhow::Result<u64> {
@@ -87,6 +94,7 @@ impl Plan {
         wildcard: bool,
         hold: bool,
         concurrency: usize,
+        fleet: Fleet,
     ) -> anyhow::Result<Plan> {
         if c.payload < HEADER_LEN {
             bail!("--payload must be at least {HEADER_LEN} bytes (the message header)");
@@ -113,13 +121,16 @@ impl Plan {
                 (p, p, p, 0)
             }
             Kind::Conn => (0, 0, 0, c.clients.unwrap_or(0)),
-            Kind::Idle => (0, 0, 0, c.clients.unwrap_or(1000)),
+            Kind::Idle | Kind::Connections => (0, 0, 0, c.clients.unwrap_or(1000)),
         };
         if kind.is_pubsub() && (publishers == 0 || subscribers == 0 || topics == 0) {
             bail!("--clients, --subscribers and --topics must be at least 1");
         }
-        if kind == Kind::Idle && connections == 0 {
-            bail!("idle: --clients must be at least 1");
+        if matches!(kind, Kind::Idle | Kind::Connections) && connections == 0 {
+            bail!("{}: --clients must be at least 1", kind.name());
+        }
+        if !(fleet.trickle_per_min.is_finite() && fleet.trickle_per_min >= 0.0) {
+            bail!("--trickle-per-min must be a non-negative number");
         }
         if kind == Kind::Conn && concurrency == 0 {
             bail!("conn: --concurrency must be at least 1");
@@ -141,12 +152,25 @@ impl Plan {
             let mut s = match kind {
                 Kind::Conn => "conn".to_string(),
                 Kind::Idle => format!("idle {connections}"),
+                Kind::Connections => {
+                    let mut s = format!("connections {connections} qos{}", c.qos);
+                    if fleet.trickle_per_min > 0.0 {
+                        s.push_str(&format!(" {}/min", fleet.trickle_per_min));
+                    }
+                    if fleet.reconnect_storm {
+                        s.push_str(" storm");
+                    }
+                    s
+                }
                 _ => format!("{} qos{} {}B", kind.name(), c.qos, c.payload),
             };
             if kind == Kind::FanIn && wildcard {
                 s.push_str(" wildcard");
             }
-            if kind != Kind::Idle {
+            if kind.is_pubsub() && c.write_mode == WriteMode::Coalesced {
+                s.push_str(" coalesced");
+            }
+            if matches!(kind, Kind::Conn) || kind.is_pubsub() {
                 if c.rate > 0 {
                     s.push_str(&format!(" @{}/s", c.rate));
                 } else if kind == Kind::Conn {
@@ -161,6 +185,8 @@ impl Plan {
             hold,
             concurrency,
             warmup_ns: secs_ns(c.warmup, "warmup")?,
+            settle_ns: secs_ns(fleet.settle, "settle")?,
+            fleet,
             duration_ns: secs_ns(c.duration, "duration")?.max(1_000_000),
             drain_ns: secs_ns(c.drain, "drain")?,
             c,
@@ -216,6 +242,12 @@ impl Plan {
         }
     }
 
+    /// The command topic of device `idx` (connections): it subscribes to it,
+    /// and its trickle goes there.
+    pub fn device_topic(&self, idx: u32) -> String {
+        format!("{}/{}/d/{idx}", self.c.topic_prefix, self.run_id)
+    }
+
     pub fn client_id(&self, role: char, idx: u32) -> String {
         format!("{}-{}{}", self.c.client_id_prefix, role, idx)
     }
@@ -236,7 +268,7 @@ impl Plan {
             read_buf: if self.kind.is_pubsub() {
                 (256 * 1024).max(2 * self.c.payload + 1024)
             } else {
-                512
+                512.max(2 * self.c.payload + 64)
             },
         }
     }
@@ -280,6 +312,8 @@ pub struct ShardCounters {
     /// PUBLISH packets that arrived inside the window (wall clock).
     pub arrived_w: AtomicU64,
     pub connected: AtomicU64,
+    /// connections: devices connected again after the storm.
+    pub reconnected: AtomicU64,
     pub conn_fail: AtomicU64,
     /// A copy of the core's latency histogram for the progress line.
     pub hist: Mutex<Option<Histogram<u64>>>,
@@ -296,6 +330,8 @@ pub struct SharedState {
     start_ns: AtomicU64,
     /// Set at the end of the drain: subscribers and idle connections leave.
     pub stop: AtomicBool,
+    /// Set when the reconnect storm starts: devices drop their connections.
+    pub storm: AtomicBool,
     pub pubs_done: AtomicUsize,
     pub progress: bool,
     pub shards: Vec<ShardCounters>,
@@ -318,6 +354,10 @@ pub struct ShardCtx {
     pub shard: usize,
     pub hist: RefCell<Histogram<u64>>,
     pub connack: RefCell<Histogram<u64>>,
+    /// connections: CONNACK latency of the reconnects after the storm.
+    pub storm_connack: RefCell<Histogram<u64>>,
+    /// connections: reconnects whose CONNACK said the session was kept.
+    pub session_present: Cell<u64>,
     pub tally: RefCell<Tally>,
     pub protocol_errors: Cell<u64>,
     pub conn_ok_w: Cell<u64>,
@@ -345,6 +385,8 @@ pub struct ShardResult {
     pub tally: Tally,
     pub hist: Histogram<u64>,
     pub connack: Histogram<u64>,
+    pub storm_connack: Histogram<u64>,
+    pub session_present: u64,
     pub pubs: PubResult,
     pub expected_w: u64,
     pub protocol_errors: u64,
@@ -359,6 +401,7 @@ async fn connect_all(
     ctx: &Rc<ShardCtx>,
     clients: Vec<(u64, String, Option<Vec<String>>)>,
     concurrency: usize,
+    resume: bool,
 ) -> anyhow::Result<Vec<(Conn, u64)>> {
     let sem = Rc::new(glommio::sync::Semaphore::new(concurrency as u64));
     let timeout = Duration::from_secs_f64(ctx.shared.plan.c.connect_timeout.max(0.001));
@@ -380,7 +423,11 @@ async fn connect_all(
                 .with_context(|| format!("{what} connecting to {}", plan.broker))?;
             let lat = mono_ns() - t0;
             if let Some(f) = filters {
-                with_timeout(timeout, &what, conn.subscribe(&f, plan.c.qos)).await?;
+                // A resumed session keeps its subscriptions: a device does not
+                // subscribe again.
+                if !(resume && conn.session_present) {
+                    with_timeout(timeout, &what, conn.subscribe(&f, plan.c.qos)).await?;
+                }
             }
             ctx.shared.shards[ctx.shard].connected.fetch_add(1, Relaxed);
             Ok((conn, lat))
@@ -423,13 +470,16 @@ async fn barrier(ctx: &ShardCtx) -> anyhow::Result<u64> {
 /// Fires the shard events every second, and as soon as the monitor says stop.
 async fn ticker(ctx: Rc<ShardCtx>) {
     let mut last = mono_ns();
+    let mut storm_seen = false;
     loop {
         glommio::timer::sleep(Duration::from_millis(20)).await;
         let stop = ctx.shared.stop.load(Relaxed) || ctx.shared.failed.load(Relaxed);
+        let storm = !storm_seen && ctx.shared.storm.load(Relaxed);
+        storm_seen |= storm;
         let now = mono_ns();
         // After stop, keep firing (every 20 ms) until the shard is done, so
         // that no waiter can miss it.
-        if stop || now - last >= 1_000_000_000 {
+        if stop || storm || now - last >= 1_000_000_000 {
             last = now;
             ctx.events.fire();
         }
@@ -471,7 +521,7 @@ async fn pubsub_shard(ctx: Rc<ShardCtx>) -> anyhow::Result<(PubResult, u64)> {
     list.extend(
         pubs.iter().map(|&i| (plan.subscribers as u64 + i as u64, plan.client_id('p', i), None)),
     );
-    let mut conns = connect_all(&ctx, list, plan.c.connect_concurrency).await?;
+    let mut conns = connect_all(&ctx, list, plan.c.connect_concurrency, false).await?;
     let pub_conns = conns.split_off(subs.len());
     let start = barrier(&ctx).await?;
 
@@ -507,6 +557,8 @@ async fn pubsub_shard(ctx: Rc<ShardCtx>) -> anyhow::Result<(PubResult, u64)> {
                 total.sent_total += r.sent_total;
                 total.scheduled_w += r.scheduled_w;
                 total.unacked += r.unacked;
+                total.writes += r.writes;
+                total.packets_written += r.packets_written;
                 expected_w += r.sent_w * plan.fanout(i);
             }
             Err(e) => {
@@ -643,7 +695,7 @@ async fn idle_shard(ctx: Rc<ShardCtx>) -> anyhow::Result<()> {
         .filter(|i| i % shards == me)
         .map(|i| (i as u64, plan.client_id('i', i), None))
         .collect();
-    let conns = connect_all(&ctx, list, plan.c.connect_concurrency).await?;
+    let conns = connect_all(&ctx, list, plan.c.connect_concurrency, false).await?;
     {
         let mut h = ctx.connack.borrow_mut();
         for (_, lat) in &conns {
@@ -667,6 +719,83 @@ async fn idle_shard(ctx: Rc<ShardCtx>) -> anyhow::Result<()> {
     first_err.map_or(Ok(()), Err)
 }
 
+/// connections: connects this core's devices, holds them through the window
+/// and, with a reconnect storm, drops and reconnects them all.
+async fn connections_shard(ctx: Rc<ShardCtx>) -> anyhow::Result<()> {
+    let plan = &ctx.shared.plan;
+    let shards = plan.shards() as u32;
+    let me = ctx.shard as u32;
+    let devices: Vec<u32> = (0..plan.connections).filter(|i| i % shards == me).collect();
+    let list = || -> Vec<(u64, String, Option<Vec<String>>)> {
+        devices
+            .iter()
+            .map(|&i| (i as u64, plan.client_id('d', i), Some(vec![plan.device_topic(i)])))
+            .collect()
+    };
+    let conns = connect_all(&ctx, list(), plan.c.connect_concurrency, false).await?;
+    {
+        let mut h = ctx.connack.borrow_mut();
+        for (_, lat) in &conns {
+            let _ = h.record((*lat).max(1));
+        }
+    }
+    ctx.conn_ok_w.set(conns.len() as u64);
+    ctx.conn_attempts_w.set(conns.len() as u64);
+    let start = barrier(&ctx).await?;
+    let storm = plan.fleet.reconnect_storm;
+    hold_devices(&ctx, conns, &devices, start, storm).await?;
+    if !storm || ctx.shared.stop.load(SeqCst) || ctx.shared.failed.load(SeqCst) {
+        return Ok(());
+    }
+    let conns = connect_all(&ctx, list(), plan.c.connect_concurrency, true).await?;
+    {
+        let mut h = ctx.storm_connack.borrow_mut();
+        for (c, lat) in &conns {
+            let _ = h.record((*lat).max(1));
+            ctx.session_present.set(ctx.session_present.get() + c.session_present as u64);
+        }
+    }
+    ctx.shared.shards[ctx.shard].reconnected.fetch_add(conns.len() as u64, SeqCst);
+    hold_devices(&ctx, conns, &devices, start, false).await
+}
+
+/// Runs one device task per connection until they all end (at stop, or at
+/// the storm when `drop_at_storm`).
+async fn hold_devices(
+    ctx: &Rc<ShardCtx>,
+    conns: Vec<(Conn, u64)>,
+    devices: &[u32],
+    start: u64,
+    drop_at_storm: bool,
+) -> anyhow::Result<()> {
+    let plan = &ctx.shared.plan;
+    let period_ns = (plan.fleet.trickle_per_min > 0.0)
+        .then(|| (60e9 / plan.fleet.trickle_per_min) as u64)
+        .map(|p| p.max(1));
+    let n = plan.connections as u64;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .zip(devices)
+        .map(|((c, _), &i)| {
+            let dev = client::Device {
+                idx: i,
+                topic: plan.device_topic(i).into_bytes(),
+                // Spread the devices' publishes evenly over one period.
+                trickle: period_ns.map(|p| (start + p * i as u64 / n, p)),
+            };
+            glommio::spawn_local(client::run_device(ctx.clone(), c, dev, drop_at_storm))
+        })
+        .collect();
+    let mut first_err = None;
+    for t in tasks {
+        if let Err(e) = t.await {
+            ctx.shared.fail(&e);
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
 /// The future each generator core runs.
 async fn shard_main(shared: Arc<SharedState>) -> anyhow::Result<ShardResult> {
     let shard = shared.next_shard.fetch_add(1, SeqCst);
@@ -676,6 +805,8 @@ async fn shard_main(shared: Arc<SharedState>) -> anyhow::Result<ShardResult> {
         shard,
         hist: RefCell::new(new_histogram()),
         connack: RefCell::new(new_histogram()),
+        storm_connack: RefCell::new(new_histogram()),
+        session_present: Cell::new(0),
         tally: RefCell::new(Tally::default()),
         protocol_errors: Cell::new(0),
         conn_ok_w: Cell::new(0),
@@ -690,6 +821,7 @@ async fn shard_main(shared: Arc<SharedState>) -> anyhow::Result<ShardResult> {
         Kind::FanIn | Kind::FanOut | Kind::Pairs => pubsub_shard(ctx.clone()).await,
         Kind::Conn => conn_shard(ctx.clone()).await.map(|_| Default::default()),
         Kind::Idle => idle_shard(ctx.clone()).await.map(|_| Default::default()),
+        Kind::Connections => connections_shard(ctx.clone()).await.map(|_| Default::default()),
     };
     // Stay alive until the monitor has sampled this thread's CPU time at the
     // end of the window (a conn storm can finish before that).
@@ -707,12 +839,15 @@ async fn shard_main(shared: Arc<SharedState>) -> anyhow::Result<ShardResult> {
     };
     let hist = ctx.hist.replace(new_histogram());
     let connack = ctx.connack.replace(new_histogram());
+    let storm_connack = ctx.storm_connack.replace(new_histogram());
     let tally = *ctx.tally.borrow();
     let conn_errors = ctx.conn_errors.take();
     Ok(ShardResult {
         tally,
         hist,
         connack,
+        storm_connack,
+        session_present: ctx.session_present.get(),
         pubs,
         expected_w,
         protocol_errors: ctx.protocol_errors.get(),
@@ -739,6 +874,23 @@ pub struct Observed {
     pub self_cpu_s: f64,
     pub thread_cpu_s: Vec<f64>,
     pub connected: u64,
+    pub storm: Option<StormObserved>,
+}
+
+/// What the monitor saw of a reconnect storm.
+#[derive(Debug, Default, Clone)]
+pub struct StormObserved {
+    /// From the drop to the last reconnect's CONNACK (or the give-up time).
+    pub seconds: f64,
+    pub reconnected: u64,
+    /// The give-up time passed before every device was back.
+    pub timed_out: bool,
+    /// Broker RSS just before the drop, right after the storm, and
+    /// `settle_s` later.
+    pub rss_before_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    pub rss_settled_kib: Option<u64>,
+    pub settle_s: f64,
 }
 
 /// The merged outcome of a run.
@@ -748,6 +900,11 @@ pub struct Outcome {
     pub tally: Tally,
     pub hist: Histogram<u64>,
     pub connack: Histogram<u64>,
+    pub storm_connack: Histogram<u64>,
+    pub session_present: u64,
+    /// connections: trickle publishes sent and received back.
+    pub trickle_sent: u64,
+    pub trickle_received: u64,
     pub pubs: PubResult,
     pub expected_w: u64,
     pub arrived_w: u64,
@@ -832,11 +989,48 @@ fn sleep_until(t_ns: u64) {
     }
 }
 
+/// Starts the reconnect storm and watches it: waits until every device is
+/// back (or a minute plus the connect timeout passed), then for the settle
+/// time, sampling the broker's RSS after each.
+fn reconnect_storm(
+    shared: &SharedState,
+    prog: &mut Progress,
+    sample_rss: &mut dyn FnMut() -> Option<u64>,
+) -> StormObserved {
+    let plan = &shared.plan;
+    let n = plan.connections as u64;
+    let t0 = mono_ns();
+    let give_up = t0 + 60_000_000_000 + secs_ns(plan.c.connect_timeout, "").unwrap_or(0);
+    shared.storm.store(true, SeqCst);
+    let mut st = StormObserved::default();
+    loop {
+        st.reconnected = shared.shards.iter().map(|s| s.reconnected.load(SeqCst)).sum();
+        let now = mono_ns();
+        if st.reconnected >= n || shared.failed.load(SeqCst) || now >= give_up {
+            st.timed_out = st.reconnected < n && now >= give_up;
+            break;
+        }
+        prog.draw(shared, "storm", give_up.saturating_sub(now) as f64 / 1e9);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t1 = mono_ns();
+    st.seconds = (t1 - t0) as f64 / 1e9;
+    st.rss_after_kib = sample_rss();
+    let settled = t1 + plan.settle_ns;
+    while !shared.failed.load(SeqCst) && mono_ns() < settled {
+        std::thread::sleep(Duration::from_millis(100));
+        prog.draw(shared, "settle", settled.saturating_sub(mono_ns()) as f64 / 1e9);
+    }
+    st.settle_s = (mono_ns() - t1) as f64 / 1e9;
+    st.rss_settled_kib = sample_rss();
+    st
+}
+
 /// Runs the plan: starts the generator cores and monitors them.
 pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
     let nofile = sys::raise_nofile();
     let needed = match plan.kind {
-        Kind::Idle => plan.connections as u64,
+        Kind::Idle | Kind::Connections => plan.connections as u64,
         Kind::Conn if plan.hold => plan.connections as u64,
         _ => (plan.publishers + plan.subscribers) as u64,
     };
@@ -854,6 +1048,7 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
         error: Mutex::new(None),
         start_ns: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        storm: AtomicBool::new(false),
         pubs_done: AtomicUsize::new(0),
         progress,
         shards: (0..shards).map(|_| ShardCounters::default()).collect(),
@@ -1006,6 +1201,12 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
             }
             obs.drain_s = (mono_ns().saturating_sub(we)) as f64 / 1e9;
         }
+        if plan.kind == Kind::Connections && plan.fleet.reconnect_storm {
+            let before = obs.broker_rss_end_kib;
+            let mut st = reconnect_storm(&shared, &mut prog, &mut || sample_rss(&mut obs));
+            st.rss_before_kib = before;
+            obs.storm = Some(st);
+        }
     }
     shared.stop.store(true, SeqCst);
     obs.connected = shared.shards.iter().map(|s| s.connected.load(Relaxed)).sum();
@@ -1029,6 +1230,10 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
         tally: Tally::default(),
         hist: new_histogram(),
         connack: new_histogram(),
+        storm_connack: new_histogram(),
+        session_present: 0,
+        trickle_sent: shared.shards.iter().map(|s| s.sent.load(Relaxed)).sum(),
+        trickle_received: shared.shards.iter().map(|s| s.received.load(Relaxed)).sum(),
         pubs: PubResult::default(),
         expected_w: 0,
         arrived_w: shared.shards.iter().map(|s| s.arrived_w.load(Relaxed)).sum(),
@@ -1044,10 +1249,16 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
         out.tally.add(&r.tally);
         out.hist.add(&r.hist).map_err(|e| anyhow!("merging histograms: {e:?}"))?;
         out.connack.add(&r.connack).map_err(|e| anyhow!("merging histograms: {e:?}"))?;
+        out.storm_connack
+            .add(&r.storm_connack)
+            .map_err(|e| anyhow!("merging histograms: {e:?}"))?;
+        out.session_present += r.session_present;
         out.pubs.sent_w += r.pubs.sent_w;
         out.pubs.sent_total += r.pubs.sent_total;
         out.pubs.scheduled_w += r.pubs.scheduled_w;
         out.pubs.unacked += r.pubs.unacked;
+        out.pubs.writes += r.pubs.writes;
+        out.pubs.packets_written += r.pubs.packets_written;
         out.expected_w += r.expected_w;
         out.protocol_errors += r.protocol_errors;
         out.conn_ok_w += r.conn_ok_w;

@@ -5,7 +5,7 @@ use clap::Parser;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use bench_harness::cli::{Cli, Cmd, Common};
+use bench_harness::cli::{Cli, Cmd, Common, Fleet};
 use bench_harness::compare;
 use bench_harness::engine::{self, Kind, Plan};
 use bench_harness::report::{self, Report};
@@ -16,8 +16,9 @@ fn bench(
     wildcard: bool,
     hold: bool,
     concurrency: usize,
+    fleet: Fleet,
 ) -> anyhow::Result<()> {
-    let plan = Arc::new(Plan::new(kind, c, wildcard, hold, concurrency)?);
+    let plan = Arc::new(Plan::new(kind, c, wildcard, hold, concurrency, fleet)?);
     let outcome = engine::execute(plan.clone())?;
     let report = Report::build(&plan, &outcome);
     print!("{}", report.table());
@@ -35,11 +36,12 @@ fn bench(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::FanIn(a) => bench(Kind::FanIn, a.common, a.wildcard, false, 0),
-        Cmd::FanOut(a) => bench(Kind::FanOut, a.common, false, false, 0),
-        Cmd::Pairs(a) => bench(Kind::Pairs, a.common, false, false, 0),
-        Cmd::Conn(a) => bench(Kind::Conn, a.common, false, a.hold, a.concurrency),
-        Cmd::Idle(a) => bench(Kind::Idle, a.common, false, false, 0),
+        Cmd::FanIn(a) => bench(Kind::FanIn, a.common, a.wildcard, false, 0, Fleet::default()),
+        Cmd::FanOut(a) => bench(Kind::FanOut, a.common, false, false, 0, Fleet::default()),
+        Cmd::Pairs(a) => bench(Kind::Pairs, a.common, false, false, 0, Fleet::default()),
+        Cmd::Conn(a) => bench(Kind::Conn, a.common, false, a.hold, a.concurrency, Fleet::default()),
+        Cmd::Idle(a) => bench(Kind::Idle, a.common, false, false, 0, Fleet::default()),
+        Cmd::Connections(a) => bench(Kind::Connections, a.common, false, false, 0, a.fleet),
         Cmd::Compare(a) => compare::run(&a),
     };
     match res {

@@ -273,6 +273,9 @@ pub struct Conn {
     pub rbuf: ReadBuf,
     /// Scratch for outgoing packets.
     pub out: Vec<u8>,
+    /// The CONNACK's session-present flag: the broker kept this client's
+    /// session (and its subscriptions) from an earlier connection.
+    pub session_present: bool,
 }
 
 /// What the CONNECT of one client looks like.
@@ -304,16 +307,22 @@ impl Conn {
         );
         stream.write_all(&out).await.with_context(|| format!("connecting to {}", opts.broker))?;
         out.clear();
-        let mut conn = Conn { stream, rbuf: ReadBuf::new(opts.read_buf), out };
+        let mut conn =
+            Conn { stream, rbuf: ReadBuf::new(opts.read_buf), out, session_present: false };
         loop {
+            let mut present = false;
             let done = conn.on_setup_packets(|p| match p {
-                Packet::ConnAck { code: 0, .. } => Ok(true),
+                Packet::ConnAck { code: 0, session_present } => {
+                    present = *session_present;
+                    Ok(true)
+                }
                 Packet::ConnAck { code, .. } => bail!(
                     "broker refused client {client_id}: CONNACK code {code} ({})",
                     mqtt::connack_reason(*code)
                 ),
                 other => bail!("expected CONNACK, got {other:?}"),
             })?;
+            conn.session_present = present;
             conn.flush_out().await?;
             if done {
                 return Ok(conn);

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::cli::{Fleet, WriteMode};
 use crate::engine::{Kind, Outcome, Plan};
 use crate::stats::LatencySummary;
 use crate::sys::Machine;
@@ -49,7 +50,13 @@ pub struct Config {
     pub clean_session: bool,
     pub keepalive_s: u16,
     pub inflight: u32,
+    /// Absent in reports written before write modes existed: those coalesced.
+    #[serde(default = "coalesced")]
+    pub write_mode: WriteMode,
     pub wildcard: bool,
+    /// connections: trickle and reconnect storm.
+    #[serde(default)]
+    pub fleet: Fleet,
     pub hold: bool,
     pub concurrency: usize,
     pub source_addrs: Vec<String>,
@@ -89,6 +96,12 @@ pub struct Results {
     /// QoS 1/2 publishes never acknowledged by the end.
     pub unacked: u64,
     pub sent_total: u64,
+    /// Publishers' writes over the whole run, and packets per write (1 in
+    /// packet mode).
+    #[serde(default)]
+    pub publisher_writes: u64,
+    #[serde(default)]
+    pub packets_per_write: f64,
     pub received_total: u64,
     pub duplicates_total: u64,
     /// End-to-end latency from intended send time to receipt, microseconds.
@@ -107,6 +120,35 @@ pub struct ConnResults {
     /// From intended start (conn, open loop) or connect start to CONNACK.
     pub connack_us: LatencySummary,
     pub errors: Vec<String>,
+    /// connections: trickle publishes sent, and received back by the devices.
+    #[serde(default)]
+    pub trickle_sent: u64,
+    #[serde(default)]
+    pub trickle_received: u64,
+    #[serde(default)]
+    pub storm: Option<StormResults>,
+}
+
+/// connections: every device dropped at once and reconnected.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StormResults {
+    pub reconnected: u64,
+    /// Reconnects whose CONNACK said the broker kept the session.
+    pub session_present: u64,
+    /// From the drop to the last CONNACK.
+    pub seconds: f64,
+    /// reconnected / seconds.
+    pub per_s: f64,
+    pub timed_out: bool,
+    /// From connect start to CONNACK, per reconnect.
+    pub connack_us: LatencySummary,
+    /// Broker RSS before the drop, right after the storm, and `settle_s` later.
+    pub rss_before_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    pub rss_settled_kib: Option<u64>,
+    pub settle_s: f64,
+    /// (settled - before) / before, percent.
+    pub rss_settled_growth_pct: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -122,8 +164,12 @@ pub struct Broker {
     pub rss_start_kib: Option<u64>,
     pub rss_end_kib: Option<u64>,
     pub rss_peak_kib: Option<u64>,
-    /// idle: (RSS at window start - RSS before connecting) / connections.
+    /// idle, connections: (RSS at window start - RSS before connecting) / connections.
     pub rss_per_conn_bytes: Option<f64>,
+    /// connections: broker CPU microseconds per held connection per second
+    /// of window.
+    #[serde(default)]
+    pub cpu_us_per_conn_s: Option<f64>,
     pub exited: bool,
 }
 
@@ -138,6 +184,10 @@ pub struct Generator {
     pub core_util: Vec<Option<f64>>,
     pub max_core_util: f64,
     pub saturated: bool,
+}
+
+fn coalesced() -> WriteMode {
+    WriteMode::Coalesced
 }
 
 fn per_s(n: u64, s: f64) -> f64 {
@@ -178,19 +228,57 @@ impl Report {
             protocol_errors: o.protocol_errors,
             unacked: o.pubs.unacked,
             sent_total: o.pubs.sent_total,
+            publisher_writes: o.pubs.writes,
+            packets_per_write: if o.pubs.writes > 0 {
+                o.pubs.packets_written as f64 / o.pubs.writes as f64
+            } else {
+                0.0
+            },
             received_total: o.tally.received_total,
             duplicates_total: o.tally.dup_total,
             latency_us: LatencySummary::of(&o.hist),
             connections: None,
         };
-        if matches!(plan.kind, Kind::Conn | Kind::Idle) {
+        if matches!(plan.kind, Kind::Conn | Kind::Idle | Kind::Connections) {
+            let storm = ob.storm.as_ref().map(|st| StormResults {
+                reconnected: st.reconnected,
+                session_present: o.session_present,
+                seconds: st.seconds,
+                per_s: per_s(st.reconnected, st.seconds),
+                timed_out: st.timed_out,
+                connack_us: LatencySummary::of(&o.storm_connack),
+                rss_before_kib: st.rss_before_kib,
+                rss_after_kib: st.rss_after_kib,
+                rss_settled_kib: st.rss_settled_kib,
+                settle_s: st.settle_s,
+                rss_settled_growth_pct: match (st.rss_before_kib, st.rss_settled_kib) {
+                    (Some(b), Some(a)) if b > 0 => Some(100.0 * (a as f64 - b as f64) / b as f64),
+                    _ => None,
+                },
+            });
+            if let Some(st) = &storm {
+                if st.timed_out {
+                    warnings.push(format!(
+                        "reconnect storm: only {} of {} devices were back after {:.0} s",
+                        st.reconnected, plan.connections, st.seconds
+                    ));
+                }
+            }
             results.connections = Some(ConnResults {
                 attempts: o.conn_attempts_w,
                 ok: o.conn_ok_w,
                 failed: o.conn_failures,
-                per_s: if plan.kind == Kind::Conn { per_s(o.conn_ok_w, w) } else { 0.0 },
+                per_s: match plan.kind {
+                    Kind::Conn => per_s(o.conn_ok_w, w),
+                    // The connect phase: every device connects and subscribes.
+                    Kind::Connections => per_s(o.conn_ok_w, ob.setup_s),
+                    _ => 0.0,
+                },
                 connack_us: LatencySummary::of(&o.connack),
                 errors: o.conn_errors.clone(),
+                trickle_sent: o.trickle_sent,
+                trickle_received: o.trickle_received,
+                storm,
             });
             if o.conn_failures > 0 {
                 warnings.push(format!(
@@ -241,8 +329,8 @@ impl Report {
             let delivered = (results.received_per_s * w).round();
             let rss_per_conn =
                 match (plan.kind, ob.broker_rss_start_kib, ob.broker_rss_baseline_kib) {
-                    (Kind::Idle, Some(a), Some(b)) if ob.connected > 0 => {
-                        Some((a as f64 - b as f64) * 1024.0 / ob.connected as f64)
+                    (Kind::Idle | Kind::Connections, Some(a), Some(b)) if o.conn_ok_w > 0 => {
+                        Some((a as f64 - b as f64) * 1024.0 / o.conn_ok_w as f64)
                     }
                     _ => None,
                 };
@@ -262,6 +350,10 @@ impl Report {
                 rss_end_kib: ob.broker_rss_end_kib,
                 rss_peak_kib: ob.broker_rss_peak_kib,
                 rss_per_conn_bytes: rss_per_conn,
+                cpu_us_per_conn_s: ob
+                    .broker_cpu_s
+                    .filter(|_| plan.kind == Kind::Connections && o.conn_ok_w > 0 && w > 0.0)
+                    .map(|c| c * 1e6 / o.conn_ok_w as f64 / w),
                 exited: ob.broker_gone,
             }
         });
@@ -313,7 +405,9 @@ impl Report {
                 clean_session: c.clean_session,
                 keepalive_s: c.keepalive,
                 inflight: c.inflight,
+                write_mode: c.write_mode,
                 wildcard: plan.wildcard,
+                fleet: plan.fleet,
                 hold: plan.hold,
                 concurrency: plan.concurrency,
                 source_addrs: c.source_addrs.iter().map(ToString::to_string).collect(),
@@ -351,6 +445,25 @@ impl Report {
             Kind::Idle => {
                 t.row("connections", format!("{} idle", c.connections));
             }
+            Kind::Connections => {
+                let f = &c.fleet;
+                t.row(
+                    "devices",
+                    format!(
+                        "{}, QoS {} subscription each, keep-alive {} s, clean session {}, {}{}",
+                        c.connections,
+                        c.qos,
+                        c.keepalive_s,
+                        c.clean_session,
+                        if f.trickle_per_min > 0.0 {
+                            format!("{} publishes/min each", f.trickle_per_min)
+                        } else {
+                            "idle".into()
+                        },
+                        if f.reconnect_storm { ", then a reconnect storm" } else { "" }
+                    ),
+                );
+            }
             _ => {
                 t.row(
                     "clients",
@@ -375,6 +488,15 @@ impl Report {
                         },
                         if c.qos > 0 { format!(", window {}", c.inflight) } else { String::new() }
                     ),
+                );
+                t.row(
+                    "writes",
+                    match c.write_mode {
+                        WriteMode::Packet => "one packet per write".to_string(),
+                        WriteMode::Coalesced => {
+                            format!("coalesced, {:.1} packets per write", r.packets_per_write)
+                        }
+                    },
                 );
             }
         }
@@ -428,10 +550,54 @@ impl Report {
                         cr.failed
                     ),
                 );
+            } else if self.scenario == Kind::Connections {
+                t.row(
+                    "connections",
+                    format!(
+                        "{} held ({} failed), connected at {}/s",
+                        cr.ok,
+                        cr.failed,
+                        fmt_n(cr.per_s)
+                    ),
+                );
             } else {
                 t.row("connections", format!("{} held ({} failed)", cr.ok, cr.failed));
             }
             t.row("CONNACK (us)", fmt_lat(&cr.connack_us));
+            if cr.trickle_sent > 0 {
+                t.row(
+                    "trickle",
+                    format!("sent {}, received {}", cr.trickle_sent, cr.trickle_received),
+                );
+                t.row("latency (us)", fmt_lat(&r.latency_us));
+            }
+            if let Some(st) = &cr.storm {
+                t.row(
+                    "storm",
+                    format!(
+                        "{} reconnected in {:.2} s ({}/s), {} with session present",
+                        st.reconnected,
+                        st.seconds,
+                        fmt_n(st.per_s),
+                        st.session_present
+                    ),
+                );
+                t.row("storm CONNACK (us)", fmt_lat(&st.connack_us));
+                let mib = |k: Option<u64>| {
+                    k.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+                };
+                t.row(
+                    "storm RSS",
+                    format!(
+                        "before {}, after {}, {:.0} s later {} ({})",
+                        mib(st.rss_before_kib),
+                        mib(st.rss_after_kib),
+                        st.settle_s,
+                        mib(st.rss_settled_kib),
+                        st.rss_settled_growth_pct.map_or("n/a".into(), |p| format!("{p:+.1}%"))
+                    ),
+                );
+            }
         }
         t.sep();
         if let Some(b) = &self.broker {
@@ -441,6 +607,9 @@ impl Report {
             };
             if let Some(us) = b.cpu_us_per_msg {
                 let _ = write!(s, ", {us:.2} us/msg delivered");
+            }
+            if let Some(us) = b.cpu_us_per_conn_s {
+                let _ = write!(s, ", {us:.3} us per connection per s");
             }
             t.row(format!("broker pid {}", b.pid), s);
             let mib = |k: Option<u64>| {

@@ -242,6 +242,74 @@ fn fan_in_qos1_has_no_loss() {
     check_exact_delivery(&r, 2);
 }
 
+fn f(v: &Value, path: &str) -> f64 {
+    v.pointer(path).and_then(Value::as_f64).unwrap_or_else(|| panic!("{path} missing in {v}"))
+}
+
+#[test]
+fn write_modes_packet_and_coalesced() {
+    let Some(b) = start_mosquitto("writes") else {
+        return;
+    };
+    let flood = ["fan-in", "--qos", "1", "--clients", "4", "--duration", "1", "--warmup", "0.2"];
+    // The default: one packet per write, whatever the flood.
+    let r = bench(&b, "packet", &flood);
+    check_exact_delivery(&r, 1);
+    assert_eq!(r.pointer("/config/write_mode").and_then(Value::as_str), Some("packet"));
+    assert!(u(&r, "/results/publisher_writes") >= u(&r, "/results/sent"));
+    assert_eq!(f(&r, "/results/packets_per_write"), 1.0);
+    // Coalesced: a flood packs many PUBLISH packets into each write.
+    let r = bench(&b, "coalesced", &[&flood[..], &["--write-mode", "coalesced"]].concat());
+    check_exact_delivery(&r, 1);
+    assert!(r.pointer("/case").and_then(Value::as_str).unwrap().ends_with("coalesced"));
+    assert!(f(&r, "/results/packets_per_write") > 1.0, "{r}");
+}
+
+#[test]
+fn connections_fleet_trickle_and_reconnect_storm() {
+    let Some(b) = start_mosquitto("fleet") else {
+        return;
+    };
+    let args = [
+        "connections",
+        "--clients",
+        "200",
+        "--qos",
+        "1",
+        "--clean-session",
+        "false",
+        "--trickle-per-min",
+        "600",
+        "--reconnect-storm",
+        "--settle",
+        "0.5",
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0.2",
+        "--source-addrs",
+        "127.0.0.1,127.0.0.2",
+    ];
+    let r = bench(&b, "fleet", &args);
+    assert_eq!(u(&r, "/results/connections/ok"), 200);
+    assert_eq!(u(&r, "/results/connections/failed"), 0);
+    assert_eq!(u(&r, "/results/connections/connack_us/count"), 200);
+    assert!(f(&r, "/results/connections/per_s") > 0.0);
+    // Each device publishes every 100 ms to its own topic and gets it back.
+    let sent = u(&r, "/results/connections/trickle_sent");
+    let received = u(&r, "/results/connections/trickle_received");
+    assert!(sent >= 200, "trickle sent {sent}");
+    assert!(received > 0 && received <= sent, "trickle received {received} of {sent}");
+    assert!(f(&r, "/broker/rss_per_conn_bytes") > 0.0);
+    assert!(f(&r, "/broker/cpu_us_per_conn_s") > 0.0);
+    // The storm: everyone back, and Mosquitto kept every persistent session.
+    assert_eq!(u(&r, "/results/connections/storm/reconnected"), 200);
+    assert_eq!(u(&r, "/results/connections/storm/session_present"), 200);
+    assert_eq!(u(&r, "/results/connections/storm/connack_us/count"), 200);
+    assert!(u(&r, "/results/connections/storm/rss_settled_kib") > 0);
+    assert!(f(&r, "/results/connections/storm/settle_s") >= 0.5);
+}
+
 #[test]
 fn conn_storm_and_compare() {
     let Some(b) = start_mosquitto("conn") else {
