@@ -129,7 +129,7 @@ impl Core {
             self.session_serial += 1;
             self.sessions.insert(
                 client_id.clone(),
-                SessionEntry {
+                Box::new(SessionEntry {
                     session,
                     serial: self.session_serial,
                     conn: None,
@@ -137,7 +137,7 @@ impl Core {
                     pending_will: None,
                     expiry_secs: terms.expiry_secs,
                     expires_at: None,
-                },
+                }),
             );
         }
         let link = Link::of(&connect);

@@ -319,7 +319,9 @@ pub(crate) struct Core {
     hooks: Arc<Hooks>,
     conns: Slab<Conn>,
     next_conn_serial: u32,
-    sessions: HashMap<ByteString, SessionEntry>,
+    /// Boxed entries: a table of pointers keeps its load-factor slack small, and
+    /// growing it moves 40-byte buckets, not whole sessions.
+    sessions: HashMap<ByteString, Box<SessionEntry>>,
     /// Filter -> this shard's subscribed clients, their options and session serial.
     local_subs: SubTrie<HashMap<ByteString, LocalSub>>,
     /// The serial number of the last session created.
