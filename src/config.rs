@@ -115,8 +115,10 @@ pub struct Config {
     pub mqueue_store_qos0: bool,
     /// Unacknowledged QoS 1/2 messages per client.
     pub inflight_max: u16,
-    /// Seconds between resends of unacknowledged messages to a connected client;
-    /// 0 resends only on reconnect, as MQTT 3.1.1 asks [MQTT-4.4.0-1].
+    /// Seconds between resends of unacknowledged messages to a connected MQTT
+    /// 3.1/3.1.1 client; 0 resends only on reconnect, as MQTT 3.1.1 asks. Never
+    /// applies to MQTT 5 clients, which may only get resends on reconnect
+    /// [MQTT-4.4.0-1].
     pub retry_interval_secs: u64,
     /// Log filter (tracing `EnvFilter` syntax) when `RUST_LOG` is unset.
     pub log_level: String,

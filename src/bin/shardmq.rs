@@ -71,7 +71,8 @@ struct Cli {
     /// Unacknowledged QoS 1/2 messages per client [default: 32].
     #[arg(long)]
     inflight_max: Option<u16>,
-    /// Seconds between resends to a connected client; 0 = only on reconnect [default: 0].
+    /// Seconds between resends to a connected MQTT 3.1/3.1.1 client (never MQTT 5,
+    /// which forbids it); 0 = only on reconnect [default: 0].
     #[arg(long)]
     retry_interval_secs: Option<u64>,
     /// Node name in $SYS topics [default: shardmq@<hostname>].

@@ -108,9 +108,13 @@
 //!   Expiry Interval on a DISCONNECT from the server [MQTT-3.14.2-2], an AUTH without
 //!   Authentication Method, packet ids in use.
 //!
-//! MQTT 3.1 (`MQIsdp`, level 3) is decoded with the 3.1.1 rules: the two share the
-//! layout, and the bits 3.1.1 reserves are unused in 3.1. (Mosquitto is laxer with
-//! 3.1 clients, e.g. about CONNECT's reserved bit; no client is known to need it.)
+//! MQTT 3.1 (`MQIsdp`, level 3) is decoded with the 3.1.1 rules (the two share the
+//! layout) except where 3.1 says otherwise: a retried PUBREL, SUBSCRIBE or
+//! UNSUBSCRIBE may set DUP (3.1 section 2.1: flags `1010` as well as `0010`, where
+//! 3.1.1 fixes them [MQTT-3.6.1-1]). It is encoded with the 3.1.1 rules except that
+//! CONNACK's byte 1 stays 0: 3.1 reserves it, and the Session Present flag is 3.1.1's
+//! [MQTT-3.2.2-2]. (Mosquitto is laxer with 3.1 clients, e.g. about CONNECT's
+//! reserved bit; no client is known to need it.)
 //!
 //! # Encoding
 //!
@@ -202,10 +206,10 @@ pub struct Limits {
     /// refused with [`DecodeError::PacketTooLarge`] as soon as its fixed header is
     /// buffered. Values above [`PACKET_SIZE_MAX`] change nothing.
     ///
-    /// Keep it a few bytes below [`PACKET_SIZE_MAX`]: the broker re-encodes a PUBLISH
-    /// received at QoS 0 with a packet id when it delivers it at QoS 1 or 2, which
-    /// adds two bytes, and a packet that no longer fits 4 length bytes cannot be
-    /// encoded.
+    /// A PUBLISH accepted at this size may grow when re-encoded for a subscriber (a
+    /// packet id at QoS 1 or 2, an MQTT 5 property block): the session drops a copy
+    /// that would no longer fit 4 length bytes, so a limit at [`PACKET_SIZE_MAX`]
+    /// loses those messages for those subscribers (counted) rather than failing.
     pub packet_size_max: usize,
     /// The layout of every packet but CONNECT, which is decoded by its own protocol
     /// level: the connection sets this once its CONNECT is decoded.
@@ -277,7 +281,7 @@ impl FixedHeader {
             return Ok(None);
         };
         let v5 = limits.protocol.is_v5();
-        check_first_byte(first, v5)?;
+        check_first_byte(first, limits.protocol)?;
         let mut remaining = 0usize;
         for i in 0..4 {
             let Some(&digit) = buf.get(1 + i) else {
@@ -305,8 +309,13 @@ impl FixedHeader {
 }
 
 /// Checks the packet type and the flags of byte 1.
-fn check_first_byte(first: u8, v5: bool) -> Result<(), ProtocolViolation> {
-    let flags = first & 0x0F;
+fn check_first_byte(first: u8, protocol: ProtocolVersion) -> Result<(), ProtocolViolation> {
+    let v5 = protocol.is_v5();
+    let mut flags = first & 0x0F;
+    if protocol == ProtocolVersion::V31 && matches!(first >> 4, PUBREL | SUBSCRIBE | UNSUBSCRIBE) {
+        // MQTT 3.1 sets DUP on these when they are retried (3.1 section 2.1).
+        flags &= !PUBLISH_DUP;
+    }
     match first >> 4 {
         PUBLISH => {
             let qos = (flags >> PUBLISH_QOS_SHIFT) & 0x03;
@@ -1761,7 +1770,9 @@ pub fn encode(packet: &Packet, protocol: ProtocolVersion, buf: &mut BytesMut) {
                 put_properties(buf, &a.properties, props);
             } else {
                 put_fixed_header(buf, CONNACK << 4, 2);
-                buf.put_u8(u8::from(a.session_present));
+                // MQTT 3.1 reserves byte 1; Session Present is 3.1.1's [MQTT-3.2.2-2].
+                let session_present = a.session_present && protocol != ProtocolVersion::V31;
+                buf.put_u8(u8::from(session_present));
                 buf.put_u8(connack_return_code(a.reason));
             }
         }
@@ -2483,6 +2494,38 @@ mod tests {
             "10 10 | 0004 4D515454 04 | 06 | 003C | 0000 | 0000 | 0000" => Violation("MQTT-4.7.3-1"),
             "10 11 | 0004 4D515454 04 | 06 | 003C | 0000 | 0001 FF | 0000" => Violation("MQTT-1.5.3-1"),
         }
+    }
+
+    #[test]
+    fn mqtt31_rules_where_they_differ() {
+        let v31 = Limits { protocol: ProtocolVersion::V31, ..Limits::default() };
+        // 3.1 section 2.1: a retried PUBREL, SUBSCRIBE or UNSUBSCRIBE may set DUP,
+        // which 3.1.1 forbids [MQTT-3.6.1-1].
+        let rel = Packet::PubRel(Ack::new(pid(7)));
+        check_decode_with("6A 02 00 07", NonCanonical(rel.clone()), &v31);
+        check_decode_with("62 02 00 07", Decodes(rel), &v31);
+        check_decode("6A 02 00 07", Violation("MQTT-3.6.1-1"));
+        let unsubscribe = Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid(2),
+            filters: vec![filter("a")],
+            properties: Properties::default().into(),
+        });
+        check_decode_with("AA 05 0002 0001 61", NonCanonical(unsubscribe), &v31);
+        let subscribe = Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            filters: vec![SubscribeFilter::new(filter("a"), QoS::AtLeastOnce)],
+            properties: Properties::default().into(),
+        });
+        check_decode_with("8A 06 0001 0001 61 01", NonCanonical(subscribe), &v31);
+        check_decode_with("63 02 00 07", Violation("MQTT-3.6.1-1"), &v31);
+        // 3.1 reserves CONNACK's byte 1; Session Present is 3.1.1's [MQTT-3.2.2-2].
+        let resumed = Packet::ConnAck(ConnAck {
+            session_present: true,
+            reason: ReasonCode::SUCCESS,
+            properties: Properties::default().into(),
+        });
+        assert_eq!(encoded_in(&resumed, ProtocolVersion::V31), hex("20 02 00 00"));
+        assert_eq!(encoded_in(&resumed, V3), hex("20 02 01 00"));
     }
 
     #[test]

@@ -16,8 +16,16 @@
 //! Owner: the shard that owns the client id. A `Session` never crosses a ring.
 //!
 //! # Invariants
-//! - At most `min(inflight_max, client's Receive Maximum)` unacknowledged QoS 1/2
-//!   messages toward the client [MQTT-3.3.4-9].
+//! - At most `inflight_max` unacknowledged QoS 1/2 messages, and at most
+//!   `min(inflight_max, client's Receive Maximum)` of them sent on the current
+//!   connection [MQTT-3.3.4-9], [MQTT-4.9.0-1]: a client that comes back with a
+//!   smaller Receive Maximum gets the rest as it acknowledges.
+//! - Timed resends (`retry`) only over MQTT 3; MQTT 5 resends only when a session
+//!   resumes [MQTT-4.4.0-1].
+//! - Every acknowledgement matches the exchange of its packet id; any other pair is
+//!   a protocol violation [MQTT-4.8.0-1].
+//! - No PUBLISH that cannot be framed reaches the codec: a message that grew past
+//!   the protocol maximum on re-encoding is dropped for this client and counted.
 //! - Messages reach the client in the order they reached the session, across the
 //!   window, the mqueue and reconnects [MQTT-4.6.0-1]: nothing overtakes a queued
 //!   message.
@@ -35,10 +43,11 @@ use hashbrown::{HashMap, HashSet};
 
 use crate::message::Message;
 use crate::protocol::{
-    codec, Ack, Packet, PacketId, Properties, ProtocolVersion, QoS, ReasonCode, TopicFilter,
+    codec, Ack, Packet, PacketId, Properties, ProtocolVersion, ProtocolViolation, QoS, ReasonCode,
+    TopicFilter,
 };
 
-pub use inflight::{Entry, Inflight, Stage};
+pub use inflight::{AckKind, Acked, Entry, Inflight, Stage};
 pub use mqueue::{Delivery, DropReason, Mqueue};
 
 /// The limits one session enforces.
@@ -112,7 +121,8 @@ pub struct SessionStats {
     /// could be sent [MQTT-3.3.2-5].
     pub dropped_expired: u64,
     /// Messages not sent because they exceed the client's Maximum Packet Size
-    /// [MQTT-3.1.2-25].
+    /// [MQTT-3.1.2-25], or the largest packet the protocol can frame (a message
+    /// grows when re-encoded: a packet id, MQTT 5 properties) [MQTT-2.2.3].
     pub dropped_too_large: u64,
 }
 
@@ -284,12 +294,10 @@ impl Session {
         self.stats.sent[delivery.qos as usize] += 1;
     }
 
-    /// Whether the PUBLISH of `delivery` fits the client's Maximum Packet Size
-    /// (counting the full topic: an alias only makes it smaller).
+    /// Whether the PUBLISH of `delivery` fits the client's Maximum Packet Size and
+    /// the protocol's largest packet (counting the full topic: an alias only makes it
+    /// smaller).
     fn fits(&self, delivery: &Delivery, expiry: Option<u32>) -> bool {
-        if self.link.packet_size_max == usize::MAX {
-            return true;
-        }
         let message = &delivery.message;
         let properties = self.outgoing_properties(delivery, expiry, None);
         let len = codec::publish_encoded_len(
@@ -299,7 +307,7 @@ impl Session {
             properties.as_ref(),
             self.link.protocol,
         );
-        len <= self.link.packet_size_max
+        len <= self.link.packet_size_max.min(codec::PACKET_SIZE_MAX)
     }
 
     /// The properties of the PUBLISH of `delivery` to an MQTT 5 client: the
@@ -381,11 +389,13 @@ impl Session {
         (topic, None)
     }
 
-    /// Moves queued messages into `out` while the window and the buffer allow.
+    /// Resends what the window holds and the current connection has not seen yet,
+    /// then moves queued messages into `out`, while the window and the buffer allow.
     pub fn drain(&mut self, out: &mut BytesMut, now_us: u64) {
         if !self.online {
             return;
         }
+        self.resend(out, now_us);
         while let Some(front) = self.mqueue.front() {
             if !self.can_send_now(front, out) {
                 break;
@@ -395,44 +405,69 @@ impl Session {
         }
     }
 
-    /// PUBACK from the client. Returns the acknowledged delivery (unknown ids are
-    /// ignored, as a duplicate ack after a resend is legitimate).
-    pub fn on_puback(&mut self, id: PacketId, out: &mut BytesMut, now_us: u64) -> Option<Delivery> {
-        let entry = self.inflight.complete(id, Stage::Published)?;
-        debug_assert_eq!(entry.packet_id, id);
-        self.drain(out, now_us);
-        Some(entry.delivery)
+    /// PUBACK from the client. Returns the acknowledged delivery (`None` for an
+    /// unknown id: a duplicate ack after a resend is legitimate), or the violation
+    /// when the id's exchange is a QoS 2 one [MQTT-4.8.0-1].
+    pub fn on_puback(
+        &mut self,
+        id: PacketId,
+        out: &mut BytesMut,
+        now_us: u64,
+    ) -> Result<Option<Delivery>, ProtocolViolation> {
+        self.on_ack(id, AckKind::PubAck, out, now_us)
     }
 
     /// PUBREC from the client: answer PUBREL [MQTT-4.3.3-1], also for an id already
     /// released (a resent PUBREC). An MQTT 5 PUBREC with a failure reason ends the
-    /// exchange: no PUBREL, the message counts as acknowledged [MQTT-4.3.3-4].
-    pub fn on_pubrec(&mut self, ack: &Ack, out: &mut BytesMut, now_us: u64) -> Option<Delivery> {
-        if ack.reason.is_error() {
-            let entry = self.inflight.complete(ack.packet_id, Stage::Published)?;
-            self.drain(out, now_us);
-            return Some(entry.delivery);
-        }
-        if self.inflight.release(ack.packet_id) {
-            codec::encode(&Packet::PubRel(Ack::new(ack.packet_id)), self.link.protocol, out);
-        } else if self.link.protocol.is_v5() {
-            // An id no longer held: PUBREL 0x92 lets the client finish [MQTT-3.6.2.1].
-            let rel = Ack::with_reason(ack.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
-            codec::encode(&Packet::PubRel(rel), self.link.protocol, out);
-        }
-        None
+    /// exchange: no PUBREL, the message counts as acknowledged [MQTT-4.3.3-4]. A
+    /// PUBREC for a QoS 1 message is a violation [MQTT-4.8.0-1].
+    pub fn on_pubrec(
+        &mut self,
+        ack: &Ack,
+        out: &mut BytesMut,
+        now_us: u64,
+    ) -> Result<Option<Delivery>, ProtocolViolation> {
+        let kind = if ack.reason.is_error() { AckKind::PubRecFailed } else { AckKind::PubRec };
+        self.on_ack(ack.packet_id, kind, out, now_us)
     }
 
-    /// PUBCOMP from the client: the QoS 2 exchange is over.
+    /// PUBCOMP from the client: the QoS 2 exchange is over. A PUBCOMP for a QoS 1
+    /// message, or before PUBREL, is a violation [MQTT-4.8.0-1].
     pub fn on_pubcomp(
         &mut self,
         id: PacketId,
         out: &mut BytesMut,
         now_us: u64,
-    ) -> Option<Delivery> {
-        let entry = self.inflight.complete(id, Stage::Released)?;
-        self.drain(out, now_us);
-        Some(entry.delivery)
+    ) -> Result<Option<Delivery>, ProtocolViolation> {
+        self.on_ack(id, AckKind::PubComp, out, now_us)
+    }
+
+    fn on_ack(
+        &mut self,
+        id: PacketId,
+        kind: AckKind,
+        out: &mut BytesMut,
+        now_us: u64,
+    ) -> Result<Option<Delivery>, ProtocolViolation> {
+        match self.inflight.ack(id, kind)? {
+            Acked::Completed(entry) => {
+                self.drain(out, now_us);
+                Ok(Some(entry.delivery))
+            }
+            Acked::Released => {
+                codec::encode(&Packet::PubRel(Ack::new(id)), self.link.protocol, out);
+                Ok(None)
+            }
+            Acked::Unknown => {
+                if kind == AckKind::PubRec && self.link.protocol.is_v5() {
+                    // An id no longer held: PUBREL 0x92 lets the client finish
+                    // [MQTT-3.6.2.1].
+                    let rel = Ack::with_reason(id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+                    codec::encode(&Packet::PubRel(rel), self.link.protocol, out);
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// A QoS 2 PUBLISH from the client. Returns `true` when it is new and must be
@@ -460,43 +495,45 @@ impl Session {
         codec::encode(&Packet::PubComp(Ack::new(id)), self.link.protocol, out);
     }
 
-    /// The client (re)connected to this session: resend every unacknowledged PUBLISH
-    /// with DUP set and every pending PUBREL, in their original order and with their
-    /// original packet ids [MQTT-4.4.0-1], then what the mqueue holds. A message
-    /// whose delivery started is resent even if it expired meanwhile (with an expiry
-    /// of 0) [MQTT-3.3.2-5 applies before delivery starts only]; one that no longer
-    /// fits the client's Maximum Packet Size is dropped from the window.
+    /// The client (re)connected to this session: resend the unacknowledged
+    /// PUBLISHes with DUP set and the pending PUBRELs, in their original order and
+    /// with their original packet ids [MQTT-4.4.0-1], as many as the connection's
+    /// window takes (the rest follow as acknowledgements free it [MQTT-4.9.0-1]),
+    /// then what the mqueue holds. A message whose delivery started is resent even
+    /// if it expired meanwhile (with an expiry of 0) [MQTT-3.3.2-5 applies before
+    /// delivery starts only]; one that no longer fits the client's Maximum Packet
+    /// Size is dropped from the window.
     pub fn resume(&mut self, out: &mut BytesMut, now_us: u64) {
         self.online = true;
-        let entries: Vec<(PacketId, Stage)> =
-            self.inflight.iter().map(|e| (e.packet_id, e.stage)).collect();
-        for (packet_id, stage) in entries {
-            match stage {
-                Stage::Published => {
-                    let Some(entry) = self.inflight.iter().find(|e| e.packet_id == packet_id)
-                    else {
-                        continue;
-                    };
-                    let delivery = entry.delivery.clone();
-                    let expiry = remaining_expiry(&delivery.message, now_us).unwrap_or(Some(0));
-                    if !self.fits(&delivery, expiry) {
-                        self.inflight.remove(packet_id);
-                        self.stats.dropped_too_large += 1;
-                        continue;
-                    }
-                    self.encode_publish(&delivery, Some(packet_id), true, expiry, out);
-                }
-                Stage::Released => {
-                    codec::encode(&Packet::PubRel(Ack::new(packet_id)), self.link.protocol, out);
-                }
-            }
-        }
+        self.inflight.unsend_all();
         self.drain(out, now_us);
     }
 
-    /// Resends unacknowledged messages while connected (`retry_interval`).
+    /// Resends, in order, the window's entries not yet sent on this connection, as
+    /// long as its window has room.
+    fn resend(&mut self, out: &mut BytesMut, now_us: u64) {
+        while let Some(entry) = self.inflight.next_resend() {
+            let packet_id = entry.packet_id;
+            if entry.stage == Stage::PubCompDue {
+                codec::encode(&Packet::PubRel(Ack::new(packet_id)), self.link.protocol, out);
+                continue;
+            }
+            let delivery = entry.delivery;
+            let expiry = remaining_expiry(&delivery.message, now_us).unwrap_or(Some(0));
+            if !self.fits(&delivery, expiry) {
+                self.inflight.remove(packet_id);
+                self.stats.dropped_too_large += 1;
+                continue;
+            }
+            self.encode_publish(&delivery, Some(packet_id), true, expiry, out);
+        }
+    }
+
+    /// Resends unacknowledged messages while connected (`retry_interval`), over MQTT
+    /// 3 only: MQTT 5 forbids resending other than when a session resumes
+    /// [MQTT-4.4.0-1].
     pub fn retry(&mut self, out: &mut BytesMut, now_us: u64) {
-        if self.online {
+        if self.online && !self.link.protocol.is_v5() {
             self.resume(out, now_us);
         }
     }
@@ -523,9 +560,7 @@ impl Session {
 
     /// Whether the internal invariants of the session and its queues hold.
     pub fn check_invariants(&self) -> bool {
-        self.inflight.check_invariants()
-            && self.mqueue.check_invariants()
-            && self.inflight.len() <= usize::from(self.limits.inflight_max)
+        self.inflight.check_invariants() && self.mqueue.check_invariants()
     }
 }
 

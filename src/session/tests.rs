@@ -26,7 +26,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(Op::Deliver),
         3 => any::<usize>().prop_map(Op::Ack),
         1 => Just(Op::Disconnect),
-        1 => Just(Op::Reconnect),
+        1 => (1u16..6).prop_map(Op::Reconnect),
     ]
 }
 
@@ -159,7 +159,7 @@ fn offline_messages_come_back_in_order_with_session_present_state() {
     client.read(&mut out);
     assert_eq!(client.first_sent, vec![1, 2], "window of 2");
     let first = client.unacked[0].0;
-    session.on_puback(first, &mut out, 0);
+    session.on_puback(first, &mut out, 0).unwrap();
     client.read(&mut out);
     assert_eq!(client.first_sent, vec![1, 2, 3]);
 }
@@ -177,7 +177,7 @@ fn unacknowledged_messages_are_resent_with_dup_and_same_id() {
         assert!(!p.dup);
         ids.push(p.packet_id.unwrap());
     }
-    session.on_pubrec(&Ack::new(ids[1]), &mut out, 0);
+    session.on_pubrec(&Ack::new(ids[1]), &mut out, 0).unwrap();
     out.clear();
     session.go_offline();
     session.resume(&mut out, 0);
@@ -225,4 +225,76 @@ fn incoming_qos2_is_routed_once_until_pubrel() {
     let mut out = BytesMut::new();
     session.on_pubrel(id, &mut out);
     assert!(session.on_incoming_qos2(id), "after PUBREL the id is free again");
+}
+
+/// Decodes the PUBLISHes in `out` and returns their packet ids.
+fn publish_ids(out: &mut BytesMut, protocol: ProtocolVersion) -> Vec<PacketId> {
+    decode_all(out, protocol)
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.packet_id.expect("QoS 1"),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn smaller_receive_maximum_after_reconnect_is_kept() {
+    // [MQTT-4.9.0-1], [MQTT-3.3.4-9]: the client's new limit, not the old window.
+    let mut session = Session::new("c".into(), limits(4, 10, true));
+    session.attach(v5_link(4, 0));
+    let mut out = BytesMut::new();
+    for seq in 1..=4 {
+        session.deliver(delivery(seq, QoS::AtLeastOnce), Some(&mut out), true, 0);
+    }
+    let ids = publish_ids(&mut out, ProtocolVersion::V5);
+    assert_eq!(ids.len(), 4);
+    session.go_offline();
+    session.attach(v5_link(2, 0));
+    session.resume(&mut out, 0);
+    assert_eq!(publish_ids(&mut out, ProtocolVersion::V5), ids[..2], "two resent, in order");
+    session.on_puback(ids[0], &mut out, 0).unwrap();
+    assert_eq!(publish_ids(&mut out, ProtocolVersion::V5), ids[2..3], "the third as one is freed");
+}
+
+#[test]
+fn no_timed_retry_on_mqtt5() {
+    // [MQTT-4.4.0-1]: MQTT 5 resends only when the session resumes.
+    let mut session = Session::new("c".into(), limits(4, 10, true));
+    session.attach(v5_link(4, 0));
+    let mut out = BytesMut::new();
+    session.deliver(delivery(1, QoS::AtLeastOnce), Some(&mut out), true, 0);
+    out.clear();
+    session.retry(&mut out, 0);
+    assert!(
+        out.is_empty(),
+        "resent while connected: {:?}",
+        decode_all(&mut out, ProtocolVersion::V5)
+    );
+    session.attach(Link::v3(ProtocolVersion::V311));
+    session.retry(&mut out, 0);
+    assert_eq!(publish_ids(&mut out, ProtocolVersion::V311).len(), 1, "3.1.1 keeps its retry");
+}
+
+#[test]
+fn a_message_that_outgrows_the_protocol_maximum_is_dropped() {
+    // A QoS 0 PUBLISH of exactly the protocol maximum gains a packet id at QoS 1
+    // (and a property length in MQTT 5): it cannot be framed for this subscriber.
+    let topic_and_len = 3;
+    let payload = bytes::Bytes::from(vec![0u8; codec::REMAINING_LEN_MAX - topic_and_len]);
+    for link in [Link::v3(ProtocolVersion::V311), v5_link(4, 0)] {
+        let mut link = link;
+        link.packet_size_max = usize::MAX;
+        let mut session = Session::new("c".into(), limits(4, 10, true));
+        session.attach(link);
+        let mut d = delivery(1, QoS::AtLeastOnce);
+        let mut message = (*d.message).clone();
+        message.payload = payload.clone();
+        d.message = Arc::new(message);
+        let mut out = BytesMut::new();
+        session.deliver(d, Some(&mut out), true, 0);
+        assert!(out.is_empty());
+        assert_eq!(session.stats().dropped_too_large, 1);
+        assert_eq!(session.inflight_len(), 0);
+    }
 }

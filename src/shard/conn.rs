@@ -305,7 +305,7 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
             // buffer waits for the gate (`pending`), so nothing more is read meanwhile.
             while conn.subacks_pending.get() == 0
                 && conn.paused_until.get().is_none()
-                && !(gate.is_closed() && conn.publisher.get())
+                && !(gate.is_closed() && conn.pauses_for_backpressure())
             {
                 match codec::decode(&mut buf, &limits) {
                     Ok(Some(packet)) => {
@@ -347,7 +347,7 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
             conn.wake.notified().await;
             continue;
         }
-        if gate.is_closed() && conn.publisher.get() {
+        if gate.is_closed() && conn.pauses_for_backpressure() {
             // Backpressure: a ring is full or a subscriber is behind, so stop reading
             // this publisher until it drains (TCP backpressure reaches the client).
             // Output still flows (woken below); clients that only subscribe keep

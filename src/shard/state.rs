@@ -181,6 +181,12 @@ pub(crate) struct ConnIo {
 }
 
 impl ConnIo {
+    /// Whether backpressure stops reading this connection: it published, and is not
+    /// itself a backlogged subscriber, whose acknowledgements are what drains it.
+    pub fn pauses_for_backpressure(&self) -> bool {
+        self.publisher.get() && !self.in_backlog.get()
+    }
+
     pub fn end(&self, reason: Close) {
         self.close.borrow_mut().get_or_insert(reason);
         self.wake.notify();
@@ -825,12 +831,13 @@ impl ShardState {
             Packet::PubAck(ack) => {
                 let acked =
                     self.with_session(conn, |s, out| s.on_puback(ack.packet_id, out, now_us));
-                if let Some(Some(delivery)) = acked {
+                if let Some(Some(delivery)) = acked.transpose().map_err(Close::Violation)? {
                     self.hooks.message_acked(&conn.info, &delivery.message);
                 }
             }
             Packet::PubRec(ack) => {
-                self.with_session(conn, |s, out| s.on_pubrec(&ack, out, now_us));
+                let acked = self.with_session(conn, |s, out| s.on_pubrec(&ack, out, now_us));
+                acked.transpose().map_err(Close::Violation)?;
             }
             Packet::PubRel(ack) => {
                 self.with_session(conn, |s, out| s.on_pubrel(ack.packet_id, out));
@@ -838,7 +845,7 @@ impl ShardState {
             Packet::PubComp(ack) => {
                 let acked =
                     self.with_session(conn, |s, out| s.on_pubcomp(ack.packet_id, out, now_us));
-                if let Some(Some(delivery)) = acked {
+                if let Some(Some(delivery)) = acked.transpose().map_err(Close::Violation)? {
                     self.hooks.message_acked(&conn.info, &delivery.message);
                 }
             }

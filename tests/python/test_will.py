@@ -142,3 +142,23 @@ def test_will_from_mqtt31_client(broker, raw_client, mqtt_client, topic_root):
     raw.close()
     m = sub.get()
     assert (m.payload, m.qos) == (b"v31-will", 1)
+
+
+@pytest.mark.xfail(strict=True, reason="fixed in the shard core rebuild")
+@pytest.mark.parametrize("pub_shard,sub_shard", SHARD_PAIRS)
+def test_will_on_takeover(broker, raw_client, mqtt_client, topic_root, pub_shard, sub_shard):
+    """[MQTT-3.1.2-8] A 3.1.1 connection closed by a takeover did not send
+    DISCONNECT, so its will is published (as Mosquitto does; presence
+    systems rely on it), once, before the new connection's CONNACK."""
+    t = f"{topic_root}/will"
+    sub = mqtt_client(shard=sub_shard, prefix="s")
+    assert sub.subscribe(t, 1) == [1]
+    cid = broker.client_id("wt", pub_shard)
+    old = raw_client(timeout=10)
+    assert old.connect(cid, will=(t, b"taken-over", 1, False)) == (0, 0)
+    new = raw_client(timeout=10)
+    assert new.connect(cid) == (0, 0)
+    old.wait_closed()
+    m = sub.get()
+    assert (m.topic, m.payload, m.qos) == (t, b"taken-over", 1)
+    sub.expect_none(0.3)
