@@ -7,6 +7,8 @@
 //! Spec: MQTT Version 5.0, OASIS Standard, 7 March 2019; MQTT 3.1.1, OASIS Standard,
 //! 29 October 2014; and MQTT 3.1 (IBM, 2010).
 
+#[macro_use]
+mod property_table;
 pub mod codec;
 mod error;
 pub mod packet;

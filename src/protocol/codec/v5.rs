@@ -73,43 +73,27 @@ pub(super) struct AckRules {
 pub(super) const PUBACK_RULES: AckRules = AckRules {
     reasons: PUBACK_REASONS,
     bad_reason: protocol_error("MQTT-3.4.2-1", "reason code not allowed in PUBACK"),
-    properties: PropertySet::new(
-        "property not allowed in PUBACK",
-        false,
-        &[(REASON_STRING, "MQTT-3.4.2.2.2"), (USER_PROPERTY, "MQTT-3.4.2.2.3")],
-    ),
+    properties: PropertySet::of(Carrier::PubAck, "property not allowed in PUBACK"),
     leftover: violation("MQTT-3.4.3", "PUBACK has no payload"),
 };
 pub(super) const PUBREC_RULES: AckRules = AckRules {
     // PUBREC allows the same codes as PUBACK (section 3.5.2.1).
     reasons: PUBACK_REASONS,
     bad_reason: protocol_error("MQTT-3.5.2-1", "reason code not allowed in PUBREC"),
-    properties: PropertySet::new(
-        "property not allowed in PUBREC",
-        false,
-        &[(REASON_STRING, "MQTT-3.5.2.2.2"), (USER_PROPERTY, "MQTT-3.5.2.2.3")],
-    ),
+    properties: PropertySet::of(Carrier::PubRec, "property not allowed in PUBREC"),
     leftover: violation("MQTT-3.5.3", "PUBREC has no payload"),
 };
 pub(super) const PUBREL_RULES: AckRules = AckRules {
     reasons: PUBREL_REASONS,
     bad_reason: protocol_error("MQTT-3.6.2-1", "reason code not allowed in PUBREL"),
-    properties: PropertySet::new(
-        "property not allowed in PUBREL",
-        false,
-        &[(REASON_STRING, "MQTT-3.6.2.2.2"), (USER_PROPERTY, "MQTT-3.6.2.2.3")],
-    ),
+    properties: PropertySet::of(Carrier::PubRel, "property not allowed in PUBREL"),
     leftover: violation("MQTT-3.6.3", "PUBREL has no payload"),
 };
 pub(super) const PUBCOMP_RULES: AckRules = AckRules {
     // PUBCOMP allows the same codes as PUBREL (section 3.7.2.1).
     reasons: PUBREL_REASONS,
     bad_reason: protocol_error("MQTT-3.7.2-1", "reason code not allowed in PUBCOMP"),
-    properties: PropertySet::new(
-        "property not allowed in PUBCOMP",
-        false,
-        &[(REASON_STRING, "MQTT-3.7.2.2.2"), (USER_PROPERTY, "MQTT-3.7.2.2.3")],
-    ),
+    properties: PropertySet::of(Carrier::PubComp, "property not allowed in PUBCOMP"),
     leftover: violation("MQTT-3.7.3", "PUBCOMP has no payload"),
 };
 
