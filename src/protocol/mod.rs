@@ -15,7 +15,7 @@ pub mod packet;
 pub mod topic;
 
 pub use codec::{
-    decode, encode, encode_publish, encode_publish_v5, encoded_len, publish_encoded_len, Limits,
+    decode, encode, encoded_len, Limits, MeasuredPublish, PublishProperties, PublishView,
 };
 pub use error::{DecodeError, ProtocolViolation};
 pub use packet::*;

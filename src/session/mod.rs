@@ -43,12 +43,23 @@ use hashbrown::{HashMap, HashSet};
 
 use crate::message::Message;
 use crate::protocol::{
-    codec, Ack, Packet, PacketId, Properties, ProtocolVersion, ProtocolViolation, QoS, ReasonCode,
-    TopicFilter,
+    codec, Ack, MeasuredPublish, Packet, PacketId, ProtocolVersion, ProtocolViolation,
+    PublishProperties, PublishView, QoS, ReasonCode, TopicFilter, TopicName,
 };
 
 pub use inflight::{AckKind, Acked, Entry, Inflight, Stage};
 pub use mqueue::{Delivery, DropReason, Mqueue};
+
+/// How a PUBLISH names its topic to the client (MQTT 5 outgoing topic aliases).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AliasOut {
+    /// The full topic, no alias.
+    None,
+    /// An alias the client knows: an empty topic.
+    Known(u16),
+    /// The full topic with a new alias, which the client learns from it.
+    New(u16),
+}
 
 /// The limits one session enforces.
 #[derive(Clone, Copy, Debug)]
@@ -282,111 +293,97 @@ impl Session {
             self.stats.dropped_expired += 1;
             return;
         };
-        if !self.fits(&delivery, expiry) {
+        let Some((mut publish, alias)) = self.measure(&delivery, expiry, false) else {
             self.stats.dropped_too_large += 1;
             return;
-        }
-        let packet_id = match delivery.qos {
-            QoS::AtMostOnce => None,
-            QoS::AtLeastOnce | QoS::ExactlyOnce => Some(self.inflight.insert(delivery.clone())),
         };
-        self.encode_publish(&delivery, packet_id, false, expiry, out);
+        if delivery.qos != QoS::AtMostOnce {
+            publish.set_packet_id(self.inflight.insert(delivery.clone()));
+        }
+        publish.encode(out);
+        self.alias_sent(&delivery.message.topic, alias);
         self.stats.sent[delivery.qos as usize] += 1;
     }
 
-    /// Whether the PUBLISH of `delivery` fits the client's Maximum Packet Size and
-    /// the protocol's largest packet (counting the full topic: an alias only makes it
-    /// smaller).
-    fn fits(&self, delivery: &Delivery, expiry: Option<u32>) -> bool {
-        let message = &delivery.message;
-        let properties = self.outgoing_properties(delivery, expiry, None);
-        let len = codec::publish_encoded_len(
-            message.topic.as_str(),
-            message.payload.len(),
-            delivery.qos,
-            properties.as_ref(),
-            self.link.protocol,
-        );
-        len <= self.link.packet_size_max.min(codec::PACKET_SIZE_MAX)
-    }
-
-    /// The properties of the PUBLISH of `delivery` to an MQTT 5 client: the
-    /// message's own, the remaining expiry, the subscription identifiers and the
-    /// topic alias. `None` for MQTT 3, or when there are none.
-    fn outgoing_properties(
+    /// The PUBLISH of `delivery` for the attached connection, measured once: the
+    /// message's properties with the Message Expiry Interval left [MQTT-3.3.2-6], the
+    /// matching Subscription Identifiers [MQTT-3.3.4-3] and the outgoing alias
+    /// [MQTT-3.3.2-17] (MQTT 5). `None` when it exceeds the client's Maximum Packet
+    /// Size [MQTT-3.1.2-25] or the largest packet the protocol can frame (a message
+    /// grows when re-encoded: a packet id, a property block) [MQTT-2.2.3]. A new
+    /// alias costs 3 bytes: a packet that fits only without it goes without it.
+    fn measure<'d>(
         &self,
-        delivery: &Delivery,
+        delivery: &'d Delivery,
         expiry: Option<u32>,
-        alias: Option<u16>,
-    ) -> Option<Properties> {
-        if !self.link.protocol.is_v5() {
-            return None;
-        }
-        let own = delivery.message.properties.as_deref();
-        if own.is_none() && delivery.sub_ids.is_empty() && alias.is_none() {
-            return None;
-        }
-        let mut properties = own.cloned().unwrap_or_default();
-        // [MQTT-3.3.2-6]: the interval minus the time the message waited here.
-        properties.message_expiry_interval = expiry;
-        properties.subscription_identifiers.clone_from(&delivery.sub_ids);
-        properties.topic_alias = alias;
-        Some(properties)
-    }
-
-    /// Encodes the PUBLISH of `delivery` in the connection's protocol, with an
-    /// outgoing topic alias when the client accepts one [MQTT-3.3.2-17].
-    fn encode_publish(
-        &mut self,
-        delivery: &Delivery,
-        packet_id: Option<PacketId>,
         dup: bool,
-        expiry: Option<u32>,
-        out: &mut BytesMut,
-    ) {
-        let message = &delivery.message;
-        if !self.link.protocol.is_v5() {
-            codec::encode_publish(
-                out,
-                message.topic.as_str(),
-                &message.payload,
-                delivery.qos,
-                delivery.retain,
-                dup,
-                packet_id,
-            );
-            return;
+    ) -> Option<(MeasuredPublish<'d>, AliasOut)> {
+        let alias = self.alias_out(&delivery.message.topic);
+        if let Some(publish) = self.measure_with(delivery, expiry, alias, dup) {
+            return Some((publish, alias));
         }
-        let (topic, alias) = self.alias_out(message.topic.as_byte_string());
-        let properties = self.outgoing_properties(delivery, expiry, alias);
-        codec::encode_publish_v5(
-            out,
-            topic,
-            &message.payload,
-            delivery.qos,
-            delivery.retain,
-            dup,
-            packet_id,
-            properties.as_ref(),
-        );
+        if let AliasOut::New(_) = alias {
+            let publish = self.measure_with(delivery, expiry, AliasOut::None, dup)?;
+            return Some((publish, AliasOut::None));
+        }
+        None
     }
 
-    /// The topic to write and the alias to send with it: a known alias goes with an
-    /// empty topic; a new one (while the client's maximum allows) with the topic,
-    /// which sets it [MQTT-3.3.2-12].
-    fn alias_out<'t>(&mut self, topic: &'t ByteString) -> (&'t str, Option<u16>) {
-        if self.link.topic_alias_max == 0 {
-            return (topic, None);
+    /// [`Session::measure`] with the given alias.
+    fn measure_with<'d>(
+        &self,
+        delivery: &'d Delivery,
+        expiry: Option<u32>,
+        alias: AliasOut,
+        dup: bool,
+    ) -> Option<MeasuredPublish<'d>> {
+        let message = &delivery.message;
+        let (topic, topic_alias) = match alias {
+            AliasOut::None => (message.topic.as_str(), None),
+            AliasOut::Known(alias) => ("", Some(alias)),
+            AliasOut::New(alias) => (message.topic.as_str(), Some(alias)),
+        };
+        let publish = PublishView {
+            topic,
+            payload: &message.payload,
+            qos: delivery.qos,
+            packet_id: None,
+            retain: delivery.retain,
+            dup,
+            properties: PublishProperties {
+                message: message.properties.as_deref(),
+                message_expiry_interval: expiry,
+                subscription_identifiers: &delivery.sub_ids,
+                topic_alias,
+            },
         }
-        if let Some(alias) = self.aliases_out.get(topic) {
-            return ("", Some(*alias));
+        .measure(self.link.protocol);
+        (publish.size() <= self.link.packet_size_max.min(codec::PACKET_SIZE_MAX)).then_some(publish)
+    }
+
+    /// The alias to send `topic` with: a known one goes with an empty topic; a new
+    /// one (while the client's maximum allows) with the topic, which sets it
+    /// [MQTT-3.3.2-12]. Nothing changes until [`Session::alias_sent`]: a PUBLISH
+    /// dropped for its size sets no alias.
+    fn alias_out(&self, topic: &TopicName) -> AliasOut {
+        if self.link.topic_alias_max == 0 {
+            return AliasOut::None;
+        }
+        if let Some(alias) = self.aliases_out.get(topic.as_byte_string()) {
+            return AliasOut::Known(*alias);
         }
         if self.aliases_out.len() < usize::from(self.link.topic_alias_max) {
-            let alias = self.aliases_out.len() as u16 + 1;
-            self.aliases_out.insert(topic.clone(), alias);
-            return (topic, Some(alias));
+            let next = u16::try_from(self.aliases_out.len() + 1).expect("below topic_alias_max");
+            return AliasOut::New(next);
         }
-        (topic, None)
+        AliasOut::None
+    }
+
+    /// Records an alias the client now knows.
+    fn alias_sent(&mut self, topic: &TopicName, alias: AliasOut) {
+        if let AliasOut::New(alias) = alias {
+            self.aliases_out.insert(topic.as_byte_string().clone(), alias);
+        }
     }
 
     /// Resends what the window holds and the current connection has not seen yet,
@@ -520,12 +517,14 @@ impl Session {
             }
             let delivery = entry.delivery;
             let expiry = remaining_expiry(&delivery.message, now_us).unwrap_or(Some(0));
-            if !self.fits(&delivery, expiry) {
+            let Some((mut publish, alias)) = self.measure(&delivery, expiry, true) else {
                 self.inflight.remove(packet_id);
                 self.stats.dropped_too_large += 1;
                 continue;
-            }
-            self.encode_publish(&delivery, Some(packet_id), true, expiry, out);
+            };
+            publish.set_packet_id(packet_id);
+            publish.encode(out);
+            self.alias_sent(&delivery.message.topic, alias);
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::script::{delivery, limits, run, run_on, Client, Op};
 use super::*;
-use crate::protocol::{codec, Limits, Packet, QoS};
+use crate::protocol::{codec, Limits, Packet, Properties, QoS};
 
 /// An MQTT 5 connection with its own Receive Maximum and topic aliases.
 fn v5_link(receive_max: u16, topic_alias_max: u16) -> Link {
@@ -297,4 +297,21 @@ fn a_message_that_outgrows_the_protocol_maximum_is_dropped() {
         assert_eq!(session.stats().dropped_too_large, 1);
         assert_eq!(session.inflight_len(), 0);
     }
+}
+
+#[test]
+fn a_new_alias_never_takes_a_publish_over_the_client_maximum() {
+    // [MQTT-3.1.2-24]: 16 bytes without an alias, 19 with one; the client takes 16.
+    let mut session = Session::new("c".into(), limits(4, 10, true));
+    let mut link = v5_link(10, 1);
+    link.packet_size_max = 16;
+    session.attach(link);
+    let mut out = BytesMut::new();
+    session.deliver(delivery(1, QoS::AtLeastOnce), Some(&mut out), true, 0);
+    assert_eq!(out.len(), 16, "sent, and within the client's maximum");
+    let packets = decode_all(&mut out, ProtocolVersion::V5);
+    let [Packet::Publish(p)] = &packets[..] else { panic!("one PUBLISH: {packets:?}") };
+    assert_eq!(p.topic.as_str(), "t");
+    assert!(p.properties.as_deref().is_none_or(|p| p.topic_alias.is_none()), "no alias");
+    assert_eq!(session.stats().dropped_too_large, 0);
 }

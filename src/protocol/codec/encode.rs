@@ -51,32 +51,7 @@ pub fn encoded_len(packet: &Packet, protocol: ProtocolVersion) -> usize {
 pub fn encode(packet: &Packet, protocol: ProtocolVersion, buf: &mut BytesMut) {
     let v5 = protocol.is_v5();
     match packet {
-        Packet::Publish(p) => {
-            debug_assert!(!(p.dup && p.qos == QoS::AtMostOnce), "[MQTT-3.3.1-2]");
-            if v5 {
-                encode_publish_v5(
-                    buf,
-                    p.topic.as_str(),
-                    &p.payload,
-                    p.qos,
-                    p.retain,
-                    p.dup,
-                    p.packet_id,
-                    p.properties.as_deref(),
-                );
-            } else {
-                debug_assert!(!p.topic.is_empty(), "an aliased topic in MQTT 3");
-                encode_publish(
-                    buf,
-                    p.topic.as_str(),
-                    &p.payload,
-                    p.qos,
-                    p.retain,
-                    p.dup,
-                    p.packet_id,
-                );
-            }
-        }
+        Packet::Publish(p) => PublishView::of(p).measure(protocol).encode(buf),
         Packet::Connect(c) => {
             put_fixed_header(buf, CONNECT << 4, remaining_len(packet, protocol));
             put_connect(buf, c);
@@ -272,95 +247,105 @@ pub(super) fn reason_and_properties_len(reason: ReasonCode, properties: &Propert
     }
 }
 
-/// Appends a PUBLISH built from its parts, without a [`Packet`]: the broker's fan-out
-/// encodes one message for many subscribers, each with its own QoS and packet id.
-/// Writes the same bytes as [`encode`] of the equivalent [`Publish`] in MQTT 3.
-///
-/// `topic` must be a valid topic name (e.g. [`TopicName::as_str`]); it is not checked
-/// again here. `packet_id` is written only at QoS 1 and 2.
-///
-/// # Panics
-///
-/// If `topic` is longer than 65535 bytes, if the remaining length exceeds
-/// [`REMAINING_LEN_MAX`], or if `qos` is 1 or 2 and `packet_id` is `None`
-/// [MQTT-2.3.1-5].
-pub fn encode_publish(
-    buf: &mut BytesMut,
-    topic: &str,
-    payload: &[u8],
-    qos: QoS,
-    retain: bool,
-    dup: bool,
-    packet_id: Option<PacketId>,
-) {
-    put_fixed_header(
-        buf,
-        publish_first_byte(qos, retain, dup),
-        publish_remaining_len(topic, payload.len(), qos),
-    );
-    put_binary(buf, topic.as_bytes());
-    if qos != QoS::AtMostOnce {
-        let id = packet_id.expect("a PUBLISH at QoS 1 or 2 needs a packet id [MQTT-2.3.1-5]");
-        buf.put_u16(id.get());
-    }
-    buf.put_slice(payload);
+/// A PUBLISH borrowed from its parts, without a [`Packet`]: the broker's fan-out
+/// writes one message for many subscribers, each with its own QoS, packet id,
+/// subscription identifiers, expiry and alias. [`PublishView::measure`] computes the
+/// lengths once; the [`MeasuredPublish`] it returns tells the size (what a client's
+/// Maximum Packet Size is compared with [MQTT-3.1.2-24]) and writes the packet from
+/// the same data. [`encode`] of a [`Publish`] writes the same bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct PublishView<'a> {
+    /// A valid topic name ([`TopicName::as_str`]), or empty when the properties carry
+    /// a Topic Alias the receiver knows (MQTT 5) [MQTT-3.3.2.3.4]. Not checked here.
+    pub topic: &'a str,
+    /// The application message.
+    pub payload: &'a [u8],
+    /// The QoS the PUBLISH goes out with.
+    pub qos: QoS,
+    /// Written at QoS 1 and 2 only; must be set by then [MQTT-2.3.1-5].
+    pub packet_id: Option<PacketId>,
+    /// The RETAIN flag.
+    pub retain: bool,
+    /// Never set at QoS 0 [MQTT-3.3.1-2].
+    pub dup: bool,
+    /// Written in MQTT 5 only.
+    pub properties: PublishProperties<'a>,
 }
 
-/// Appends an MQTT 5 PUBLISH built from its parts: [`encode_publish`] with the
-/// properties after the packet id (an empty block for `None` or no properties).
-/// Writes the same bytes as [`encode`] of the equivalent [`Publish`] in MQTT 5.
-///
-/// `topic` may be empty when `properties` carry a Topic Alias the receiver knows
-/// [MQTT-3.3.2.3.4]; otherwise it must be a valid topic name. Neither is checked here.
-///
-/// # Panics
-///
-/// As [`encode_publish`], and if a string or binary property is longer than 65535
-/// bytes.
-// The fan-out passes the parts of one message for each subscriber, not a Publish:
-// one more part than encode_publish, the properties.
-#[allow(clippy::too_many_arguments)]
-pub fn encode_publish_v5(
-    buf: &mut BytesMut,
-    topic: &str,
-    payload: &[u8],
-    qos: QoS,
-    retain: bool,
-    dup: bool,
-    packet_id: Option<PacketId>,
-    properties: Option<&Properties>,
-) {
-    let props = properties.map_or(0, properties_len);
-    let remaining = publish_remaining_len(topic, payload.len(), qos) + property_block_len(props);
-    put_fixed_header(buf, publish_first_byte(qos, retain, dup), remaining);
-    put_binary(buf, topic.as_bytes());
-    if qos != QoS::AtMostOnce {
-        let id = packet_id.expect("a PUBLISH at QoS 1 or 2 needs a packet id [MQTT-2.3.1-5]");
-        buf.put_u16(id.get());
+impl<'a> PublishView<'a> {
+    /// The view of a decoded (or built) PUBLISH.
+    pub fn of(p: &'a Publish) -> Self {
+        PublishView {
+            topic: p.topic.as_str(),
+            payload: &p.payload,
+            qos: p.qos,
+            packet_id: p.packet_id,
+            retain: p.retain,
+            dup: p.dup,
+            properties: p
+                .properties
+                .as_deref()
+                .map_or_else(Default::default, PublishProperties::of),
+        }
     }
-    match properties {
-        Some(p) => put_properties(buf, p, props),
-        None => buf.put_u8(0),
+
+    /// Computes the lengths of the packet in `protocol`'s layout.
+    pub fn measure(self, protocol: ProtocolVersion) -> MeasuredPublish<'a> {
+        let properties_len = protocol.is_v5().then(|| self.properties.len());
+        let remaining = publish_remaining_len(self.topic, self.payload.len(), self.qos)
+            + properties_len.map_or(0, property_block_len);
+        MeasuredPublish { view: self, properties_len, remaining }
     }
-    buf.put_slice(payload);
 }
 
-/// The size in bytes of the PUBLISH that [`encode_publish`] (MQTT 3) or
-/// [`encode_publish_v5`] (MQTT 5) writes, fixed header included: what a client's
-/// Maximum Packet Size is compared with [MQTT-3.1.2-27]. `properties` is ignored in
-/// MQTT 3.
-pub fn publish_encoded_len(
-    topic: &str,
-    payload_len: usize,
-    qos: QoS,
-    properties: Option<&Properties>,
-    protocol: ProtocolVersion,
-) -> usize {
-    let mut remaining = publish_remaining_len(topic, payload_len, qos);
-    if protocol.is_v5() {
-        remaining += property_block_len(properties.map_or(0, properties_len));
+/// A [`PublishView`] with its lengths computed for one protocol layout. The lengths
+/// depend on the QoS, not on the packet id, so the id may be set after measuring.
+#[derive(Clone, Copy, Debug)]
+pub struct MeasuredPublish<'a> {
+    view: PublishView<'a>,
+    /// The bytes of the properties (MQTT 5), Property Length excluded.
+    properties_len: Option<usize>,
+    remaining: usize,
+}
+
+impl MeasuredPublish<'_> {
+    /// The size of the packet, fixed header included. Above [`PACKET_SIZE_MAX`], the
+    /// packet cannot be framed and must not be encoded.
+    pub fn size(&self) -> usize {
+        1 + vbi_len(self.remaining) + self.remaining
     }
-    1 + vbi_len(remaining) + remaining
+
+    /// Sets the packet id of a QoS 1 or 2 PUBLISH.
+    pub fn set_packet_id(&mut self, id: PacketId) {
+        debug_assert!(self.view.qos != QoS::AtMostOnce, "QoS 0 has no packet id");
+        self.view.packet_id = Some(id);
+    }
+
+    /// Appends the packet to `buf`.
+    ///
+    /// # Panics
+    ///
+    /// If the packet cannot be framed ([`MeasuredPublish::size`] above
+    /// [`PACKET_SIZE_MAX`], a topic or string property longer than 65535 bytes) or
+    /// is at QoS 1 or 2 without a packet id [MQTT-2.3.1-5].
+    pub fn encode(&self, buf: &mut BytesMut) {
+        let v = &self.view;
+        debug_assert!(!(v.dup && v.qos == QoS::AtMostOnce), "[MQTT-3.3.1-2]");
+        debug_assert!(
+            !v.topic.is_empty() || self.properties_len.is_some(),
+            "an aliased topic in MQTT 3"
+        );
+        put_fixed_header(buf, publish_first_byte(v.qos, v.retain, v.dup), self.remaining);
+        put_binary(buf, v.topic.as_bytes());
+        if v.qos != QoS::AtMostOnce {
+            let id = v.packet_id.expect("a PUBLISH at QoS 1 or 2 needs a packet id [MQTT-2.3.1-5]");
+            buf.put_u16(id.get());
+        }
+        if let Some(len) = self.properties_len {
+            v.properties.put(buf, len);
+        }
+        buf.put_slice(v.payload);
+    }
 }
 
 pub(super) fn publish_first_byte(qos: QoS, retain: bool, dup: bool) -> u8 {
@@ -447,14 +432,7 @@ pub(super) fn remaining_len(packet: &Packet, protocol: ProtocolVersion) -> usize
                 + c.password.as_ref().map_or(0, |p| field(p.len()))
         }
         Packet::ConnAck(a) => 2 + if v5 { block(&a.properties) } else { 0 },
-        Packet::Publish(p) => {
-            publish_remaining_len(p.topic.as_str(), p.payload.len(), p.qos)
-                + if v5 {
-                    property_block_len(p.properties.as_deref().map_or(0, properties_len))
-                } else {
-                    0
-                }
-        }
+        Packet::Publish(p) => PublishView::of(p).measure(protocol).remaining,
         Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             if v5 {
                 ack_len_v5(a)

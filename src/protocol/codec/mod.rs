@@ -135,9 +135,8 @@ mod tests;
 mod v3;
 mod v5;
 
-pub use self::encode::{
-    encode, encode_publish, encode_publish_v5, encoded_len, publish_encoded_len,
-};
+pub use self::encode::{encode, encoded_len, MeasuredPublish, PublishView};
+pub use self::properties::PublishProperties;
 use self::{header::*, properties::*, v3::*, v5::*};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};

@@ -79,12 +79,14 @@ macro_rules! properties_codec {
             0 $(+ property_len!($kind, &p.$field))*
         }
 
-        /// Writes the Property Length `len` (from [`properties_len`]) and the
-        /// properties, in the order of their identifiers; the order of User Properties
-        /// is kept [MQTT-3.3.2-18].
-        pub(super) fn put_properties(buf: &mut BytesMut, p: &Properties, len: usize) {
-            put_vbi(buf, len);
-            $(put_property!($kind, buf, $name, &p.$field);)*
+        /// Writes the properties of `p` whose identifiers are in `from..to`, in the
+        /// order of their identifiers; the order of User Properties is kept
+        /// [MQTT-3.3.2-18]. Inlined: with constant bounds only their fields remain.
+        #[inline(always)]
+        fn put_properties_between(buf: &mut BytesMut, p: &Properties, from: u8, to: u8) {
+            $(if (from..to).contains(&$name) {
+                put_property!($kind, buf, $name, &p.$field);
+            })*
         }
     };
 }
@@ -417,4 +419,72 @@ pub(super) fn decode_properties_into(
 /// The bytes of a property block: Property Length and properties.
 pub(super) fn property_block_len(properties_len: usize) -> usize {
     vbi_len(properties_len) + properties_len
+}
+
+/// Writes the Property Length `len` (from [`properties_len`]) and the properties, in
+/// the order of their identifiers.
+pub(super) fn put_properties(buf: &mut BytesMut, p: &Properties, len: usize) {
+    put_vbi(buf, len);
+    put_properties_between(buf, p, 0, u8::MAX);
+}
+
+/// The properties of a PUBLISH to one subscriber, borrowed: the message's own, with
+/// the three the broker sets for each delivery in place of the message's: the
+/// Message Expiry Interval left [MQTT-3.3.2-6], the matching subscriptions'
+/// identifiers [MQTT-3.3.4-3] and the outgoing Topic Alias [MQTT-3.3.2-17]. Nothing
+/// is copied to write them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PublishProperties<'a> {
+    /// The message's properties; their Message Expiry Interval, Subscription
+    /// Identifiers and Topic Alias are not written (the fields below are).
+    pub message: Option<&'a Properties>,
+    /// 0x02, written in place of the message's.
+    pub message_expiry_interval: Option<u32>,
+    /// 0x0B, written in place of the message's.
+    pub subscription_identifiers: &'a [u32],
+    /// 0x23, written in place of the message's.
+    pub topic_alias: Option<u16>,
+}
+
+impl<'a> PublishProperties<'a> {
+    /// Exactly the properties `p` holds.
+    pub fn of(p: &'a Properties) -> Self {
+        PublishProperties {
+            message: Some(p),
+            message_expiry_interval: p.message_expiry_interval,
+            subscription_identifiers: &p.subscription_identifiers,
+            topic_alias: p.topic_alias,
+        }
+    }
+
+    /// The bytes of the properties, Property Length excluded.
+    pub(super) fn len(&self) -> usize {
+        let own = self.message.map_or(0, |p| {
+            properties_len(p)
+                - property_len!(u32, p.message_expiry_interval)
+                - property_len!(vbi_list, p.subscription_identifiers)
+                - property_len!(u16, p.topic_alias)
+        });
+        own + property_len!(u32, self.message_expiry_interval)
+            + property_len!(vbi_list, self.subscription_identifiers)
+            + property_len!(u16, self.topic_alias)
+    }
+
+    /// Writes the Property Length `len` (from [`PublishProperties::len`]) and the
+    /// properties, in the order of their identifiers, as [`put_properties`] does.
+    pub(super) fn put(&self, buf: &mut BytesMut, len: usize) {
+        put_vbi(buf, len);
+        let own = |buf: &mut BytesMut, from, to| {
+            if let Some(p) = self.message {
+                put_properties_between(buf, p, from, to);
+            }
+        };
+        own(buf, 0, MESSAGE_EXPIRY_INTERVAL);
+        put_property!(u32, buf, MESSAGE_EXPIRY_INTERVAL, &self.message_expiry_interval);
+        own(buf, MESSAGE_EXPIRY_INTERVAL + 1, SUBSCRIPTION_IDENTIFIER);
+        put_property!(vbi_list, buf, SUBSCRIPTION_IDENTIFIER, self.subscription_identifiers);
+        own(buf, SUBSCRIPTION_IDENTIFIER + 1, TOPIC_ALIAS);
+        put_property!(u16, buf, TOPIC_ALIAS, &self.topic_alias);
+        own(buf, TOPIC_ALIAS + 1, u8::MAX);
+    }
 }

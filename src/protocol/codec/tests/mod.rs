@@ -170,6 +170,19 @@ const TABLE_2_4: &[(&str, &[u8])] = &[
     ("AUTH", &[0x15, 0x16, 0x1F, 0x26]),
 ];
 
+/// A PUBLISH view at `qos` without packet id, flags or properties.
+fn view<'a>(topic: &'a str, payload: &'a [u8], qos: QoS) -> PublishView<'a> {
+    PublishView {
+        topic,
+        payload,
+        qos,
+        packet_id: None,
+        retain: false,
+        dup: false,
+        properties: PublishProperties::default(),
+    }
+}
+
 mod proptests;
 mod v3;
 mod v5;

@@ -466,21 +466,31 @@ proptest! {
         prop_assert_eq!(decoded, packets);
     }
 
+    /// A delivery's expiry, subscription identifiers and alias written over a
+    /// message's properties give the bytes of the PUBLISH rebuilt with them.
     #[test]
-    fn encode_publish_matches_encode(p in publish(V3)) {
+    fn publish_view_overrides_match_the_rebuilt_publish(
+        p in publish(V5),
+        expiry in proptest::option::of(any::<u32>()),
+        sub_ids in proptest::collection::vec(1u32..=268_435_455, 0..3),
+        alias in proptest::option::of(1u16..),
+    ) {
+        let delivery = PublishProperties {
+            message: p.properties.as_deref(),
+            message_expiry_interval: expiry,
+            subscription_identifiers: &sub_ids,
+            topic_alias: alias,
+        };
+        let measured = PublishView { properties: delivery, ..PublishView::of(&p) }.measure(V5);
         let mut fast = BytesMut::new();
-        encode_publish(&mut fast, p.topic.as_str(), &p.payload, p.qos, p.retain, p.dup, p.packet_id);
-        prop_assert_eq!(fast.len(), publish_encoded_len(p.topic.as_str(), p.payload.len(), p.qos, None, V3));
-        prop_assert_eq!(&fast[..], &encoded(&Packet::Publish(p))[..]);
-    }
-
-    #[test]
-    fn encode_publish_v5_matches_encode(p in publish(V5)) {
-        let mut fast = BytesMut::new();
-        let props = p.properties.as_deref();
-        encode_publish_v5(&mut fast, p.topic.as_str(), &p.payload, p.qos, p.retain, p.dup, p.packet_id, props);
-        prop_assert_eq!(fast.len(), publish_encoded_len(p.topic.as_str(), p.payload.len(), p.qos, props, V5));
-        prop_assert_eq!(&fast[..], &encoded_in(&Packet::Publish(p), V5)[..]);
+        measured.encode(&mut fast);
+        prop_assert_eq!(fast.len(), measured.size());
+        let mut all = p.properties.as_deref().cloned().unwrap_or_default();
+        all.message_expiry_interval = expiry;
+        all.subscription_identifiers.clone_from(&sub_ids);
+        all.topic_alias = alias;
+        let rebuilt = Publish { properties: Some(Box::new(all)), ..p.clone() };
+        prop_assert_eq!(&fast[..], &encoded_in(&Packet::Publish(rebuilt), V5)[..]);
     }
 
     /// Garbage never panics the decoder, and whatever it accepts re-encodes to a

@@ -479,7 +479,8 @@ fn remaining_length_boundaries() {
 #[test]
 #[should_panic(expected = "packet id")]
 fn encoding_qos1_without_packet_id_panics() {
-    encode_publish(&mut BytesMut::new(), "t", b"", QoS::AtLeastOnce, false, false, None);
+    let view = PublishView { packet_id: None, ..view("t", b"", QoS::AtLeastOnce) };
+    view.measure(V3).encode(&mut BytesMut::new());
 }
 
 #[test]
@@ -492,6 +493,7 @@ fn encoding_an_overlong_string_panics() {
 #[test]
 fn qos0_publish_drops_its_packet_id() {
     let mut with_id = BytesMut::new();
-    encode_publish(&mut with_id, "t", b"x", QoS::AtMostOnce, false, false, Some(pid(9)));
+    let view = PublishView { packet_id: Some(pid(9)), ..view("t", b"x", QoS::AtMostOnce) };
+    view.measure(V3).encode(&mut with_id);
     assert_eq!(&with_id[..], &hex("30 04 | 0001 74 | 78")[..]);
 }

@@ -778,22 +778,48 @@ fn decoded_v5_fields_share_the_read_buffer() {
 }
 
 #[test]
-fn publish_encoded_len_counts_the_properties() {
+fn publish_view_counts_and_writes_the_properties() {
     let props = Properties { topic_alias: Some(1), ..Properties::default() };
-    // 1 + 1 + (2 + 1 + 2 + (1 + 3) + 5)
-    assert_eq!(publish_encoded_len("t", 5, QoS::AtLeastOnce, Some(&props), V5), 16);
-    assert_eq!(publish_encoded_len("t", 5, QoS::AtLeastOnce, None, V5), 13);
-    assert_eq!(publish_encoded_len("t", 5, QoS::AtLeastOnce, Some(&props), V3), 12);
+    let with_alias = PublishView {
+        properties: PublishProperties::of(&props),
+        packet_id: Some(pid(1)),
+        ..view("", b"hello", QoS::AtLeastOnce)
+    };
+    // 1 + 1 + (2 + 0 + 2 + (1 + 3) + 5)
+    assert_eq!(with_alias.measure(V5).size(), 15);
+    assert_eq!(PublishView { topic: "t", ..with_alias }.measure(V5).size(), 16);
+    let without = PublishView { properties: PublishProperties::default(), ..with_alias };
+    assert_eq!(PublishView { topic: "t", ..without }.measure(V5).size(), 13);
+    assert_eq!(PublishView { topic: "t", ..with_alias }.measure(V3).size(), 12);
     let mut buf = BytesMut::new();
-    encode_publish_v5(
-        &mut buf,
-        "",
-        b"hello",
-        QoS::AtLeastOnce,
-        false,
-        false,
-        Some(pid(1)),
-        Some(&props),
-    );
+    with_alias.measure(V5).encode(&mut buf);
     assert_eq!(&buf[..], &hex("32 0D | 0000 | 0001 | 03 | 23 0001 | 68656C6C6F")[..]);
+}
+
+#[test]
+fn publish_view_writes_the_delivery_properties_in_place_of_the_message_ones() {
+    // The message's own expiry, identifiers and alias are replaced, not repeated;
+    // every property stays in identifier order.
+    let message = Properties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(60),
+        content_type: Some("a".into()),
+        subscription_identifiers: vec![7],
+        topic_alias: Some(9),
+        user_properties: vec![("k".into(), "v".into())],
+        ..Properties::default()
+    };
+    let delivery = PublishProperties {
+        message: Some(&message),
+        message_expiry_interval: Some(55),
+        subscription_identifiers: &[3, 200],
+        topic_alias: None,
+    };
+    let measured =
+        PublishView { properties: delivery, ..view("t", b"", QoS::AtMostOnce) }.measure(V5);
+    let mut buf = BytesMut::new();
+    measured.encode(&mut buf);
+    let block = "01 01 | 02 00000037 | 03 0001 61 | 0B 03 | 0B C801 | 26 0001 6B 0001 76";
+    assert_eq!(&buf[..], &hex(&format!("30 1B | 0001 74 | 17 | {block}"))[..]);
+    assert_eq!(measured.size(), buf.len());
 }
