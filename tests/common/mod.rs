@@ -221,6 +221,11 @@ impl Raw {
         self.send_bytes(&encode_as(packet, self.protocol));
     }
 
+    /// The layout of what follows a CONNECT sent as raw bytes.
+    pub fn set_protocol(&mut self, protocol: ProtocolVersion) {
+        self.protocol = protocol;
+    }
+
     pub fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write to the broker");
     }
