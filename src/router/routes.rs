@@ -103,6 +103,16 @@ impl RouteTable {
         shards
     }
 
+    /// The shards with subscribers for exactly `filter`.
+    pub fn shards_of(&self, filter: &str) -> ShardSet {
+        self.trie.get(filter).copied().unwrap_or_default()
+    }
+
+    /// How many filters `shard` has subscribers for.
+    pub fn filters_of(&self, shard: usize) -> usize {
+        self.trie.iter().filter(|(_, set)| set.contains(shard)).count()
+    }
+
     /// Stale updates dropped so far.
     pub fn stale_count(&self) -> u64 {
         self.stale

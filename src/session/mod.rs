@@ -43,7 +43,7 @@ use hashbrown::{HashMap, HashSet};
 
 use crate::message::Message;
 use crate::protocol::{
-    codec, Ack, MeasuredPublish, Packet, PacketId, ProtocolVersion, ProtocolViolation,
+    codec, Ack, Connect, MeasuredPublish, Packet, PacketId, ProtocolVersion, ProtocolViolation,
     PublishProperties, PublishView, QoS, ReasonCode, TopicFilter, TopicName,
 };
 
@@ -94,6 +94,21 @@ impl Link {
     /// An MQTT 3.1.1 connection: no limits of its own, no aliases.
     pub fn v3(protocol: ProtocolVersion) -> Link {
         Link { protocol, packet_size_max: usize::MAX, topic_alias_max: 0, receive_max: u16::MAX }
+    }
+
+    /// The link a CONNECT asks for: MQTT 5 clients state their limits in its
+    /// properties; MQTT 3 clients have none.
+    pub fn of(connect: &Connect) -> Link {
+        if !connect.protocol.is_v5() {
+            return Link::v3(connect.protocol);
+        }
+        let p = &connect.properties;
+        Link {
+            protocol: connect.protocol,
+            packet_size_max: p.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
+            topic_alias_max: p.topic_alias_maximum.unwrap_or(0),
+            receive_max: p.receive_maximum.unwrap_or(u16::MAX),
+        }
     }
 }
 

@@ -1,102 +1,125 @@
-//! The task of one client connection: read, decode, hand packets to the shard, write
-//! what the shard encoded for the client.
+//! The task of one client connection: it owns the socket and the tail of a
+//! partial packet; the core owns everything MQTT about the connection.
+//!
+//! Reads land in the shard's read chunk (`pool`), are handed to the core as bytes
+//! ([`Core::handle_input`]), and what the core encoded for the client is written
+//! when the pass wakes the task (or at once after the task's own input).
 //!
 //! Owner: the shard that owns the client id. A connection accepted elsewhere reads
 //! its CONNECT there, then moves here (`handshake` -> hand-off -> `serve`).
+//!
+//! [`Core::handle_input`]: super::core::Core::handle_input
 
-use std::cell::RefCell;
-use std::os::fd::IntoRawFd;
-use std::os::unix::io::FromRawFd;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::future::or;
-use futures_lite::{AsyncBufReadExt, AsyncWriteExt};
-use glommio::net::{Preallocated, TcpStream};
+use futures_lite::{AsyncRead, AsyncWriteExt};
+use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::hooks::{AuthRequest, AuthStep};
 use crate::net;
 use crate::protocol::{
-    codec, Auth, ConnAck, Connect, DecodeError, Disconnect, Limits, Packet, Properties, Props,
-    ProtocolVersion, ReasonCode,
+    codec, Auth, ConnAck, Connect, DecodeError, Limits, Packet, Properties, Props, ProtocolVersion,
+    ReasonCode,
 };
 use crate::router::owner_shard;
 
-use super::mesh::{CtrlMsg, Handoff};
-use super::state::{AuthOutcome, Close, ConnIo, ShardState};
+use super::core::{AuthOutcome, Close, ConnId, CtrlMsg, Handoff, Held};
+use super::notify::Notify;
+use super::pool::Tail;
+use super::ShardRc;
 
-type Stream = TcpStream<Preallocated>;
-type Shard = Rc<RefCell<ShardState>>;
-
-fn limits(shard: &Shard, protocol: ProtocolVersion) -> Limits {
-    Limits { packet_size_max: shard.borrow().config.packet_size_max, protocol }
+/// Reads what the socket has into the shard's chunk and appends it to `tail`.
+/// Returns 0 at end of stream.
+///
+/// Readiness-based (glommio polls, then `recv`s), so dropping this future when
+/// another event wins a race loses no data.
+async fn read_more(
+    shard: &ShardRc,
+    stream: &mut TcpStream,
+    tail: &mut Tail,
+) -> std::io::Result<usize> {
+    poll_fn(|cx| {
+        let mut s = shard.borrow_mut();
+        match Pin::new(&mut *stream).poll_read(cx, s.pool.room()) {
+            Poll::Ready(Ok(n)) => {
+                tail.push(s.pool.take(n));
+                Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    })
+    .await
 }
 
-/// Reads more bytes into `buf`. Returns 0 at end of stream.
-///
-/// Readiness-based (glommio polls, then `recv`s), so dropping this future when another
-/// event wins a race loses no data.
-async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    let chunk = stream.fill_buf().await?;
-    let n = chunk.len();
-    buf.extend_from_slice(chunk);
-    stream.consume(n);
-    Ok(n)
+/// Reads until a whole packet is decoded; `None` at end of stream or on error
+/// (`Some(Err)` for a decode error).
+async fn read_packet(
+    shard: &ShardRc,
+    stream: &mut TcpStream,
+    tail: &mut Tail,
+    limits: &Limits,
+) -> Option<Result<Packet, DecodeError>> {
+    loop {
+        match codec::decode(tail.bytes(), limits) {
+            Ok(Some(packet)) => return Some(Ok(packet)),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        tail.settle();
+        match read_more(shard, stream, tail).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// A freshly accepted connection: read CONNECT (within `connect_timeout_secs`), then
 /// serve it here or hand it to the shard that owns its client id.
-pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
+pub(crate) async fn handshake(shard: ShardRc, mut stream: TcpStream) {
     // MQTT traffic is small packets whose latency matters; Nagle only delays them.
     if let Err(e) = stream.set_nodelay(true) {
         debug!("set_nodelay: {e}");
     }
-    let (read_buffer, timeout) = {
+    let (timeout, limits, stopped) = {
         let s = shard.borrow();
-        (s.config.read_buffer_bytes, Duration::from_secs(s.config.connect_timeout_secs))
+        (
+            Duration::from_secs(s.config.connect_timeout_secs),
+            s.core.limits(ProtocolVersion::V311),
+            Rc::clone(&s.stopped),
+        )
     };
     let peer = stream.peer_addr().ok();
-    let mut stream = stream.buffered_with(Preallocated::new(read_buffer));
-    let mut buf = BytesMut::with_capacity(1024);
-    let limits = limits(&shard, ProtocolVersion::V311);
-    let stopped = Rc::clone(&shard.borrow().stopped);
+    let mut tail = Tail::default();
     let first = or(
-        async {
-            loop {
-                match codec::decode(&mut buf, &limits) {
-                    Ok(Some(packet)) => return Ok(packet),
-                    Ok(None) => {}
-                    Err(e) => return Err(Some(e)),
-                }
-                match read_more(&mut stream, &mut buf).await {
-                    Ok(0) | Err(_) => return Err(None),
-                    Ok(_) => {}
-                }
-            }
-        },
+        async { read_packet(&shard, &mut stream, &mut tail, &limits).await.ok_or(()) },
         or(
             async {
                 glommio::timer::sleep(timeout).await;
-                shard.borrow_mut().stats.connect_timeouts += 1;
-                Err(None)
+                shard.borrow_mut().connect_timeouts += 1;
+                Err(())
             },
             async {
                 stopped.wait().await;
-                Err(None)
+                Err(())
             },
         ),
     )
     .await;
     let connect = match first {
-        Ok(Packet::Connect(connect)) => connect,
-        Ok(other) => {
+        Ok(Ok(Packet::Connect(connect))) => connect,
+        Ok(Ok(other)) => {
             warn!(?peer, "closing connection: [MQTT-3.1.0-1] first packet is {:?}", kind(&other));
-            shard.borrow_mut().stats.protocol_errors += 1;
+            shard.borrow_mut().early_protocol_errors += 1;
             return;
         }
-        Err(Some(DecodeError::UnsupportedProtocolLevel(level))) => {
+        Ok(Err(DecodeError::UnsupportedProtocolLevel(level))) => {
             info!(?peer, "refusing connection: [MQTT-3.1.2-2] protocol level {level}");
             // The 3.1.1 layout (return code 0x01): the client's level is unknown.
             let mut out = BytesMut::new();
@@ -109,16 +132,17 @@ pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
             let _ = stream.write_all(&out).await;
             return;
         }
-        Err(Some(e)) => {
+        Ok(Err(e)) => {
             warn!(?peer, "closing connection before CONNECT: {e}");
-            shard.borrow_mut().stats.protocol_errors += 1;
+            shard.borrow_mut().early_protocol_errors += 1;
             return;
         }
-        Err(None) => return,
+        Err(_) => return,
     };
+    tail.settle();
     let (me, shards) = {
         let s = shard.borrow();
-        (s.id, s.shards)
+        (s.core.id, s.core.shards)
     };
     let owner = if connect.client_id.is_empty() {
         me
@@ -126,76 +150,98 @@ pub(crate) async fn handshake(shard: Shard, stream: TcpStream) {
         owner_shard(connect.client_id.as_bytes(), shards)
     };
     if owner == me {
-        serve(shard, stream, connect, buf).await;
+        serve(shard, stream, connect, tail).await;
         return;
     }
     // The session lives on `owner`: move the socket there with the bytes already read.
     match net::dup_socket(&stream) {
         Ok(fd) => {
             drop(stream);
-            let handoff = Handoff { fd, connect, buffered: buf.freeze() };
+            let handoff = Handoff { fd, connect, buffered: tail.into_bytes().freeze() };
             let mut s = shard.borrow_mut();
-            s.stats.handoffs_out += 1;
-            s.ctrl_out.push(owner, CtrlMsg::Handoff(Box::new(handoff)));
-            s.end_of_pass();
+            s.handoffs_out += 1;
+            s.core.push_ctrl(owner, CtrlMsg::Handoff(Box::new(handoff)));
+            s.schedule_pass();
         }
         Err(e) => warn!(?peer, "cannot hand the connection to shard {owner}: {e}"),
     }
 }
 
 /// Serves a connection handed over by another shard.
-pub(crate) async fn serve_handoff(shard: Shard, handoff: Handoff) {
-    let read_buffer = shard.borrow().config.read_buffer_bytes;
+pub(crate) async fn serve_handoff(shard: ShardRc, handoff: Handoff) {
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::io::FromRawFd;
     // SAFETY: the descriptor is an open TCP socket that this hand-off owned alone.
     let stream = unsafe { TcpStream::from_raw_fd(handoff.fd.into_raw_fd()) };
-    let stream = stream.buffered_with(Preallocated::new(read_buffer));
-    shard.borrow_mut().stats.handoffs_in += 1;
-    serve(shard, stream, handoff.connect, BytesMut::from(&handoff.buffered[..])).await;
+    shard.borrow_mut().handoffs_in += 1;
+    let tail = Tail::from_owned(BytesMut::from(&handoff.buffered[..]));
+    serve(shard, stream, handoff.connect, tail).await;
 }
 
 /// Runs an MQTT connection on its owner shard, from CONNECT to close.
-async fn serve(shard: Shard, mut stream: Stream, connect: Connect, mut buf: BytesMut) {
+async fn serve(shard: ShardRc, mut stream: TcpStream, connect: Connect, mut tail: Tail) {
     let auth = match connect.properties.authentication_method.clone() {
         Some(method) if connect.protocol.is_v5() => {
-            match authenticate(&shard, &mut stream, &connect, method, &mut buf).await {
+            let exchange = authenticate(&shard, &mut stream, &connect, method, &mut tail);
+            // Boxed: the exchange is rare, and its state must not grow the future
+            // of every connection.
+            match Box::pin(exchange).await {
                 Some(outcome) => Some(outcome),
                 None => return,
             }
         }
         _ => None,
     };
-    let mut refusal = BytesMut::new();
-    let conn = shard.borrow_mut().connect(connect, auth, &mut refusal);
-    let Some(conn) = conn else {
-        let _ = stream.write_all(&refusal).await;
-        return;
-    };
-    debug!(client_id = %conn.client_id, "connected");
-    let close = drive(&shard, &mut stream, &conn, buf).await;
-    if conn.protocol.is_v5() {
-        // The broker says why it closes an MQTT 5 connection [MQTT-4.13.2-1].
-        if let Some(reason) = close.reason_code() {
-            let packet = Packet::Disconnect(Disconnect::new(reason));
-            codec::encode(&packet, conn.protocol, &mut conn.out.borrow_mut());
-        }
-    }
-    // Whatever was encoded before the close (e.g. a PUBACK) still goes out.
-    let _ = write_out(&shard, &mut stream, &conn).await;
-    {
+    let connected = {
         let mut s = shard.borrow_mut();
-        s.disconnect(&conn, &close);
-        s.end_of_pass();
+        let now = s.now();
+        let result = s.core.handle_connect(now, connect, auth);
+        s.schedule_pass();
+        result
+    };
+    let id = match connected {
+        Ok(id) => id,
+        Err(refusal) => {
+            let _ = stream.write_all(&refusal).await;
+            return;
+        }
+    };
+    let wake = Rc::new(Notify::default());
+    shard.borrow_mut().register(id, Rc::clone(&wake));
+    let close = drive(&shard, &mut stream, id, tail, &wake).await;
+    // Whatever was encoded before the close (e.g. a PUBACK) still goes out, then
+    // the DISCONNECT that tells an MQTT 5 client why.
+    let last = {
+        // The pass first: the batches of what this connection sent leave before
+        // the client reads its last acknowledgements.
+        let mut s = shard.borrow_mut();
+        s.end_pass();
+        s.core.take_last_words(id)
+    };
+    if let Some(last) = last {
+        let _ = stream.write_all(&last).await;
     }
-    match &close {
-        Close::Violation(v) => warn!(client_id = %conn.client_id, "closing connection: {v}"),
-        Close::Malformed(e) => warn!(client_id = %conn.client_id, "closing connection: {e}"),
-        Close::Limit(limit) => {
-            warn!(client_id = %conn.client_id, "closing connection: over {limit}")
-        }
+    let client_id = {
+        let mut s = shard.borrow_mut();
+        let client_id = s.core.client_id(id);
+        let now = s.now();
+        s.core.handle_closed(now, id, close.clone());
+        s.unregister(id);
+        s.schedule_pass();
+        client_id
+    };
+    log_close(&client_id, &close);
+}
+
+fn log_close(client_id: &str, close: &Close) {
+    match close {
+        Close::Violation(v) => warn!(client_id, "closing connection: {v}"),
+        Close::Malformed(e) => warn!(client_id, "closing connection: {e}"),
+        Close::Limit(limit) => warn!(client_id, "closing connection: over {limit}"),
         Close::KeepAliveTimeout => {
-            info!(client_id = %conn.client_id, "closing connection: keep-alive timeout [MQTT-3.1.2-24]");
+            info!(client_id, "closing connection: keep-alive timeout [MQTT-3.1.2-24]");
         }
-        other => debug!(client_id = %conn.client_id, reason = ?other, "disconnected"),
+        other => debug!(client_id, reason = ?other, "disconnected"),
     }
 }
 
@@ -203,18 +249,20 @@ async fn serve(shard: Shard, mut stream: Stream, connect: Connect, mut buf: Byte
 /// [MQTT-4.12]: CONNECT, then AUTH 0x18 both ways until the authenticator accepts.
 /// Returns `None` when the connection was refused (CONNACK sent) or lost.
 async fn authenticate(
-    shard: &Shard,
-    stream: &mut Stream,
+    shard: &ShardRc,
+    stream: &mut TcpStream,
     connect: &Connect,
     method: bytestring::ByteString,
-    buf: &mut BytesMut,
+    tail: &mut Tail,
 ) -> Option<AuthOutcome> {
-    let limits = limits(shard, ProtocolVersion::V5);
-    let timeout = Duration::from_secs(shard.borrow().config.connect_timeout_secs);
+    let (limits, timeout) = {
+        let s = shard.borrow();
+        (s.core.limits(ProtocolVersion::V5), Duration::from_secs(s.config.connect_timeout_secs))
+    };
     let mut data = connect.properties.authentication_data.clone();
     let mut round = 0;
     loop {
-        let step = shard.borrow().authenticate(&AuthRequest {
+        let step = shard.borrow().core.authenticate(&AuthRequest {
             client_id: &connect.client_id,
             username: connect.username.as_deref(),
             method: &method,
@@ -247,19 +295,7 @@ async fn authenticate(
         codec::encode(&auth, ProtocolVersion::V5, &mut out);
         stream.write_all(&out).await.ok()?;
         let next = or(
-            async {
-                loop {
-                    match codec::decode(buf, &limits) {
-                        Ok(Some(packet)) => return Some(packet),
-                        Ok(None) => {}
-                        Err(_) => return None,
-                    }
-                    match read_more(stream, buf).await {
-                        Ok(0) | Err(_) => return None,
-                        Ok(_) => {}
-                    }
-                }
-            },
+            async { read_packet(shard, stream, tail, &limits).await.and_then(Result::ok) },
             async {
                 glommio::timer::sleep(timeout).await;
                 None
@@ -279,7 +315,7 @@ async fn authenticate(
                 // [MQTT-4.12.0-4].
                 let kind = other.as_ref().map(kind);
                 warn!(client_id = %connect.client_id, "closing connection: [MQTT-4.12.0-4] {kind:?} during authentication");
-                shard.borrow_mut().stats.protocol_errors += 1;
+                shard.borrow_mut().early_protocol_errors += 1;
                 return None;
             }
         }
@@ -292,78 +328,74 @@ enum Event {
 }
 
 /// The read-process-write loop. Returns why the connection ends.
-async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: BytesMut) -> Close {
-    let limits = limits(shard, conn.protocol);
+async fn drive(
+    shard: &ShardRc,
+    stream: &mut TcpStream,
+    id: ConnId,
+    mut tail: Tail,
+    wake: &Notify,
+) -> Close {
     let gate = Rc::clone(&shard.borrow().readers_gate);
     loop {
-        // Whether whole packets are left in `buf` (processing paused mid-buffer):
-        // then nothing more is read until they are processed, so `buf` stays bounded.
-        let mut pending = true;
-        {
+        let held = {
             let mut s = shard.borrow_mut();
-            // A publisher stops mid-buffer when backpressure starts; the rest of its
-            // buffer waits for the gate (`pending`), so nothing more is read meanwhile.
-            while conn.subacks_pending.get() == 0
-                && conn.paused_until.get().is_none()
-                && !(gate.is_closed() && conn.pauses_for_backpressure())
-            {
-                match codec::decode(&mut buf, &limits) {
-                    Ok(Some(packet)) => {
-                        if let Err(close) = s.handle_packet(conn, packet) {
-                            s.end_of_pass();
-                            return close;
-                        }
-                    }
-                    Ok(None) => {
-                        pending = false;
-                        break;
-                    }
-                    Err(e) => {
-                        s.end_of_pass();
-                        return Close::Malformed(e);
-                    }
-                }
+            let now = s.now();
+            let held =
+                if tail.is_empty() { Held::No } else { s.core.handle_input(now, id, tail.bytes()) };
+            s.schedule_pass();
+            held
+        };
+        if held == Held::No {
+            tail.settle();
+        }
+        let output = {
+            let mut s = shard.borrow_mut();
+            if let Some(close) = s.core.close_reason(id) {
+                return close.clone();
             }
-            s.end_of_pass();
-        }
-        if let Some(close) = conn.close.borrow().clone() {
-            return close;
-        }
-        if write_out(shard, stream, conn).await.is_err() {
-            return Close::Io;
-        }
-        if let Some(until) = conn.paused_until.get() {
-            // Over a publish rate limit: read nothing until the bucket refills.
-            let now = std::time::Instant::now();
-            if until <= now {
-                conn.paused_until.set(None);
-            } else {
-                or(glommio::timer::sleep(until - now), conn.wake.notified()).await;
+            s.core.take_output(id)
+        };
+        if let Some(output) = output {
+            if stream.write_all(&output).await.is_err() {
+                return Close::Io;
             }
+            let mut s = shard.borrow_mut();
+            let now = s.now();
+            s.core.handle_written(now, id, output.len());
+            s.schedule_pass();
             continue;
         }
-        if conn.subacks_pending.get() > 0 {
-            // Released (and woken) when the other shards acknowledge the routes.
-            conn.wake.notified().await;
-            continue;
-        }
-        if gate.is_closed() && conn.pauses_for_backpressure() {
-            // Backpressure: a ring is full or a subscriber is behind, so stop reading
-            // this publisher until it drains (TCP backpressure reaches the client).
-            // Output still flows (woken below); clients that only subscribe keep
-            // being read, so their acknowledgements free their windows.
-            or(gate.wait_open(), conn.wake.notified()).await;
-            continue;
+        match held {
+            Held::Closing => return Close::Io,
+            Held::SubAck => {
+                // Released (and woken) when the other shards acknowledge the routes.
+                wake.notified().await;
+                continue;
+            }
+            Held::RateLimited(until_ms) => {
+                // Over a publish rate limit: read nothing until the bucket refills.
+                let now_ms = shard.borrow().now().ms;
+                let wait = Duration::from_millis(until_ms.saturating_sub(now_ms));
+                or(glommio::timer::sleep(wait), wake.notified()).await;
+                continue;
+            }
+            Held::Backpressure => {
+                // A ring is full or a subscriber is behind, so stop reading this
+                // publisher until it drains (TCP backpressure reaches the client).
+                // Output still flows (woken); clients that only subscribe keep being
+                // read, so their acknowledgements free their windows.
+                shard.borrow().sync_gates();
+                or(gate.wait_open(), wake.notified()).await;
+                continue;
+            }
+            Held::No => {}
         }
         // Let the shard's other tasks run before reading more: under a flood the
         // socket is always readable, and a reader that never yields starves the
         // writers of the connections it fills (measured: 100% QoS 0 loss in fan-in).
         futures_lite::future::yield_now().await;
-        if pending {
-            continue;
-        }
-        let event = or(async { Event::Read(read_more(stream, &mut buf).await) }, async {
-            conn.wake.notified().await;
+        let event = or(async { Event::Read(read_more(shard, stream, &mut tail).await) }, async {
+            wake.notified().await;
             Event::Woken
         })
         .await;
@@ -371,34 +403,6 @@ async fn drive(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>, mut buf: B
             Event::Read(Ok(0)) | Event::Read(Err(_)) => return Close::Io,
             Event::Read(Ok(_)) | Event::Woken => {}
         }
-    }
-}
-
-/// Writes everything the shard encoded for this client, in one write per batch.
-async fn write_out(shard: &Shard, stream: &mut Stream, conn: &Rc<ConnIo>) -> std::io::Result<()> {
-    loop {
-        let mut pending = std::mem::take(&mut *conn.out.borrow_mut());
-        if pending.is_empty() {
-            *conn.out.borrow_mut() = pending;
-            return Ok(());
-        }
-        stream.write_all(&pending).await?;
-        conn.last_progress.set(std::time::Instant::now());
-        let mut s = shard.borrow_mut();
-        s.stats.bytes_out += pending.len() as u64;
-        pending.clear();
-        {
-            let mut out = conn.out.borrow_mut();
-            if out.is_empty() {
-                // Keep the allocation for the next batch.
-                *out = pending;
-            }
-        }
-        // The buffer has room again: messages queued because it was full (QoS 0
-        // over out_buffer_max_bytes) move into it. If that caught the client up,
-        // end_of_pass lets paused publishers and rings go again.
-        s.refill(conn);
-        s.end_of_pass();
     }
 }
 

@@ -1,20 +1,26 @@
 //! Shards: one pinned glommio executor per core, each owning a disjoint set of client
 //! sessions, a replica of the route table and a partition of the retained messages.
 //!
-//! This module and `net` are the only places that know glommio. Shards share nothing
-//! mutable: they talk over two meshes of lock-free SPSC rings (`mesh`), in batches.
+//! The MQTT behaviour of a shard is its [`core::Core`], a sans-IO state machine.
+//! Everything here is the IO layer around it, and (with `net`) the only code that
+//! knows glommio: sockets, rings, timers, tasks.
 //!
-//! Tasks of one shard: an accept loop per listener, a task per connection (`conn`),
-//! a receiver per peer and mesh, a drain task per mesh for overflowed batches, and a
-//! tick that drives the timer wheel and watches for shutdown.
+//! Tasks of one shard: an accept loop per listener, a task per connection (`conn`:
+//! it owns the socket and the tail of a partial packet), a receiver per peer and
+//! mesh, a drain task per mesh for overflowed batches, the pass task, and a tick
+//! that drives the core's timer wheel and watches for shutdown.
+//!
+//! A pass is one executor turn: tasks feed the core and ask for the pass
+//! ([`Shard::schedule_pass`]); the pass task, queued behind every task already
+//! runnable in this turn, runs once: it cuts and sends every ring batch, wakes
+//! every connection with output (each writes once), and sets the gates.
 
 mod conn;
+pub(crate) mod core;
 mod mesh;
 mod notify;
 mod observe;
-mod rate;
-mod state;
-mod wheel;
+mod pool;
 
 use std::cell::RefCell;
 use std::os::fd::{IntoRawFd, OwnedFd};
@@ -22,9 +28,9 @@ use std::os::unix::io::FromRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use glommio::net::TcpListener;
 use glommio::{spawn_local, yield_if_needed};
@@ -34,10 +40,14 @@ use crate::config::Config;
 use crate::hooks::Hooks;
 pub use crate::metrics::ShardStats;
 
+pub(crate) use self::core::{ApiPublish, CtrlMsg, DataMsg};
+use self::core::{Core, CoreConfig, Now};
 use mesh::Outbox;
-pub(crate) use mesh::{CtrlMsg, DataMsg};
-pub(crate) use state::ApiPublish;
-use state::{ShardState, TICK_MS};
+use notify::{Gate, Latch, Notify};
+use observe::SysState;
+
+/// The resolution of the shard clock and its timer wheel.
+const TICK_MS: u64 = 100;
 
 /// The listening sockets of every shard, taken by each shard at start-up.
 pub(crate) type ListenerFds = Arc<Mutex<Vec<Vec<OwnedFd>>>>;
@@ -59,6 +69,168 @@ pub(crate) struct ShardContext {
     pub stop: Arc<AtomicBool>,
 }
 
+/// The settings of the core, resolved from the broker's: this shard's shares of
+/// the node-wide limits, typed options for the 0-means-off settings.
+fn core_config(config: &Config, shards: usize) -> CoreConfig {
+    let some = |v: u64| (v > 0).then_some(v);
+    CoreConfig {
+        node_id: config.node_id,
+        ring_batch_max: config.ring_batch_max,
+        ring_overflow_max: config.ring_overflow_max,
+        out_buffer_max_bytes: config.out_buffer_max_bytes,
+        packet_size_max: config.packet_size_max,
+        session_expiry_max_secs: some(config.session_expiry_secs),
+        receive_maximum: config.receive_maximum,
+        topic_alias_max: config.topic_alias_max,
+        keep_alive_max_secs: (config.keep_alive_max_secs > 0).then_some(config.keep_alive_max_secs),
+        shared_strategy: config.shared_subscription_strategy,
+        retry_interval_secs: some(config.retry_interval_secs),
+        topic_length_max: config.topic_length_max,
+        topic_levels_max: config.topic_levels_max,
+        subscriptions_max: config.subscriptions_max,
+        publish_rate_max: some(config.publish_rate_max),
+        publish_bytes_rate_max: some(config.publish_bytes_rate_max),
+        connections_max: config.connections_max_effective().div_ceil(shards) as u64,
+        retained_max: config.retained_max.div_ceil(shards),
+        retained_bytes_max: config.retained_bytes_max_effective().div_ceil(shards as u64),
+        queued_bytes_max: config.queued_bytes_max_effective().div_ceil(shards as u64),
+        session: config.session_limits(),
+    }
+}
+
+/// One shard: its core and the IO state around it. Reached through
+/// `Rc<RefCell<Shard>>` by the shard's tasks, which borrow it only between awaits,
+/// never across one.
+pub(crate) struct Shard {
+    pub core: Core,
+    pub config: Arc<Config>,
+    /// The origin of [`Now::ms`].
+    started: Instant,
+    data_out: Outbox<DataMsg>,
+    ctrl_out: Outbox<CtrlMsg>,
+    /// Per connection slot of the core: how to wake the connection's task.
+    wakers: Vec<Option<Rc<Notify>>>,
+    /// Closed while the core stops reading publishers (mirrors
+    /// [`Core::readers_paused`]); opening it wakes them.
+    pub readers_gate: Rc<Gate>,
+    /// Closed while the core stops taking data batches (mirrors
+    /// [`Core::rings_paused`]).
+    pub rings_gate: Rc<Gate>,
+    /// Wakes the pass task.
+    pass: Rc<Notify>,
+    pass_scheduled: bool,
+    /// Where connections read into.
+    pub pool: pool::ReadPool,
+    /// Set at shutdown; long-lived tasks end when it is.
+    pub stopped: Rc<Latch>,
+    /// `$SYS`, alarms and metrics: shard 0 only.
+    pub sys: Option<SysState>,
+    /// Worst tick lateness since the last snapshot, in microseconds.
+    lag_max_us: u64,
+    /// Connection hand-offs sent and received (the core never sees them).
+    pub handoffs_out: u64,
+    pub handoffs_in: u64,
+    /// Handshakes that did not send CONNECT in time, or broke the protocol
+    /// before it.
+    pub connect_timeouts: u64,
+    pub early_protocol_errors: u64,
+    pub accept_rate_limited: u64,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("core", &self.core).finish()
+    }
+}
+
+impl Shard {
+    /// The time, for the core: read at every input, so a pass never runs on a
+    /// stale clock (a vDSO read, tens of nanoseconds).
+    pub fn now(&self) -> Now {
+        let unix_us =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        Now { ms: self.started.elapsed().as_millis() as u64, unix_us }
+    }
+
+    /// Asks for the end of the pass: once per executor turn, after every task
+    /// already runnable.
+    pub fn schedule_pass(&mut self) {
+        if !self.pass_scheduled {
+            self.pass_scheduled = true;
+            self.pass.notify();
+        }
+    }
+
+    /// The end of a pass: send every ring batch, wake every connection with
+    /// output, set the gates.
+    fn end_pass(&mut self) {
+        self.pass_scheduled = false;
+        let now = self.now();
+        self.core.end_pass(now);
+        while let Some(batch) = self.core.poll_batch() {
+            match batch {
+                core::messages::Batch::Data(dest, batch) => self.data_out.send(dest, batch),
+                core::messages::Batch::Ctrl(dest, batch) => self.ctrl_out.send(dest, batch),
+            }
+        }
+        self.core.set_ring_overflow(self.data_out.overflow_len() + self.ctrl_out.overflow_len());
+        while let Some(id) = self.core.poll_wake() {
+            if let Some(Some(waker)) = self.wakers.get(id.slot()) {
+                waker.notify();
+            }
+        }
+        self.sync_gates();
+    }
+
+    /// Mirrors the core's gates into the ones tasks wait on.
+    pub fn sync_gates(&self) {
+        set_gate(&self.readers_gate, self.core.readers_paused());
+        set_gate(&self.rings_gate, self.core.rings_paused());
+    }
+
+    /// Registers the task of connection `id`.
+    pub fn register(&mut self, id: core::ConnId, waker: Rc<Notify>) {
+        if self.wakers.len() <= id.slot() {
+            self.wakers.resize(id.slot() + 1, None);
+        }
+        self.wakers[id.slot()] = Some(waker);
+    }
+
+    pub fn unregister(&mut self, id: core::ConnId) {
+        if let Some(slot) = self.wakers.get_mut(id.slot()) {
+            *slot = None;
+        }
+    }
+
+    /// This shard's figures, with the IO layer's own.
+    fn snapshot(&mut self) -> crate::metrics::ShardSnapshot {
+        let mut snapshot = self.core.snapshot();
+        snapshot.stats.handoffs_out += self.handoffs_out;
+        snapshot.stats.handoffs_in += self.handoffs_in;
+        snapshot.stats.connect_timeouts += self.connect_timeouts;
+        snapshot.stats.protocol_errors += self.early_protocol_errors;
+        snapshot.stats.limit_accept_rate += self.accept_rate_limited;
+        snapshot.ring_batches_sent = self.data_out.batches_sent + self.ctrl_out.batches_sent;
+        snapshot.ring_batches_overflowed =
+            self.data_out.batches_overflowed + self.ctrl_out.batches_overflowed;
+        snapshot.ring_overflow_now =
+            (self.data_out.overflow_len() + self.ctrl_out.overflow_len()) as u64;
+        snapshot.lag_max_us = self.lag_max_us;
+        self.lag_max_us = 0;
+        snapshot
+    }
+}
+
+fn set_gate(gate: &Gate, closed: bool) {
+    if closed && !gate.is_closed() {
+        gate.close();
+    } else if !closed && gate.is_closed() {
+        gate.open();
+    }
+}
+
+type ShardRc = Rc<RefCell<Shard>>;
+
 /// Runs one shard until the broker stops.
 pub(crate) async fn run(ctx: ShardContext) {
     let shards = ctx.data_mesh.nr_peers();
@@ -72,17 +244,40 @@ pub(crate) async fn run(ctx: ShardContext) {
     };
     let id = data_tx.peer_id();
     assert_eq!(id, ctrl_tx.peer_id(), "both meshes are joined in the same order");
-    let data_tx: Rc<Senders<Vec<DataMsg>>> = Rc::new(data_tx);
-    let ctrl_tx: Rc<Senders<Vec<CtrlMsg>>> = Rc::new(ctrl_tx);
-    let shard = Rc::new(RefCell::new(ShardState::new(
-        id,
-        shards,
-        Arc::clone(&ctx.config),
-        Arc::clone(&ctx.hooks),
-        Rc::clone(&data_tx),
-        Rc::clone(&ctrl_tx),
-    )));
+    let started = Instant::now();
+    let mut shard = Shard {
+        core: Core::new(
+            id,
+            shards,
+            core_config(&ctx.config, shards),
+            Arc::clone(&ctx.hooks),
+            Now::default(),
+        ),
+        config: Arc::clone(&ctx.config),
+        started,
+        data_out: Outbox::new(Rc::new(data_tx)),
+        ctrl_out: Outbox::new(Rc::new(ctrl_tx)),
+        wakers: Vec::new(),
+        readers_gate: Rc::new(Gate::default()),
+        rings_gate: Rc::new(Gate::default()),
+        pass: Rc::new(Notify::default()),
+        pass_scheduled: false,
+        pool: pool::ReadPool::default(),
+        stopped: Rc::new(Latch::default()),
+        sys: (id == 0).then(|| SysState::new(&ctx.config, shards)),
+        lag_max_us: 0,
+        handoffs_out: 0,
+        handoffs_in: 0,
+        connect_timeouts: 0,
+        early_protocol_errors: 0,
+        accept_rate_limited: 0,
+    };
+    // The core starts on the same clock the shard reads from now on.
+    let now = shard.now();
+    shard.core.handle_tick(now);
+    let shard = Rc::new(RefCell::new(shard));
 
+    spawn_local(passes(Rc::clone(&shard))).detach();
     for (_, receiver) in data_rx.streams() {
         spawn_local(receive_data(Rc::clone(&shard), receiver)).detach();
     }
@@ -121,35 +316,47 @@ pub(crate) async fn run(ctx: ShardContext) {
     }
 
     tick_until_stopped(&shard, &ctx.stop).await;
-    data_tx.close();
-    ctrl_tx.close();
+    let s = shard.borrow();
+    s.data_out.close();
+    s.ctrl_out.close();
+}
+
+/// The pass task: one end of pass per executor turn in which anything happened.
+async fn passes(shard: ShardRc) {
+    let (pass, stopped) = {
+        let s = shard.borrow();
+        (Rc::clone(&s.pass), Rc::clone(&s.stopped))
+    };
+    let work = async {
+        loop {
+            pass.notified().await;
+            shard.borrow_mut().end_pass();
+        }
+    };
+    futures_lite::future::or(work, stopped.wait()).await;
 }
 
 /// Runs `work` until it ends or the shard stops, whichever comes first.
-async fn until_stopped(
-    shard: &Rc<RefCell<ShardState>>,
-    work: impl std::future::Future<Output = ()>,
-) {
+async fn until_stopped(shard: &ShardRc, work: impl std::future::Future<Output = ()>) {
     let stopped = Rc::clone(&shard.borrow().stopped);
     futures_lite::future::or(work, stopped.wait()).await;
 }
 
-async fn accept_loop(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
+async fn accept_loop(shard: ShardRc, listener: TcpListener) {
     // Dropping the listener when the shard stops closes the port.
     until_stopped(&shard.clone(), accept_forever(shard, listener)).await;
 }
 
-async fn accept_forever(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
+async fn accept_forever(shard: ShardRc, listener: TcpListener) {
     let (rate, shards) = {
         let s = shard.borrow();
-        (s.config.accept_rate_max, s.shards as u64)
+        (s.config.accept_rate_max, s.core.shards as u64)
     };
-    let mut bucket =
-        (rate > 0).then(|| rate::TokenBucket::new(rate.div_ceil(shards), Instant::now()));
+    let mut bucket = (rate > 0).then(|| AcceptBucket::new(rate.div_ceil(shards)));
     loop {
-        if let Some(wait) = bucket.as_mut().and_then(|b| b.take(1, Instant::now())) {
+        if let Some(wait) = bucket.as_mut().and_then(AcceptBucket::take) {
             // Over accept_rate_max: leave connections in the listen backlog a while.
-            shard.borrow_mut().stats.limit_accept_rate += 1;
+            shard.borrow_mut().accept_rate_limited += 1;
             glommio::timer::sleep(wait).await;
         }
         match listener.accept().await {
@@ -165,50 +372,78 @@ async fn accept_forever(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
     }
 }
 
-async fn receive_data(shard: Rc<RefCell<ShardState>>, receiver: ConnectedReceiver<Vec<DataMsg>>) {
+/// `accept_rate_max` per shard: a bucket of one second's worth of accepts.
+struct AcceptBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl AcceptBucket {
+    fn new(rate: u64) -> Self {
+        AcceptBucket { rate: rate as f64, tokens: rate as f64, last: Instant::now() }
+    }
+
+    /// Takes one accept; returns how long to wait when over the rate.
+    fn take(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate) - 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
+async fn receive_data(shard: ShardRc, receiver: ConnectedReceiver<Vec<DataMsg>>) {
     until_stopped(&shard.clone(), receive_data_forever(shard, receiver)).await;
 }
 
-async fn receive_data_forever(
-    shard: Rc<RefCell<ShardState>>,
-    receiver: ConnectedReceiver<Vec<DataMsg>>,
-) {
-    let backlog = Rc::clone(&shard.borrow().backlog_gate);
+async fn receive_data_forever(shard: ShardRc, receiver: ConnectedReceiver<Vec<DataMsg>>) {
+    let gate = Rc::clone(&shard.borrow().rings_gate);
     loop {
         // A local subscriber is behind: leave the messages in the ring, so that the
         // shards publishing them feel it (their overflow grows and pauses their
         // publishers) instead of this shard queueing and dropping.
-        backlog.wait_open().await;
+        gate.wait_open().await;
         let Some(batch) = receiver.recv().await else { return };
         {
             let mut s = shard.borrow_mut();
+            let now = s.now();
             for msg in batch {
-                s.on_data(msg);
+                s.core.handle_data(now, msg);
             }
-            s.end_of_pass();
+            // Close the gate before the next batch if this one backed a
+            // subscriber up, not at the end of the pass.
+            s.core.refresh_gates(now);
+            s.sync_gates();
+            s.schedule_pass();
         }
         yield_if_needed().await;
     }
 }
 
-async fn receive_ctrl(shard: Rc<RefCell<ShardState>>, receiver: ConnectedReceiver<Vec<CtrlMsg>>) {
+async fn receive_ctrl(shard: ShardRc, receiver: ConnectedReceiver<Vec<CtrlMsg>>) {
     until_stopped(&shard.clone(), receive_ctrl_forever(shard, receiver)).await;
 }
 
-async fn receive_ctrl_forever(
-    shard: Rc<RefCell<ShardState>>,
-    receiver: ConnectedReceiver<Vec<CtrlMsg>>,
-) {
+async fn receive_ctrl_forever(shard: ShardRc, receiver: ConnectedReceiver<Vec<CtrlMsg>>) {
     while let Some(batch) = receiver.recv().await {
         let mut handoffs = Vec::new();
         {
             let mut s = shard.borrow_mut();
+            let now = s.now();
             for msg in batch {
-                if let Some(handoff) = s.on_ctrl(msg) {
-                    handoffs.push(handoff);
+                match msg {
+                    CtrlMsg::Handoff(handoff) => handoffs.push(handoff),
+                    CtrlMsg::Stats(snapshot) => {
+                        if let Some(sys) = s.sys.as_mut() {
+                            sys.record(*snapshot);
+                        }
+                    }
+                    other => s.core.handle_ctrl(now, other),
                 }
             }
-            s.end_of_pass();
+            s.schedule_pass();
         }
         for handoff in handoffs {
             spawn_local(conn::serve_handoff(Rc::clone(&shard), *handoff)).detach();
@@ -219,10 +454,7 @@ async fn receive_ctrl_forever(
 
 /// Messages published by the embedding program. Waiting on a blocking channel
 /// happens on glommio's blocking-thread pool, never on the shard's thread.
-async fn receive_api(
-    shard: Rc<RefCell<ShardState>>,
-    receiver: crossbeam_channel::Receiver<ApiPublish>,
-) {
+async fn receive_api(shard: ShardRc, receiver: crossbeam_channel::Receiver<ApiPublish>) {
     let batch_max = shard.borrow().config.ring_batch_max;
     loop {
         let rx = receiver.clone();
@@ -237,15 +469,16 @@ async fn receive_api(
         // `None`: the broker handle is gone or shutting down.
         let Some(batch) = batch else { return };
         let mut s = shard.borrow_mut();
+        let now = s.now();
         for publish in batch {
-            s.publish_api(publish);
+            s.core.handle_api_publish(now, publish);
         }
-        s.end_of_pass();
+        s.schedule_pass();
     }
 }
 
 /// Sends overflowed data batches as ring slots free up, in order.
-async fn drain_data(shard: Rc<RefCell<ShardState>>) {
+async fn drain_data(shard: ShardRc) {
     let signal = Rc::clone(&shard.borrow().data_out.overflow_signal);
     until_stopped(&shard.clone(), async move {
         loop {
@@ -256,7 +489,7 @@ async fn drain_data(shard: Rc<RefCell<ShardState>>) {
     .await;
 }
 
-async fn drain_ctrl(shard: Rc<RefCell<ShardState>>) {
+async fn drain_ctrl(shard: ShardRc) {
     let signal = Rc::clone(&shard.borrow().ctrl_out.overflow_signal);
     until_stopped(&shard.clone(), async move {
         loop {
@@ -267,10 +500,7 @@ async fn drain_ctrl(shard: Rc<RefCell<ShardState>>) {
     .await;
 }
 
-async fn drain<T: Send + 'static>(
-    shard: &Rc<RefCell<ShardState>>,
-    outbox: impl Fn(&mut ShardState) -> &mut Outbox<T>,
-) {
+async fn drain<T: Send + 'static>(shard: &ShardRc, outbox: impl Fn(&mut Shard) -> &mut Outbox<T>) {
     loop {
         let next = {
             let mut s = shard.borrow_mut();
@@ -282,11 +512,11 @@ async fn drain<T: Send + 'static>(
         let _ = senders.send_to(dest, batch).await;
         let mut s = shard.borrow_mut();
         outbox(&mut s).drained(dest);
-        s.end_of_pass();
+        s.schedule_pass();
     }
 }
 
-async fn tick_until_stopped(shard: &Rc<RefCell<ShardState>>, stop: &AtomicBool) {
+async fn tick_until_stopped(shard: &ShardRc, stop: &AtomicBool) {
     let period = Duration::from_millis(TICK_MS);
     let mut ticks: u64 = 0;
     while !stop.load(Ordering::Acquire) {
@@ -296,17 +526,22 @@ async fn tick_until_stopped(shard: &Rc<RefCell<ShardState>>, stop: &AtomicBool) 
         let late = asleep.elapsed().saturating_sub(period);
         let mut s = shard.borrow_mut();
         s.lag_max_us = s.lag_max_us.max(late.as_micros() as u64);
-        s.tick();
+        let now = s.now();
+        s.core.handle_tick(now);
         ticks += 1;
         if ticks % (1000 / TICK_MS) == 0 {
             observe::every_second(&mut s);
         }
-        s.end_of_pass();
+        s.schedule_pass();
     }
-    shard.borrow_mut().close_all();
+    {
+        let mut s = shard.borrow_mut();
+        s.core.close_all();
+        s.end_pass();
+    }
     // Give connections a moment to flush and close before the executor drops them.
     for _ in 0..50 {
-        if shard.borrow().stats.connections == 0 {
+        if shard.borrow().core.connections() == 0 {
             break;
         }
         glommio::timer::sleep(Duration::from_millis(10)).await;

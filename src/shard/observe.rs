@@ -4,7 +4,6 @@
 //! Owner: shard 0. Other shards only send it a snapshot once a second over the
 //! control ring; nothing here is shared or locked.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,8 +16,8 @@ use crate::config::Config;
 use crate::metrics::{prometheus_text, totals, ShardSnapshot};
 use crate::sys::{sys_topics, AlarmEvent, AlarmInput, AlarmThresholds, Alarms, NodeFigures};
 
-use super::mesh::CtrlMsg;
-use super::state::ShardState;
+use super::CtrlMsg;
+use super::{Shard, ShardRc};
 
 /// Node-wide figures kept by shard 0.
 #[derive(Debug)]
@@ -130,30 +129,31 @@ fn resident_bytes() -> u64 {
 
 /// Every shard, once a second: report figures to shard 0; on shard 0, run the
 /// node-wide step and publish what it produced.
-pub(crate) fn every_second(s: &mut ShardState) {
+pub(crate) fn every_second(s: &mut Shard) {
     let snapshot = s.snapshot();
-    if s.id != 0 {
-        s.ctrl_out.push(0, CtrlMsg::Stats(Box::new(snapshot)));
+    if s.core.id != 0 {
+        s.core.push_ctrl(0, CtrlMsg::Stats(Box::new(snapshot)));
         return;
     }
     let Some(mut sys) = s.sys.take() else { return };
     sys.record(snapshot);
     let messages = sys.step();
     s.sys = Some(sys);
+    let now = s.now();
     for (topic, payload) in messages {
-        s.publish_sys(&topic, payload);
+        s.core.publish_sys(now, &topic, payload);
     }
 }
 
 /// Serves `GET /metrics` in the Prometheus text format (OpenMetrics flavour).
-pub(crate) async fn serve_metrics(shard: Rc<RefCell<ShardState>>, listener: TcpListener) {
+pub(crate) async fn serve_metrics(shard: ShardRc, listener: TcpListener) {
     loop {
         let Ok(stream) = listener.accept().await else { continue };
         spawn_local(answer(Rc::clone(&shard), stream)).detach();
     }
 }
 
-async fn answer(shard: Rc<RefCell<ShardState>>, mut stream: TcpStream) {
+async fn answer(shard: ShardRc, mut stream: TcpStream) {
     let mut request = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     // Read the request head only; a scraper sends no body. 8 KiB is plenty.

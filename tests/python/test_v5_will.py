@@ -160,7 +160,6 @@ def test_will_on_server_detected_protocol_error(broker, raw5, mqtt5_client, topi
     assert m.payload == b"broke-protocol"
 
 
-@pytest.mark.xfail(strict=True, reason="fixed in the shard core rebuild")
 @pytest.mark.parametrize("shard", [0, 1])
 @pytest.mark.parametrize("how", ["clean-start", "expiry-0"])
 def test_delayed_will_due_when_takeover_ends_session(broker, raw5, mqtt5_client, topic_root, shard, how):

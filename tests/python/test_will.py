@@ -144,21 +144,23 @@ def test_will_from_mqtt31_client(broker, raw_client, mqtt_client, topic_root):
     assert (m.payload, m.qos) == (b"v31-will", 1)
 
 
-@pytest.mark.xfail(strict=True, reason="fixed in the shard core rebuild")
 @pytest.mark.parametrize("pub_shard,sub_shard", SHARD_PAIRS)
-def test_will_on_takeover(broker, raw_client, mqtt_client, topic_root, pub_shard, sub_shard):
-    """[MQTT-3.1.2-8] A 3.1.1 connection closed by a takeover did not send
-    DISCONNECT, so its will is published (as Mosquitto does; presence
-    systems rely on it), once, before the new connection's CONNACK."""
+@pytest.mark.parametrize("clean", [True, False])
+def test_will_published_on_takeover(broker, raw_client, mqtt_client, topic_root, pub_shard, sub_shard, clean):
+    """[MQTT-3.1.2-8] A takeover closes the old network connection without a
+    DISCONNECT from its client, so the old connection's will is published (as
+    Mosquitto does), whether the new connection resumes the session or not. The
+    new connection's own will is not."""
     t = f"{topic_root}/will"
     sub = mqtt_client(shard=sub_shard, prefix="s")
     assert sub.subscribe(t, 1) == [1]
-    cid = broker.client_id("wt", pub_shard)
+    client_id = broker.client_id("w", pub_shard)
     old = raw_client(timeout=10)
-    assert old.connect(cid, will=(t, b"taken-over", 1, False)) == (0, 0)
+    assert old.connect(client_id, clean=clean, will=(t, b"old-will", 1, False)) == (0, 0)
     new = raw_client(timeout=10)
-    assert new.connect(cid) == (0, 0)
+    session_present, rc = new.connect(client_id, clean=clean, will=(t, b"new-will", 1, False))
+    assert (session_present, rc) == (int(not clean), 0)
     old.wait_closed()
     m = sub.get()
-    assert (m.topic, m.payload, m.qos) == (t, b"taken-over", 1)
+    assert (m.topic, m.payload, m.qos) == (t, b"old-will", 1)
     sub.expect_none(0.3)

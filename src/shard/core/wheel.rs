@@ -14,25 +14,25 @@ const SLOTS: usize = 256;
 
 /// The wheel; `K` identifies what a deadline belongs to.
 #[derive(Debug)]
-pub(crate) struct Wheel<K> {
+pub(super) struct Wheel<K> {
     slots: Vec<Vec<(u64, K)>>,
     /// The last tick processed.
     now: u64,
 }
 
 impl<K> Wheel<K> {
-    pub fn new(now: u64) -> Self {
+    pub(super) fn new(now: u64) -> Self {
         Wheel { slots: (0..SLOTS).map(|_| Vec::new()).collect(), now }
     }
 
     /// Schedules `key` at `deadline` (in ticks of the shard's clock).
-    pub fn schedule(&mut self, deadline: u64, key: K) {
+    pub(super) fn schedule(&mut self, deadline: u64, key: K) {
         let deadline = deadline.max(self.now + 1);
         self.slots[(deadline % SLOTS as u64) as usize].push((deadline, key));
     }
 
     /// Moves time to `now`, appending every entry whose deadline has passed to `due`.
-    pub fn advance(&mut self, now: u64, due: &mut Vec<K>) {
+    pub(super) fn advance(&mut self, now: u64, due: &mut Vec<K>) {
         let steps = now.saturating_sub(self.now).min(SLOTS as u64);
         for step in 1..=steps {
             let slot = &mut self.slots[((self.now + step) % SLOTS as u64) as usize];

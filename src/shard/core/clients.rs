@@ -1,0 +1,530 @@
+//! Clients: CONNECT (limits, client ids, session expiry, keep-alive, takeover,
+//! resume), packets from a connected client, MQTT 5 re-authentication, and the
+//! end of a connection.
+//!
+//! # Invariants
+//! - A client id has at most one connection: a new one takes the old one over
+//!   [MQTT-3.1.4-2] before its CONNACK is encoded.
+//! - A session is removed when its connection ends unless it is persistent; an
+//!   offline persistent session has an expiry entry in the wheel unless it never
+//!   expires.
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use hashbrown::HashMap;
+
+use crate::hooks::{AuthRequest, AuthStep, ClientInfo};
+use crate::message::Publisher;
+use crate::protocol::{
+    codec, Auth, ConnAck, Connect, Disconnect, LastWill, Packet, Properties, Props,
+    ProtocolVersion, ProtocolViolation, ReasonCode,
+};
+use crate::router::owner_shard;
+use crate::session::{Link, Session};
+
+use super::rate::TokenBucket;
+use super::timers::{keep_alive_grace, secs_to_ticks, ticks, Timer};
+use super::wills::will_delay;
+use super::{Close, Conn, ConnId, Core, Now, SessionEntry};
+
+/// The outcome of an enhanced authentication exchange, for CONNACK.
+#[derive(Clone, Debug)]
+pub(crate) struct AuthOutcome {
+    pub method: ByteString,
+    pub data: Option<Bytes>,
+}
+
+/// The session a CONNECT asks for, resolved against the broker's caps.
+struct Terms {
+    /// Seconds the session outlives the connection (see `SessionEntry`).
+    expiry_secs: Option<u64>,
+    /// The expiry to tell an MQTT 5 client when the broker capped it.
+    expiry_capped: Option<u32>,
+    keep_alive_secs: u16,
+    /// The keep-alive to tell an MQTT 5 client when the broker capped it.
+    server_keep_alive: Option<u16>,
+}
+
+impl Core {
+    /// A client id for a client that sent an empty one: unique on this node, and
+    /// owned by this shard, so a later client choosing the same id lands here too.
+    fn assign_client_id(&mut self) -> ByteString {
+        loop {
+            self.next_assigned_id += 1;
+            let id = format!("shardmq-{}-{}", self.id, self.next_assigned_id);
+            if owner_shard(id.as_bytes(), self.shards) == self.id {
+                return ByteString::from(id);
+            }
+        }
+    }
+
+    /// One round of enhanced authentication before CONNACK.
+    pub fn authenticate(&self, request: &AuthRequest<'_>) -> AuthStep {
+        self.hooks.client_authenticate(request)
+    }
+
+    /// Processes CONNECT on the owner shard (after any enhanced authentication).
+    /// Returns the new connection, or the refusing CONNACK to write before closing.
+    pub fn handle_connect(
+        &mut self,
+        now: Now,
+        connect: Connect,
+        auth: Option<AuthOutcome>,
+    ) -> Result<ConnId, BytesMut> {
+        self.now = now;
+        let protocol = connect.protocol;
+        let refuse = |reason| {
+            let mut out = BytesMut::new();
+            let connack = ConnAck { session_present: false, reason, properties: Props::default() };
+            codec::encode(&Packet::ConnAck(connack), protocol, &mut out);
+            Err(out)
+        };
+        if self.stopping {
+            return refuse(ReasonCode::SERVER_UNAVAILABLE);
+        }
+        if self.stats.connections >= self.config.connections_max {
+            // A takeover would free a slot, but refusing keeps the rule simple and
+            // the count an upper bound.
+            self.stats.connects_refused += 1;
+            self.stats.limit_connections += 1;
+            self.log_limit("connections_max");
+            // MQTT 3 clients read it as 3, Server unavailable (the codec maps
+            // reason codes to 3.1.1 return codes in one place).
+            return refuse(ReasonCode::QUOTA_EXCEEDED);
+        }
+        let assigned = connect.client_id.is_empty();
+        let client_id = if assigned {
+            // [MQTT-3.1.3-8]: in 3.1.1 an empty id needs CleanSession = 1; MQTT 3.1
+            // has no empty ids at all. MQTT 5 allows one either way and is told the
+            // id assigned [MQTT-3.1.3-7], [MQTT-3.2.2-16].
+            let allowed = match protocol {
+                ProtocolVersion::V31 => false,
+                ProtocolVersion::V311 => connect.clean_session,
+                ProtocolVersion::V5 => true,
+            };
+            if !allowed {
+                self.stats.connects_refused += 1;
+                return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            }
+            self.assign_client_id()
+        } else {
+            // Its own allocation: a decoded id is a slice of a read buffer, which a
+            // long-lived session must not keep alive.
+            ByteString::from(&*connect.client_id)
+        };
+        debug_assert!(assigned || owner_shard(client_id.as_bytes(), self.shards) == self.id);
+        let terms = self.terms(&connect);
+        let info = ClientInfo {
+            client_id: client_id.clone(),
+            username: connect.username.clone(),
+            protocol,
+            clean_session: connect.clean_session,
+            keep_alive_secs: terms.keep_alive_secs,
+            shard: self.id,
+        };
+        let id = self.new_conn(now, client_id.clone(), info, protocol, &terms, auth.as_ref());
+        let session_present = self.take_over(&client_id, connect.clean_session);
+        if !session_present {
+            let session = Session::new(client_id.clone(), self.config.session);
+            self.session_serial += 1;
+            self.sessions.insert(
+                client_id.clone(),
+                SessionEntry {
+                    session,
+                    serial: self.session_serial,
+                    conn: None,
+                    will: None,
+                    pending_will: None,
+                    expiry_secs: terms.expiry_secs,
+                    expires_at: None,
+                },
+            );
+        }
+        let link = Link::of(&connect);
+        let properties = self.connack_properties(assigned.then(|| client_id.clone()), &terms, auth);
+        let entry = self.sessions.get_mut(&client_id).expect("inserted or present above");
+        let conn = &mut self.conns[id.slot()];
+        conn.source = Publisher { shard: self.id as u32, session: entry.serial };
+        entry.conn = Some(id);
+        entry.session.attach(link);
+        entry.expiry_secs = terms.expiry_secs;
+        entry.will = connect.will.map(|will| LastWill {
+            topic: will.topic.detached(),
+            payload: Bytes::copy_from_slice(&will.payload),
+            properties: will.properties.detached().into(),
+            ..will
+        });
+        entry.expires_at = None;
+        let connack =
+            ConnAck { session_present, reason: ReasonCode::SUCCESS, properties: properties.into() };
+        codec::encode(&Packet::ConnAck(connack), protocol, &mut conn.out);
+        let now_us = now.unix_us;
+        self.with_session(id, |s, out| s.resume(out, now_us));
+        self.stats.connections += 1;
+        self.stats.connects += 1;
+        self.set_shared_online(&client_id, true);
+        self.hooks.client_connected(&self.conns[id.slot()].info);
+        let tick = ticks(now);
+        if terms.keep_alive_secs > 0 {
+            let deadline = tick + keep_alive_grace(terms.keep_alive_secs);
+            self.wheel.schedule(deadline, Timer::KeepAlive(id));
+        }
+        if let Some(secs) = self.config.retry_interval_secs {
+            self.wheel.schedule(tick + secs_to_ticks(secs), Timer::Retry(id));
+        }
+        self.mark_dirty(id);
+        Ok(id)
+    }
+
+    /// How long the session outlives the connection (CleanSession in MQTT 3, the
+    /// Session Expiry Interval in MQTT 5 [MQTT-3.1.2-23]) and the keep-alive the
+    /// broker enforces, both capped by the broker's settings.
+    fn terms(&self, connect: &Connect) -> Terms {
+        let v5 = connect.protocol.is_v5();
+        let cap = self.config.session_expiry_max_secs;
+        let (expiry_secs, expiry_capped) = if v5 {
+            let requested = connect.properties.session_expiry_interval.unwrap_or(0);
+            match (requested, cap) {
+                (0, _) => (Some(0), None),
+                (u32::MAX, None) => (None, None),
+                (_, Some(cap)) if u64::from(requested) > cap => {
+                    (Some(cap), Some(u32::try_from(cap).unwrap_or(u32::MAX)))
+                }
+                _ => (Some(u64::from(requested)), None),
+            }
+        } else if connect.clean_session {
+            (Some(0), None)
+        } else {
+            (cap, None)
+        };
+        // MQTT 5 clients are capped and told so [MQTT-3.2.2-21].
+        let (keep_alive_secs, server_keep_alive) = match self.config.keep_alive_max_secs {
+            Some(max) if v5 && (connect.keep_alive_secs == 0 || connect.keep_alive_secs > max) => {
+                (max, Some(max))
+            }
+            _ => (connect.keep_alive_secs, None),
+        };
+        Terms { expiry_secs, expiry_capped, keep_alive_secs, server_keep_alive }
+    }
+
+    fn new_conn(
+        &mut self,
+        now: Now,
+        client_id: ByteString,
+        info: ClientInfo,
+        protocol: ProtocolVersion,
+        terms: &Terms,
+        auth: Option<&AuthOutcome>,
+    ) -> ConnId {
+        self.next_conn_serial = self.next_conn_serial.wrapping_add(1);
+        let serial = self.next_conn_serial;
+        let rates = (self.config.publish_rate_max.is_some()
+            || self.config.publish_bytes_rate_max.is_some())
+        .then(|| {
+            Box::new((
+                self.config.publish_rate_max.map(|rate| TokenBucket::new(rate, now.ms)),
+                self.config.publish_bytes_rate_max.map(|rate| TokenBucket::new(rate, now.ms)),
+            ))
+        });
+        let slot = self.conns.insert(Conn {
+            serial,
+            client_id,
+            info,
+            protocol,
+            source: Publisher { shard: self.id as u32, session: 0 },
+            aliases_in: HashMap::new(),
+            auth_method: auth.map(|a| a.method.clone()),
+            auth_round: 0,
+            expiry_was_zero: terms.expiry_secs == Some(0),
+            out: BytesMut::new(),
+            ready: 0,
+            close: None,
+            last_seen_ms: now.ms,
+            keep_alive_secs: terms.keep_alive_secs,
+            subacks_pending: 0,
+            dirty: false,
+            in_backlog: false,
+            last_progress_ms: now.ms,
+            publisher: false,
+            rates,
+            paused_until_ms: None,
+        });
+        ConnId { slot: u32::try_from(slot).expect("fewer than 2^32 connections"), serial }
+    }
+
+    /// The client id is back: close its old connection, and end the old session
+    /// unless the client resumes it. Returns whether a session is resumed.
+    fn take_over(&mut self, client_id: &ByteString, clean_start: bool) -> bool {
+        let mut ended_wills = Vec::new();
+        let mut orphans = Vec::new();
+        let Some(old) = self.sessions.get_mut(client_id) else { return false };
+        let mut session_present = false;
+        let ends = clean_start || !old.persistent();
+        if let Some(old_conn) = old.conn.take() {
+            self.stats.takeovers += 1;
+            let will = old.will.take();
+            if let (Some(will), Some(conn)) = (will, self.conn(old_conn)) {
+                // The old network connection closes without DISCONNECT, so its will
+                // is published [MQTT-3.1.2-8], in MQTT 3 as in MQTT 5, unless it has
+                // a Will Delay that the reconnection beats: the session continues
+                // [MQTT-3.1.3-9]. If the session ends now, the will is due now.
+                if will_delay(&will) == 0 || ends {
+                    ended_wills.push((will, conn.info.clone()));
+                }
+            }
+            // [MQTT-3.1.4-2]: the new connection wins; the old one is closed
+            // (MQTT 5: with DISCONNECT 0x8E).
+            self.close(old_conn, Close::TakenOver);
+            self.set_shared_online(client_id, false);
+        }
+        let old = self.sessions.get_mut(client_id).expect("still present");
+        if let Some((will, info, _)) = old.pending_will.take() {
+            // Back in time: a delayed will is not sent [MQTT-3.1.3-9], unless the
+            // session ends now (clean start), which is when it is due.
+            if ends {
+                ended_wills.push((will, info));
+            }
+        }
+        if ends {
+            // The old session ends: what shared subscriptions dispatched to it and
+            // it did not take goes to another member.
+            orphans = old.session.take_shared();
+            self.remove_session(client_id);
+        } else {
+            session_present = true;
+        }
+        self.redispatch(orphans, client_id);
+        for (will, info) in ended_wills {
+            self.publish_will(will, &info);
+        }
+        session_present
+    }
+
+    /// What an MQTT 5 CONNACK tells the client (the codec writes no properties for
+    /// MQTT 3).
+    fn connack_properties(
+        &self,
+        assigned: Option<ByteString>,
+        terms: &Terms,
+        auth: Option<AuthOutcome>,
+    ) -> Properties {
+        let (authentication_method, authentication_data) =
+            auth.map_or((None, None), |auth| (Some(auth.method), auth.data));
+        Properties {
+            assigned_client_identifier: assigned,
+            session_expiry_interval: terms.expiry_capped,
+            receive_maximum: Some(self.config.receive_maximum),
+            maximum_packet_size: Some(
+                u32::try_from(self.config.packet_size_max).unwrap_or(u32::MAX),
+            ),
+            topic_alias_maximum: (self.config.topic_alias_max > 0)
+                .then_some(self.config.topic_alias_max),
+            server_keep_alive: terms.server_keep_alive,
+            wildcard_subscription_available: Some(1),
+            subscription_identifier_available: Some(1),
+            shared_subscription_available: Some(1),
+            authentication_method,
+            authentication_data,
+            ..Properties::default()
+        }
+    }
+
+    /// The connection ended (the IO layer closed the socket): the will, the
+    /// session's expiry, and the hooks. `reason` is used unless the broker decided
+    /// to close it first.
+    pub fn handle_closed(&mut self, now: Now, id: ConnId, reason: Close) {
+        self.now = now;
+        if !self.is_live(id) {
+            return;
+        }
+        let conn = self.conns.remove(id.slot());
+        let reason = conn.close.clone().unwrap_or(reason);
+        self.stats.connections -= 1;
+        self.hooks.client_disconnected(&conn.info, reason.describe());
+        if matches!(reason, Close::Violation(_) | Close::Malformed(_)) {
+            self.stats.protocol_errors += 1;
+        }
+        self.pending_subacks.retain(|p| p.conn != id);
+        let Some(entry) = self.sessions.get_mut(&conn.client_id) else { return };
+        if entry.conn != Some(id) {
+            // Taken over: the session belongs to the new connection now.
+            return;
+        }
+        entry.conn = None;
+        entry.session.go_offline();
+        let will = entry.will.take().filter(|_| reason.publishes_will());
+        let expiry_secs = entry.expiry_secs;
+        // What shared subscriptions dispatched here and the client did not take
+        // goes to another member [MQTT-4.8.2-4..6].
+        let orphans = entry.session.take_shared();
+        let client_id = conn.client_id;
+        if entry.persistent() {
+            if let Some(secs) = expiry_secs {
+                let at = ticks(now) + secs_to_ticks(secs);
+                entry.expires_at = Some(at);
+                self.wheel.schedule(at, Timer::SessionExpiry(client_id.clone()));
+            }
+            if let Some(will) = will {
+                self.defer_will(will, conn.info, expiry_secs);
+            }
+            self.set_shared_online(&client_id, false);
+        } else {
+            self.remove_session(&client_id);
+            if let Some(will) = will {
+                self.publish_will(will, &conn.info);
+            }
+        }
+        self.redispatch(orphans, &client_id);
+    }
+
+    /// Drops a session and its subscriptions.
+    pub(super) fn remove_session(&mut self, client_id: &ByteString) {
+        let Some(entry) = self.sessions.remove(client_id) else { return };
+        self.stats.queued_bytes -= entry.session.queued_bytes() as u64;
+        let filters: Vec<_> = entry.session.subscriptions().map(|(f, _)| f.clone()).collect();
+        for filter in filters {
+            self.remove_local_sub(&filter, client_id);
+        }
+        if let Some((will, info, _)) = entry.pending_will {
+            // The session ends before the will's delay: it is due now [MQTT-3.1.3-9].
+            self.publish_will(will, &info);
+        }
+    }
+
+    // ---- packets from a client ---------------------------------------------------
+
+    /// Handles one packet from connection `id`. An error closes that connection
+    /// only.
+    pub(super) fn handle_packet(
+        &mut self,
+        now: Now,
+        id: ConnId,
+        packet: Packet,
+    ) -> Result<(), Close> {
+        let Some(conn) = self.conn_mut(id) else { return Err(Close::Io) };
+        conn.last_seen_ms = now.ms;
+        let now_us = now.unix_us;
+        match packet {
+            Packet::Publish(publish) => self.on_publish(id, publish)?,
+            Packet::PubAck(ack) => {
+                let acked = self.with_session(id, |s, out| s.on_puback(ack.packet_id, out, now_us));
+                if let Some(Some(delivery)) = acked.transpose().map_err(Close::Violation)? {
+                    self.hooks.message_acked(&self.conns[id.slot()].info, &delivery.message);
+                }
+            }
+            Packet::PubRec(ack) => {
+                let acked = self.with_session(id, |s, out| s.on_pubrec(&ack, out, now_us));
+                acked.transpose().map_err(Close::Violation)?;
+            }
+            Packet::PubRel(ack) => {
+                self.with_session(id, |s, out| s.on_pubrel(ack.packet_id, out));
+            }
+            Packet::PubComp(ack) => {
+                let acked =
+                    self.with_session(id, |s, out| s.on_pubcomp(ack.packet_id, out, now_us));
+                if let Some(Some(delivery)) = acked.transpose().map_err(Close::Violation)? {
+                    self.hooks.message_acked(&self.conns[id.slot()].info, &delivery.message);
+                }
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(id, subscribe)?,
+            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(id, unsubscribe),
+            Packet::PingReq => self.send(id, &Packet::PingResp),
+            Packet::Disconnect(disconnect) => return Err(self.on_disconnect(id, &disconnect)),
+            Packet::Auth(auth) => self.on_auth(id, &auth)?,
+            Packet::Connect(_) => {
+                return Err(Close::Violation(ProtocolViolation::protocol_error(
+                    "MQTT-3.1.0-2",
+                    "a second CONNECT on one connection",
+                )));
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return Err(Close::Violation(ProtocolViolation::protocol_error(
+                    "MQTT-2.2.1",
+                    "a packet only a server may send",
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// DISCONNECT from the client: how the connection ends. In MQTT 5 it may ask
+    /// for the will (0x04) and set a new Session Expiry Interval.
+    fn on_disconnect(&mut self, id: ConnId, disconnect: &Disconnect) -> Close {
+        if let Some(secs) = disconnect.properties.session_expiry_interval {
+            let conn = &self.conns[id.slot()];
+            if conn.expiry_was_zero && secs != 0 {
+                return Close::Violation(ProtocolViolation::protocol_error(
+                    "MQTT-3.14.2-2",
+                    "DISCONNECT sets a Session Expiry Interval after CONNECT set 0",
+                ));
+            }
+            let expiry = match (secs, self.config.session_expiry_max_secs) {
+                (0, _) => Some(0),
+                (u32::MAX, None) => None,
+                (_, Some(cap)) => Some(u64::from(secs).min(cap)),
+                (_, None) => Some(u64::from(secs)),
+            };
+            if let Some(entry) = self.sessions.get_mut(&conn.client_id) {
+                if entry.conn == Some(id) {
+                    entry.expiry_secs = expiry;
+                }
+            }
+        }
+        if disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL {
+            Close::NormalWithWill
+        } else {
+            // [MQTT-3.14.4-3]: the will is discarded.
+            Close::Normal
+        }
+    }
+
+    /// AUTH from a connected MQTT 5 client: re-authentication [MQTT-4.12.1].
+    fn on_auth(&mut self, id: ConnId, auth: &Auth) -> Result<(), Close> {
+        let conn = &self.conns[id.slot()];
+        let Some(method) = conn.auth_method.clone() else {
+            return Err(Close::Violation(ProtocolViolation::protocol_error(
+                "MQTT-4.12.0-6",
+                "AUTH from a client that did not authenticate with a method in CONNECT",
+            )));
+        };
+        if auth.properties.authentication_method.as_ref() != Some(&method) {
+            return Err(Close::Violation(ProtocolViolation::protocol_error(
+                "MQTT-4.12.1-1",
+                "re-authentication must use the method of CONNECT",
+            )));
+        }
+        let round = match auth.reason {
+            ReasonCode::RE_AUTHENTICATE if conn.auth_round == 0 => 0,
+            ReasonCode::CONTINUE_AUTHENTICATION if conn.auth_round > 0 => conn.auth_round,
+            _ => {
+                return Err(Close::Violation(ProtocolViolation::protocol_error(
+                    "MQTT-4.12.0-2",
+                    "AUTH reason code out of turn",
+                )))
+            }
+        };
+        let step = self.hooks.client_authenticate(&AuthRequest {
+            client_id: &conn.client_id,
+            username: conn.info.username.as_deref(),
+            method: &method,
+            data: auth.properties.authentication_data.as_deref(),
+            round,
+            reauthenticate: true,
+        });
+        let (reason, data, next_round) = match step {
+            AuthStep::Success(data) => (ReasonCode::SUCCESS, data, 0),
+            AuthStep::Continue(data) => {
+                (ReasonCode::CONTINUE_AUTHENTICATION, Some(data), round + 1)
+            }
+            AuthStep::Fail(code) => return Err(Close::AuthFailed(code)),
+        };
+        self.conns[id.slot()].auth_round = next_round;
+        let properties = Properties {
+            authentication_method: Some(method),
+            authentication_data: data,
+            ..Properties::default()
+        };
+        self.send(id, &Packet::Auth(Auth { reason, properties: properties.into() }));
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! Fan-out: handing a message to this shard's sessions, and the backlog of
+//! subscribers that fall behind (the source of backpressure).
+//!
+//! # Invariants
+//! - One copy per session, at the highest QoS among its matching subscriptions,
+//!   with all their subscription identifiers [MQTT-3.3.5-1], [MQTT-3.3.4-3].
+//! - The shard's `queued_bytes` is the sum of its sessions' queued bytes.
+//! - A connection is in `backlogged` iff its `in_backlog` flag is set.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+
+use crate::message::{Message, Publisher};
+use crate::metrics::ShardStats;
+use crate::session::{Delivery, DropReason, Session, SessionStats};
+
+use super::{ConnId, Core, Now};
+
+/// How long a backlogged subscriber may go without completing a write before it
+/// counts as stuck rather than busy.
+const SLOW_CONSUMER_MS: u64 = 1000;
+
+impl Core {
+    /// Hands a message to every local session subscribed to its topic.
+    pub(super) fn deliver_local(&mut self, message: &Arc<Message>) {
+        let mut targets = std::mem::take(&mut self.scratch);
+        let mut filters = 0;
+        let publisher = message.publisher;
+        let shard = self.id as u32;
+        self.local_subs.for_each_match(message.topic.as_str(), |_, clients| {
+            filters += 1;
+            targets.extend(
+                clients
+                    .iter()
+                    // No Local: not back to the publishing client [MQTT-3.8.3-3].
+                    .filter(|(_, sub)| {
+                        let own = Publisher { shard, session: sub.session };
+                        !(sub.options.no_local && publisher == Some(own))
+                    })
+                    .map(|(c, sub)| (c.clone(), sub.options)),
+            );
+        });
+        if filters > 1 {
+            targets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        let mut targets_iter = targets.drain(..).peekable();
+        while let Some((client_id, first)) = targets_iter.next() {
+            let mut qos = first.qos;
+            let mut retain = first.retain_as_published;
+            let mut sub_ids: Vec<u32> = first.id.into_iter().collect();
+            // Overlapping subscriptions of one client: one copy [MQTT-3.3.5-1].
+            while let Some((_, more)) = targets_iter.next_if(|(next, _)| *next == client_id) {
+                qos = qos.max(more.qos);
+                retain |= more.retain_as_published;
+                sub_ids.extend(more.id);
+            }
+            let delivery = Delivery {
+                message: Arc::clone(message),
+                qos: message.qos.min(qos),
+                // Retain As Published keeps the flag; otherwise it is cleared on
+                // forwarding [MQTT-3.3.1-12], [MQTT-3.3.1-13].
+                retain: retain && message.retain,
+                sub_ids,
+                shared: None,
+            };
+            self.deliver_to(&client_id, delivery);
+        }
+        drop(targets_iter);
+        self.scratch = targets;
+    }
+
+    /// Gives one delivery to one session: into its connection's output, or its
+    /// queue.
+    pub(super) fn deliver_to(&mut self, client_id: &ByteString, delivery: Delivery) {
+        let Some(entry) = self.sessions.get_mut(client_id) else { return };
+        let before = SentSnapshot::of(&entry.session);
+        let may_queue = self.stats.queued_bytes < self.config.queued_bytes_max;
+        let now_us = self.now.unix_us;
+        let conn = entry.conn.and_then(|id| self.conns.get_mut(id.slot()).map(|c| (id, c)));
+        let dropped = match conn {
+            Some((id, conn)) => {
+                let dropped =
+                    entry.session.deliver(delivery, Some(&mut conn.out), may_queue, now_us);
+                let behind = entry.session.mqueue_len() > 0
+                    || conn.out.len() > self.config.out_buffer_max_bytes;
+                let newly_behind = behind && !conn.in_backlog;
+                if newly_behind {
+                    conn.in_backlog = true;
+                }
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.to_wake.push(id);
+                }
+                if newly_behind {
+                    self.backlogged.push(id);
+                    // Pause publishers now, not at the end of the pass: one pass can
+                    // hold hundreds of buffered PUBLISH packets, enough to overflow
+                    // the queue. The end of the pass decides again (a stuck
+                    // subscriber reopens it).
+                    self.set_readers_paused(true);
+                }
+                dropped
+            }
+            None => entry.session.deliver(delivery, None, may_queue, now_us),
+        };
+        let entry = self.sessions.get(client_id).expect("present above");
+        before.count(&mut self.stats, &entry.session);
+        match dropped.map(|(_, reason)| reason) {
+            Some(DropReason::Budget) => self.stats.dropped_budget += 1,
+            Some(DropReason::QueueFull | DropReason::Qos0NotStored) => {
+                self.stats.dropped_mqueue += 1
+            }
+            None => {}
+        }
+    }
+
+    /// Runs `f` on connection `id`'s session with its output buffer, if `id` still
+    /// owns the session; marks the connection for a write.
+    pub(super) fn with_session<R>(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut Session, &mut BytesMut) -> R,
+    ) -> Option<R> {
+        let conn = self.conns.get_mut(id.slot()).filter(|c| c.serial == id.serial)?;
+        let entry = self.sessions.get_mut(&conn.client_id)?;
+        if entry.conn != Some(id) {
+            return None;
+        }
+        let before = SentSnapshot::of(&entry.session);
+        let result = f(&mut entry.session, &mut conn.out);
+        before.count(&mut self.stats, &entry.session);
+        self.mark_dirty(id);
+        Some(result)
+    }
+
+    /// After a write emptied `id`'s buffer: moves what its session queued for want
+    /// of buffer room into it.
+    pub(super) fn refill(&mut self, id: ConnId) {
+        let Some(conn) = self.conn(id) else { return };
+        let queued = self
+            .sessions
+            .get(&conn.client_id)
+            .is_some_and(|e| e.session.mqueue_len() > 0 && e.conn == Some(id));
+        if queued {
+            let now_us = self.now.unix_us;
+            self.with_session(id, |s, out| s.drain(out, now_us));
+        }
+    }
+
+    /// Whether a backlogged subscriber is still making progress: then publishers
+    /// wait for it (TCP backpressure) rather than have its queue drop messages. A
+    /// subscriber that has written nothing for a second is slow, not busy: nobody
+    /// waits for it and its queue's drop policy applies.
+    pub(super) fn active_backlog(&mut self, now: Now) -> bool {
+        if self.backlogged.is_empty() {
+            return false;
+        }
+        let out_max = self.config.out_buffer_max_bytes;
+        let (conns, sessions) = (&mut self.conns, &self.sessions);
+        self.backlogged.retain(|id| {
+            let Some(conn) = conns.get_mut(id.slot()).filter(|c| c.serial == id.serial) else {
+                return false;
+            };
+            let open = conn.close.is_none();
+            let queued = sessions.get(&conn.client_id).is_some_and(|e| e.session.mqueue_len() > 0);
+            let keep = open && (queued || conn.out.len() > out_max);
+            conn.in_backlog = keep;
+            keep
+        });
+        self.backlogged.iter().any(|id| {
+            let conn = &self.conns[id.slot()];
+            now.ms.saturating_sub(conn.last_progress_ms) < SLOW_CONSUMER_MS
+        })
+    }
+}
+
+/// A session's counters before a call, to add what the call sent, queued and
+/// dropped to the shard's counters.
+pub(super) struct SentSnapshot {
+    stats: SessionStats,
+    queued_bytes: usize,
+}
+
+impl SentSnapshot {
+    pub(super) fn of(session: &Session) -> SentSnapshot {
+        SentSnapshot { stats: session.stats(), queued_bytes: session.queued_bytes() }
+    }
+
+    pub(super) fn count(self, stats: &mut ShardStats, session: &Session) {
+        let after = session.stats();
+        for ((out, now), then) in stats.messages_out.iter_mut().zip(after.sent).zip(self.stats.sent)
+        {
+            *out += now - then;
+        }
+        stats.dropped_expired += after.dropped_expired - self.stats.dropped_expired;
+        stats.dropped_too_large += after.dropped_too_large - self.stats.dropped_too_large;
+        stats.queued_bytes =
+            stats.queued_bytes + session.queued_bytes() as u64 - self.queued_bytes as u64;
+    }
+}

@@ -1,0 +1,96 @@
+//! The cross-structure invariants of the core (see the module docs of `core`),
+//! checked in O(sessions + subscriptions) by debug builds after every pass and by
+//! the simulation tests after every step.
+
+use crate::router::parse_shared;
+
+use super::Core;
+
+pub(super) fn check(core: &Core) -> bool {
+    sessions_and_conns(core)
+        && subscriptions_agree(core)
+        && held_subacks(core)
+        && wake_list(core)
+        && core.retained.check_invariants()
+        && core.local_subs.check_invariants()
+        && core.routes.check_invariants()
+        && core.sessions.values().all(|e| e.session.check_invariants())
+}
+
+/// A session's `conn` names a live connection of the same client id; a live
+/// connection is named by at most one session.
+fn sessions_and_conns(core: &Core) -> bool {
+    let mut owned = 0;
+    for (client_id, entry) in &core.sessions {
+        if entry.session.client_id() != client_id {
+            return false;
+        }
+        if let Some(id) = entry.conn {
+            match core.conn(id) {
+                Some(conn) if conn.client_id == *client_id => owned += 1,
+                _ => return false,
+            }
+            if entry.pending_will.is_some() {
+                return false;
+            }
+        }
+    }
+    owned <= core.conns.len()
+}
+
+/// The three places subscriptions are held agree, and so does our route bit.
+fn subscriptions_agree(core: &Core) -> bool {
+    let mut local = 0;
+    let mut shared_online = 0;
+    for (client_id, entry) in &core.sessions {
+        for (filter, _) in entry.session.subscriptions() {
+            if parse_shared(filter.as_str()).is_some() {
+                let member =
+                    core.shared_local.get(filter).is_some_and(|g| g.members.contains(client_id));
+                if member != entry.conn.is_some() {
+                    return false;
+                }
+                shared_online += usize::from(member);
+            } else {
+                let held = core.local_subs.get(filter.as_str()).is_some_and(|clients| {
+                    clients.get(client_id).is_some_and(|s| s.session == entry.serial)
+                });
+                if !held {
+                    return false;
+                }
+                local += 1;
+            }
+        }
+    }
+    let trie_count: usize = core.local_subs.iter().map(|(_, clients)| clients.len()).sum();
+    let members: usize = core.shared_local.values().map(|g| g.members.len()).sum();
+    let no_empty = core.local_subs.iter().all(|(_, c)| !c.is_empty())
+        && core.shared_local.values().all(|g| !g.members.is_empty());
+    let own_routes =
+        core.local_subs.iter().all(|(f, _)| core.routes.shards_of(f).contains(core.id))
+            && core.routes.filters_of(core.id) == core.local_subs.len();
+    trie_count == local && members == shared_online && no_empty && own_routes
+}
+
+/// A connection's `subacks_pending` counts its held SUBACKs.
+fn held_subacks(core: &Core) -> bool {
+    core.conns.iter().all(|(slot, conn)| {
+        let held = core
+            .pending_subacks
+            .iter()
+            .filter(|p| p.conn.slot() == slot && p.conn.serial == conn.serial)
+            .count();
+        held == conn.subacks_pending as usize
+    })
+}
+
+/// Every connection flagged dirty is in the wake list, and every connection
+/// flagged backlogged is in the backlog list.
+fn wake_list(core: &Core) -> bool {
+    core.conns.iter().all(|(slot, conn)| {
+        let is = |id: &super::ConnId| id.slot() == slot && id.serial == conn.serial;
+        conn.ready <= conn.out.len()
+            && (!conn.dirty || core.to_wake.iter().any(is))
+            && (!conn.in_backlog || core.backlogged.iter().any(is))
+    })
+}

@@ -1,0 +1,88 @@
+//! What shards say to each other: the items of the data and control rings, and what
+//! the embedding program publishes. Plain data: `Send`, cheap to move (`Arc`,
+//! `Bytes`, ids).
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::message::Message;
+use crate::metrics::ShardSnapshot;
+use crate::protocol::{Connect, QoS, TopicFilter, TopicName};
+
+/// A message published by the embedding program.
+#[derive(Debug)]
+pub(crate) struct ApiPublish {
+    pub topic: TopicName,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// A batch for another shard, on the mesh it travels.
+#[derive(Debug)]
+pub(crate) enum Batch {
+    Data(usize, Vec<DataMsg>),
+    Ctrl(usize, Vec<CtrlMsg>),
+}
+
+/// Messages on the data mesh.
+#[derive(Debug)]
+pub(crate) enum DataMsg {
+    /// A PUBLISH for the destination's local subscribers.
+    Publish(Arc<Message>),
+    /// A retained message (or its removal, with an empty payload) for the
+    /// destination's retained partition.
+    Retain(Arc<Message>),
+    /// The answer to a `RetainedQuery` (possibly empty): messages for one client's
+    /// new subscription.
+    Retained {
+        client_id: ByteString,
+        qos: QoS,
+        sub_id: Option<u32>,
+        messages: Vec<Arc<Message>>,
+        query: u64,
+    },
+    /// A message for one member of the shared subscription `filter`
+    /// (`$share/{group}/{filter}`) on the destination. `hops` counts how often it
+    /// was passed on because the chosen shard had no member left.
+    Shared { filter: TopicFilter, message: Arc<Message>, hops: u8, exclude: Option<ByteString> },
+}
+
+/// Messages on the control mesh.
+#[derive(Debug)]
+pub(crate) enum CtrlMsg {
+    /// `origin` has (or no longer has) local subscribers for `filter`.
+    Route { origin: usize, rev: u64, filter: TopicFilter, present: bool },
+    /// `from` has applied every route update of the receiver up to `rev`.
+    RouteAck { from: usize, rev: u64 },
+    /// A connection whose CONNECT arrived on another shard, for its owner shard.
+    Handoff(Box<Handoff>),
+    /// "Send the retained messages matching `filter` to `client_id` on `origin`."
+    RetainedQuery {
+        origin: usize,
+        client_id: ByteString,
+        filter: TopicFilter,
+        qos: QoS,
+        sub_id: Option<u32>,
+        /// Identifies the SUBSCRIBE on `origin`, whose SUBACK waits for the answer.
+        query: u64,
+    },
+    /// `origin` has `members` connected members of the shared subscription `filter`
+    /// (`$share/{group}/{filter}`). Acknowledged like `Route`.
+    SharedRoute { origin: usize, rev: u64, filter: TopicFilter, members: u32 },
+    /// A shard's figures, once a second, for shard 0.
+    Stats(Box<ShardSnapshot>),
+}
+
+/// A connection moving to the shard that owns its client id.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    /// A duplicate of the accepted socket; the accepting shard closed its own.
+    pub fd: OwnedFd,
+    pub connect: Connect,
+    /// Bytes read after the CONNECT packet.
+    pub buffered: Bytes,
+}
