@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use shardmq::protocol::{
     decode, encode, Connect, Limits, Packet, PacketId, Properties, ProtocolVersion, Publish,
-    PublishProperties, PublishView, QoS, Subscribe, SubscribeFilter, TopicFilter, TopicName,
+    PublishProperties, PublishQoS, PublishTopic, PublishView, QoS, Subscribe, SubscribeFilter,
+    TopicFilter, TopicName,
 };
 
 const BATCH: usize = 10_000;
@@ -88,10 +89,10 @@ fn bench_encode_publish(label: &str, p: &Publish, protocol: ProtocolVersion) {
             let properties = black_box(p.properties.as_deref())
                 .map_or_else(PublishProperties::default, PublishProperties::of);
             PublishView {
-                topic: black_box(p.topic.as_str()),
+                topic: black_box(p.topic.name().expect("named").as_str()),
                 payload: black_box(&p.payload),
-                qos: p.qos,
-                packet_id: p.packet_id,
+                qos: p.qos.qos(),
+                packet_id: p.qos.packet_id(),
                 retain: p.retain,
                 dup: p.dup,
                 properties,
@@ -109,10 +110,9 @@ fn main() {
     let payload = Bytes::from(vec![0x42; 64]);
     let publish = |qos: QoS| Publish {
         dup: false,
-        qos,
+        qos: PublishQoS::new(qos, PacketId::new(4242).expect("non-zero")),
         retain: false,
-        topic: topic.clone(),
-        packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(4242).expect("non-zero")),
+        topic: PublishTopic::Name(topic.clone()),
         payload: payload.clone(),
         properties: None,
     };

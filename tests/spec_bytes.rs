@@ -18,8 +18,8 @@ use bytes::{Bytes, BytesMut};
 use common::{addr, start, Raw};
 use shardmq::protocol::{
     codec, Ack, ConnAck, Connect, LastWill, Limits, Packet, PacketId, Properties, ProtocolVersion,
-    Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter, TopicFilter, TopicName,
-    Unsubscribe,
+    Publish, PublishQoS, PublishTopic, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter,
+    TopicFilter, TopicName, Unsubscribe,
 };
 use shardmq::Config;
 
@@ -77,13 +77,12 @@ fn connect(protocol: ProtocolVersion) -> Packet {
     })
 }
 
-fn publish(topic: &str, qos: QoS, packet_id: Option<u16>, payload: &[u8]) -> Packet {
+fn publish(topic: &str, qos: PublishQoS, payload: &[u8]) -> Packet {
     Packet::Publish(Publish {
         dup: false,
         qos,
         retain: false,
-        topic: TopicName::try_from(topic).expect("valid topic"),
-        packet_id: packet_id.map(pid),
+        topic: PublishTopic::Name(TopicName::try_from(topic).expect("valid topic")),
         payload: Bytes::copy_from_slice(payload),
         properties: None,
     })
@@ -117,22 +116,22 @@ fn fixtures() -> Vec<(ProtocolVersion, String, Packet)> {
         (
             V3,
             "32 09 | 0003 612F62 | 000A | 6869".into(),
-            publish("a/b", QoS::AtLeastOnce, Some(10), b"hi"),
+            publish("a/b", PublishQoS::AtLeastOnce(pid(10)), b"hi"),
         ),
         (
             V5,
             "32 0A | 0003 612F62 | 000A | 00 | 6869".into(),
-            publish("a/b", QoS::AtLeastOnce, Some(10), b"hi"),
+            publish("a/b", PublishQoS::AtLeastOnce(pid(10)), b"hi"),
         ),
         (
             V3,
             "30 09 | 0005 41F0AA9B94 | 6869".into(),
-            publish("A\u{2A6D4}", QoS::AtMostOnce, None, b"hi"),
+            publish("A\u{2A6D4}", PublishQoS::AtMostOnce, b"hi"),
         ),
         (
             V3,
             format!("30 8001 | 0001 74 | {payload_125}"),
-            publish("t", QoS::AtMostOnce, None, &[b'.'; 125]),
+            publish("t", PublishQoS::AtMostOnce, &[b'.'; 125]),
         ),
         (V3, "40 02 | 000A".into(), Packet::PubAck(Ack::new(pid(10)))),
         (V3, "82 0E | 000A | 0003 612F62 01 | 0003 632F64 02".into(), subscribe()),

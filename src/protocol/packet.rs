@@ -274,6 +274,67 @@ impl fmt::Debug for Props {
     }
 }
 
+/// The QoS of a PUBLISH with the packet id that QoS 1 and 2 need [MQTT-2.3.1-5]: a
+/// QoS 0 PUBLISH has no packet id, and a QoS 1 or 2 one cannot lack it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PublishQoS {
+    /// QoS 0: fire and forget, no packet id [MQTT-2.3.1-6].
+    AtMostOnce,
+    /// QoS 1, acknowledged by PUBACK.
+    AtLeastOnce(PacketId),
+    /// QoS 2, through PUBREC/PUBREL/PUBCOMP.
+    ExactlyOnce(PacketId),
+}
+
+impl PublishQoS {
+    /// `qos` with `packet_id`, which QoS 0 does not carry.
+    pub fn new(qos: QoS, packet_id: PacketId) -> PublishQoS {
+        match qos {
+            QoS::AtMostOnce => PublishQoS::AtMostOnce,
+            QoS::AtLeastOnce => PublishQoS::AtLeastOnce(packet_id),
+            QoS::ExactlyOnce => PublishQoS::ExactlyOnce(packet_id),
+        }
+    }
+
+    /// The QoS level.
+    pub fn qos(self) -> QoS {
+        match self {
+            PublishQoS::AtMostOnce => QoS::AtMostOnce,
+            PublishQoS::AtLeastOnce(_) => QoS::AtLeastOnce,
+            PublishQoS::ExactlyOnce(_) => QoS::ExactlyOnce,
+        }
+    }
+
+    /// The packet id, at QoS 1 and 2.
+    pub fn packet_id(self) -> Option<PacketId> {
+        match self {
+            PublishQoS::AtMostOnce => None,
+            PublishQoS::AtLeastOnce(id) | PublishQoS::ExactlyOnce(id) => Some(id),
+        }
+    }
+}
+
+/// The topic of a PUBLISH: its name, or (MQTT 5) a Topic Alias the sender set
+/// earlier on the connection, with an empty topic name on the wire [MQTT-3.3.2-12].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PublishTopic {
+    /// The topic name; a Topic Alias property with it sets that alias.
+    Name(TopicName),
+    /// The alias alone: the receiver resolves it before using the message. The
+    /// PUBLISH's properties carry no other Topic Alias.
+    Alias(u16),
+}
+
+impl PublishTopic {
+    /// The topic name, unless the PUBLISH names its topic by alias alone.
+    pub fn name(&self) -> Option<&TopicName> {
+        match self {
+            PublishTopic::Name(name) => Some(name),
+            PublishTopic::Alias(_) => None,
+        }
+    }
+}
+
 /// Quality of service of a message or a subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum QoS {
@@ -327,18 +388,6 @@ impl TopicName {
     /// The shared bytes behind the topic (cloning is a refcount bump).
     pub fn as_byte_string(&self) -> &ByteString {
         &self.0
-    }
-
-    /// The empty topic of an MQTT 5 PUBLISH that names its topic by a Topic Alias
-    /// only (section 3.3.2.1). Valid nowhere else: the receiver replaces it with the
-    /// aliased topic before using the message.
-    pub fn empty() -> TopicName {
-        TopicName(ByteString::new())
-    }
-
-    /// Whether this is the empty topic of an aliased PUBLISH.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// A copy in its own allocation. A decoded topic is a slice of the read buffer
@@ -517,19 +566,17 @@ pub struct ConnAck {
 pub struct Publish {
     /// DUP flag: set when this may be a re-delivery of an earlier attempt [MQTT-3.3.1.1].
     pub dup: bool,
-    /// Delivery QoS [MQTT-3.3.1.2]; bits value 3 is malformed [MQTT-3.3.1-4].
-    pub qos: QoS,
+    /// Delivery QoS [MQTT-3.3.1.2] (bits value 3 is malformed [MQTT-3.3.1-4]),
+    /// with the packet id of QoS 1 and 2.
+    pub qos: PublishQoS,
     /// RETAIN flag: whether the server keeps the message for future subscribers [MQTT-3.3.1.3].
     pub retain: bool,
-    /// Topic the message is published to [MQTT-3.3.2.1].
-    pub topic: TopicName,
-    /// Present exactly when `qos > 0` [MQTT-2.3.1-5].
-    pub packet_id: Option<PacketId>,
+    /// Topic the message is published to [MQTT-3.3.2.1], or its alias.
+    pub topic: PublishTopic,
     /// Application message bytes, possibly empty [MQTT-3.3.3].
     pub payload: Bytes,
     /// MQTT 5 PUBLISH properties [MQTT-3.3.2.3]; `None` when there are none (and
-    /// always in MQTT 3), so a plain message costs no allocation. With a Topic Alias
-    /// property `topic` may be empty: the receiver resolves the alias [MQTT-3.3.2-12].
+    /// always in MQTT 3), so a plain message costs no allocation.
     pub properties: Option<Box<Properties>>,
 }
 
@@ -540,7 +587,6 @@ impl fmt::Debug for Publish {
             .field("qos", &self.qos)
             .field("retain", &self.retain)
             .field("topic", &self.topic)
-            .field("packet_id", &self.packet_id)
             .field("payload_len", &self.payload.len())
             .field("properties", &self.properties)
             .finish()

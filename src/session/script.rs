@@ -133,10 +133,10 @@ impl Client {
                     if !publish.dup {
                         self.first_sent.push(seq_of(&publish.payload));
                     }
-                    if let Some(id) = publish.packet_id {
+                    if let Some(id) = publish.qos.packet_id() {
                         self.on_link.insert(id);
                         if !self.unacked.iter().any(|(known, _, _)| *known == id) {
-                            self.unacked.push_back((id, publish.qos, false));
+                            self.unacked.push_back((id, publish.qos.qos(), false));
                         }
                     }
                 }

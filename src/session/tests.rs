@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::script::{delivery, limits, run, run_on, Client, Op};
 use super::*;
-use crate::protocol::{codec, Limits, Packet, Properties, QoS};
+use crate::protocol::{codec, Limits, Packet, Properties, PublishTopic, QoS, TopicName};
 
 /// An MQTT 5 connection with its own Receive Maximum and topic aliases.
 fn v5_link(receive_max: u16, topic_alias_max: u16) -> Link {
@@ -82,14 +82,14 @@ fn v5_publish_carries_properties_sub_ids_and_aliases() {
         panic!("two PUBLISHes: {packets:?}");
     };
     let props = first.properties.as_deref().expect("properties");
-    assert_eq!(first.topic.as_str(), "t");
+    assert_eq!(first.topic.name().map(TopicName::as_str), Some("t"));
     assert_eq!(props.topic_alias, Some(1), "alias set with the topic");
     assert_eq!(props.message_expiry_interval, Some(55), "60 s less 5 s waited");
     assert_eq!(props.subscription_identifiers, vec![3, 9]);
     assert_eq!(props.content_type.as_deref(), Some("text/plain"));
     assert_eq!(props.user_properties.len(), 2);
-    assert!(second.topic.is_empty(), "then the alias alone");
-    assert_eq!(second.properties.as_deref().unwrap().topic_alias, Some(1));
+    assert_eq!(second.topic, PublishTopic::Alias(1), "then the alias alone");
+    assert_eq!(second.properties.as_deref().unwrap().topic_alias, None, "in the topic");
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn unacknowledged_messages_are_resent_with_dup_and_same_id() {
     let mut ids = Vec::new();
     while let Some(Packet::Publish(p)) = codec::decode(&mut out, &limits).unwrap() {
         assert!(!p.dup);
-        ids.push(p.packet_id.unwrap());
+        ids.push(p.qos.packet_id().unwrap());
     }
     session.on_pubrec(&Ack::new(ids[1]), &mut out, 0).unwrap();
     out.clear();
@@ -184,7 +184,7 @@ fn unacknowledged_messages_are_resent_with_dup_and_same_id() {
     match codec::decode(&mut out, &limits).unwrap() {
         Some(Packet::Publish(p)) => {
             assert!(p.dup);
-            assert_eq!(p.packet_id, Some(ids[0]));
+            assert_eq!(p.qos.packet_id(), Some(ids[0]));
         }
         other => panic!("expected the QoS 1 resend, got {other:?}"),
     }
@@ -232,7 +232,7 @@ fn publish_ids(out: &mut BytesMut, protocol: ProtocolVersion) -> Vec<PacketId> {
     decode_all(out, protocol)
         .into_iter()
         .map(|p| match p {
-            Packet::Publish(p) => p.packet_id.expect("QoS 1"),
+            Packet::Publish(p) => p.qos.packet_id().expect("QoS 1"),
             other => panic!("expected PUBLISH, got {other:?}"),
         })
         .collect()
@@ -311,7 +311,7 @@ fn a_new_alias_never_takes_a_publish_over_the_client_maximum() {
     assert_eq!(out.len(), 16, "sent, and within the client's maximum");
     let packets = decode_all(&mut out, ProtocolVersion::V5);
     let [Packet::Publish(p)] = &packets[..] else { panic!("one PUBLISH: {packets:?}") };
-    assert_eq!(p.topic.as_str(), "t");
+    assert_eq!(p.topic.name().map(TopicName::as_str), Some("t"));
     assert!(p.properties.as_deref().is_none_or(|p| p.topic_alias.is_none()), "no alias");
     assert_eq!(session.stats().dropped_too_large, 0);
 }

@@ -37,8 +37,8 @@ pub fn encoded_len(packet: &Packet, protocol: ProtocolVersion) -> usize {
 /// at least one code in SUBACK and in an MQTT 5 UNSUBACK, DUP clear at QoS 0, a
 /// password only with a user name in MQTT 3, session present only with reason code
 /// Success, reason codes the packet type allows, property values the specification
-/// allows); debug builds assert some of them. At QoS 0 a PUBLISH's `packet_id` is not
-/// written (there is no field for it).
+/// allows); debug builds assert some of them. A PUBLISH's packet id and alias are
+/// part of its types ([`PublishQoS`], [`PublishTopic`]): a wrong pair cannot be built.
 ///
 /// # Panics
 ///
@@ -46,8 +46,7 @@ pub fn encoded_len(packet: &Packet, protocol: ProtocolVersion) -> usize {
 /// * a string or binary field (client identifier, will payload, user name, password,
 ///   string and binary properties) longer than 65535 bytes: its length prefix is 16
 ///   bits [MQTT-1.5.3];
-/// * a remaining length, or a Subscription Identifier, above [`REMAINING_LEN_MAX`];
-/// * a PUBLISH at QoS 1 or 2 without a packet id [MQTT-2.3.1-5].
+/// * a remaining length, or a Subscription Identifier, above [`REMAINING_LEN_MAX`].
 pub fn encode(packet: &Packet, protocol: ProtocolVersion, buf: &mut BytesMut) {
     let v5 = protocol.is_v5();
     match packet {
@@ -275,17 +274,23 @@ pub struct PublishView<'a> {
 impl<'a> PublishView<'a> {
     /// The view of a decoded (or built) PUBLISH.
     pub fn of(p: &'a Publish) -> Self {
+        let mut properties =
+            p.properties.as_deref().map_or_else(PublishProperties::default, PublishProperties::of);
+        let topic = match &p.topic {
+            PublishTopic::Name(topic) => topic.as_str(),
+            PublishTopic::Alias(alias) => {
+                properties.topic_alias = Some(*alias);
+                ""
+            }
+        };
         PublishView {
-            topic: p.topic.as_str(),
+            topic,
             payload: &p.payload,
-            qos: p.qos,
-            packet_id: p.packet_id,
+            qos: p.qos.qos(),
+            packet_id: p.qos.packet_id(),
             retain: p.retain,
             dup: p.dup,
-            properties: p
-                .properties
-                .as_deref()
-                .map_or_else(Default::default, PublishProperties::of),
+            properties,
         }
     }
 

@@ -144,8 +144,8 @@ use bytestring::ByteString;
 
 use super::packet::{
     Ack, Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketId, Properties, Props,
-    ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscribeFilter,
-    TopicFilter, TopicName, UnsubAck, Unsubscribe,
+    ProtocolVersion, Publish, PublishQoS, PublishTopic, QoS, ReasonCode, RetainHandling, SubAck,
+    Subscribe, SubscribeFilter, TopicFilter, TopicName, UnsubAck, Unsubscribe,
 };
 use super::{DecodeError, ProtocolViolation};
 

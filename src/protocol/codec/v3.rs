@@ -155,21 +155,20 @@ pub(super) fn decode_publish(first: u8, mut r: Reader) -> Result<Option<Packet>,
     // (consuming the packet id) then has the topic check's time to reach the cache
     // before the payload is read back from the reader; read back at once, it stalls
     // store forwarding, which costs a QoS 1 PUBLISH a few percent.
-    let packet_id = match qos {
-        QoS::AtMostOnce => None,
-        QoS::AtLeastOnce | QoS::ExactlyOnce => Some(r.packet_id()),
+    let qos = match qos {
+        QoS::AtMostOnce => Ok(PublishQoS::AtMostOnce),
+        qos => r.packet_id().map(|id| PublishQoS::new(qos, id)),
     };
     // Topic names skip `Reader::string`'s U+0000 scan: the topic validator scans for
     // it along with the wildcards.
     let topic = ByteString::try_from(topic).map_err(|_| NOT_UTF8)?;
     let topic = TopicName::try_from(topic)?;
-    let packet_id = packet_id.transpose()?;
+    let qos = qos?;
     Ok(Some(Packet::Publish(Publish {
         dup: first & PUBLISH_DUP != 0,
         qos,
         retain: first & PUBLISH_RETAIN != 0,
-        topic,
-        packet_id,
+        topic: PublishTopic::Name(topic),
         // The payload is whatever follows, possibly nothing [MQTT-3.3.3].
         payload: r.buf,
         properties: None,

@@ -35,20 +35,27 @@ pub(super) fn decode_publish_v5(first: u8, mut r: Reader) -> Result<Option<Packe
     // An empty topic is valid only with a Topic Alias, which the properties after the
     // packet id tell.
     let topic = if topic.is_empty() { None } else { Some(topic_name(topic, true)?) };
-    let packet_id = match qos {
-        QoS::AtMostOnce => None,
-        QoS::AtLeastOnce | QoS::ExactlyOnce => Some(r.packet_id()?),
+    let qos = match qos {
+        QoS::AtMostOnce => PublishQoS::AtMostOnce,
+        qos => PublishQoS::new(qos, r.packet_id()?),
     };
-    let properties = decode_optional_properties(&mut r, &PUBLISH_PROPERTIES)?;
+    let mut properties = decode_optional_properties(&mut r, &PUBLISH_PROPERTIES)?;
     let topic = match topic {
-        Some(topic) => topic,
-        None if properties.as_ref().is_some_and(|p| p.topic_alias.is_some()) => TopicName::empty(),
+        Some(topic) => PublishTopic::Name(topic),
         None => {
-            return Err(protocol_error(
-                "MQTT-3.3.2.1",
-                "PUBLISH with an empty topic name and no Topic Alias",
-            )
-            .into())
+            // The alias moves from the properties into the topic, so that one place
+            // says it.
+            let Some(alias) = properties.as_mut().and_then(|p| p.topic_alias.take()) else {
+                return Err(protocol_error(
+                    "MQTT-3.3.2.1",
+                    "PUBLISH with an empty topic name and no Topic Alias",
+                )
+                .into());
+            };
+            if properties.as_ref().is_some_and(|p| p.is_empty()) {
+                properties = None;
+            }
+            PublishTopic::Alias(alias)
         }
     };
     Ok(Some(Packet::Publish(Publish {
@@ -56,7 +63,6 @@ pub(super) fn decode_publish_v5(first: u8, mut r: Reader) -> Result<Option<Packe
         qos,
         retain: first & PUBLISH_RETAIN != 0,
         topic,
-        packet_id,
         payload: r.buf,
         properties,
     })))

@@ -170,6 +170,15 @@ const TABLE_2_4: &[(&str, &[u8])] = &[
     ("AUTH", &[0x15, 0x16, 0x1F, 0x26]),
 ];
 
+/// The QoS of a PUBLISH fixture with its packet id (`None` exactly at QoS 0).
+fn qos_with(qos: QoS, id: Option<u16>) -> PublishQoS {
+    match (qos, id) {
+        (QoS::AtMostOnce, None) => PublishQoS::AtMostOnce,
+        (qos, Some(id)) if qos != QoS::AtMostOnce => PublishQoS::new(qos, pid(id)),
+        _ => panic!("a packet id exactly above QoS 0"),
+    }
+}
+
 /// A PUBLISH view at `qos` without packet id, flags or properties.
 fn view<'a>(topic: &'a str, payload: &'a [u8], qos: QoS) -> PublishView<'a> {
     PublishView {

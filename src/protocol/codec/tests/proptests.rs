@@ -281,21 +281,23 @@ fn publish(protocol: ProtocolVersion) -> impl Strategy<Value = Publish> {
     let payload = prop_oneof![4 => binary(80), 1 => binary(400)];
     let props = if v5 { properties("PUBLISH") } else { Just(Properties::default()).boxed() };
     (qos(), any::<bool>(), any::<bool>(), topic_name(), packet_id(), payload, props, any::<bool>())
-        .prop_map(move |(qos, dup, retain, topic, id, payload, properties, aliased)| {
+        .prop_map(move |(qos, dup, retain, topic, id, payload, mut properties, aliased)| {
             let at_most_once = qos == QoS::AtMostOnce;
-            // An empty topic only with a Topic Alias [MQTT-3.3.2.3.4].
-            let topic = if v5 && aliased && properties.topic_alias.is_some() {
-                TopicName::empty()
-            } else {
-                topic
+            // An alias alone, without the topic name [MQTT-3.3.2.3.4]: the alias is
+            // the topic's, not among the properties.
+            let topic = match properties.topic_alias {
+                Some(alias) if v5 && aliased => {
+                    properties.topic_alias = None;
+                    PublishTopic::Alias(alias)
+                }
+                _ => PublishTopic::Name(topic),
             };
             Publish {
-                // DUP only above QoS 0 [MQTT-3.3.1-2]; an id exactly above QoS 0.
+                // DUP only above QoS 0 [MQTT-3.3.1-2].
                 dup: dup && !at_most_once,
-                qos,
+                qos: PublishQoS::new(qos, id),
                 retain,
                 topic,
-                packet_id: (!at_most_once).then_some(id),
                 payload,
                 // None, not Some(empty): what decode gives back.
                 properties: (!properties.is_empty()).then(|| Box::new(properties)),
@@ -475,6 +477,8 @@ proptest! {
         sub_ids in proptest::collection::vec(1u32..=268_435_455, 0..3),
         alias in proptest::option::of(1u16..),
     ) {
+        // The fan-out sends the topic name, with a new alias or none.
+        prop_assume!(matches!(p.topic, PublishTopic::Name(_)));
         let delivery = PublishProperties {
             message: p.properties.as_deref(),
             message_expiry_interval: expiry,

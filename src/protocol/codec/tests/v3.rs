@@ -169,10 +169,9 @@ fn publish_fixtures() {
     let publish = |dup, qos, retain, topic: &str, id: Option<u16>, payload: &'static [u8]| {
         Packet::Publish(Publish {
             dup,
-            qos,
+            qos: qos_with(qos, id),
             retain,
-            topic: name(topic),
-            packet_id: id.map(pid),
+            topic: PublishTopic::Name(name(topic)),
             payload: Bytes::from_static(payload),
             properties: None,
         })
@@ -405,10 +404,9 @@ fn packet_size_limit_counts_the_fixed_header() {
     let limits = |packet_size_max| Limits { packet_size_max, ..Limits::default() };
     let ok = Packet::Publish(Publish {
         dup: false,
-        qos: QoS::AtMostOnce,
+        qos: PublishQoS::AtMostOnce,
         retain: false,
-        topic: name("a/b"),
-        packet_id: None,
+        topic: PublishTopic::Name(name("a/b")),
         payload: Bytes::from_static(b"hello"),
         properties: None,
     });
@@ -441,7 +439,7 @@ fn decoded_fields_share_the_read_buffer() {
     let Ok(Some(Packet::Publish(p))) = decode(&mut buf, &Limits::default()) else {
         panic!("expected a PUBLISH");
     };
-    assert_eq!(p.topic.as_str().as_ptr() as usize, start + 4);
+    assert_eq!(p.topic.name().expect("named").as_str().as_ptr() as usize, start + 4);
     assert_eq!(p.payload.as_ptr() as usize, start + 7);
 }
 
@@ -457,10 +455,9 @@ fn remaining_length_boundaries() {
             let overhead = 3 + usize::from(protocol == V5);
             let packet = Packet::Publish(Publish {
                 dup: false,
-                qos: QoS::AtMostOnce,
+                qos: PublishQoS::AtMostOnce,
                 retain: false,
-                topic: name("t"),
-                packet_id: None,
+                topic: PublishTopic::Name(name("t")),
                 payload: Bytes::from(vec![0x5A; remaining - overhead]),
                 properties: None,
             });

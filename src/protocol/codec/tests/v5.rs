@@ -246,13 +246,12 @@ fn publish5(first: &str, topic: &str, props: &str) -> String {
 
 #[test]
 fn publish_v5_fixtures() {
-    let publish = |qos, topic: TopicName, id: Option<u16>, properties, payload| {
+    let publish = |qos, topic: PublishTopic, id: Option<u16>, properties, payload| {
         Packet::Publish(Publish {
             dup: false,
-            qos,
+            qos: qos_with(qos, id),
             retain: false,
             topic,
-            packet_id: id.map(pid),
             payload: Bytes::from_static(payload),
             properties,
         })
@@ -268,17 +267,16 @@ fn publish_v5_fixtures() {
         user_properties: vec![user("k", "v"), user("k", "w")],
         ..Properties::default()
     };
-    let aliased = Properties { topic_alias: Some(5), ..Properties::default() };
     let sub_id_128 = Properties { subscription_identifiers: vec![128], ..Properties::default() };
     check5! {
-        "30 0B | 0003 612F62 | 00 | 68656C6C6F" => Decodes(publish(QoS::AtMostOnce, name("a/b"), None, None, b"hello")),
-        "32 06 | 0001 74 | 0001 | 00" => Decodes(publish(QoS::AtLeastOnce, name("t"), Some(1), None, b"")),
+        "30 0B | 0003 612F62 | 00 | 68656C6C6F" => Decodes(publish(QoS::AtMostOnce, PublishTopic::Name(name("a/b")), None, None, b"hello")),
+        "32 06 | 0001 74 | 0001 | 00" => Decodes(publish(QoS::AtLeastOnce, PublishTopic::Name(name("t")), Some(1), None, b"")),
         framed("32", "0003 612F62 | 000A | 31 | 01 01 | 02 0000003C | 03 0004 6A736F6E \
             | 08 0003 722F74 | 09 0002 CAFE | 0B 01 | 0B FFFFFF7F | 23 0001 \
-            | 26 0001 6B 0001 76 | 26 0001 6B 0001 77 | 6869") => Decodes(publish(QoS::AtLeastOnce, name("a/b"), Some(10), Some(Box::new(all)), b"hi")),
+            | 26 0001 6B 0001 76 | 26 0001 6B 0001 77 | 6869") => Decodes(publish(QoS::AtLeastOnce, PublishTopic::Name(name("a/b")), Some(10), Some(Box::new(all)), b"hi")),
         // An empty topic names the topic by its alias [MQTT-3.3.2.3.4].
-        "30 07 | 0000 | 03 | 23 0005 | 78" => Decodes(publish(QoS::AtMostOnce, TopicName::empty(), None, Some(Box::new(aliased)), b"x")),
-        publish5("30", "0001 74", "03 | 0B 8001") => Decodes(publish(QoS::AtMostOnce, name("t"), None, Some(Box::new(sub_id_128)), b"x")),
+        "30 07 | 0000 | 03 | 23 0005 | 78" => Decodes(publish(QoS::AtMostOnce, PublishTopic::Alias(5), None, None, b"x")),
+        publish5("30", "0001 74", "03 | 0B 8001") => Decodes(publish(QoS::AtMostOnce, PublishTopic::Name(name("t")), None, Some(Box::new(sub_id_128)), b"x")),
         "30 04 | 0000 | 00 | 78" => Fails("MQTT-3.3.2.1", PROTOCOL),
         publish5("30", "0000", "02 | 01 01") => Fails("MQTT-3.3.2.1", PROTOCOL),
         publish5("30", "0001 74", "03 | 23 0000") => Fails("MQTT-3.3.2-8", ReasonCode::TOPIC_ALIAS_INVALID),
@@ -604,10 +602,9 @@ fn v3_layout_drops_the_mqtt5_parts() {
     };
     let publish = Publish {
         dup: false,
-        qos: QoS::AtMostOnce,
+        qos: PublishQoS::AtMostOnce,
         retain: false,
-        topic: name("t"),
-        packet_id: None,
+        topic: PublishTopic::Name(name("t")),
         payload: Bytes::from_static(b"x"),
         properties: Some(Box::new(properties.clone())),
     };
