@@ -426,25 +426,77 @@ impl fmt::Display for TopicName {
 }
 
 /// A validated topic filter: a topic name that may hold `+` levels and a final `#`
-/// level [MQTT-4.7.1-2], [MQTT-4.7.1-3], [MQTT-4.7.3-1].
+/// level [MQTT-4.7.1-2], [MQTT-4.7.1-3], [MQTT-4.7.3-1]. Whether it is a shared
+/// subscription's `$share/{group}/{filter}` [MQTT-4.8.2] is parsed once, when it is
+/// validated (at decode): [`TopicFilter::kind`] tells it without parsing again.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicFilter(ByteString);
+pub struct TopicFilter {
+    text: ByteString,
+    /// What `text` is, a function of it (so the derived traits agree with `text`).
+    share: Share,
+}
+
+/// The shared-subscription part of a filter, as parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Share {
+    /// Not a `$share/` filter.
+    None,
+    /// `$share/{group}/{filter}`: the group is `text[SHARE_PREFIX.len()..end]`.
+    Group { end: usize },
+    /// A `$share/` filter that breaks [MQTT-4.8.2-1] or [MQTT-4.8.2-2].
+    Bad(&'static str),
+}
+
+/// What a topic filter subscribes to [MQTT-4.8.2].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter<'a> {
+    /// An ordinary filter: every matching message.
+    Plain(&'a str),
+    /// `$share/{group}/{filter}`: one member of the group gets each message that
+    /// matches `filter`.
+    Shared {
+        /// The share name: at least one character, no `/`, `+` or `#` [MQTT-4.8.2-1].
+        group: &'a str,
+        /// The filter the group subscribes to.
+        filter: &'a str,
+    },
+    /// A `$share/` filter that breaks [MQTT-4.8.2-1] or [MQTT-4.8.2-2], with the
+    /// reason. Not malformed: a SUBSCRIBE refuses it with 0x8F (0x80 in MQTT 3).
+    BadShare(&'static str),
+}
 
 impl TopicFilter {
     /// The filter as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// What the filter subscribes to, as parsed when it was validated.
+    pub fn kind(&self) -> Filter<'_> {
+        match self.share {
+            Share::None => Filter::Plain(&self.text),
+            Share::Group { end } => Filter::Shared {
+                group: &self.text[topic::SHARE_PREFIX.len()..end],
+                filter: &self.text[end + 1..],
+            },
+            Share::Bad(reason) => Filter::BadShare(reason),
+        }
+    }
+
+    /// Whether this is a `$share/` filter (valid or not).
+    pub fn is_shared(&self) -> bool {
+        self.share != Share::None
     }
 
     /// Whether the filter holds `+` or `#`.
     pub fn has_wildcards(&self) -> bool {
-        self.0.bytes().any(|b| b == b'+' || b == b'#')
+        self.text.bytes().any(|b| b == b'+' || b == b'#')
     }
 
     /// A copy in its own allocation (see [`TopicName::detached`]): subscriptions
     /// live as long as their session.
     pub fn detached(&self) -> TopicFilter {
-        TopicFilter(ByteString::from(&*self.0))
+        TopicFilter { text: ByteString::from(&*self.text), share: self.share }
     }
 }
 
@@ -452,7 +504,8 @@ impl TryFrom<ByteString> for TopicFilter {
     type Error = ProtocolViolation;
     fn try_from(value: ByteString) -> Result<Self, Self::Error> {
         topic::validate_topic_filter(&value)?;
-        Ok(TopicFilter(value))
+        let share = topic::parse_share(&value);
+        Ok(TopicFilter { text: value, share })
     }
 }
 
@@ -465,13 +518,13 @@ impl TryFrom<&str> for TopicFilter {
 
 impl fmt::Debug for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.text, f)
     }
 }
 
 impl fmt::Display for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 

@@ -199,9 +199,6 @@ const OPTION_RETAIN_AS_PUBLISHED: u8 = 0x08;
 const OPTION_RETAIN_HANDLING_SHIFT: u8 = 4;
 const OPTION_RESERVED: u8 = 0xC0;
 
-/// The prefix of a shared subscription's filter [MQTT-4.8.2].
-const SHARED_PREFIX: &str = "$share/";
-
 /// The return code of a failed subscription [MQTT-3.9.3].
 const SUBACK_FAILURE: u8 = 0x80;
 

@@ -162,7 +162,7 @@ pub(super) fn decode_subscribe_v5(mut r: Reader) -> Result<Option<Packet>, Decod
         let no_local = options & OPTION_NO_LOCAL != 0;
         // The filter shows whether the subscription is shared, so the codec can check
         // this rule rather than leave it to the connection.
-        if no_local && filter.as_str().starts_with(SHARED_PREFIX) {
+        if no_local && filter.is_shared() {
             return Err(
                 protocol_error("MQTT-3.8.3-4", "No Local set on a shared subscription").into()
             );
