@@ -56,7 +56,7 @@ fn offline_then_back(mqueue_len_max: usize, expected: usize) -> Vec<u32> {
     // [MQTT-3.2.2-2]: the session was resumed.
     assert!(connack.session_present);
     let got = sub.receive_acking(expected);
-    assert!(got.iter().all(|p| p.qos == QoS::AtLeastOnce && !p.dup));
+    assert!(got.iter().all(|p| p.qos.qos() == QoS::AtLeastOnce && !p.dup));
     // Nothing else is pending: the acks above were processed before the PINGREQ.
     assert_eq!(sub.sync(), []);
     got.iter().map(|p| seq(&p.payload, "m")).collect()
@@ -112,8 +112,8 @@ fn qos0_is_queued_offline_when_mqueue_store_qos0_is_on() {
     expected.push("end".to_owned());
     assert_eq!(payloads(&got), expected);
     // Each message goes out at min(published QoS, granted QoS) [MQTT-3.8.4-6].
-    assert!(got[..10].iter().all(|p| p.qos == QoS::AtMostOnce));
-    assert_eq!(got[10].qos, QoS::AtLeastOnce);
+    assert!(got[..10].iter().all(|p| p.qos.qos() == QoS::AtMostOnce));
+    assert_eq!(got[10].qos.qos(), QoS::AtLeastOnce);
 }
 
 #[test]
@@ -141,14 +141,14 @@ fn inflight_window_holds_back_messages_until_acked() {
     assert_eq!(payloads(&first), ["w0", "w1", "w2", "w3", "w4"]);
 
     // One PUBACK opens one slot: exactly one more message.
-    sub.send(&Packet::PubAck(Ack::new(first[0].packet_id.expect("QoS 1 id"))));
+    sub.send(&Packet::PubAck(Ack::new(first[0].qos.packet_id().expect("QoS 1 id"))));
     match &sub.sync()[..] {
         [Packet::Publish(p)] => assert_eq!(text(&p.payload), "w5"),
         other => panic!("expected exactly w5, got {other:?}"),
     }
     // Acking the rest drains the queue in order.
     for p in &first[1..] {
-        sub.send(&Packet::PubAck(Ack::new(p.packet_id.expect("QoS 1 id"))));
+        sub.send(&Packet::PubAck(Ack::new(p.qos.packet_id().expect("QoS 1 id"))));
     }
     let rest = sub.receive_acking(14);
     assert_eq!(payloads(&rest), (6..20).map(|i| format!("w{i}")).collect::<Vec<_>>());
@@ -170,9 +170,12 @@ fn unacknowledged_messages_are_resent_with_dup_and_the_same_ids_on_reconnect() {
     let b = sub.recv_publish();
     let c = sub.recv_publish();
     assert_eq!(payloads(&[a.clone(), b.clone(), c.clone()]), ["a", "b", "c"]);
-    assert_eq!((a.qos, b.qos, c.qos), (QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::ExactlyOnce));
+    assert_eq!(
+        (a.qos.qos(), b.qos.qos(), c.qos.qos()),
+        (QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::ExactlyOnce)
+    );
     assert!(!a.dup && !b.dup && !c.dup, "first transmissions [MQTT-3.3.1-3]");
-    let id = |p: &Publish| p.packet_id.expect("QoS > 0 has an id");
+    let id = |p: &Publish| p.qos.packet_id().expect("QoS > 0 has an id");
     // c is received (PUBREC), so the broker moves on to PUBREL.
     sub.send(&Packet::PubRec(Ack::new(id(&c))));
     assert_eq!(sub.recv(), Packet::PubRel(Ack::new(id(&c))));
@@ -233,7 +236,7 @@ fn takeover_closes_the_old_connection_and_keeps_queued_messages() {
     assert_eq!(payloads(&got), ["t0", "t1", "t2", "t3", "t4"]);
     for (resent, original) in got[..2].iter().zip(&sent) {
         assert!(resent.dup, "[MQTT-3.3.1-1]");
-        assert_eq!(resent.packet_id, original.packet_id, "[MQTT-4.4.0-1]");
+        assert_eq!(resent.qos, original.qos, "[MQTT-4.4.0-1] same QoS, same packet id");
     }
     assert!(got[2..].iter().all(|p| !p.dup));
     assert_eq!(second.sync(), []);
@@ -279,7 +282,7 @@ fn order_per_qos_holds_across_shards_and_a_reconnect() {
     while qos1 < 100 {
         let packet = sub.recv();
         if let Some(p) = sub.ack(packet) {
-            qos1 += usize::from(p.qos == QoS::AtLeastOnce);
+            qos1 += usize::from(p.qos.qos() == QoS::AtLeastOnce);
             record(&mut seen, &p);
         }
     }
@@ -330,7 +333,7 @@ fn record(seen: &mut [Vec<u32>; 3], p: &Publish) {
     let text = text(&p.payload);
     let (qos, n) = text.split_once('-').expect("<qos>-<n>");
     let qos: usize = qos.parse().expect("qos");
-    assert_eq!(qos, p.qos as usize, "delivered at the published QoS");
+    assert_eq!(qos, p.qos.qos() as usize, "delivered at the published QoS");
     let n: u32 = n.parse().expect("sequence");
     if p.dup && seen[qos].last().is_some_and(|last| n <= *last) {
         return;
@@ -403,7 +406,7 @@ fn retry_interval_resends_unacknowledged_message_to_a_connected_client() {
     assert!(sent_at.elapsed() < Duration::from_secs(3));
 
     // Once acknowledged, it is not resent any more.
-    sub.send(&Packet::PubAck(Ack::new(first.packet_id.expect("QoS 1 id"))));
+    sub.send(&Packet::PubAck(Ack::new(first.qos.packet_id().expect("QoS 1 id"))));
     for packet in sub.sync() {
         // A resend may have crossed the PUBACK.
         assert_eq!(packet, Packet::Publish(Publish { dup: true, ..first.clone() }));

@@ -142,136 +142,83 @@ impl fmt::Display for ReasonCode {
     }
 }
 
-/// The properties of an MQTT 5 packet [MQTT-2.2.2], one field per property
-/// identifier. Which identifiers a packet may carry is the codec's business: it
-/// refuses any other, and any duplicate except User Property (and Subscription
-/// Identifier in a server-to-client PUBLISH). An MQTT 3 packet has none: every field
-/// is empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Properties {
-    /// 0x01, PUBLISH and will: 0 unspecified bytes, 1 UTF-8 [MQTT-3.3.2.3.2].
-    pub payload_format_indicator: Option<u8>,
-    /// 0x02, PUBLISH and will: seconds the message lives [MQTT-3.3.2.3.3].
-    pub message_expiry_interval: Option<u32>,
-    /// 0x03, PUBLISH and will: MIME-like description of the payload.
-    pub content_type: Option<ByteString>,
-    /// 0x08, PUBLISH and will: topic for a response; no wildcards [MQTT-3.3.2-14].
-    pub response_topic: Option<TopicName>,
-    /// 0x09, PUBLISH and will: binary data matching a response to its request.
-    pub correlation_data: Option<Bytes>,
-    /// 0x0B, PUBLISH (server to client, any number) and SUBSCRIBE (at most one):
-    /// 1..=268435455 [MQTT-3.8.2.1.2].
-    pub subscription_identifiers: Vec<u32>,
-    /// 0x11, CONNECT, CONNACK, DISCONNECT: seconds the session outlives the network
-    /// connection; 0xFFFFFFFF never expires [MQTT-3.1.2.11.2].
-    pub session_expiry_interval: Option<u32>,
-    /// 0x12, CONNACK: the client id the server assigned [MQTT-3.2.2.3.7].
-    pub assigned_client_identifier: Option<ByteString>,
-    /// 0x13, CONNACK: the keep-alive the server imposes [MQTT-3.2.2.3.14].
-    pub server_keep_alive: Option<u16>,
-    /// 0x15, CONNECT, CONNACK, AUTH: name of the enhanced authentication method.
-    pub authentication_method: Option<ByteString>,
-    /// 0x16, CONNECT, CONNACK, AUTH: data of the enhanced authentication exchange.
-    pub authentication_data: Option<Bytes>,
-    /// 0x17, CONNECT: 0 or 1 [MQTT-3.1.2.11.7].
-    pub request_problem_information: Option<u8>,
-    /// 0x18, will: seconds between the end of the connection and the will
-    /// [MQTT-3.1.3.2.2].
-    pub will_delay_interval: Option<u32>,
-    /// 0x19, CONNECT: 0 or 1 [MQTT-3.1.2.11.6].
-    pub request_response_information: Option<u8>,
-    /// 0x1A, CONNACK: basis for response topics.
-    pub response_information: Option<ByteString>,
-    /// 0x1C, CONNACK, DISCONNECT: another server to use.
-    pub server_reference: Option<ByteString>,
-    /// 0x1F, acknowledgements, DISCONNECT, AUTH: human-readable diagnostics.
-    pub reason_string: Option<ByteString>,
-    /// 0x21, CONNECT, CONNACK: 1..=65535 unacknowledged QoS 1/2 PUBLISHes the
-    /// sender accepts [MQTT-3.1.2.11.3].
-    pub receive_maximum: Option<u16>,
-    /// 0x22, CONNECT, CONNACK: highest topic alias the sender accepts.
-    pub topic_alias_maximum: Option<u16>,
-    /// 0x23, PUBLISH: 1..=Topic Alias Maximum [MQTT-3.3.2-8].
-    pub topic_alias: Option<u16>,
-    /// 0x24, CONNACK: 0 or 1, the highest QoS the server supports.
-    pub maximum_qos: Option<u8>,
-    /// 0x25, CONNACK: 0 or 1.
-    pub retain_available: Option<u8>,
-    /// 0x26, every packet with properties: name-value pairs, order preserved,
-    /// repeats allowed [MQTT-3.3.2-18].
-    pub user_properties: Vec<(ByteString, ByteString)>,
-    /// 0x27, CONNECT, CONNACK: largest packet the sender accepts, > 0.
-    pub maximum_packet_size: Option<u32>,
-    /// 0x28, CONNACK: 0 or 1.
-    pub wildcard_subscription_available: Option<u8>,
-    /// 0x29, CONNACK: 0 or 1.
-    pub subscription_identifier_available: Option<u8>,
-    /// 0x2A, CONNACK: 0 or 1.
-    pub shared_subscription_available: Option<u8>,
+/// Generates [`Properties`] (one field per row of the property table), what an empty
+/// one reads as, and [`Properties::detached`].
+macro_rules! properties_struct {
+    ($(
+        $(#[$doc:meta])*
+        $id:literal $name:ident $field:ident: $kind:ident $($check:ident)? $text:literal,
+        [$($carrier:ident $section:literal),* $(,)?];
+    )*) => {
+        /// The properties of an MQTT 5 packet [MQTT-2.2.2], one field per property
+        /// identifier, as `super::property_table` declares them. Which identifiers a
+        /// packet may carry is the codec's business: it refuses any other, and any
+        /// duplicate except User Property (and Subscription Identifier in a
+        /// server-to-client PUBLISH). An MQTT 3 packet has none: every field is empty.
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct Properties {
+            $($(#[$doc])* pub $field: property_type!($kind),)*
+        }
+
+        /// What an empty [`Props`] reads as.
+        static EMPTY_PROPERTIES: Properties = Properties {
+            $($field: property_empty!($kind),)*
+        };
+
+        impl Properties {
+            /// A copy whose strings and binary data have their own allocations. Decoded
+            /// properties are slices of the read buffer and keep all of it alive; what
+            /// is kept for long (retained messages, wills) detaches first.
+            pub fn detached(&self) -> Properties {
+                Properties { $($field: property_detached!($kind, &self.$field),)* }
+            }
+        }
+    };
 }
+
+/// The empty value of a property field, by value type.
+macro_rules! property_empty {
+    (vbi_list) => {
+        Vec::new()
+    };
+    (pair_list) => {
+        Vec::new()
+    };
+    ($kind:ident) => {
+        None
+    };
+}
+
+/// A copy of a property field with its own allocations, by value type.
+macro_rules! property_detached {
+    (string, $v:expr) => {
+        $v.as_deref().map(ByteString::from)
+    };
+    (binary, $v:expr) => {
+        $v.as_deref().map(Bytes::copy_from_slice)
+    };
+    (topic, $v:expr) => {
+        $v.as_ref().map(TopicName::detached)
+    };
+    (vbi_list, $v:expr) => {
+        $v.clone()
+    };
+    (pair_list, $v:expr) => {
+        $v.iter().map(|(k, v)| (ByteString::from(&**k), ByteString::from(&**v))).collect()
+    };
+    ($kind:ident, $v:expr) => {
+        *$v
+    };
+}
+
+mqtt5_properties!(properties_struct);
 
 impl Properties {
     /// Whether no property is set.
     pub fn is_empty(&self) -> bool {
         *self == EMPTY_PROPERTIES
     }
-
-    /// A copy whose strings and binary data have their own allocations. Decoded
-    /// properties are slices of the read buffer and keep all of it alive; what is
-    /// kept for long (retained messages, wills) detaches first.
-    pub fn detached(&self) -> Properties {
-        let string = |s: &Option<ByteString>| s.as_deref().map(ByteString::from);
-        let binary = |b: &Option<Bytes>| b.as_deref().map(Bytes::copy_from_slice);
-        Properties {
-            content_type: string(&self.content_type),
-            response_topic: self.response_topic.as_ref().map(TopicName::detached),
-            correlation_data: binary(&self.correlation_data),
-            assigned_client_identifier: string(&self.assigned_client_identifier),
-            authentication_method: string(&self.authentication_method),
-            authentication_data: binary(&self.authentication_data),
-            response_information: string(&self.response_information),
-            server_reference: string(&self.server_reference),
-            reason_string: string(&self.reason_string),
-            user_properties: self
-                .user_properties
-                .iter()
-                .map(|(k, v)| (ByteString::from(&**k), ByteString::from(&**v)))
-                .collect(),
-            ..self.clone()
-        }
-    }
 }
-
-/// What an empty [`Props`] reads as.
-static EMPTY_PROPERTIES: Properties = Properties {
-    payload_format_indicator: None,
-    message_expiry_interval: None,
-    content_type: None,
-    response_topic: None,
-    correlation_data: None,
-    subscription_identifiers: Vec::new(),
-    session_expiry_interval: None,
-    assigned_client_identifier: None,
-    server_keep_alive: None,
-    authentication_method: None,
-    authentication_data: None,
-    request_problem_information: None,
-    will_delay_interval: None,
-    request_response_information: None,
-    response_information: None,
-    server_reference: None,
-    reason_string: None,
-    receive_maximum: None,
-    topic_alias_maximum: None,
-    topic_alias: None,
-    maximum_qos: None,
-    retain_available: None,
-    user_properties: Vec::new(),
-    maximum_packet_size: None,
-    wildcard_subscription_available: None,
-    subscription_identifier_available: None,
-    shared_subscription_available: None,
-};
 
 /// A packet's MQTT 5 properties behind one pointer. Empty (every MQTT 3 packet,
 /// most MQTT 5 ones) it allocates nothing and keeps [`Packet`] small: a
@@ -324,6 +271,67 @@ impl Eq for Props {}
 impl fmt::Debug for Props {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// The QoS of a PUBLISH with the packet id that QoS 1 and 2 need [MQTT-2.3.1-5]: a
+/// QoS 0 PUBLISH has no packet id, and a QoS 1 or 2 one cannot lack it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PublishQoS {
+    /// QoS 0: fire and forget, no packet id [MQTT-2.3.1-6].
+    AtMostOnce,
+    /// QoS 1, acknowledged by PUBACK.
+    AtLeastOnce(PacketId),
+    /// QoS 2, through PUBREC/PUBREL/PUBCOMP.
+    ExactlyOnce(PacketId),
+}
+
+impl PublishQoS {
+    /// `qos` with `packet_id`, which QoS 0 does not carry.
+    pub fn new(qos: QoS, packet_id: PacketId) -> PublishQoS {
+        match qos {
+            QoS::AtMostOnce => PublishQoS::AtMostOnce,
+            QoS::AtLeastOnce => PublishQoS::AtLeastOnce(packet_id),
+            QoS::ExactlyOnce => PublishQoS::ExactlyOnce(packet_id),
+        }
+    }
+
+    /// The QoS level.
+    pub fn qos(self) -> QoS {
+        match self {
+            PublishQoS::AtMostOnce => QoS::AtMostOnce,
+            PublishQoS::AtLeastOnce(_) => QoS::AtLeastOnce,
+            PublishQoS::ExactlyOnce(_) => QoS::ExactlyOnce,
+        }
+    }
+
+    /// The packet id, at QoS 1 and 2.
+    pub fn packet_id(self) -> Option<PacketId> {
+        match self {
+            PublishQoS::AtMostOnce => None,
+            PublishQoS::AtLeastOnce(id) | PublishQoS::ExactlyOnce(id) => Some(id),
+        }
+    }
+}
+
+/// The topic of a PUBLISH: its name, or (MQTT 5) a Topic Alias the sender set
+/// earlier on the connection, with an empty topic name on the wire [MQTT-3.3.2-12].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PublishTopic {
+    /// The topic name; a Topic Alias property with it sets that alias.
+    Name(TopicName),
+    /// The alias alone: the receiver resolves it before using the message. The
+    /// PUBLISH's properties carry no other Topic Alias.
+    Alias(u16),
+}
+
+impl PublishTopic {
+    /// The topic name, unless the PUBLISH names its topic by alias alone.
+    pub fn name(&self) -> Option<&TopicName> {
+        match self {
+            PublishTopic::Name(name) => Some(name),
+            PublishTopic::Alias(_) => None,
+        }
     }
 }
 
@@ -382,18 +390,6 @@ impl TopicName {
         &self.0
     }
 
-    /// The empty topic of an MQTT 5 PUBLISH that names its topic by a Topic Alias
-    /// only (section 3.3.2.1). Valid nowhere else: the receiver replaces it with the
-    /// aliased topic before using the message.
-    pub fn empty() -> TopicName {
-        TopicName(ByteString::new())
-    }
-
-    /// Whether this is the empty topic of an aliased PUBLISH.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// A copy in its own allocation. A decoded topic is a slice of the read buffer
     /// and keeps all of it alive; what is kept for long (retained messages, wills)
     /// detaches first.
@@ -430,25 +426,77 @@ impl fmt::Display for TopicName {
 }
 
 /// A validated topic filter: a topic name that may hold `+` levels and a final `#`
-/// level [MQTT-4.7.1-2], [MQTT-4.7.1-3], [MQTT-4.7.3-1].
+/// level [MQTT-4.7.1-2], [MQTT-4.7.1-3], [MQTT-4.7.3-1]. Whether it is a shared
+/// subscription's `$share/{group}/{filter}` [MQTT-4.8.2] is parsed once, when it is
+/// validated (at decode): [`TopicFilter::kind`] tells it without parsing again.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicFilter(ByteString);
+pub struct TopicFilter {
+    text: ByteString,
+    /// What `text` is, a function of it (so the derived traits agree with `text`).
+    share: Share,
+}
+
+/// The shared-subscription part of a filter, as parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Share {
+    /// Not a `$share/` filter.
+    None,
+    /// `$share/{group}/{filter}`: the group is `text[SHARE_PREFIX.len()..end]`.
+    Group { end: usize },
+    /// A `$share/` filter that breaks [MQTT-4.8.2-1] or [MQTT-4.8.2-2].
+    Bad(&'static str),
+}
+
+/// What a topic filter subscribes to [MQTT-4.8.2].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter<'a> {
+    /// An ordinary filter: every matching message.
+    Plain(&'a str),
+    /// `$share/{group}/{filter}`: one member of the group gets each message that
+    /// matches `filter`.
+    Shared {
+        /// The share name: at least one character, no `/`, `+` or `#` [MQTT-4.8.2-1].
+        group: &'a str,
+        /// The filter the group subscribes to.
+        filter: &'a str,
+    },
+    /// A `$share/` filter that breaks [MQTT-4.8.2-1] or [MQTT-4.8.2-2], with the
+    /// reason. Not malformed: a SUBSCRIBE refuses it with 0x8F (0x80 in MQTT 3).
+    BadShare(&'static str),
+}
 
 impl TopicFilter {
     /// The filter as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// What the filter subscribes to, as parsed when it was validated.
+    pub fn kind(&self) -> Filter<'_> {
+        match self.share {
+            Share::None => Filter::Plain(&self.text),
+            Share::Group { end } => Filter::Shared {
+                group: &self.text[topic::SHARE_PREFIX.len()..end],
+                filter: &self.text[end + 1..],
+            },
+            Share::Bad(reason) => Filter::BadShare(reason),
+        }
+    }
+
+    /// Whether this is a `$share/` filter (valid or not).
+    pub fn is_shared(&self) -> bool {
+        self.share != Share::None
     }
 
     /// Whether the filter holds `+` or `#`.
     pub fn has_wildcards(&self) -> bool {
-        self.0.bytes().any(|b| b == b'+' || b == b'#')
+        self.text.bytes().any(|b| b == b'+' || b == b'#')
     }
 
     /// A copy in its own allocation (see [`TopicName::detached`]): subscriptions
     /// live as long as their session.
     pub fn detached(&self) -> TopicFilter {
-        TopicFilter(ByteString::from(&*self.0))
+        TopicFilter { text: ByteString::from(&*self.text), share: self.share }
     }
 }
 
@@ -456,7 +504,8 @@ impl TryFrom<ByteString> for TopicFilter {
     type Error = ProtocolViolation;
     fn try_from(value: ByteString) -> Result<Self, Self::Error> {
         topic::validate_topic_filter(&value)?;
-        Ok(TopicFilter(value))
+        let share = topic::parse_share(&value);
+        Ok(TopicFilter { text: value, share })
     }
 }
 
@@ -469,13 +518,13 @@ impl TryFrom<&str> for TopicFilter {
 
 impl fmt::Debug for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.text, f)
     }
 }
 
 impl fmt::Display for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -570,19 +619,17 @@ pub struct ConnAck {
 pub struct Publish {
     /// DUP flag: set when this may be a re-delivery of an earlier attempt [MQTT-3.3.1.1].
     pub dup: bool,
-    /// Delivery QoS [MQTT-3.3.1.2]; bits value 3 is malformed [MQTT-3.3.1-4].
-    pub qos: QoS,
+    /// Delivery QoS [MQTT-3.3.1.2] (bits value 3 is malformed [MQTT-3.3.1-4]),
+    /// with the packet id of QoS 1 and 2.
+    pub qos: PublishQoS,
     /// RETAIN flag: whether the server keeps the message for future subscribers [MQTT-3.3.1.3].
     pub retain: bool,
-    /// Topic the message is published to [MQTT-3.3.2.1].
-    pub topic: TopicName,
-    /// Present exactly when `qos > 0` [MQTT-2.3.1-5].
-    pub packet_id: Option<PacketId>,
+    /// Topic the message is published to [MQTT-3.3.2.1], or its alias.
+    pub topic: PublishTopic,
     /// Application message bytes, possibly empty [MQTT-3.3.3].
     pub payload: Bytes,
     /// MQTT 5 PUBLISH properties [MQTT-3.3.2.3]; `None` when there are none (and
-    /// always in MQTT 3), so a plain message costs no allocation. With a Topic Alias
-    /// property `topic` may be empty: the receiver resolves the alias [MQTT-3.3.2-12].
+    /// always in MQTT 3), so a plain message costs no allocation.
     pub properties: Option<Box<Properties>>,
 }
 
@@ -593,7 +640,6 @@ impl fmt::Debug for Publish {
             .field("qos", &self.qos)
             .field("retain", &self.retain)
             .field("topic", &self.topic)
-            .field("packet_id", &self.packet_id)
             .field("payload_len", &self.payload.len())
             .field("properties", &self.properties)
             .finish()

@@ -37,6 +37,7 @@
 //! Both validators scan bytes, not chars: `/`, `+`, `#` and NUL are ASCII, and no byte
 //! of a multi-byte UTF-8 sequence is ASCII, so a byte match is a character match.
 
+use super::packet::Share;
 use super::ProtocolViolation;
 
 /// The longest topic, in bytes: its length travels as a 16-bit prefix [MQTT-4.7.3-3].
@@ -99,6 +100,30 @@ pub fn validate_topic_filter(s: &str) -> Result<(), ProtocolViolation> {
     Ok(())
 }
 
+/// The prefix of a shared subscription's filter [MQTT-4.8.2].
+pub const SHARE_PREFIX: &str = "$share/";
+
+/// Parses the `$share/{group}/{filter}` form of a valid filter [MQTT-4.8.2]. A
+/// `$share/` filter that breaks the form is not malformed: the SUBSCRIBE refuses it
+/// with 0x8F, so it is kept with the reason.
+pub(crate) fn parse_share(s: &str) -> Share {
+    let Some(rest) = s.strip_prefix(SHARE_PREFIX) else {
+        return Share::None;
+    };
+    let Some((group, filter)) = rest.split_once('/') else {
+        return Share::Bad(
+            "[MQTT-4.8.2-2] a shared subscription needs a filter after the share name",
+        );
+    };
+    if group.is_empty() || group.contains(['+', '#']) {
+        return Share::Bad("[MQTT-4.8.2-1] the share name must be non-empty without + or #");
+    }
+    if filter.is_empty() {
+        return Share::Bad("[MQTT-4.8.2-2] a shared subscription needs a non-empty filter");
+    }
+    Share::Group { end: SHARE_PREFIX.len() + group.len() }
+}
+
 fn check_length(s: &str) -> Result<(), ProtocolViolation> {
     if s.is_empty() {
         Err(EMPTY)
@@ -112,6 +137,22 @@ fn check_length(s: &str) -> Result<(), ProtocolViolation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{Filter, TopicFilter};
+
+    #[test]
+    fn shared_filters_are_parsed_once_at_validation() {
+        // [MQTT-4.8.2-1], [MQTT-4.8.2-2]
+        let filter = |s: &str| TopicFilter::try_from(s).expect("valid filter");
+        assert_eq!(filter("a/b").kind(), Filter::Plain("a/b"));
+        let shared = filter("$share/g/a/+");
+        assert_eq!(shared.kind(), Filter::Shared { group: "g", filter: "a/+" });
+        let all = filter("$share/group/#");
+        assert_eq!(all.kind(), Filter::Shared { group: "group", filter: "#" });
+        for bad in ["$share/g", "$share//a", "$share/+/a", "$share/g/"] {
+            assert!(matches!(filter(bad).kind(), Filter::BadShare(_)), "{bad}");
+        }
+        assert!(TopicFilter::try_from("$share/g/a").expect("valid").detached().is_shared());
+    }
 
     fn clause<T>(r: Result<T, ProtocolViolation>) -> Option<&'static str> {
         r.err().map(|v| v.clause)

@@ -13,9 +13,7 @@ mod shared;
 mod trie;
 
 pub use routes::{RouteTable, ShardSet, SHARDS_MAX};
-pub use shared::{
-    parse_shared, LocalGroup, SharedFilter, SharedRoutes, SharedStrategy, SHARE_PREFIX,
-};
+pub use shared::{LocalGroup, SharedRoutes, SharedStrategy};
 pub use trie::{topic_matches, SubTrie};
 
 /// The shard that owns `key` (a client id for sessions, a topic for retained

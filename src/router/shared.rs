@@ -16,10 +16,7 @@ use bytestring::ByteString;
 use hashbrown::HashMap;
 
 use super::SubTrie;
-use crate::protocol::TopicFilter;
-
-/// The prefix of a shared subscription's filter [MQTT-4.8.2].
-pub const SHARE_PREFIX: &str = "$share/";
+use crate::protocol::{Filter, TopicFilter};
 
 /// How a shared subscription group picks the shard, then the member, that gets a
 /// message. The router's own type: settings convert into it, so matching does not
@@ -35,32 +32,6 @@ pub enum SharedStrategy {
     Sticky,
 }
 
-/// The parts of a `$share/{group}/{filter}` filter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SharedFilter<'a> {
-    /// The share name: at least one character, no `/`, `+` or `#` [MQTT-4.8.2-1].
-    pub group: &'a str,
-    /// The filter the group subscribes to.
-    pub filter: &'a str,
-}
-
-/// `None` for an ordinary filter; `Some(Err(reason))` for a `$share/` filter that
-/// breaks [MQTT-4.8.2-1] / [MQTT-4.8.2-2] (answered with SUBACK 0x8F).
-pub fn parse_shared(filter: &str) -> Option<Result<SharedFilter<'_>, &'static str>> {
-    let rest = filter.strip_prefix(SHARE_PREFIX)?;
-    let Some((group, filter)) = rest.split_once('/') else {
-        return Some(Err(
-            "[MQTT-4.8.2-2] a shared subscription needs a filter after the share name",
-        ));
-    };
-    if group.is_empty() || group.contains(['+', '#']) {
-        return Some(Err("[MQTT-4.8.2-1] the share name must be non-empty without + or #"));
-    }
-    if filter.is_empty() {
-        return Some(Err("[MQTT-4.8.2-2] a shared subscription needs a non-empty filter"));
-    }
-    Some(Ok(SharedFilter { group, filter }))
-}
 
 /// One group's members, shard by shard.
 #[derive(Debug)]
@@ -143,23 +114,23 @@ impl SharedRoutes {
     /// Records that `shard` has `members` connected members of `full`, a valid
     /// `$share/` filter (anything else is ignored).
     pub fn set(&mut self, full: &TopicFilter, shard: usize, members: u32) {
-        let Some(Ok(parsed)) = parse_shared(full.as_str()) else { return };
-        let group = ByteString::from(parsed.group);
+        let Filter::Shared { group, filter } = full.kind() else { return };
+        let group = ByteString::from(group);
         if members == 0 {
-            let Some(groups) = self.trie.get_mut(parsed.filter) else { return };
+            let Some(groups) = self.trie.get_mut(filter) else { return };
             let Some(route) = groups.get_mut(&group) else { return };
             route.counts[shard] = 0;
             if route.total() == 0 {
                 groups.remove(&group);
                 self.groups -= 1;
                 if groups.is_empty() {
-                    self.trie.remove(parsed.filter);
+                    self.trie.remove(filter);
                 }
             }
             return;
         }
         let shards = self.shards;
-        let groups = self.trie.get_or_insert_with(parsed.filter, HashMap::new);
+        let groups = self.trie.get_or_insert_with(filter, HashMap::new);
         let route = groups.entry(group).or_insert_with(|| {
             self.groups += 1;
             GroupRoute {
@@ -199,8 +170,8 @@ impl SharedRoutes {
     ///
     /// [`pick`]: SharedRoutes::pick
     pub fn pick_other(&self, full: &TopicFilter, not: usize, random: u64) -> Option<usize> {
-        let parsed = parse_shared(full.as_str())?.ok()?;
-        let route = self.trie.get(parsed.filter)?.get(parsed.group)?;
+        let Filter::Shared { group, filter } = full.kind() else { return None };
+        let route = self.trie.get(filter)?.get(group)?;
         let others: u64 = route
             .counts
             .iter()
@@ -273,19 +244,6 @@ mod tests {
 
     fn filter(s: &str) -> TopicFilter {
         TopicFilter::try_from(s).unwrap()
-    }
-
-    #[test]
-    fn parses_share_names_and_filters() {
-        assert_eq!(parse_shared("a/b"), None);
-        assert_eq!(
-            parse_shared("$share/g/a/+"),
-            Some(Ok(SharedFilter { group: "g", filter: "a/+" }))
-        );
-        assert!(matches!(parse_shared("$share/g"), Some(Err(_))));
-        assert!(matches!(parse_shared("$share//a"), Some(Err(_))));
-        assert!(matches!(parse_shared("$share/g+/a"), Some(Err(_))));
-        assert!(matches!(parse_shared("$share/g/"), Some(Err(_))));
     }
 
     #[test]

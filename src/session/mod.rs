@@ -16,8 +16,16 @@
 //! Owner: the shard that owns the client id. A `Session` never crosses a ring.
 //!
 //! # Invariants
-//! - At most `min(inflight_max, client's Receive Maximum)` unacknowledged QoS 1/2
-//!   messages toward the client [MQTT-3.3.4-9].
+//! - At most `inflight_max` unacknowledged QoS 1/2 messages, and at most
+//!   `min(inflight_max, client's Receive Maximum)` of them sent on the current
+//!   connection [MQTT-3.3.4-9], [MQTT-4.9.0-1]: a client that comes back with a
+//!   smaller Receive Maximum gets the rest as it acknowledges.
+//! - Timed resends (`retry`) only over MQTT 3; MQTT 5 resends only when a session
+//!   resumes [MQTT-4.4.0-1].
+//! - Every acknowledgement matches the exchange of its packet id; any other pair is
+//!   a protocol violation [MQTT-4.8.0-1].
+//! - No PUBLISH that cannot be framed reaches the codec: a message that grew past
+//!   the protocol maximum on re-encoding is dropped for this client and counted.
 //! - Messages reach the client in the order they reached the session, across the
 //!   window, the mqueue and reconnects [MQTT-4.6.0-1]: nothing overtakes a queued
 //!   message.
@@ -35,12 +43,23 @@ use hashbrown::{HashMap, HashSet};
 
 use crate::message::Message;
 use crate::protocol::{
-    codec, Ack, Connect, Packet, PacketId, Properties, ProtocolVersion, QoS, ReasonCode,
-    TopicFilter,
+    codec, Ack, Connect, MeasuredPublish, Packet, PacketId, ProtocolVersion, ProtocolViolation,
+    PublishProperties, PublishView, QoS, ReasonCode, TopicFilter, TopicName,
 };
 
-pub use inflight::{Entry, Inflight, Stage};
+pub use inflight::{AckKind, Acked, Entry, Inflight, Stage};
 pub use mqueue::{Delivery, DropReason, Mqueue};
+
+/// How a PUBLISH names its topic to the client (MQTT 5 outgoing topic aliases).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AliasOut {
+    /// The full topic, no alias.
+    None,
+    /// An alias the client knows: an empty topic.
+    Known(u16),
+    /// The full topic with a new alias, which the client learns from it.
+    New(u16),
+}
 
 /// The limits one session enforces.
 #[derive(Clone, Copy, Debug)]
@@ -128,7 +147,8 @@ pub struct SessionStats {
     /// could be sent [MQTT-3.3.2-5].
     pub dropped_expired: u64,
     /// Messages not sent because they exceed the client's Maximum Packet Size
-    /// [MQTT-3.1.2-25].
+    /// [MQTT-3.1.2-25], or the largest packet the protocol can frame (a message
+    /// grows when re-encoded: a packet id, MQTT 5 properties) [MQTT-2.2.3].
     pub dropped_too_large: u64,
 }
 
@@ -288,120 +308,106 @@ impl Session {
             self.stats.dropped_expired += 1;
             return;
         };
-        if !self.fits(&delivery, expiry) {
+        let Some((mut publish, alias)) = self.measure(&delivery, expiry, false) else {
             self.stats.dropped_too_large += 1;
             return;
-        }
-        let packet_id = match delivery.qos {
-            QoS::AtMostOnce => None,
-            QoS::AtLeastOnce | QoS::ExactlyOnce => Some(self.inflight.insert(delivery.clone())),
         };
-        self.encode_publish(&delivery, packet_id, false, expiry, out);
+        if delivery.qos != QoS::AtMostOnce {
+            publish.set_packet_id(self.inflight.insert(delivery.clone()));
+        }
+        publish.encode(out);
+        self.alias_sent(&delivery.message.topic, alias);
         self.stats.sent[delivery.qos as usize] += 1;
     }
 
-    /// Whether the PUBLISH of `delivery` fits the client's Maximum Packet Size
-    /// (counting the full topic: an alias only makes it smaller).
-    fn fits(&self, delivery: &Delivery, expiry: Option<u32>) -> bool {
-        if self.link.packet_size_max == usize::MAX {
-            return true;
-        }
-        let message = &delivery.message;
-        let properties = self.outgoing_properties(delivery, expiry, None);
-        let len = codec::publish_encoded_len(
-            message.topic.as_str(),
-            message.payload.len(),
-            delivery.qos,
-            properties.as_ref(),
-            self.link.protocol,
-        );
-        len <= self.link.packet_size_max
-    }
-
-    /// The properties of the PUBLISH of `delivery` to an MQTT 5 client: the
-    /// message's own, the remaining expiry, the subscription identifiers and the
-    /// topic alias. `None` for MQTT 3, or when there are none.
-    fn outgoing_properties(
+    /// The PUBLISH of `delivery` for the attached connection, measured once: the
+    /// message's properties with the Message Expiry Interval left [MQTT-3.3.2-6], the
+    /// matching Subscription Identifiers [MQTT-3.3.4-3] and the outgoing alias
+    /// [MQTT-3.3.2-17] (MQTT 5). `None` when it exceeds the client's Maximum Packet
+    /// Size [MQTT-3.1.2-25] or the largest packet the protocol can frame (a message
+    /// grows when re-encoded: a packet id, a property block) [MQTT-2.2.3]. A new
+    /// alias costs 3 bytes: a packet that fits only without it goes without it.
+    fn measure<'d>(
         &self,
-        delivery: &Delivery,
+        delivery: &'d Delivery,
         expiry: Option<u32>,
-        alias: Option<u16>,
-    ) -> Option<Properties> {
-        if !self.link.protocol.is_v5() {
-            return None;
-        }
-        let own = delivery.message.properties.as_deref();
-        if own.is_none() && delivery.sub_ids.is_empty() && alias.is_none() {
-            return None;
-        }
-        let mut properties = own.cloned().unwrap_or_default();
-        // [MQTT-3.3.2-6]: the interval minus the time the message waited here.
-        properties.message_expiry_interval = expiry;
-        properties.subscription_identifiers.clone_from(&delivery.sub_ids);
-        properties.topic_alias = alias;
-        Some(properties)
-    }
-
-    /// Encodes the PUBLISH of `delivery` in the connection's protocol, with an
-    /// outgoing topic alias when the client accepts one [MQTT-3.3.2-17].
-    fn encode_publish(
-        &mut self,
-        delivery: &Delivery,
-        packet_id: Option<PacketId>,
         dup: bool,
-        expiry: Option<u32>,
-        out: &mut BytesMut,
-    ) {
-        let message = &delivery.message;
-        if !self.link.protocol.is_v5() {
-            codec::encode_publish(
-                out,
-                message.topic.as_str(),
-                &message.payload,
-                delivery.qos,
-                delivery.retain,
-                dup,
-                packet_id,
-            );
-            return;
+    ) -> Option<(MeasuredPublish<'d>, AliasOut)> {
+        let alias = self.alias_out(&delivery.message.topic);
+        if let Some(publish) = self.measure_with(delivery, expiry, alias, dup) {
+            return Some((publish, alias));
         }
-        let (topic, alias) = self.alias_out(message.topic.as_byte_string());
-        let properties = self.outgoing_properties(delivery, expiry, alias);
-        codec::encode_publish_v5(
-            out,
-            topic,
-            &message.payload,
-            delivery.qos,
-            delivery.retain,
-            dup,
-            packet_id,
-            properties.as_ref(),
-        );
+        if let AliasOut::New(_) = alias {
+            let publish = self.measure_with(delivery, expiry, AliasOut::None, dup)?;
+            return Some((publish, AliasOut::None));
+        }
+        None
     }
 
-    /// The topic to write and the alias to send with it: a known alias goes with an
-    /// empty topic; a new one (while the client's maximum allows) with the topic,
-    /// which sets it [MQTT-3.3.2-12].
-    fn alias_out<'t>(&mut self, topic: &'t ByteString) -> (&'t str, Option<u16>) {
-        if self.link.topic_alias_max == 0 {
-            return (topic, None);
+    /// [`Session::measure`] with the given alias.
+    fn measure_with<'d>(
+        &self,
+        delivery: &'d Delivery,
+        expiry: Option<u32>,
+        alias: AliasOut,
+        dup: bool,
+    ) -> Option<MeasuredPublish<'d>> {
+        let message = &delivery.message;
+        let (topic, topic_alias) = match alias {
+            AliasOut::None => (message.topic.as_str(), None),
+            AliasOut::Known(alias) => ("", Some(alias)),
+            AliasOut::New(alias) => (message.topic.as_str(), Some(alias)),
+        };
+        let publish = PublishView {
+            topic,
+            payload: &message.payload,
+            qos: delivery.qos,
+            packet_id: None,
+            retain: delivery.retain,
+            dup,
+            properties: PublishProperties {
+                message: message.properties.as_deref(),
+                message_expiry_interval: expiry,
+                subscription_identifiers: &delivery.sub_ids,
+                topic_alias,
+            },
         }
-        if let Some(alias) = self.aliases_out.get(topic) {
-            return ("", Some(*alias));
+        .measure(self.link.protocol);
+        (publish.size() <= self.link.packet_size_max.min(codec::PACKET_SIZE_MAX)).then_some(publish)
+    }
+
+    /// The alias to send `topic` with: a known one goes with an empty topic; a new
+    /// one (while the client's maximum allows) with the topic, which sets it
+    /// [MQTT-3.3.2-12]. Nothing changes until [`Session::alias_sent`]: a PUBLISH
+    /// dropped for its size sets no alias.
+    fn alias_out(&self, topic: &TopicName) -> AliasOut {
+        if self.link.topic_alias_max == 0 {
+            return AliasOut::None;
+        }
+        if let Some(alias) = self.aliases_out.get(topic.as_byte_string()) {
+            return AliasOut::Known(*alias);
         }
         if self.aliases_out.len() < usize::from(self.link.topic_alias_max) {
-            let alias = self.aliases_out.len() as u16 + 1;
-            self.aliases_out.insert(topic.clone(), alias);
-            return (topic, Some(alias));
+            let next = u16::try_from(self.aliases_out.len() + 1).expect("below topic_alias_max");
+            return AliasOut::New(next);
         }
-        (topic, None)
+        AliasOut::None
     }
 
-    /// Moves queued messages into `out` while the window and the buffer allow.
+    /// Records an alias the client now knows.
+    fn alias_sent(&mut self, topic: &TopicName, alias: AliasOut) {
+        if let AliasOut::New(alias) = alias {
+            self.aliases_out.insert(topic.as_byte_string().clone(), alias);
+        }
+    }
+
+    /// Resends what the window holds and the current connection has not seen yet,
+    /// then moves queued messages into `out`, while the window and the buffer allow.
     pub fn drain(&mut self, out: &mut BytesMut, now_us: u64) {
         if !self.online {
             return;
         }
+        self.resend(out, now_us);
         while let Some(front) = self.mqueue.front() {
             if !self.can_send_now(front, out) {
                 break;
@@ -411,44 +417,69 @@ impl Session {
         }
     }
 
-    /// PUBACK from the client. Returns the acknowledged delivery (unknown ids are
-    /// ignored, as a duplicate ack after a resend is legitimate).
-    pub fn on_puback(&mut self, id: PacketId, out: &mut BytesMut, now_us: u64) -> Option<Delivery> {
-        let entry = self.inflight.complete(id, Stage::Published)?;
-        debug_assert_eq!(entry.packet_id, id);
-        self.drain(out, now_us);
-        Some(entry.delivery)
+    /// PUBACK from the client. Returns the acknowledged delivery (`None` for an
+    /// unknown id: a duplicate ack after a resend is legitimate), or the violation
+    /// when the id's exchange is a QoS 2 one [MQTT-4.8.0-1].
+    pub fn on_puback(
+        &mut self,
+        id: PacketId,
+        out: &mut BytesMut,
+        now_us: u64,
+    ) -> Result<Option<Delivery>, ProtocolViolation> {
+        self.on_ack(id, AckKind::PubAck, out, now_us)
     }
 
     /// PUBREC from the client: answer PUBREL [MQTT-4.3.3-1], also for an id already
     /// released (a resent PUBREC). An MQTT 5 PUBREC with a failure reason ends the
-    /// exchange: no PUBREL, the message counts as acknowledged [MQTT-4.3.3-4].
-    pub fn on_pubrec(&mut self, ack: &Ack, out: &mut BytesMut, now_us: u64) -> Option<Delivery> {
-        if ack.reason.is_error() {
-            let entry = self.inflight.complete(ack.packet_id, Stage::Published)?;
-            self.drain(out, now_us);
-            return Some(entry.delivery);
-        }
-        if self.inflight.release(ack.packet_id) {
-            codec::encode(&Packet::PubRel(Ack::new(ack.packet_id)), self.link.protocol, out);
-        } else if self.link.protocol.is_v5() {
-            // An id no longer held: PUBREL 0x92 lets the client finish [MQTT-3.6.2.1].
-            let rel = Ack::with_reason(ack.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
-            codec::encode(&Packet::PubRel(rel), self.link.protocol, out);
-        }
-        None
+    /// exchange: no PUBREL, the message counts as acknowledged [MQTT-4.3.3-4]. A
+    /// PUBREC for a QoS 1 message is a violation [MQTT-4.8.0-1].
+    pub fn on_pubrec(
+        &mut self,
+        ack: &Ack,
+        out: &mut BytesMut,
+        now_us: u64,
+    ) -> Result<Option<Delivery>, ProtocolViolation> {
+        let kind = if ack.reason.is_error() { AckKind::PubRecFailed } else { AckKind::PubRec };
+        self.on_ack(ack.packet_id, kind, out, now_us)
     }
 
-    /// PUBCOMP from the client: the QoS 2 exchange is over.
+    /// PUBCOMP from the client: the QoS 2 exchange is over. A PUBCOMP for a QoS 1
+    /// message, or before PUBREL, is a violation [MQTT-4.8.0-1].
     pub fn on_pubcomp(
         &mut self,
         id: PacketId,
         out: &mut BytesMut,
         now_us: u64,
-    ) -> Option<Delivery> {
-        let entry = self.inflight.complete(id, Stage::Released)?;
-        self.drain(out, now_us);
-        Some(entry.delivery)
+    ) -> Result<Option<Delivery>, ProtocolViolation> {
+        self.on_ack(id, AckKind::PubComp, out, now_us)
+    }
+
+    fn on_ack(
+        &mut self,
+        id: PacketId,
+        kind: AckKind,
+        out: &mut BytesMut,
+        now_us: u64,
+    ) -> Result<Option<Delivery>, ProtocolViolation> {
+        match self.inflight.ack(id, kind)? {
+            Acked::Completed(entry) => {
+                self.drain(out, now_us);
+                Ok(Some(entry.delivery))
+            }
+            Acked::Released => {
+                codec::encode(&Packet::PubRel(Ack::new(id)), self.link.protocol, out);
+                Ok(None)
+            }
+            Acked::Unknown => {
+                if kind == AckKind::PubRec && self.link.protocol.is_v5() {
+                    // An id no longer held: PUBREL 0x92 lets the client finish
+                    // [MQTT-3.6.2.1].
+                    let rel = Ack::with_reason(id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+                    codec::encode(&Packet::PubRel(rel), self.link.protocol, out);
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// A QoS 2 PUBLISH from the client. Returns `true` when it is new and must be
@@ -476,43 +507,47 @@ impl Session {
         codec::encode(&Packet::PubComp(Ack::new(id)), self.link.protocol, out);
     }
 
-    /// The client (re)connected to this session: resend every unacknowledged PUBLISH
-    /// with DUP set and every pending PUBREL, in their original order and with their
-    /// original packet ids [MQTT-4.4.0-1], then what the mqueue holds. A message
-    /// whose delivery started is resent even if it expired meanwhile (with an expiry
-    /// of 0) [MQTT-3.3.2-5 applies before delivery starts only]; one that no longer
-    /// fits the client's Maximum Packet Size is dropped from the window.
+    /// The client (re)connected to this session: resend the unacknowledged
+    /// PUBLISHes with DUP set and the pending PUBRELs, in their original order and
+    /// with their original packet ids [MQTT-4.4.0-1], as many as the connection's
+    /// window takes (the rest follow as acknowledgements free it [MQTT-4.9.0-1]),
+    /// then what the mqueue holds. A message whose delivery started is resent even
+    /// if it expired meanwhile (with an expiry of 0) [MQTT-3.3.2-5 applies before
+    /// delivery starts only]; one that no longer fits the client's Maximum Packet
+    /// Size is dropped from the window.
     pub fn resume(&mut self, out: &mut BytesMut, now_us: u64) {
         self.online = true;
-        let entries: Vec<(PacketId, Stage)> =
-            self.inflight.iter().map(|e| (e.packet_id, e.stage)).collect();
-        for (packet_id, stage) in entries {
-            match stage {
-                Stage::Published => {
-                    let Some(entry) = self.inflight.iter().find(|e| e.packet_id == packet_id)
-                    else {
-                        continue;
-                    };
-                    let delivery = entry.delivery.clone();
-                    let expiry = remaining_expiry(&delivery.message, now_us).unwrap_or(Some(0));
-                    if !self.fits(&delivery, expiry) {
-                        self.inflight.remove(packet_id);
-                        self.stats.dropped_too_large += 1;
-                        continue;
-                    }
-                    self.encode_publish(&delivery, Some(packet_id), true, expiry, out);
-                }
-                Stage::Released => {
-                    codec::encode(&Packet::PubRel(Ack::new(packet_id)), self.link.protocol, out);
-                }
-            }
-        }
+        self.inflight.unsend_all();
         self.drain(out, now_us);
     }
 
-    /// Resends unacknowledged messages while connected (`retry_interval`).
+    /// Resends, in order, the window's entries not yet sent on this connection, as
+    /// long as its window has room.
+    fn resend(&mut self, out: &mut BytesMut, now_us: u64) {
+        while let Some(entry) = self.inflight.next_resend() {
+            let packet_id = entry.packet_id;
+            if entry.stage == Stage::PubCompDue {
+                codec::encode(&Packet::PubRel(Ack::new(packet_id)), self.link.protocol, out);
+                continue;
+            }
+            let delivery = entry.delivery;
+            let expiry = remaining_expiry(&delivery.message, now_us).unwrap_or(Some(0));
+            let Some((mut publish, alias)) = self.measure(&delivery, expiry, true) else {
+                self.inflight.remove(packet_id);
+                self.stats.dropped_too_large += 1;
+                continue;
+            };
+            publish.set_packet_id(packet_id);
+            publish.encode(out);
+            self.alias_sent(&delivery.message.topic, alias);
+        }
+    }
+
+    /// Resends unacknowledged messages while connected (`retry_interval`), over MQTT
+    /// 3 only: MQTT 5 forbids resending other than when a session resumes
+    /// [MQTT-4.4.0-1].
     pub fn retry(&mut self, out: &mut BytesMut, now_us: u64) {
-        if self.online {
+        if self.online && !self.link.protocol.is_v5() {
             self.resume(out, now_us);
         }
     }
@@ -539,9 +574,7 @@ impl Session {
 
     /// Whether the internal invariants of the session and its queues hold.
     pub fn check_invariants(&self) -> bool {
-        self.inflight.check_invariants()
-            && self.mqueue.check_invariants()
-            && self.inflight.len() <= usize::from(self.limits.inflight_max)
+        self.inflight.check_invariants() && self.mqueue.check_invariants()
     }
 }
 

@@ -2,7 +2,9 @@
 //! session through deliveries, acknowledgements, disconnects and reconnects, decodes
 //! everything the session encodes, and panics when an invariant breaks:
 //!
-//! - the inflight window is never exceeded and `check_invariants` holds after every step;
+//! - no more unacknowledged PUBLISHes reach the client on one connection than its
+//!   window (`min(inflight_max, Receive Maximum)`, which a reconnect may change), and
+//!   `check_invariants` holds after every step;
 //! - first transmissions (DUP = 0) come in delivery order, each message once;
 //! - every QoS 1/2 message is delivered or dropped by the counted mqueue policy;
 //! - after the client returns and acknowledges everything, nothing is pending.
@@ -42,6 +44,9 @@ pub fn delivery(seq: u64, qos: QoS) -> Delivery {
     Delivery::new(Arc::new(message), qos, false)
 }
 
+/// The client acknowledges each packet id as its exchange expects.
+const BY_THE_RULES: &str = "the scripted client acknowledges by the rules";
+
 /// The time a script runs at: messages carry no expiry, so any value does.
 const NOW_US: u64 = 0;
 
@@ -58,8 +63,9 @@ pub enum Op {
     Ack(usize),
     /// Drop the client's connection; the session goes offline.
     Disconnect,
-    /// Reconnect the client; the session resumes and resends what is pending.
-    Reconnect,
+    /// Reconnect the client, with this Receive Maximum over MQTT 5 (ignored over
+    /// MQTT 3); the session resumes and resends what is pending.
+    Reconnect(u16),
 }
 
 impl Op {
@@ -71,7 +77,7 @@ impl Op {
             2 | 3 => Op::Deliver(QoS::ExactlyOnce),
             4..=6 => Op::Ack(usize::from(b / 9)),
             7 => Op::Disconnect,
-            _ => Op::Reconnect,
+            _ => Op::Reconnect(u16::from(b / 9 % 6) + 1),
         }
     }
 }
@@ -85,6 +91,9 @@ pub struct Client {
     pub first_sent: Vec<u64>,
     /// Packets awaiting the client's PUBACK / PUBREC / PUBCOMP: (id, QoS, PUBREL seen).
     pub unacked: VecDeque<(PacketId, QoS, bool)>,
+    /// Ids of the QoS 1/2 PUBLISHes received on the current connection and not yet
+    /// completed (PUBACK, PUBCOMP): what counts against its Receive Maximum.
+    on_link: BTreeSet<PacketId>,
 }
 
 impl Default for Client {
@@ -96,7 +105,22 @@ impl Default for Client {
 impl Client {
     /// A client speaking `protocol`.
     pub fn new(protocol: ProtocolVersion) -> Self {
-        Client { protocol, first_sent: Vec::new(), unacked: VecDeque::new() }
+        Client {
+            protocol,
+            first_sent: Vec::new(),
+            unacked: VecDeque::new(),
+            on_link: BTreeSet::new(),
+        }
+    }
+
+    /// A new connection: the Receive Maximum counts from zero again [MQTT-4.9.0-1].
+    fn reconnect(&mut self) {
+        self.on_link.clear();
+    }
+
+    /// QoS 1/2 PUBLISHes received on this connection and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.on_link.len()
     }
 
     /// Decodes and records everything in `out`.
@@ -109,9 +133,10 @@ impl Client {
                     if !publish.dup {
                         self.first_sent.push(seq_of(&publish.payload));
                     }
-                    if let Some(id) = publish.packet_id {
+                    if let Some(id) = publish.qos.packet_id() {
+                        self.on_link.insert(id);
                         if !self.unacked.iter().any(|(known, _, _)| *known == id) {
-                            self.unacked.push_back((id, publish.qos, false));
+                            self.unacked.push_back((id, publish.qos.qos(), false));
                         }
                     }
                 }
@@ -133,15 +158,17 @@ impl Client {
         let (id, qos, released) = self.unacked[at];
         match (qos, released) {
             (QoS::AtLeastOnce, _) => {
-                session.on_puback(id, out, NOW_US);
+                session.on_puback(id, out, NOW_US).expect(BY_THE_RULES);
                 self.unacked.remove(at);
+                self.on_link.remove(&id);
             }
             (QoS::ExactlyOnce, false) => {
-                session.on_pubrec(&Ack::new(id), out, NOW_US);
+                session.on_pubrec(&Ack::new(id), out, NOW_US).expect(BY_THE_RULES);
             }
             (QoS::ExactlyOnce, true) => {
-                session.on_pubcomp(id, out, NOW_US);
+                session.on_pubcomp(id, out, NOW_US).expect(BY_THE_RULES);
                 self.unacked.remove(at);
+                self.on_link.remove(&id);
             }
             (QoS::AtMostOnce, _) => unreachable!("QoS 0 has no packet id"),
         }
@@ -159,7 +186,7 @@ pub fn run(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: boo
 pub fn run_on(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: bool, link: Link) {
     let mut session = Session::new("c".into(), limits(inflight_max, mqueue_len_max, store_qos0));
     session.attach(link);
-    let window = usize::from(inflight_max.min(link.receive_max));
+    let mut link = link;
     let mut client = Client::new(link.protocol);
     let mut out = BytesMut::new();
     let mut delivered_qos12 = Vec::new();
@@ -185,8 +212,12 @@ pub fn run_on(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: 
                 session.go_offline();
                 online = false;
             }
-            Op::Reconnect => {
+            Op::Reconnect(receive_max) => {
+                if link.protocol.is_v5() {
+                    link.receive_max = *receive_max;
+                }
                 session.attach(link);
+                client.reconnect();
                 session.resume(&mut out, NOW_US);
                 online = true;
             }
@@ -195,10 +226,13 @@ pub fn run_on(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: 
             client.read(&mut out);
         }
         assert!(session.check_invariants());
-        assert!(session.inflight_len() <= window, "window exceeded");
+        assert!(session.inflight_len() <= usize::from(inflight_max), "inflight_max exceeded");
+        let window = usize::from(inflight_max.min(link.receive_max));
+        assert!(client.in_flight() <= window, "window of this connection exceeded");
     }
     // Drain: the client comes back and acknowledges until nothing is left.
     session.attach(link);
+    client.reconnect();
     session.resume(&mut out, NOW_US);
     client.read(&mut out);
     for _ in 0..(4 * ops.len() + 8) {

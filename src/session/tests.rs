@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::script::{delivery, limits, run, run_on, Client, Op};
 use super::*;
-use crate::protocol::{codec, Limits, Packet, QoS};
+use crate::protocol::{codec, Limits, Packet, Properties, PublishTopic, QoS, TopicName};
 
 /// An MQTT 5 connection with its own Receive Maximum and topic aliases.
 fn v5_link(receive_max: u16, topic_alias_max: u16) -> Link {
@@ -26,7 +26,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(Op::Deliver),
         3 => any::<usize>().prop_map(Op::Ack),
         1 => Just(Op::Disconnect),
-        1 => Just(Op::Reconnect),
+        1 => (1u16..6).prop_map(Op::Reconnect),
     ]
 }
 
@@ -82,14 +82,14 @@ fn v5_publish_carries_properties_sub_ids_and_aliases() {
         panic!("two PUBLISHes: {packets:?}");
     };
     let props = first.properties.as_deref().expect("properties");
-    assert_eq!(first.topic.as_str(), "t");
+    assert_eq!(first.topic.name().map(TopicName::as_str), Some("t"));
     assert_eq!(props.topic_alias, Some(1), "alias set with the topic");
     assert_eq!(props.message_expiry_interval, Some(55), "60 s less 5 s waited");
     assert_eq!(props.subscription_identifiers, vec![3, 9]);
     assert_eq!(props.content_type.as_deref(), Some("text/plain"));
     assert_eq!(props.user_properties.len(), 2);
-    assert!(second.topic.is_empty(), "then the alias alone");
-    assert_eq!(second.properties.as_deref().unwrap().topic_alias, Some(1));
+    assert_eq!(second.topic, PublishTopic::Alias(1), "then the alias alone");
+    assert_eq!(second.properties.as_deref().unwrap().topic_alias, None, "in the topic");
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn offline_messages_come_back_in_order_with_session_present_state() {
     client.read(&mut out);
     assert_eq!(client.first_sent, vec![1, 2], "window of 2");
     let first = client.unacked[0].0;
-    session.on_puback(first, &mut out, 0);
+    session.on_puback(first, &mut out, 0).unwrap();
     client.read(&mut out);
     assert_eq!(client.first_sent, vec![1, 2, 3]);
 }
@@ -175,16 +175,16 @@ fn unacknowledged_messages_are_resent_with_dup_and_same_id() {
     let mut ids = Vec::new();
     while let Some(Packet::Publish(p)) = codec::decode(&mut out, &limits).unwrap() {
         assert!(!p.dup);
-        ids.push(p.packet_id.unwrap());
+        ids.push(p.qos.packet_id().unwrap());
     }
-    session.on_pubrec(&Ack::new(ids[1]), &mut out, 0);
+    session.on_pubrec(&Ack::new(ids[1]), &mut out, 0).unwrap();
     out.clear();
     session.go_offline();
     session.resume(&mut out, 0);
     match codec::decode(&mut out, &limits).unwrap() {
         Some(Packet::Publish(p)) => {
             assert!(p.dup);
-            assert_eq!(p.packet_id, Some(ids[0]));
+            assert_eq!(p.qos.packet_id(), Some(ids[0]));
         }
         other => panic!("expected the QoS 1 resend, got {other:?}"),
     }
@@ -225,4 +225,93 @@ fn incoming_qos2_is_routed_once_until_pubrel() {
     let mut out = BytesMut::new();
     session.on_pubrel(id, &mut out);
     assert!(session.on_incoming_qos2(id), "after PUBREL the id is free again");
+}
+
+/// Decodes the PUBLISHes in `out` and returns their packet ids.
+fn publish_ids(out: &mut BytesMut, protocol: ProtocolVersion) -> Vec<PacketId> {
+    decode_all(out, protocol)
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.qos.packet_id().expect("QoS 1"),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn smaller_receive_maximum_after_reconnect_is_kept() {
+    // [MQTT-4.9.0-1], [MQTT-3.3.4-9]: the client's new limit, not the old window.
+    let mut session = Session::new("c".into(), limits(4, 10, true));
+    session.attach(v5_link(4, 0));
+    let mut out = BytesMut::new();
+    for seq in 1..=4 {
+        session.deliver(delivery(seq, QoS::AtLeastOnce), Some(&mut out), true, 0);
+    }
+    let ids = publish_ids(&mut out, ProtocolVersion::V5);
+    assert_eq!(ids.len(), 4);
+    session.go_offline();
+    session.attach(v5_link(2, 0));
+    session.resume(&mut out, 0);
+    assert_eq!(publish_ids(&mut out, ProtocolVersion::V5), ids[..2], "two resent, in order");
+    session.on_puback(ids[0], &mut out, 0).unwrap();
+    assert_eq!(publish_ids(&mut out, ProtocolVersion::V5), ids[2..3], "the third as one is freed");
+}
+
+#[test]
+fn no_timed_retry_on_mqtt5() {
+    // [MQTT-4.4.0-1]: MQTT 5 resends only when the session resumes.
+    let mut session = Session::new("c".into(), limits(4, 10, true));
+    session.attach(v5_link(4, 0));
+    let mut out = BytesMut::new();
+    session.deliver(delivery(1, QoS::AtLeastOnce), Some(&mut out), true, 0);
+    out.clear();
+    session.retry(&mut out, 0);
+    assert!(
+        out.is_empty(),
+        "resent while connected: {:?}",
+        decode_all(&mut out, ProtocolVersion::V5)
+    );
+    session.attach(Link::v3(ProtocolVersion::V311));
+    session.retry(&mut out, 0);
+    assert_eq!(publish_ids(&mut out, ProtocolVersion::V311).len(), 1, "3.1.1 keeps its retry");
+}
+
+#[test]
+fn a_message_that_outgrows_the_protocol_maximum_is_dropped() {
+    // A QoS 0 PUBLISH of exactly the protocol maximum gains a packet id at QoS 1
+    // (and a property length in MQTT 5): it cannot be framed for this subscriber.
+    let topic_and_len = 3;
+    let payload = bytes::Bytes::from(vec![0u8; codec::REMAINING_LEN_MAX - topic_and_len]);
+    for link in [Link::v3(ProtocolVersion::V311), v5_link(4, 0)] {
+        let mut link = link;
+        link.packet_size_max = usize::MAX;
+        let mut session = Session::new("c".into(), limits(4, 10, true));
+        session.attach(link);
+        let mut d = delivery(1, QoS::AtLeastOnce);
+        let mut message = (*d.message).clone();
+        message.payload = payload.clone();
+        d.message = Arc::new(message);
+        let mut out = BytesMut::new();
+        session.deliver(d, Some(&mut out), true, 0);
+        assert!(out.is_empty());
+        assert_eq!(session.stats().dropped_too_large, 1);
+        assert_eq!(session.inflight_len(), 0);
+    }
+}
+
+#[test]
+fn a_new_alias_never_takes_a_publish_over_the_client_maximum() {
+    // [MQTT-3.1.2-24]: 16 bytes without an alias, 19 with one; the client takes 16.
+    let mut session = Session::new("c".into(), limits(4, 10, true));
+    let mut link = v5_link(10, 1);
+    link.packet_size_max = 16;
+    session.attach(link);
+    let mut out = BytesMut::new();
+    session.deliver(delivery(1, QoS::AtLeastOnce), Some(&mut out), true, 0);
+    assert_eq!(out.len(), 16, "sent, and within the client's maximum");
+    let packets = decode_all(&mut out, ProtocolVersion::V5);
+    let [Packet::Publish(p)] = &packets[..] else { panic!("one PUBLISH: {packets:?}") };
+    assert_eq!(p.topic.name().map(TopicName::as_str), Some("t"));
+    assert!(p.properties.as_deref().is_none_or(|p| p.topic_alias.is_none()), "no alias");
+    assert_eq!(session.stats().dropped_too_large, 0);
 }

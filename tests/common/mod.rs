@@ -28,8 +28,8 @@ use bytestring::ByteString;
 use shardmq::protocol::codec::{self, PACKET_SIZE_MAX};
 use shardmq::protocol::{
     Ack, ConnAck, Connect, DecodeError, Disconnect, Limits, Packet, PacketId, Properties,
-    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeFilter, TopicFilter, TopicName,
-    Unsubscribe,
+    ProtocolVersion, Publish, PublishQoS, PublishTopic, QoS, ReasonCode, Subscribe,
+    SubscribeFilter, TopicFilter, TopicName, Unsubscribe,
 };
 use shardmq::router::owner_shard;
 use shardmq::{Broker, BrokerHandle, Config};
@@ -111,12 +111,18 @@ pub fn publish_packet(
     dup: bool,
     retain: bool,
 ) -> Packet {
+    let qos = match packet_id {
+        Some(id) => PublishQoS::new(qos, pid(id)),
+        None => {
+            assert_eq!(qos, QoS::AtMostOnce, "a packet id above QoS 0");
+            PublishQoS::AtMostOnce
+        }
+    };
     Packet::Publish(Publish {
         dup,
         qos,
         retain,
-        topic: topic(topic_name),
-        packet_id: packet_id.map(pid),
+        topic: PublishTopic::Name(topic(topic_name)),
         payload: Bytes::copy_from_slice(payload),
         properties: None,
     })
@@ -220,6 +226,11 @@ impl Raw {
             self.protocol = connect.protocol;
         }
         self.send_bytes(&encode_as(packet, self.protocol));
+    }
+
+    /// The layout of what follows a CONNECT sent as raw bytes.
+    pub fn set_protocol(&mut self, protocol: ProtocolVersion) {
+        self.protocol = protocol;
     }
 
     pub fn send_bytes(&mut self, bytes: &[u8]) {
@@ -463,15 +474,10 @@ impl Raw {
     pub fn ack(&mut self, packet: Packet) -> Option<Publish> {
         match packet {
             Packet::Publish(p) => {
-                match (p.qos, p.packet_id) {
-                    (QoS::AtLeastOnce, Some(id)) => {
-                        self.send(&Packet::PubAck(Ack::new(id)));
-                    }
-                    (QoS::ExactlyOnce, Some(id)) => {
-                        self.send(&Packet::PubRec(Ack::new(id)));
-                    }
-                    (QoS::AtMostOnce, None) => {}
-                    _ => panic!("PUBLISH with a packet id that does not fit its QoS: {p:?}"),
+                match p.qos {
+                    PublishQoS::AtLeastOnce(id) => self.send(&Packet::PubAck(Ack::new(id))),
+                    PublishQoS::ExactlyOnce(id) => self.send(&Packet::PubRec(Ack::new(id))),
+                    PublishQoS::AtMostOnce => {}
                 }
                 Some(p)
             }

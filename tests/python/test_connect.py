@@ -232,3 +232,17 @@ def test_pipelined_packets_in_one_segment(broker, raw_client, topic_root):
     assert types == sorted([PINGRESP, 3]), rest
     pub = next(p for p in rest if p.type == 3).publish()
     assert (pub.topic, pub.payload) == (topic, b"self")
+
+
+@pytest.mark.parametrize("shard", [0, 1])
+def test_mqtt31_connack_byte_1_reserved(broker, raw_client, shard):
+    """MQTT 3.1 (level 3) CONNACK: byte 1 is reserved (3.1 has no Session
+    Present flag; 3.1.1 added it in [MQTT-3.2.2-2]), so a resumed
+    persistent session still gets 0x20 0x02 0x00 0x00."""
+    cid = broker.client_id("r31sp-", shard)
+    for _ in range(2):
+        raw = raw_client()
+        raw.send(connect_packet(cid, clean=False, proto_name="MQIsdp", proto_level=3))
+        p = raw.recv_packet()
+        assert (p.type, p.flags, p.body) == (CONNACK, 0, b"\x00\x00")
+        raw.close()

@@ -204,8 +204,11 @@ def _attack(b, kind: str, arg, seed: int, out: Outcome) -> None:
                 # closed for bad input, or by the keep-alive timeout (3 s) if the
                 # garbage happened to look like the start of a packet
                 r.wait_closed(CLOSE_BOUND)
-            except (OSError, AssertionError):
-                pass
+            except OSError:
+                pass  # closed while we were still sending
+            except AssertionError as e:
+                out.fail(f"garbage-after-connect: {e}")
+                return
         else:
             raise AssertionError(kind)
     except (ConnectionClosed, TimeoutError, OSError) as e:

@@ -10,6 +10,7 @@ from mqtt_helpers import (
     PUBREC,
     PUBREL,
     SHARD_PAIRS,
+    SUBACK,
     puback_packet,
     pubcomp_packet,
     publish_packet,
@@ -173,3 +174,50 @@ def test_qos2_repeated_duplicates_delivered_once(broker, raw_client, mqtt_client
     Packet Identifier by sending a PUBREC": three DUP re-sends, one delivery."""
     _qos2_duplicate_publish(broker, raw_client, mqtt_client, topic_root, pub_shard, sub_shard,
                             2, resends=3)
+
+
+@pytest.mark.parametrize("shard", [0, 1])
+def test_mqtt31_pubrel_with_dup_is_completed(broker, raw_client, shard):
+    """MQTT 3.1 (level 3) lets a client set DUP on a retried PUBREL (fixed
+    header 0x6A: 3.1 section 3.6; 3.1.1 fixed the flags to 0010 in
+    [MQTT-3.6.1-1]). A 3.1 client's retried PUBREL gets its PUBCOMP and the
+    connection stays open."""
+    raw = raw_client()
+    assert raw.connect(broker.client_id("rel31-", shard), proto_name="MQIsdp", proto_level=3) == (0, 0)
+    raw.send(publish_packet("qos/v31/rel", b"x", qos=2, pid=5))
+    assert raw.recv_until(PUBREC)[0].pid() == 5
+    raw.send(pubrel_packet(5))
+    assert raw.recv_until(PUBCOMP)[0].pid() == 5
+    raw.send(pubrel_packet(5, flags=0x0A))
+    assert raw.recv_until(PUBCOMP)[0].pid() == 5
+
+
+@pytest.mark.parametrize("ack", ["pubrec", "pubcomp"])
+def test_wrong_ack_for_qos1_closes(broker, raw_client, mqtt_client, topic_root, ack):
+    """[MQTT-4.8.0-1] A PUBREC or PUBCOMP for a QoS 1 PUBLISH mixes the QoS 1
+    and QoS 2 flows up: a protocol violation, the connection is closed
+    (and no PUBREL is sent for it)."""
+    raw = raw_client()
+    assert raw.connect(broker.client_id("wack", 1)) == (0, 0)
+    raw.send(subscribe_packet(1, [(f"{topic_root}/w", 1)]))
+    raw.recv_until(SUBACK)
+    mqtt_client(shard=0, prefix="p").publish(f"{topic_root}/w", b"m", qos=1)
+    m = raw.recv_until(PUBLISH)[0].publish()
+    assert m.qos == 1
+    raw.send(pubrec_packet(m.pid) if ack == "pubrec" else pubcomp_packet(m.pid))
+    got = raw.wait_closed()
+    assert [p.type for p in got] == [], f"answered {got}"
+
+
+def test_puback_for_qos2_closes(broker, raw_client, mqtt_client, topic_root):
+    """[MQTT-4.8.0-1] A PUBACK for a QoS 2 PUBLISH is a protocol violation:
+    the connection is closed."""
+    raw = raw_client()
+    assert raw.connect(broker.client_id("wack2", 1)) == (0, 0)
+    raw.send(subscribe_packet(1, [(f"{topic_root}/w2", 2)]))
+    raw.recv_until(SUBACK)
+    mqtt_client(shard=0, prefix="p").publish(f"{topic_root}/w2", b"m", qos=2)
+    m = raw.recv_until(PUBLISH)[0].publish()
+    assert m.qos == 2
+    raw.send(puback_packet(m.pid))
+    assert raw.wait_closed() == []

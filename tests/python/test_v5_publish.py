@@ -473,3 +473,42 @@ def test_receive_maximum_never_exceeded(broker, raw5, mqtt5_client, topic_root, 
         delivered += [x.payload for x in new]
         assert len(outstanding) <= 2, f"{len(outstanding)} unacknowledged PUBLISHes outstanding"
     assert delivered == [b"%d" % i for i in range(8)]
+
+
+@pytest.mark.parametrize("shard", [0, 1])
+def test_receive_maximum_slot_freed_for_own_messages(broker, raw5, shard, topic_root):
+    """[MQTT-4.9.0-1] [MQTT-3.3.4-9] The Eclipse Paho interoperability suite's
+    test_flow_control1: a client with Receive Maximum 2, subscribed at QoS 2,
+    publishes three QoS 1 messages to its own topic. It gets two; once it
+    acknowledges the first, the third arrives."""
+    t = f"{topic_root}/own"
+    r = raw5()
+    assert r.connect5(broker.client_id("fc1", shard), props=[(RECEIVE_MAXIMUM, 2)]).reason_code == 0
+    assert r.subscribe5(1, [(t, sub_opts(2))]) == [2]
+    for i in range(3):
+        r.send(publish5(t, b"%d" % i, qos=1, pid=10 + i))
+    first = [r.recv_publish5() for _ in range(2)]
+    assert [m.payload for m in first] == [b"0", b"1"]
+    for i in range(3):
+        assert parse_ack5(r.recv_until(PUBACK)[0])[0] == 10 + i
+    r.expect_no_packet(0.3)
+    r.send(puback5(first[0].pid))
+    # At once: not after the shard's one-second backlog rule lets the PUBACK in.
+    third = r.recv_publish5(timeout=0.5)
+    assert third.payload == b"2"
+
+
+@pytest.mark.parametrize("sent_qos,ack", [(1, "pubrec"), (1, "pubcomp"), (2, "puback"), (2, "pubcomp")])
+def test_wrong_ack_kind_is_protocol_error(broker, raw5, mqtt5_client, topic_root, sent_qos, ack):
+    """[MQTT-4.8.0-1] An acknowledgement the packet id's exchange does not
+    expect (PUBREC or PUBCOMP for QoS 1; PUBACK, or PUBCOMP before PUBREL,
+    for QoS 2) is a Protocol Error: DISCONNECT 0x82, then the close."""
+    t = f"{topic_root}/wrong"
+    r = raw5()
+    assert r.connect5(broker.client_id("wa", 1)).reason_code == 0
+    assert r.subscribe5(1, [(t, sub_opts(2))]) == [2]
+    mqtt5_client(shard=0, prefix="p").publish(t, b"m", qos=sent_qos)
+    m = r.recv_publish5()
+    assert m.qos == sent_qos
+    r.send({"puback": puback5, "pubrec": pubrec5, "pubcomp": pubcomp5}[ack](m.pid))
+    assert_disconnect_reason(r.expect_disconnect(), {RC_PROTOCOL_ERROR}, ack)

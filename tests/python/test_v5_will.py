@@ -158,3 +158,22 @@ def test_will_on_server_detected_protocol_error(broker, raw5, mqtt5_client, topi
     r.wait_closed()
     m = sub.get()
     assert m.payload == b"broke-protocol"
+
+
+@pytest.mark.parametrize("shard", [0, 1])
+@pytest.mark.parametrize("how", ["clean-start", "expiry-0"])
+def test_delayed_will_due_when_takeover_ends_session(broker, raw5, mqtt5_client, topic_root, shard, how):
+    """[MQTT-3.1.3-9] A will with a Will Delay Interval is published when
+    the session ends, if that comes first. A takeover ends the session when
+    the new connection has Clean Start 1, or the old one had Session Expiry
+    0: the will is due at once, not lost."""
+    t = f"{topic_root}/will"
+    sub = mqtt5_client(shard=shard, prefix="s")
+    assert sub.subscribe(t, 1) == [1]
+    expiry = 0 if how == "expiry-0" else 60
+    r, cid = _will_client(broker, raw5, shard, t, b"ended", delay=30, expiry=expiry)
+    new = raw5(timeout=10)
+    clean = how == "clean-start"
+    assert new.connect5(cid, clean_start=clean, props=[(SESSION_EXPIRY_INTERVAL, 60)]).reason_code == 0
+    m = sub.get(timeout=3.0)
+    assert (m.topic, m.payload) == (t, b"ended")

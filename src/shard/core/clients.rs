@@ -414,12 +414,13 @@ impl Core {
             Packet::Publish(publish) => self.on_publish(id, publish)?,
             Packet::PubAck(ack) => {
                 let acked = self.with_session(id, |s, out| s.on_puback(ack.packet_id, out, now_us));
-                if let Some(Some(delivery)) = acked {
+                if let Some(Some(delivery)) = acked.transpose().map_err(Close::Violation)? {
                     self.hooks.message_acked(&self.conns[id.slot()].info, &delivery.message);
                 }
             }
             Packet::PubRec(ack) => {
-                self.with_session(id, |s, out| s.on_pubrec(&ack, out, now_us));
+                let acked = self.with_session(id, |s, out| s.on_pubrec(&ack, out, now_us));
+                acked.transpose().map_err(Close::Violation)?;
             }
             Packet::PubRel(ack) => {
                 self.with_session(id, |s, out| s.on_pubrel(ack.packet_id, out));
@@ -427,7 +428,7 @@ impl Core {
             Packet::PubComp(ack) => {
                 let acked =
                     self.with_session(id, |s, out| s.on_pubcomp(ack.packet_id, out, now_us));
-                if let Some(Some(delivery)) = acked {
+                if let Some(Some(delivery)) = acked.transpose().map_err(Close::Violation)? {
                     self.hooks.message_acked(&self.conns[id.slot()].info, &delivery.message);
                 }
             }

@@ -2,8 +2,6 @@
 //! checked in O(sessions + subscriptions) by debug builds after every pass and by
 //! the simulation tests after every step.
 
-use crate::router::parse_shared;
-
 use super::Core;
 
 pub(super) fn check(core: &Core) -> bool {
@@ -44,7 +42,7 @@ fn subscriptions_agree(core: &Core) -> bool {
     let mut shared_online = 0;
     for (client_id, entry) in &core.sessions {
         for (filter, _) in entry.session.subscriptions() {
-            if parse_shared(filter.as_str()).is_some() {
+            if filter.is_shared() {
                 let member =
                     core.shared_local.get(filter).is_some_and(|g| g.members.contains(client_id));
                 if member != entry.conn.is_some() {

@@ -596,7 +596,10 @@ impl Core {
             if conn.subacks_pending > 0 {
                 return Held::SubAck;
             }
-            let (paused_until, publisher) = (conn.paused_until_ms, conn.publisher);
+            // A backlogged subscriber is not paused even if it publishes: its
+            // acknowledgements are what drains it.
+            let (paused_until, pausable) =
+                (conn.paused_until_ms, conn.publisher && !conn.in_backlog);
             if let Some(until) = paused_until {
                 if until > now.ms {
                     return Held::RateLimited(until);
@@ -605,7 +608,7 @@ impl Core {
             }
             // A publisher stops mid-buffer when backpressure starts; the rest of its
             // buffer waits for the gate, so nothing more is read meanwhile.
-            if self.readers_paused && publisher {
+            if self.readers_paused && pausable {
                 return Held::Backpressure;
             }
             match codec::decode(buf, &limits) {

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use crate::hooks::Origin;
 use crate::message::{Message, Publisher};
 use crate::protocol::{
-    Ack, Packet, Properties, ProtocolViolation, Publish, QoS, ReasonCode, TopicName,
+    Ack, Packet, Properties, ProtocolViolation, Publish, PublishQoS, PublishTopic, QoS, ReasonCode,
+    TopicName,
 };
 use crate::router::owner_shard;
 
@@ -30,25 +31,23 @@ impl Core {
         let conn = &mut self.conns[id.slot()];
         conn.publisher = true;
         let v5 = conn.protocol.is_v5();
-        self.stats.messages_in[publish.qos as usize] += 1;
+        self.stats.messages_in[publish.qos.qos() as usize] += 1;
         self.stats.bytes_in += publish.payload.len() as u64;
-        if v5 {
-            self.resolve_alias(id, &mut publish)?;
-        }
-        if !self.topic_within_limits(publish.topic.as_str()) {
+        let topic = self.resolve_topic(id, &mut publish, v5)?;
+        if !self.topic_within_limits(topic.as_str()) {
             self.stats.limit_topic += 1;
             self.log_limit("topic_length_max/topic_levels_max");
             return Err(Close::Limit("topic_length_max/topic_levels_max"));
         }
         self.charge_publish_rate(id, publish.payload.len());
         let receive_maximum = usize::from(self.config.receive_maximum);
-        let route = match (publish.qos, publish.packet_id) {
-            (QoS::AtMostOnce, _) => true,
-            (QoS::AtLeastOnce, Some(packet_id)) => {
+        let route = match publish.qos {
+            PublishQoS::AtMostOnce => true,
+            PublishQoS::AtLeastOnce(packet_id) => {
                 self.send(id, &Packet::PubAck(Ack::new(packet_id)));
                 true
             }
-            (QoS::ExactlyOnce, Some(packet_id)) => {
+            PublishQoS::ExactlyOnce(packet_id) => {
                 let first = self.with_session(id, |s, out| {
                     // QoS 2 messages awaiting PUBREL are the only ones the broker
                     // holds unacknowledged (QoS 1 is answered at once): they count
@@ -77,19 +76,13 @@ impl Core {
                     None => false,
                 }
             }
-            (_, None) => {
-                return Err(Close::Violation(ProtocolViolation::new(
-                    "MQTT-2.3.1-1",
-                    "QoS > 0 PUBLISH without a packet identifier",
-                )));
-            }
         };
         if route {
             let source = self.conns[id.slot()].source;
             let message = self.new_message(
-                publish.topic,
+                topic,
                 publish.payload,
-                publish.qos,
+                publish.qos.qos(),
                 publish.retain,
                 Some(source),
                 publish.properties,
@@ -106,57 +99,62 @@ impl Core {
         Ok(())
     }
 
-    /// Applies an MQTT 5 client's topic alias: sets it, or replaces the empty topic
-    /// with the one it stands for [MQTT-3.3.2-12]. Also refuses a Subscription
-    /// Identifier from a client [MQTT-3.3.4-6].
-    fn resolve_alias(&mut self, id: ConnId, publish: &mut Publish) -> Result<(), Close> {
-        let Some(properties) = publish.properties.as_mut() else {
-            return if publish.topic.is_empty() {
-                Err(Close::Violation(ProtocolViolation::protocol_error(
-                    "MQTT-3.3.2-1",
-                    "PUBLISH without a topic name or a topic alias",
-                )))
-            } else {
-                Ok(())
-            };
-        };
-        if !properties.subscription_identifiers.is_empty() {
-            return Err(Close::Violation(ProtocolViolation::protocol_error(
-                "MQTT-3.3.4-6",
-                "a PUBLISH from a client carries a Subscription Identifier",
-            )));
-        }
-        if let Some(alias) = properties.topic_alias.take() {
-            if alias == 0 || alias > self.config.topic_alias_max {
+    /// The topic of an MQTT 5 client's PUBLISH, through its topic alias: a Topic
+    /// Alias with a topic name sets the alias; an alias alone stands for the topic it
+    /// was set to [MQTT-3.3.2-12]. Also refuses a Subscription Identifier from a
+    /// client [MQTT-3.3.4-6]. The decoder took care of the rest (an MQTT 3 PUBLISH
+    /// always names its topic, an empty name comes with an alias).
+    fn resolve_topic(
+        &mut self,
+        id: ConnId,
+        publish: &mut Publish,
+        v5: bool,
+    ) -> Result<TopicName, Close> {
+        let alias_valid = |alias: u16, max: u16| {
+            if alias == 0 || alias > max {
                 return Err(Close::Violation(ProtocolViolation::with_code(
                     "MQTT-3.3.2-9",
                     "topic alias 0 or above the broker's Topic Alias Maximum",
                     ReasonCode::TOPIC_ALIAS_INVALID,
                 )));
             }
-            let aliases = &mut self.conns[id.slot()].aliases_in;
-            if publish.topic.is_empty() {
-                let Some(topic) = aliases.get(&alias) else {
+            Ok(())
+        };
+        let max = self.config.topic_alias_max;
+        let set_alias = match publish.properties.as_deref_mut() {
+            Some(properties) if v5 => {
+                if !properties.subscription_identifiers.is_empty() {
                     return Err(Close::Violation(ProtocolViolation::protocol_error(
-                        "MQTT-3.3.2-12",
-                        "an empty topic name with a topic alias that was never set",
+                        "MQTT-3.3.4-6",
+                        "a PUBLISH from a client carries a Subscription Identifier",
                     )));
-                };
-                publish.topic = topic.clone();
-            } else {
-                aliases.insert(alias, publish.topic.detached());
+                }
+                properties.topic_alias.take()
             }
-        }
-        if publish.topic.is_empty() {
-            return Err(Close::Violation(ProtocolViolation::protocol_error(
-                "MQTT-3.3.2-1",
-                "PUBLISH without a topic name or a topic alias",
-            )));
-        }
-        if properties.is_empty() {
+            _ => None,
+        };
+        if publish.properties.as_deref().is_some_and(Properties::is_empty) {
             publish.properties = None;
         }
-        Ok(())
+        let aliases = &mut self.conns[id.slot()].aliases_in;
+        match &publish.topic {
+            PublishTopic::Name(topic) => {
+                if let Some(alias) = set_alias {
+                    alias_valid(alias, max)?;
+                    aliases.insert(alias, topic.detached());
+                }
+                Ok(topic.clone())
+            }
+            PublishTopic::Alias(alias) => {
+                alias_valid(*alias, max)?;
+                aliases.get(alias).cloned().ok_or(Close::Violation(
+                    ProtocolViolation::protocol_error(
+                        "MQTT-3.3.2-12",
+                        "an empty topic name with a topic alias that was never set",
+                    ),
+                ))
+            }
+        }
     }
 
     pub(super) fn topic_within_limits(&self, topic: &str) -> bool {

@@ -15,7 +15,6 @@ use bytestring::ByteString;
 
 use crate::message::Message;
 use crate::protocol::TopicFilter;
-use crate::router::parse_shared;
 use crate::session::Delivery;
 
 use super::messages::{CtrlMsg, DataMsg};
@@ -55,7 +54,7 @@ impl Core {
         let filters: Vec<TopicFilter> = entry
             .session
             .subscriptions()
-            .filter(|(f, _)| parse_shared(f.as_str()).is_some())
+            .filter(|(f, _)| f.is_shared())
             .map(|(f, _)| f.clone())
             .collect();
         for filter in filters {

@@ -15,10 +15,9 @@ use bytestring::ByteString;
 use hashbrown::HashMap;
 
 use crate::protocol::{
-    Packet, Props, ProtocolViolation, ReasonCode, RetainHandling, SubAck, Subscribe, TopicFilter,
-    UnsubAck, Unsubscribe,
+    Filter, Packet, Props, ProtocolViolation, ReasonCode, RetainHandling, SubAck, Subscribe,
+    TopicFilter, UnsubAck, Unsubscribe,
 };
-use crate::router::parse_shared;
 use crate::session::SubOptions;
 
 use super::messages::CtrlMsg;
@@ -53,10 +52,10 @@ impl Core {
                 codes.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             };
-            let shared = match parse_shared(request.filter.as_str()) {
-                None => false,
-                Some(Ok(_)) => true,
-                Some(Err(reason)) => {
+            let shared = match request.filter.kind() {
+                Filter::Plain(_) => false,
+                Filter::Shared { .. } => true,
+                Filter::BadShare(reason) => {
                     tracing::debug!(client_id = %client_id, "refusing filter: {reason}");
                     codes.push(ReasonCode::TOPIC_FILTER_INVALID);
                     continue;
@@ -163,7 +162,7 @@ impl Core {
     }
 
     pub(super) fn remove_local_sub(&mut self, filter: &TopicFilter, client_id: &ByteString) {
-        if parse_shared(filter.as_str()).is_some() {
+        if filter.is_shared() {
             self.leave_shared(filter, client_id);
             return;
         }
