@@ -338,7 +338,7 @@ if ((${#reports[@]} > 0)); then
     "$BENCH" compare "${reports[@]}" --md "$OUT/compare.md" --svg "$OUT/compare.svg"
     say "wrote $OUT/compare.md and $OUT/compare.svg"
     cat "$OUT/compare.md"
-else
+elif ((${#CASES[@]} > 0)); then
     warn "no results to compare"
 fi
 

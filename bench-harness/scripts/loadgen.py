@@ -184,20 +184,21 @@ def main():
     common = ["-h", a.host, "-p", str(a.port), "-V", str(a.version), "-i", "1"]
     hdr = ["--payload-hdrs", "ts"] if a.latency else []
     total_time = a.duration + 6
-    sub_cmd = pin + ["timeout", "-s", "TERM", str(int(total_time + 8)), BENCH, "sub"] + common + \
+    # timeout -k: an emqtt-bench VM with 1,000 clients once ignored SIGTERM for minutes.
+    sub_cmd = pin + ["timeout", "-k", "10", "-s", "TERM", str(int(total_time + 8)), BENCH, "sub"] + common + \
         ["-c", str(nsubs), "-t", sub_topic, "-q", str(a.qos), "--prefix", run + "s"] + hdr + \
         (["--qoe", "true", "--qoelog", qoe] if a.latency else [])
-    pub_cmd = pin + ["timeout", "-s", "TERM", str(int(a.duration + 2)), BENCH, "pub"] + common + \
+    pub_cmd = pin + ["timeout", "-k", "10", "-s", "TERM", str(int(a.duration + 2)), BENCH, "pub"] + common + \
         ["-c", str(a.pubs), "-t", pub_topic, "-q", str(a.qos), "-s", str(a.size), "-I", str(interval),
          "-F", str(a.inflight), "--prefix", run + "p"] + hdr
 
     if a.tool == "nanomq-cli":
         if a.latency:
             sys.exit("--latency needs emqtt-bench")
-        sub_cmd = pin + ["timeout", "-s", "INT", str(int(total_time + 8)), "stdbuf", "-oL", "-eL", NANOCLI, "bench", "sub",
+        sub_cmd = pin + ["timeout", "-k", "10", "-s", "INT", str(int(total_time + 8)), "stdbuf", "-oL", "-eL", NANOCLI, "bench", "sub",
                          "-h", a.host, "-p", str(a.port), "-V", str(a.version), "-i", "1", "-c", str(nsubs),
                          "-t", sub_topic, "-q", str(a.qos)]
-        pub_cmd = pin + ["timeout", "-s", "INT", str(int(a.duration + 2)), "stdbuf", "-oL", "-eL", NANOCLI, "bench", "pub",
+        pub_cmd = pin + ["timeout", "-k", "10", "-s", "INT", str(int(a.duration + 2)), "stdbuf", "-oL", "-eL", NANOCLI, "bench", "pub",
                          "-h", a.host, "-p", str(a.port), "-V", str(a.version), "-i", "1", "-c", str(a.pubs),
                          "-t", pub_topic, "-q", str(a.qos), "-s", str(a.size), "-I", str(interval)]
     sub = subprocess.Popen(sub_cmd, stdout=open(sub_log, "w"), stderr=subprocess.STDOUT, start_new_session=True)

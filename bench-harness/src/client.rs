@@ -101,6 +101,8 @@ pub struct PubResult {
     /// the whole run.
     pub writes: u64,
     pub packets_written: u64,
+    /// Publishers whose last write was still pending at stop (given up).
+    pub stalled: u64,
 }
 
 /// State shared by a publisher's writer (driver) and its reader task.
@@ -177,6 +179,17 @@ async fn publisher_reader(stream: Shared, mut rbuf: ReadBuf, st: Rc<PubState>) {
         }
     }
     st.notify.notify();
+}
+
+/// Completes once the engine says stop (after the drain) or the run failed.
+async fn stopped(ctx: &ShardCtx, slot: usize) {
+    loop {
+        let seen = ctx.events.generation();
+        if ctx.shared.stop.load(Relaxed) || ctx.shared.failed.load(Relaxed) {
+            return;
+        }
+        ctx.events.wait(slot, seen).await;
+    }
 }
 
 /// Sleeps until the monotonic time `t_ns` (returns at once if it is past).
@@ -292,7 +305,20 @@ pub async fn run_publisher(
             }
         }
         if !out.is_empty() {
-            stream.write_all(&out).await.context("publisher write")?;
+            // A broker that stops reading its publishers (Mosquitto working off a
+            // backlog) can leave this write pending past the drain: give it up at
+            // stop rather than hang the whole run.
+            let written = async { Some(stream.write_all(&out).await) }
+                .or(async {
+                    stopped(&ctx, slot).await;
+                    None
+                })
+                .await;
+            let Some(written) = written else {
+                res.stalled = 1;
+                break;
+            };
+            written.context("publisher write")?;
             res.sent_total += n;
             res.sent_w += n_w;
             res.writes += 1;
@@ -331,6 +357,10 @@ pub async fn run_publisher(
     res.unacked = st.inflight.get() as u64;
     ctx.protocol_errors.set(ctx.protocol_errors.get() + st.protocol_errors.get());
 
+    if res.stalled > 0 {
+        // Part of a packet may be on the wire: nothing more can be said on it.
+        return Ok(res);
+    }
     // Orderly goodbye: DISCONNECT, then give the reader a moment to see EOF.
     st.closing.set(true);
     let mut bye = std::mem::take(&mut *st.ctrl.borrow_mut());

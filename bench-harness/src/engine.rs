@@ -559,6 +559,7 @@ async fn pubsub_shard(ctx: Rc<ShardCtx>) -> anyhow::Result<(PubResult, u64)> {
                 total.unacked += r.unacked;
                 total.writes += r.writes;
                 total.packets_written += r.packets_written;
+                total.stalled += r.stalled;
                 expected_w += r.sent_w * plan.fanout(i);
             }
             Err(e) => {
@@ -1259,6 +1260,7 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
         out.pubs.unacked += r.pubs.unacked;
         out.pubs.writes += r.pubs.writes;
         out.pubs.packets_written += r.pubs.packets_written;
+        out.pubs.stalled += r.pubs.stalled;
         out.expected_w += r.expected_w;
         out.protocol_errors += r.protocol_errors;
         out.conn_ok_w += r.conn_ok_w;

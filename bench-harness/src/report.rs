@@ -318,6 +318,13 @@ impl Report {
                 results.protocol_errors
             ));
         }
+        if o.pubs.stalled > 0 {
+            warnings.push(format!(
+                "{} publishers still had a write pending at the end of the drain (the broker had \
+                 stopped reading them); it was given up",
+                o.pubs.stalled
+            ));
+        }
         if results.unacked > 0 {
             warnings.push(format!(
                 "{} QoS {} publishes were never acknowledged",
