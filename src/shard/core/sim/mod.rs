@@ -537,15 +537,12 @@ impl Sim {
             return;
         }
         let Some(output) = core.take_output(id) else { return };
-        let written = output.len();
-        match owner {
-            Some(c) => {
-                self.clients[c].read(output);
-                self.cores[shard].handle_written(now, id, written);
-                self.feed(c);
-            }
-            // The client left this socket: nobody reads it, so nothing is written.
-            None => {}
+        // A socket the client left is not read, so nothing on it completes.
+        if let Some(c) = owner {
+            let written = output.len();
+            self.clients[c].read(output);
+            self.cores[shard].handle_written(now, id, written);
+            self.feed(c);
         }
     }
 

@@ -120,6 +120,8 @@ enum Op {
     /// A publisher resends its unacknowledged messages with DUP.
     Resend(usize),
     Advance(u64),
+    /// Time passes, the rings still holding what they hold.
+    Wait(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -133,6 +135,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..8usize).prop_map(Op::Reconnect),
         1 => (0..8usize).prop_map(Op::Resend),
         1 => (1..400u64).prop_map(Op::Advance),
+        1 => (1..400u64).prop_map(Op::Wait),
     ]
 }
 
@@ -147,17 +150,33 @@ fn spec(shards: usize) -> impl Strategy<Value = Spec> {
     (0..shards, any::<bool>()).prop_map(|(shard, v5)| Spec { shard, v5 })
 }
 
-/// Subscribers with their filters, publishers, and a script, on `shards` shards.
-fn traffic() -> impl Strategy<Value = (usize, Vec<(Spec, Vec<usize>)>, Vec<Spec>, Vec<Op>, u64)> {
+/// The node, subscribers with their filters, publishers and a script.
+#[derive(Clone, Debug)]
+struct Traffic {
+    shards: usize,
+    /// Small windows and batches: messages queue, backpressure starts, and a
+    /// pass cuts several batches per ring.
+    inflight_max: u16,
+    ring_batch_max: usize,
+    subs: Vec<(Spec, Vec<usize>)>,
+    pubs: Vec<Spec>,
+    ops: Vec<Op>,
+    seed: u64,
+}
+
+fn traffic() -> impl Strategy<Value = Traffic> {
     (2..4usize).prop_flat_map(|shards| {
         let filters = proptest::collection::vec(0..FILTERS.len(), 1..3);
         (
-            Just(shards),
+            (Just(shards), 1..8u16, 1..4usize),
             proptest::collection::vec((spec(shards), filters), 1..4),
             proptest::collection::vec(spec(shards), 1..4),
             proptest::collection::vec(op(), 0..120),
             any::<u64>(),
         )
+            .prop_map(|((shards, inflight_max, ring_batch_max), subs, pubs, ops, seed)| {
+                Traffic { shards, inflight_max, ring_batch_max, subs, pubs, ops, seed }
+            })
     })
 }
 
@@ -168,8 +187,11 @@ fn traffic() -> impl Strategy<Value = (usize, Vec<(Spec, Vec<usize>)>, Vec<Spec>
 /// to, and per publisher and topic the messages of each QoS in publication order
 /// [MQTT-4.6.0-5]. Sessions persist, so nothing may be lost on reconnection or
 /// takeover [MQTT-4.4.0-1].
-fn run_traffic(shards: usize, subs: &[(Spec, Vec<usize>)], pubs: &[Spec], ops: &[Op], seed: u64) {
-    let mut sim = Sim::new(shards, &Config::test(), seed);
+fn run_traffic(traffic: &Traffic) {
+    let Traffic { shards, inflight_max, ring_batch_max, ref subs, ref pubs, ref ops, seed } =
+        *traffic;
+    let config = Config { inflight_max, ring_batch_max, ..Config::test() };
+    let mut sim = Sim::new(shards, &config, seed);
     let protocol = |s: &Spec| if s.v5 { V5 } else { V3 };
     let mut clients = Vec::new();
     for (n, (s, filters)) in subs.iter().enumerate() {
@@ -224,11 +246,12 @@ fn run_traffic(shards: usize, subs: &[(Spec, Vec<usize>)], pubs: &[Spec], ops: &
             Op::Reconnect(who) => reconnect(&mut sim, who % clients.len()),
             Op::Resend(who) => sim.resend(clients[subs.len() + who % pubs.len()]),
             Op::Advance(ms) => sim.advance(ms),
+            Op::Wait(ms) => sim.advance_held(ms),
         }
     }
     // Everyone comes back and acknowledges until nothing is left.
-    for who in 0..clients.len() {
-        if !sim.is_connected(clients[who]) {
+    for (who, &c) in clients.iter().enumerate() {
+        if !sim.is_connected(c) {
             reconnect(&mut sim, who);
         }
     }
@@ -298,10 +321,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_message_is_delivered_per_its_qos_and_in_order(
-        (shards, subs, pubs, ops, seed) in traffic(),
-    ) {
-        run_traffic(shards, &subs, &pubs, &ops, seed);
+    fn every_message_is_delivered_per_its_qos_and_in_order(traffic in traffic()) {
+        run_traffic(&traffic);
     }
 }
 
