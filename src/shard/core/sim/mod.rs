@@ -60,13 +60,13 @@ pub(super) struct Client {
     packets: Vec<Packet>,
     /// Application messages: a QoS 2 message once per exchange, a QoS 1 one each
     /// time it arrives (a resend may repeat it), QoS 0 as it comes.
-    pub delivered: Vec<Publish>,
+    delivered: Vec<Publish>,
     /// Acknowledge incoming messages as soon as they arrive.
     auto_ack: bool,
     /// Messages from the broker the client has not completed: (id, QoS, stage).
     unacked: VecDeque<(PacketId, QoS, Stage)>,
     /// QoS 2 ids received and not completed: a PUBLISH with one of them is a
-    /// resend of a message already delivered [MQTT-4.3.3-9].
+    /// resend of a message already delivered [MQTT-4.3.3-2].
     qos2_received: HashSet<PacketId>,
     /// The client's own QoS 1/2 messages not completed, and whether PUBREC came.
     outgoing: Vec<(Publish, bool)>,

@@ -291,7 +291,7 @@ fn run_traffic(traffic: &Traffic) {
                 .expect("p:seq");
             let (topic, q) = published[&(p, s)];
             assert_eq!(publish.topic.as_str(), TOPICS[topic]);
-            assert_eq!(publish.qos, q, "delivered at the published QoS [MQTT-3.8.4-8]");
+            assert_eq!(publish.qos, q, "delivered at the published QoS [MQTT-3.8.4-6]");
             let seen = count.entry((p, s)).or_default();
             *seen += 1;
             if *seen == 1 {
@@ -553,10 +553,10 @@ fn will_is_published_when_the_connection_ends_without_disconnect() {
     }
 }
 
-/// An MQTT 5 will with Will Delay Interval `delay_secs` of a session with
-/// Session Expiry Interval `expiry_secs`, after a network drop: the virtual ms
-/// at which it was published, if within `horizon_ms`, and whether a
-/// reconnection at `back_ms` (if any) came first.
+/// An MQTT 5 will with Will Delay Interval `delay_secs`, of a session with
+/// Session Expiry Interval `expiry_secs`, after a network drop (and a
+/// reconnection `back_ms` after it, if any): when, in virtual ms after the drop,
+/// it was published, if within `horizon_ms`.
 fn delayed_will(
     delay_secs: u32,
     expiry_secs: u32,
@@ -604,7 +604,7 @@ fn will_delay_waits_for_the_earlier_of_delay_and_session_end() {
 // ---- takeover -------------------------------------------------------------------
 
 /// [MQTT-3.1.4-2]: a second connection with the same client id (on its owner
-/// shard) closes the first, MQTT 5 with DISCONNECT 0x8E [MQTT-3.14.0-1]; a
+/// shard) closes the first, MQTT 5 with DISCONNECT 0x8E [MQTT-4.13.2-1]; a
 /// persistent session continues on the new one (Session Present 1, messages
 /// unacknowledged on the old one resent with DUP [MQTT-4.4.0-1]). The old
 /// connection's will is published for MQTT 5 without a delay, not for MQTT 3
