@@ -397,13 +397,18 @@ proptest! {
 
 // ---- session expiry -------------------------------------------------------------
 
-/// An MQTT 5 session with Session Expiry Interval 1 s, offline with a queued
-/// message, after `offline_ms`: (Session Present, what it then gets).
-fn v5_session_after(pub_shard: usize, sub_shard: usize, offline_ms: u64) -> (bool, Vec<String>) {
+/// An MQTT 5 session with Session Expiry Interval `expiry_secs`, offline with a
+/// queued message, after `offline_ms`: (Session Present, what it then gets).
+fn v5_session_after(
+    pub_shard: usize,
+    sub_shard: usize,
+    expiry_secs: u32,
+    offline_ms: u64,
+) -> (bool, Vec<String>) {
     let mut sim = sim(2);
     let id = sim.id_on_shard("exp", sub_shard);
     let sub = sim.client(&id, V5);
-    sim.connect(sub, persistent(&id, V5, 1));
+    sim.connect(sub, persistent(&id, V5, expiry_secs));
     sim.subscribe(sub, &[("exp/t", QoS::AtLeastOnce)]);
     sim.settle();
     sim.disconnect(sub, ReasonCode::SUCCESS, Properties::default());
@@ -412,7 +417,7 @@ fn v5_session_after(pub_shard: usize, sub_shard: usize, offline_ms: u64) -> (boo
     sim.publish(publisher, "exp/t", b"queued", QoS::AtLeastOnce, false);
     sim.advance(offline_ms);
     sim.take(sub);
-    sim.connect(sub, persistent(&id, V5, 1));
+    sim.connect(sub, persistent(&id, V5, expiry_secs));
     sim.settle();
     let present = connack(&sim.take(sub)).session_present;
     sim.publish(publisher, "exp/t", b"after", QoS::AtLeastOnce, false);
@@ -427,10 +432,30 @@ fn v5_session_after(pub_shard: usize, sub_shard: usize, offline_ms: u64) -> (boo
 #[test]
 fn offline_session_expires_after_its_interval() {
     for (pub_shard, sub_shard) in PAIRS {
-        let kept = v5_session_after(pub_shard, sub_shard, 900);
+        let kept = v5_session_after(pub_shard, sub_shard, 1, 900);
         assert_eq!(kept, (true, vec!["queued".to_owned(), "after".to_owned()]));
-        let gone = v5_session_after(pub_shard, sub_shard, 1100);
+        let gone = v5_session_after(pub_shard, sub_shard, 1, 1100);
         assert_eq!(gone, (false, vec![]), "shards {pub_shard} -> {sub_shard}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The same for any interval and any time offline: the session is there
+    /// exactly while the interval has not passed (0: it ends with the
+    /// connection [MQTT-3.1.2-23]).
+    #[test]
+    fn offline_session_lives_exactly_its_interval(
+        expiry_secs in 0..4u32,
+        offline_ms in 0..5000u64,
+        (pub_shard, sub_shard) in (0..2usize, 0..2usize),
+    ) {
+        let present = offline_ms < u64::from(expiry_secs) * 1000;
+        let expected: Vec<String> =
+            if present { vec!["queued".into(), "after".into()] } else { vec![] };
+        let got = v5_session_after(pub_shard, sub_shard, expiry_secs, offline_ms);
+        prop_assert_eq!(got, (present, expected));
     }
 }
 
@@ -599,6 +624,28 @@ fn will_delay_waits_for_the_earlier_of_delay_and_session_end() {
     assert_eq!(delayed_will(5, 1, None, 8000), Some(1000), "at the session's end");
     assert_eq!(delayed_will(2, 60, Some(1500), 5000), None, "back in time");
     assert_eq!(delayed_will(2, 0, None, 5000), Some(0), "a session that ends at once");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The same for any delay, session expiry and reconnection time: the will
+    /// goes out `min(delay, expiry)` after the drop unless the client was back
+    /// before then.
+    #[test]
+    fn will_delay_for_any_delay_expiry_and_return(
+        delay_secs in 0..5u32,
+        expiry_secs in 0..5u32,
+        back in proptest::option::of(0..60u64),
+    ) {
+        let due_ms = u64::from(delay_secs.min(expiry_secs)) * 1000;
+        let back_ms = back.map(|n| n * 100);
+        let expected = match back_ms {
+            Some(back_ms) if back_ms < due_ms => None,
+            _ => Some(due_ms),
+        };
+        prop_assert_eq!(delayed_will(delay_secs, expiry_secs, back_ms, 6000), expected);
+    }
 }
 
 // ---- takeover -------------------------------------------------------------------
