@@ -702,17 +702,23 @@ fn takeover_closes_the_old_connection_and_continues_the_session() {
 
 // ---- keep-alive -----------------------------------------------------------------
 
-/// A client with Keep Alive 1 s on `shard` and a will; `ping_every_ms` sends
-/// PINGREQ that often. Returns when (virtual ms after CONNECT) the broker closed
-/// it, within 10 s.
-fn keep_alive_close(protocol: ProtocolVersion, ping_every_ms: Option<u64>) -> Option<u64> {
+/// A client with Keep Alive `keep_alive_secs` and a will, on shard 1 (the will's
+/// subscriber on shard 0), that sends PINGREQ at `pings` (virtual ms after
+/// CONNECT, multiples of 100) and nothing else. Returns when the broker closed
+/// it, if within `horizon_ms`.
+fn keep_alive_close(
+    protocol: ProtocolVersion,
+    keep_alive_secs: u16,
+    pings: &[u64],
+    horizon_ms: u64,
+) -> Option<u64> {
     let mut sim = sim(2);
     let mut connect = connect_packet("", protocol);
-    connect.keep_alive_secs = 1;
+    connect.keep_alive_secs = keep_alive_secs;
     let (c, watcher) = with_will(&mut sim, 1, protocol, connect, will("will/k", "silent", None));
     let start = sim.now().ms;
     sim.take(c);
-    while sim.now().ms - start < 10_000 {
+    while sim.now().ms - start < horizon_ms {
         sim.advance(100);
         let elapsed = sim.now().ms - start;
         if !sim.is_connected(c) {
@@ -725,7 +731,7 @@ fn keep_alive_close(protocol: ProtocolVersion, ping_every_ms: Option<u64>) -> Op
             assert_eq!(payloads(&sim.take_delivered(watcher)), ["silent"], "will on timeout");
             return Some(elapsed);
         }
-        if ping_every_ms.is_some_and(|every| elapsed % every == 0) {
+        if pings.contains(&elapsed) {
             sim.send(c, &Packet::PingReq);
             sim.settle();
             assert_eq!(sim.take(c), [Packet::PingResp], "[MQTT-3.12.4-1]");
@@ -738,9 +744,44 @@ fn keep_alive_close(protocol: ProtocolVersion, ping_every_ms: Option<u64>) -> Op
 /// closed (with its will), not before; PINGREQ keeps it open.
 #[test]
 fn keep_alive_closes_a_silent_client_after_one_and_a_half_intervals() {
+    let every_900_ms: Vec<u64> = (1..=11).map(|n| n * 900).collect();
     for protocol in [V3, V5] {
-        assert_eq!(keep_alive_close(protocol, None), Some(1500), "{protocol:?}");
-        assert_eq!(keep_alive_close(protocol, Some(900)), None, "{protocol:?}");
+        assert_eq!(keep_alive_close(protocol, 1, &[], 10_000), Some(1500), "{protocol:?}");
+        assert_eq!(keep_alive_close(protocol, 1, &every_900_ms, 10_000), None, "{protocol:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The same for any keep-alive and any pattern of PINGREQs: the client is
+    /// closed one and a half keep-alives after the start of its first silence
+    /// that long.
+    #[test]
+    fn keep_alive_closes_at_the_first_silence_of_one_and_a_half_intervals(
+        v5 in any::<bool>(),
+        keep_alive_secs in 1..3u16,
+        gaps in proptest::collection::vec(1..40u64, 0..8),
+    ) {
+        let grace_ms = u64::from(keep_alive_secs) * 1500;
+        let pings: Vec<u64> = gaps
+            .iter()
+            .scan(0, |at, gap| {
+                *at += gap * 100;
+                Some(*at)
+            })
+            .collect();
+        let mut last = 0;
+        for &ping in &pings {
+            if ping - last >= grace_ms {
+                break;
+            }
+            last = ping;
+        }
+        let protocol = if v5 { V5 } else { V3 };
+        let horizon_ms = pings.last().copied().unwrap_or(0) + grace_ms + 100;
+        let closed = keep_alive_close(protocol, keep_alive_secs, &pings, horizon_ms);
+        prop_assert_eq!(closed, Some(last + grace_ms));
     }
 }
 
