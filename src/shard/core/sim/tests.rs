@@ -839,3 +839,57 @@ fn retained_message_expires() {
         assert_eq!(expiry_of(&got[0]), Some(58));
     }
 }
+
+/// A message with Message Expiry Interval `expiry_secs`, `waited_ms` after it was
+/// published: what a subscriber on `sub_shard` gets of it, with the interval
+/// left. Retained: the subscriber subscribes then; otherwise its session was
+/// offline meanwhile and comes back then.
+fn expiring_message_after(
+    retained: bool,
+    (pub_shard, sub_shard): (usize, usize),
+    expiry_secs: u32,
+    waited_ms: u64,
+) -> Vec<(String, Option<u32>)> {
+    let mut sim = sim(2);
+    let id = sim.id_on_shard("mxp", sub_shard);
+    let sub = sim.client(&id, V5);
+    if !retained {
+        sim.connect(sub, persistent(&id, V5, 3600));
+        sim.subscribe(sub, &[("mxp/t", QoS::AtLeastOnce)]);
+        sim.disconnect(sub, ReasonCode::SUCCESS, Properties::default());
+        sim.settle();
+    }
+    let publisher = publisher(&mut sim, "mxp-pub", pub_shard, V5);
+    let properties = expiring(expiry_secs);
+    sim.publish_with(publisher, "mxp/t", b"m", QoS::AtLeastOnce, retained, properties);
+    sim.advance(waited_ms);
+    sim.connect(sub, persistent(&id, V5, 3600));
+    if retained {
+        sim.subscribe(sub, &[("mxp/t", QoS::AtLeastOnce)]);
+    }
+    sim.settle();
+    sim.take_delivered(sub).iter().map(|p| (text(p), expiry_of(p))).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The same for any interval and wait, queued or retained, across shards or
+    /// not: sent while whole seconds waited are fewer than the interval, with
+    /// the interval less them [MQTT-3.3.2-5], [MQTT-3.3.2-6].
+    #[test]
+    fn message_expiry_for_any_interval_and_wait(
+        retained in any::<bool>(),
+        shards in (0..2usize, 0..2usize),
+        expiry_secs in 1..4u32,
+        waited_ms in 0..5000u64,
+    ) {
+        let waited_secs = u32::try_from(waited_ms / 1000).expect("small");
+        let expected: Vec<(String, Option<u32>)> = if waited_secs < expiry_secs {
+            vec![("m".to_owned(), Some(expiry_secs - waited_secs))]
+        } else {
+            vec![]
+        };
+        prop_assert_eq!(expiring_message_after(retained, shards, expiry_secs, waited_ms), expected);
+    }
+}
