@@ -1,6 +1,7 @@
 //! Persistent sessions as emqttd defined them: the offline mqueue (bounded,
 //! drop-oldest, QoS 0 optional), the inflight window, redelivery on reconnect,
-//! takeover, ordering across shards and reconnects, expiry and retries.
+//! takeover, ordering across shards and reconnects, retries. Session expiry is
+//! checked in virtual time by the simulation in `shard::core::sim`.
 //!
 //! Subscribers whose session matters live on shard 1 and publishers on shard 0, so
 //! every message crosses a ring between shards.
@@ -339,44 +340,6 @@ fn record(seen: &mut [Vec<u32>; 3], p: &Publish) {
         return;
     }
     seen[qos].push(n);
-}
-
-/// A persistent session with a queued message, offline for 2.5 s; returns the
-/// CONNACK's session present flag and what the client gets on return.
-fn after_offline_pause(session_expiry_secs: u64) -> (bool, Vec<Packet>) {
-    let broker = start(Config {
-        // 0 keeps the session forever, as in the file.
-        session_expiry: (session_expiry_secs > 0).then(|| Duration::from_secs(session_expiry_secs)),
-        ..Config::test()
-    });
-    let addr = addr(&broker);
-    let sub_id = client_id_on_shard("exp-sub", 1, SHARDS);
-    let (mut sub, _) = Raw::connect(addr, &sub_id, false);
-    sub.subscribe(&[("exp/t", QoS::AtLeastOnce)]);
-    sub.disconnect();
-    let (mut publisher, _) = Raw::connect(addr, &client_id_on_shard("exp-pub", 0, SHARDS), true);
-    publisher.publish("exp/t", b"queued", QoS::AtLeastOnce);
-    // Time has to pass for a session to expire.
-    thread::sleep(Duration::from_millis(2500));
-    let (mut sub, connack) = Raw::connect(addr, &sub_id, false);
-    (connack.session_present, sub.sync())
-}
-
-#[test]
-fn offline_session_expires_after_session_expiry_secs() {
-    let (present, packets) = after_offline_pause(1);
-    assert!(!present, "an expired session is gone [MQTT-3.2.2-3]");
-    assert_eq!(packets, []);
-}
-
-#[test]
-fn offline_session_is_kept_when_session_expiry_secs_is_0() {
-    let (present, packets) = after_offline_pause(0);
-    assert!(present, "[MQTT-3.2.2-2]");
-    match &packets[..] {
-        [Packet::Publish(p)] => assert_eq!(text(&p.payload), "queued"),
-        other => panic!("expected the queued message, got {other:?}"),
-    }
 }
 
 /// An MQTT 5 subscriber beside it never gets a timed resend while connected

@@ -32,7 +32,6 @@ pub enum SharedStrategy {
     Sticky,
 }
 
-
 /// One group's members, shard by shard.
 #[derive(Debug)]
 struct GroupRoute {

@@ -2,8 +2,10 @@
 CleanSession), queued messages while offline, resending unacknowledged
 messages, and Message Expiry of queued messages.
 
-Intervals are short (1-2 s); where a test must let an interval pass there
-is nothing else to wait on, so it sleeps for the interval plus a margin.
+Intervals are short (1-2 s). Where a test must let an interval pass there
+is nothing else to wait on, so it sleeps for the interval plus a margin; one
+such test is kept per behaviour (session expiry, queued message expiry), and
+the variants run in virtual time in the core's simulation (`shard::core::sim`).
 """
 
 import time
@@ -69,12 +71,12 @@ def test_session_kept_within_expiry(broker, raw5, mqtt5_client, topic_root, pub_
     r.expect_no_packet(0.3)
 
 
-@pytest.mark.parametrize("shard", [0, 1])
-def test_session_discarded_after_expiry(broker, raw5, mqtt5_client, topic_root, shard):
+def test_session_discarded_after_expiry(broker, raw5, mqtt5_client, topic_root):
     """[MQTT-4.1.0-2] The server discards the session once the Session Expiry
     Interval (1 s) has passed after the close: a reconnect with Clean Start=0
     after 2 s gets Session Present 0 [MQTT-3.2.2-3], no queued message, and
     the old subscription is gone (a new publication is not delivered)."""
+    shard = 1
     t = f"{topic_root}/q"
     cid = _offline_subscriber(broker, raw5, shard, "se", [(t, sub_opts(1))], expiry=1)
     pub = mqtt5_client(shard=1 - shard, prefix="pe")
@@ -171,12 +173,12 @@ def test_unacked_qos1_resent_on_resume(broker, raw5, mqtt5_client, topic_root, p
     r2.expect_no_packet(0.3)
 
 
-@pytest.mark.parametrize("pub_shard,sub_shard", SHARD_PAIRS)
-def test_queued_message_expiry(broker, raw5, mqtt5_client, topic_root, pub_shard, sub_shard):
+def test_queued_message_expiry(broker, raw5, mqtt5_client, topic_root):
     """[MQTT-3.3.2-5] A queued message whose Message Expiry Interval (1 s)
     passed while the subscriber was offline is not delivered; one with 60 s
     is, carrying the interval minus the time it waited [MQTT-3.3.2-6]
     (at most 59 after waiting 2.2 s, and more than 0)."""
+    pub_shard, sub_shard = 0, 1
     t = f"{topic_root}/q"
     cid = _offline_subscriber(broker, raw5, sub_shard, "mx", [(t, sub_opts(1))], expiry=30)
     pub = mqtt5_client(shard=pub_shard, prefix="px")

@@ -47,6 +47,8 @@ mod publish;
 mod rate;
 mod retained;
 mod shared;
+#[cfg(test)]
+mod sim;
 mod subscriptions;
 mod timers;
 mod wheel;
