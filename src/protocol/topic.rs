@@ -106,8 +106,8 @@ pub const SHARE_PREFIX: &str = "$share/";
 /// Parses the `$share/{group}/{filter}` form of a valid filter [MQTT-4.8.2]. A
 /// `$share/` filter that breaks the form is not malformed: the SUBSCRIBE refuses it
 /// with 0x8F, so it is kept with the reason.
-// Inlined into TopicFilter's constructor (another module): a call per filter shows.
-#[inline]
+// Inlined into TopicFilter's constructor (another module): see its comment.
+#[inline(always)]
 pub(crate) fn parse_share(s: &str) -> Share {
     let Some(rest) = s.strip_prefix(SHARE_PREFIX) else {
         return Share::None;
