@@ -37,7 +37,7 @@
 //! Both validators scan bytes, not chars: `/`, `+`, `#` and NUL are ASCII, and no byte
 //! of a multi-byte UTF-8 sequence is ASCII, so a byte match is a character match.
 
-use super::packet::Share;
+use super::packet::{BadShare, Share};
 use super::ProtocolViolation;
 
 /// The longest topic, in bytes: its length travels as a 16-bit prefix [MQTT-4.7.3-3].
@@ -106,22 +106,23 @@ pub const SHARE_PREFIX: &str = "$share/";
 /// Parses the `$share/{group}/{filter}` form of a valid filter [MQTT-4.8.2]. A
 /// `$share/` filter that breaks the form is not malformed: the SUBSCRIBE refuses it
 /// with 0x8F, so it is kept with the reason.
+// Inlined into TopicFilter's constructor (another module): see its comment.
+#[inline(always)]
 pub(crate) fn parse_share(s: &str) -> Share {
     let Some(rest) = s.strip_prefix(SHARE_PREFIX) else {
         return Share::None;
     };
     let Some((group, filter)) = rest.split_once('/') else {
-        return Share::Bad(
-            "[MQTT-4.8.2-2] a shared subscription needs a filter after the share name",
-        );
+        return Share::Bad(BadShare::NoFilter);
     };
     if group.is_empty() || group.contains(['+', '#']) {
-        return Share::Bad("[MQTT-4.8.2-1] the share name must be non-empty without + or #");
+        return Share::Bad(BadShare::BadName);
     }
     if filter.is_empty() {
-        return Share::Bad("[MQTT-4.8.2-2] a shared subscription needs a non-empty filter");
+        return Share::Bad(BadShare::EmptyFilter);
     }
-    Share::Group { end: SHARE_PREFIX.len() + group.len() }
+    let end = SHARE_PREFIX.len() + group.len();
+    Share::Group { end: u16::try_from(end).expect("validated filters are at most 65,535 bytes") }
 }
 
 fn check_length(s: &str) -> Result<(), ProtocolViolation> {

@@ -308,7 +308,8 @@ impl Session {
             self.stats.dropped_expired += 1;
             return;
         };
-        let Some((mut publish, alias)) = self.measure(&delivery, expiry, false) else {
+        let mut views = [None, None];
+        let Some((mut publish, alias)) = self.measure(&delivery, expiry, false, &mut views) else {
             self.stats.dropped_too_large += 1;
             return;
         };
@@ -327,38 +328,45 @@ impl Session {
     /// Size [MQTT-3.1.2-25] or the largest packet the protocol can frame (a message
     /// grows when re-encoded: a packet id, a property block) [MQTT-2.2.3]. A new
     /// alias costs 3 bytes: a packet that fits only without it goes without it.
-    fn measure<'d>(
+    /// `views` holds the views measured (the caller's, so the result can borrow one).
+    fn measure<'v, 'd>(
         &self,
         delivery: &'d Delivery,
         expiry: Option<u32>,
         dup: bool,
-    ) -> Option<(MeasuredPublish<'d>, AliasOut)> {
+        views: &'v mut [Option<PublishView<'d>>; 2],
+    ) -> Option<(MeasuredPublish<'v, 'd>, AliasOut)> {
+        let limit = self.link.packet_size_max.min(codec::PACKET_SIZE_MAX);
         let alias = self.alias_out(&delivery.message.topic);
-        if let Some(publish) = self.measure_with(delivery, expiry, alias, dup) {
+        let [first, second] = views;
+        let publish =
+            first.insert(self.view(delivery, expiry, alias, dup)).measure(self.link.protocol);
+        if publish.size() <= limit {
             return Some((publish, alias));
         }
-        if let AliasOut::New(_) = alias {
-            let publish = self.measure_with(delivery, expiry, AliasOut::None, dup)?;
-            return Some((publish, AliasOut::None));
+        if !matches!(alias, AliasOut::New(_)) {
+            return None;
         }
-        None
+        let view = second.insert(self.view(delivery, expiry, AliasOut::None, dup));
+        let publish = view.measure(self.link.protocol);
+        (publish.size() <= limit).then_some((publish, AliasOut::None))
     }
 
-    /// [`Session::measure`] with the given alias.
-    fn measure_with<'d>(
+    /// The PUBLISH of `delivery` with the given alias, without packet id.
+    fn view<'d>(
         &self,
         delivery: &'d Delivery,
         expiry: Option<u32>,
         alias: AliasOut,
         dup: bool,
-    ) -> Option<MeasuredPublish<'d>> {
+    ) -> PublishView<'d> {
         let message = &delivery.message;
         let (topic, topic_alias) = match alias {
             AliasOut::None => (message.topic.as_str(), None),
             AliasOut::Known(alias) => ("", Some(alias)),
             AliasOut::New(alias) => (message.topic.as_str(), Some(alias)),
         };
-        let publish = PublishView {
+        PublishView {
             topic,
             payload: &message.payload,
             qos: delivery.qos,
@@ -372,8 +380,6 @@ impl Session {
                 topic_alias,
             },
         }
-        .measure(self.link.protocol);
-        (publish.size() <= self.link.packet_size_max.min(codec::PACKET_SIZE_MAX)).then_some(publish)
     }
 
     /// The alias to send `topic` with: a known one goes with an empty topic; a new
@@ -532,7 +538,9 @@ impl Session {
             }
             let delivery = entry.delivery;
             let expiry = remaining_expiry(&delivery.message, now_us).unwrap_or(Some(0));
-            let Some((mut publish, alias)) = self.measure(&delivery, expiry, true) else {
+            let mut views = [None, None];
+            let Some((mut publish, alias)) = self.measure(&delivery, expiry, true, &mut views)
+            else {
                 self.inflight.remove(packet_id);
                 self.stats.dropped_too_large += 1;
                 continue;

@@ -25,6 +25,7 @@ pub(super) struct FixedHeader {
 impl FixedHeader {
     /// Parses and checks the fixed header at the front of `buf`; `Ok(None)` while it
     /// is incomplete.
+    #[inline]
     pub(super) fn parse(buf: &[u8], limits: &Limits) -> Result<Option<FixedHeader>, DecodeError> {
         let Some(&first) = buf.first() else {
             return Ok(None);
@@ -58,6 +59,7 @@ impl FixedHeader {
 }
 
 /// Checks the packet type and the flags of byte 1.
+#[inline]
 pub(super) fn check_first_byte(
     first: u8,
     protocol: ProtocolVersion,
@@ -112,6 +114,7 @@ pub(super) fn check_first_byte(
 /// PINGREQ announcing a megabyte is refused before the megabyte arrives. In MQTT 5
 /// only PINGREQ and PINGRESP are fixed: the others carry optional reason codes and
 /// properties.
+#[inline]
 pub(super) fn check_remaining_len(
     kind: u8,
     remaining: usize,
@@ -180,6 +183,7 @@ pub(super) struct Reader {
 }
 
 impl Reader {
+    #[inline]
     pub(super) fn u8(&mut self, missing: ProtocolViolation) -> Result<u8, ProtocolViolation> {
         if self.buf.is_empty() {
             return Err(missing);
@@ -187,6 +191,7 @@ impl Reader {
         Ok(self.buf.get_u8())
     }
 
+    #[inline]
     pub(super) fn u16(&mut self, missing: ProtocolViolation) -> Result<u16, ProtocolViolation> {
         if self.buf.len() < 2 {
             return Err(missing);
@@ -194,6 +199,7 @@ impl Reader {
         Ok(self.buf.get_u16())
     }
 
+    #[inline]
     pub(super) fn u32(&mut self, missing: ProtocolViolation) -> Result<u32, ProtocolViolation> {
         if self.buf.len() < 4 {
             return Err(missing);
@@ -203,6 +209,7 @@ impl Reader {
 
     /// A Variable Byte Integer in at most 4 bytes and in the minimum number of bytes
     /// [MQTT-1.5.5-1] (only MQTT 5 has them outside the fixed header).
+    #[inline]
     pub(super) fn vbi(&mut self, missing: ProtocolViolation) -> Result<u32, ProtocolViolation> {
         let mut value = 0u32;
         for i in 0..4 {
@@ -221,6 +228,7 @@ impl Reader {
         Err(VBI_TOO_LONG)
     }
 
+    #[inline]
     pub(super) fn packet_id(&mut self) -> Result<PacketId, ProtocolViolation> {
         if self.v5 {
             PacketId::new(self.u16(NO_PACKET_ID_V5)?).ok_or(ZERO_PACKET_ID_V5)
@@ -230,6 +238,7 @@ impl Reader {
     }
 
     /// A reason code byte, which must be one of `allowed`.
+    #[inline]
     pub(super) fn reason(
         &mut self,
         missing: ProtocolViolation,
@@ -245,6 +254,7 @@ impl Reader {
     }
 
     /// Two length bytes, then that many bytes [MQTT-1.5.3].
+    #[inline]
     pub(super) fn binary(
         &mut self,
         missing: ProtocolViolation,
@@ -257,6 +267,7 @@ impl Reader {
     }
 
     /// A string checked for UTF-8 only [MQTT-1.5.3-1]; the caller checks for U+0000.
+    #[inline]
     pub(super) fn utf8(
         &mut self,
         missing: ProtocolViolation,
@@ -267,6 +278,7 @@ impl Reader {
     }
 
     /// A UTF-8 string without U+0000 [MQTT-1.5.3-1], [MQTT-1.5.3-2].
+    #[inline]
     pub(super) fn string(
         &mut self,
         missing: ProtocolViolation,
@@ -280,6 +292,7 @@ impl Reader {
     }
 
     /// Fails with `leftover` unless every byte was read.
+    #[inline]
     pub(super) fn finish(self, leftover: ProtocolViolation) -> Result<(), ProtocolViolation> {
         if self.buf.is_empty() {
             Ok(())
@@ -290,6 +303,7 @@ impl Reader {
 }
 
 /// Reserves room for the whole packet, then writes byte 1 and the remaining length.
+#[inline]
 pub(super) fn put_fixed_header(buf: &mut BytesMut, first: u8, remaining: usize) {
     assert!(
         remaining <= REMAINING_LEN_MAX,
@@ -301,6 +315,7 @@ pub(super) fn put_fixed_header(buf: &mut BytesMut, first: u8, remaining: usize) 
 }
 
 /// Writes a Variable Byte Integer [MQTT-1.5.5].
+#[inline]
 pub(super) fn put_vbi(buf: &mut BytesMut, value: usize) {
     assert!(
         value <= VBI_MAX as usize,
@@ -311,6 +326,7 @@ pub(super) fn put_vbi(buf: &mut BytesMut, value: usize) {
 
 /// Writes `value`, at most [`VBI_MAX`], as a Variable Byte Integer: seven bits per
 /// byte, least significant first; bit 7 flags a next byte [MQTT-1.5.5].
+#[inline]
 pub(super) fn put_vbi_digits(buf: &mut BytesMut, value: usize) {
     let mut rest = value;
     loop {
@@ -325,6 +341,7 @@ pub(super) fn put_vbi_digits(buf: &mut BytesMut, value: usize) {
 }
 
 /// Writes a 16-bit length and the bytes [MQTT-1.5.3].
+#[inline]
 pub(super) fn put_binary(buf: &mut BytesMut, bytes: &[u8]) {
     let len = u16::try_from(bytes.len())
         .expect("a string or binary field is at most 65535 bytes: see encode's # Panics");
@@ -333,11 +350,13 @@ pub(super) fn put_binary(buf: &mut BytesMut, bytes: &[u8]) {
 }
 
 /// A length-prefixed field.
+#[inline]
 pub(super) fn field(len: usize) -> usize {
     2 + len
 }
 
 /// Bytes a Variable Byte Integer takes on the wire.
+#[inline]
 pub(super) fn vbi_len(value: usize) -> usize {
     match value {
         0..=127 => 1,

@@ -307,11 +307,13 @@ fn decode_body(first: u8, minimal: bool, r: Reader) -> Result<Option<Packet>, De
 }
 
 /// A topic name; in MQTT 5 the error cites the 5.0 numbering of section 4.7.
+#[inline]
 fn topic_name(s: ByteString, v5: bool) -> Result<TopicName, ProtocolViolation> {
     TopicName::try_from(s).map_err(|e| if v5 { topic_clause_v5(e) } else { e })
 }
 
 /// A topic filter; in MQTT 5 the error cites the 5.0 numbering of section 4.7.
+#[inline]
 fn topic_filter(s: ByteString, v5: bool) -> Result<TopicFilter, ProtocolViolation> {
     TopicFilter::try_from(s).map_err(|e| if v5 { topic_clause_v5(e) } else { e })
 }
@@ -319,6 +321,7 @@ fn topic_filter(s: ByteString, v5: bool) -> Result<TopicFilter, ProtocolViolatio
 /// Renumbers a topic validation error (which [`super::topic`] raises with the 3.1.1
 /// numbers) to MQTT 5.0's numbers: 5.0 moved the wildcard rules of section 4.7.1 by
 /// one statement; those of 4.7.3 kept their numbers.
+#[inline]
 fn topic_clause_v5(v: ProtocolViolation) -> ProtocolViolation {
     let clause = match v.clause {
         // Wildcards in a topic name.

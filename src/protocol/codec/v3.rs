@@ -4,6 +4,7 @@
 
 use super::*;
 
+#[inline]
 pub(super) fn decode_connect(
     mut r: Reader,
     minimal_len: bool,
@@ -116,6 +117,7 @@ pub(super) fn decode_connect(
 }
 
 /// MQTT 3 CONNACK: the return code is mapped to its MQTT 5 reason code.
+#[inline]
 pub(super) fn decode_connack(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     // The fixed header checked that the remaining length is 2.
     const SHORT: ProtocolViolation = violation("MQTT-3.2.1", "CONNACK remaining length must be 2");
@@ -144,6 +146,7 @@ pub(super) fn decode_connack(mut r: Reader) -> Result<Option<Packet>, DecodeErro
 }
 
 /// MQTT 3 PUBLISH, built in place in the return value (see [`decode_body`]).
+#[inline]
 pub(super) fn decode_publish(first: u8, mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     let Some(qos) = QoS::from_bits((first >> PUBLISH_QOS_SHIFT) & 0x03) else {
         // check_first_byte refused QoS 3 already; answer as it does rather than panic.
@@ -175,6 +178,7 @@ pub(super) fn decode_publish(first: u8, mut r: Reader) -> Result<Option<Packet>,
     })))
 }
 
+#[inline]
 pub(super) fn decode_subscribe(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     if r.v5 {
         return decode_subscribe_v5(r);
@@ -206,6 +210,7 @@ pub(super) fn decode_subscribe(mut r: Reader) -> Result<Option<Packet>, DecodeEr
     Ok(Some(Packet::Subscribe(Subscribe { packet_id, filters, properties: Props::default() })))
 }
 
+#[inline]
 pub(super) fn decode_suback(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     let packet_id = r.packet_id()?;
     let properties =
@@ -236,6 +241,7 @@ pub(super) fn decode_suback(mut r: Reader) -> Result<Option<Packet>, DecodeError
     Ok(Some(Packet::SubAck(SubAck { packet_id, codes, properties: properties.into() })))
 }
 
+#[inline]
 pub(super) fn decode_unsubscribe(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     const TRUNCATED: ProtocolViolation =
         violation("MQTT-3.10.3", "UNSUBSCRIBE topic filter truncated");
@@ -263,6 +269,7 @@ pub(super) fn decode_unsubscribe(mut r: Reader) -> Result<Option<Packet>, Decode
 
 /// UNSUBACK: the packet id alone in MQTT 3 (the fixed header checked the length);
 /// properties and one reason code per filter in MQTT 5.
+#[inline]
 pub(super) fn decode_unsuback(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     let packet_id = r.packet_id()?;
     if !r.v5 {

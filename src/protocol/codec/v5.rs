@@ -4,6 +4,7 @@
 
 use super::*;
 
+#[inline]
 pub(super) fn decode_connack_v5(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     const SHORT: ProtocolViolation = violation("MQTT-3.2.2", "CONNACK variable header truncated");
     let ack_flags = r.u8(SHORT)?;
@@ -27,6 +28,7 @@ pub(super) fn decode_connack_v5(mut r: Reader) -> Result<Option<Packet>, DecodeE
 }
 
 /// MQTT 5 PUBLISH, built in place in the return value (see [`decode_body`]).
+#[inline]
 pub(super) fn decode_publish_v5(first: u8, mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     let Some(qos) = QoS::from_bits((first >> PUBLISH_QOS_SHIFT) & 0x03) else {
         return Err(violation("MQTT-3.3.1-4", "PUBLISH with QoS 3").into());
@@ -107,6 +109,7 @@ pub(super) const PUBCOMP_RULES: AckRules = AckRules {
 /// [`decode_body`]). In MQTT 5 the reason code and the properties are optional: a
 /// remaining length of 2 means Success without properties, 3 a reason code without
 /// properties [MQTT-3.4.2.1], [MQTT-3.4.2.2.1].
+#[inline]
 pub(super) fn decode_ack(
     mut r: Reader,
     rules: &AckRules,
@@ -134,6 +137,7 @@ pub(super) fn decode_ack(
 /// Never raised: the caller checked that the byte is there.
 pub(super) const NOT_REACHED: ProtocolViolation = violation("MQTT-2.2", "truncated");
 
+#[inline]
 pub(super) fn decode_subscribe_v5(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     const TRUNCATED: ProtocolViolation =
         violation("MQTT-3.8.3", "SUBSCRIBE topic filter or subscription options truncated");
@@ -183,6 +187,7 @@ pub(super) fn decode_subscribe_v5(mut r: Reader) -> Result<Option<Packet>, Decod
 
 /// MQTT 5 DISCONNECT: remaining length 0 means Normal disconnection (0x00) without
 /// properties, 1 a reason code without properties [MQTT-3.14.2.1], [MQTT-3.14.2.2.1].
+#[inline]
 pub(super) fn decode_disconnect_v5(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     if r.buf.is_empty() {
         return Ok(Some(Packet::Disconnect(Disconnect::default())));
@@ -202,6 +207,7 @@ pub(super) fn decode_disconnect_v5(mut r: Reader) -> Result<Option<Packet>, Deco
 /// AUTH: remaining length 0 means Success without properties [MQTT-3.15.2.1]; else a
 /// reason code and the properties. Unlike DISCONNECT's, AUTH's Property Length may
 /// only be omitted together with the reason code (section 3.15.2.2.1).
+#[inline]
 pub(super) fn decode_auth(mut r: Reader) -> Result<Option<Packet>, DecodeError> {
     if r.buf.is_empty() {
         return Ok(Some(Packet::Auth(Auth {
@@ -232,6 +238,7 @@ impl ReasonSet {
         ReasonSet(bits)
     }
 
+    #[inline]
     pub(super) fn contains(&self, code: u8) -> bool {
         self.0[usize::from(code >> 6)] & (1 << (code & 63)) != 0
     }

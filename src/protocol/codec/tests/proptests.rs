@@ -485,7 +485,8 @@ proptest! {
             subscription_identifiers: &sub_ids,
             topic_alias: alias,
         };
-        let measured = PublishView { properties: delivery, ..PublishView::of(&p) }.measure(V5);
+        let publish = PublishView { properties: delivery, ..PublishView::of(&p) };
+        let measured = publish.measure(V5);
         let mut fast = BytesMut::new();
         measured.encode(&mut fast);
         prop_assert_eq!(fast.len(), measured.size());

@@ -812,8 +812,8 @@ fn publish_view_writes_the_delivery_properties_in_place_of_the_message_ones() {
         subscription_identifiers: &[3, 200],
         topic_alias: None,
     };
-    let measured =
-        PublishView { properties: delivery, ..view("t", b"", QoS::AtMostOnce) }.measure(V5);
+    let publish = PublishView { properties: delivery, ..view("t", b"", QoS::AtMostOnce) };
+    let measured = publish.measure(V5);
     let mut buf = BytesMut::new();
     measured.encode(&mut buf);
     let block = "01 01 | 02 00000037 | 03 0001 61 | 0B 03 | 0B C801 | 26 0001 6B 0001 76";
