@@ -380,7 +380,7 @@ async fn drive(
             }
             let mut s = shard.borrow_mut();
             let now = s.now();
-            s.core.handle_written(now, id, output.len());
+            s.core.handle_written(now, id, output);
             s.schedule_pass();
             continue;
         }

@@ -25,7 +25,7 @@ use crate::session::{Link, Session};
 use super::rate::TokenBucket;
 use super::timers::{keep_alive_grace, secs_to_ticks, ticks, Timer};
 use super::wills::will_delay;
-use super::{Close, Conn, ConnId, Core, Now, SessionEntry};
+use super::{out_buffer, Close, Conn, ConnId, Core, Now, SessionEntry};
 
 /// The outcome of an enhanced authentication exchange, for CONNACK.
 #[derive(Clone, Debug)]
@@ -159,7 +159,7 @@ impl Core {
         entry.expires_at = None;
         let connack =
             ConnAck { session_present, reason: ReasonCode::SUCCESS, properties: properties.into() };
-        codec::encode(&Packet::ConnAck(connack), protocol, &mut conn.out);
+        codec::encode(&Packet::ConnAck(connack), protocol, out_buffer(conn, &mut self.spare_out));
         let now_us = now.unix_us;
         self.with_session(id, |s, out| s.resume(out, now_us));
         self.stats.connections += 1;

@@ -16,7 +16,7 @@ use crate::message::{Message, Publisher};
 use crate::metrics::ShardStats;
 use crate::session::{Delivery, DropReason, Session, SessionStats};
 
-use super::{ConnId, Core, Now};
+use super::{out_buffer, ConnId, Core, Now};
 
 /// How long a backlogged subscriber may go without completing a write before it
 /// counts as stuck rather than busy.
@@ -81,8 +81,12 @@ impl Core {
         let conn = entry.conn.and_then(|id| self.conns.get_mut(id.slot()).map(|c| (id, c)));
         let dropped = match conn {
             Some((id, conn)) => {
-                let dropped =
-                    entry.session.deliver(delivery, Some(&mut conn.out), may_queue, now_us);
+                let dropped = entry.session.deliver(
+                    delivery,
+                    Some(out_buffer(conn, &mut self.spare_out)),
+                    may_queue,
+                    now_us,
+                );
                 let behind = entry.session.mqueue_len() > 0
                     || conn.out.len() > self.config.out_buffer_max_bytes;
                 let newly_behind = behind && !conn.in_backlog;
@@ -129,7 +133,7 @@ impl Core {
             return None;
         }
         let before = SentSnapshot::of(&entry.session);
-        let result = f(&mut entry.session, &mut conn.out);
+        let result = f(&mut entry.session, out_buffer(conn, &mut self.spare_out));
         before.count(&mut self.stats, &entry.session);
         self.mark_dirty(id);
         Some(result)

@@ -541,7 +541,7 @@ impl Sim {
         let Some(output) = core.take_output(id) else { return };
         // A socket the client left is not read, so nothing on it completes.
         if let Some(c) = owner {
-            let written = output.len();
+            let written = output.clone();
             self.clients[c].read(output);
             self.cores[shard].handle_written(now, id, written);
             self.feed(c);
