@@ -40,14 +40,13 @@ use crate::config::Config;
 use crate::hooks::Hooks;
 pub use crate::metrics::ShardStats;
 
+use self::core::rate::TokenBucket;
+use self::core::timers::TICK_MS;
 pub(crate) use self::core::{ApiPublish, CtrlMsg, DataMsg};
 use self::core::{Core, CoreConfig, Now};
 use mesh::Outbox;
 use notify::{Gate, Latch, Notify};
 use observe::SysState;
-
-/// The resolution of the shard clock and its timer wheel.
-const TICK_MS: u64 = 100;
 
 /// The listening sockets of every shard, taken by each shard at start-up.
 pub(crate) type ListenerFds = Arc<Mutex<Vec<Vec<OwnedFd>>>>;
@@ -352,9 +351,12 @@ async fn accept_forever(shard: ShardRc, listener: TcpListener) {
         let s = shard.borrow();
         (s.config.accept_rate_max, s.core.shards as u64)
     };
-    let mut bucket = rate.map(|rate| AcceptBucket::new(rate.get().div_ceil(shards)));
+    // `accept_rate_max` per shard, on the shard's clock.
+    let now_ms = || shard.borrow().now().ms;
+    let mut bucket = rate.map(|rate| TokenBucket::new(rate.get().div_ceil(shards), now_ms()));
     loop {
-        if let Some(wait) = bucket.as_mut().and_then(AcceptBucket::take) {
+        let wait = bucket.as_mut().and_then(|b| b.take(1, now_ms())).map(Duration::from_millis);
+        if let Some(wait) = wait {
             // Over accept_rate_max: leave connections in the listen backlog a while.
             shard.borrow_mut().accept_rate_limited += 1;
             glommio::timer::sleep(wait).await;
@@ -369,28 +371,6 @@ async fn accept_forever(shard: ShardRc, listener: TcpListener) {
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }
         }
-    }
-}
-
-/// `accept_rate_max` per shard: a bucket of one second's worth of accepts.
-struct AcceptBucket {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl AcceptBucket {
-    fn new(rate: u64) -> Self {
-        AcceptBucket { rate: rate as f64, tokens: rate as f64, last: Instant::now() }
-    }
-
-    /// Takes one accept; returns how long to wait when over the rate.
-    fn take(&mut self) -> Option<Duration> {
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate) - 1.0;
-        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
     }
 }
 

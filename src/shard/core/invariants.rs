@@ -2,7 +2,9 @@
 //! checked in O(sessions + subscriptions) by debug builds after every pass and by
 //! the simulation tests after every step.
 
-use super::Core;
+use hashbrown::{HashMap, HashSet};
+
+use super::{ConnId, Core};
 
 pub(super) fn check(core: &Core) -> bool {
     sessions_and_conns(core)
@@ -72,23 +74,26 @@ fn subscriptions_agree(core: &Core) -> bool {
 
 /// A connection's `subacks_pending` counts its held SUBACKs.
 fn held_subacks(core: &Core) -> bool {
+    let mut held: HashMap<ConnId, u32> = HashMap::new();
+    for pending in &core.pending_subacks {
+        *held.entry(pending.conn).or_default() += 1;
+    }
     core.conns.iter().all(|(slot, conn)| {
-        let held = core
-            .pending_subacks
-            .iter()
-            .filter(|p| p.conn.slot() == slot && p.conn.serial == conn.serial)
-            .count();
-        held == conn.subacks_pending as usize
+        let id = ConnId { slot: slot as u32, serial: conn.serial };
+        held.get(&id).copied().unwrap_or(0) == conn.subacks_pending
     })
 }
 
-/// Every connection flagged dirty is in the wake list, and every connection
-/// flagged backlogged is in the backlog list.
+/// Every connection flagged dirty is in the wake list, every connection flagged
+/// backlogged in the backlog list, and no more than its encoded output is released.
+/// Sets, not scans: this runs after every pass in debug builds.
 fn wake_list(core: &Core) -> bool {
+    let to_wake: HashSet<ConnId> = core.to_wake.iter().copied().collect();
+    let backlogged: HashSet<ConnId> = core.backlogged.iter().copied().collect();
     core.conns.iter().all(|(slot, conn)| {
-        let is = |id: &super::ConnId| id.slot() == slot && id.serial == conn.serial;
+        let id = ConnId { slot: slot as u32, serial: conn.serial };
         conn.ready <= conn.out.len()
-            && (!conn.dirty || core.to_wake.iter().any(is))
-            && (!conn.in_backlog || core.backlogged.iter().any(is))
+            && (!conn.dirty || to_wake.contains(&id))
+            && (!conn.in_backlog || backlogged.contains(&id))
     })
 }

@@ -44,13 +44,13 @@ mod invariants;
 pub(crate) mod messages;
 mod outbox;
 mod publish;
-mod rate;
+pub(crate) mod rate;
 mod retained;
 mod shared;
 #[cfg(test)]
 mod sim;
 mod subscriptions;
-mod timers;
+pub(crate) mod timers;
 mod wheel;
 mod wills;
 

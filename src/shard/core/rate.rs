@@ -1,23 +1,24 @@
-//! Token buckets for per-client publish rate limits. Time is an argument, in
+//! Token buckets for per-client publish rate limits (and the IO layer's accept
+//! rate limit). Time is an argument, in
 //! milliseconds of the shard's monotonic clock.
 
 /// A bucket of `rate` tokens per second, holding at most one second's worth.
 #[derive(Debug)]
-pub(super) struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     tokens: f64,
     last_ms: u64,
 }
 
 impl TokenBucket {
-    pub(super) fn new(rate_per_sec: u64, now_ms: u64) -> Self {
+    pub(crate) fn new(rate_per_sec: u64, now_ms: u64) -> Self {
         let rate = rate_per_sec as f64;
         TokenBucket { rate, tokens: rate, last_ms: now_ms }
     }
 
     /// Takes `cost` tokens. Returns `None` when they were there, or how many
     /// milliseconds to wait before the debt is paid back.
-    pub(super) fn take(&mut self, cost: u64, now_ms: u64) -> Option<u64> {
+    pub(crate) fn take(&mut self, cost: u64, now_ms: u64) -> Option<u64> {
         let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
         self.last_ms = self.last_ms.max(now_ms);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
