@@ -62,7 +62,7 @@ pub enum StartError {
         shards: usize,
     },
     /// io_uring cannot be set up on this host.
-    #[error("io_uring is unavailable: {reason}. shardmq needs Linux 5.8+ with io_uring enabled; {TUNING_HINT}")]
+    #[error("io_uring is unavailable: {reason}. shardmq needs Linux 6.0+ with io_uring enabled; {TUNING_HINT}")]
     IoUring {
         /// Why the io_uring setup failed.
         reason: String,
@@ -401,7 +401,9 @@ fn check_io_uring(io_memory: usize) -> Result<(), StartError> {
             .io_memory(io_memory)
             .make()
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // The shards' socket rings: multishot receive into a ring of provided buffers.
+        shard::probe_socket_ring().map_err(|e| format!("socket ring: {e}"))
     });
     match probe.join() {
         Ok(Ok(())) => Ok(()),

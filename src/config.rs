@@ -159,8 +159,8 @@ macro_rules! for_each_setting {
             ring_overflow_max: NonZeroUsize = nz!(1024) => ring_overflow_max: NonZeroUsize, {};
             /// Listen backlog of each listener socket.
             listen_backlog: NonZeroU32 = nz!(4096) => listen_backlog: NonZeroU32, {};
-            /// Size of each shard's read chunk, which every connection of the shard
-            /// reads into (no read buffer per connection); below 4096 counts as 4096.
+            /// Size of each shard's read chunk, which the bytes every connection of the
+            /// shard receives are gathered into (no read buffer per connection).
             read_buffer_bytes: NonZeroUsize = nz!(64 * 1024)
                 => read_buffer_bytes: NonZeroUsize, {};
             /// Bytes pending toward one client beyond which QoS 0 messages are queued (or

@@ -1,9 +1,9 @@
-//! Sockets: listener creation and moving an accepted socket between shards.
+//! Sockets: listener creation.
 //! No MQTT here.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -40,13 +40,4 @@ pub(crate) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
         .local_addr()?
         .as_socket()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an inet socket"))
-}
-
-/// Duplicates the descriptor of a socket held by a glommio stream, so the stream can
-/// be dropped on one shard while the connection lives on in another.
-pub(crate) fn dup_socket(socket: &impl AsRawFd) -> io::Result<OwnedFd> {
-    // SAFETY: the descriptor belongs to `socket`, which the caller holds for the
-    // whole call, so it is open while borrowed here.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
-    borrowed.try_clone_to_owned()
 }

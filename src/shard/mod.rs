@@ -5,22 +5,29 @@
 //! Everything here is the IO layer around it, and (with `net`) the only code that
 //! knows glommio: sockets, rings, timers, tasks.
 //!
-//! Tasks of one shard: an accept loop per listener, a task per connection (`conn`:
-//! it owns the socket and the tail of a partial packet), a receiver per peer and
-//! mesh, a drain task per mesh for overflowed batches, the pass task, and a tick
-//! that drives the core's timer wheel and watches for shutdown.
+//! Client sockets and listeners go through the shard's own io_uring ring
+//! (`uring`), not through glommio: one multishot receive per connection into a
+//! shared ring of provided buffers, sends submitted together once per pass. A
+//! connection is a `Link` in `sockets`, not a task.
+//!
+//! Tasks of one shard: the reaper (waits on the socket ring's eventfd and feeds what
+//! arrived to the core), a receiver per peer and mesh, a drain task per mesh for
+//! overflowed batches, the pass task, and a tick that drives the core's timer wheel
+//! and watches for shutdown.
 //!
 //! A pass is one executor turn: tasks feed the core and ask for the pass
 //! ([`Shard::schedule_pass`]); the pass task, queued behind every task already
-//! runnable in this turn, runs once: it cuts and sends every ring batch, wakes
-//! every connection with output (each writes once), and sets the gates.
+//! runnable in this turn, runs once: it cuts and sends every ring batch, queues a
+//! send for every connection with output, submits them with one `io_uring_enter`,
+//! and sets the gates.
 
-mod conn;
 pub(crate) mod core;
 mod mesh;
 mod notify;
 mod observe;
 mod pool;
+mod sockets;
+mod uring;
 
 use std::cell::RefCell;
 use std::os::fd::{IntoRawFd, OwnedFd};
@@ -32,9 +39,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::channels::shared_channel::ConnectedReceiver;
+use glommio::io::BufferedFile;
 use glommio::net::TcpListener;
 use glommio::{spawn_local, yield_if_needed};
-use tracing::{error, warn};
+use tracing::error;
 
 use crate::config::Config;
 use crate::hooks::Hooks;
@@ -47,6 +55,14 @@ use self::core::{Core, CoreConfig, Now};
 use mesh::Outbox;
 use notify::{Gate, Latch, Notify};
 use observe::SysState;
+use sockets::Sockets;
+use uring::Ring;
+
+/// Creates (and drops) a socket ring as the shards make them, to fail at start-up
+/// with the reason when the kernel cannot.
+pub(crate) fn probe_socket_ring() -> std::io::Result<()> {
+    Ring::new(8, 8, 64).map(drop)
+}
 
 /// The listening sockets of every shard, taken by each shard at start-up.
 pub(crate) type ListenerFds = Arc<Mutex<Vec<Vec<OwnedFd>>>>;
@@ -107,19 +123,16 @@ pub(crate) struct Shard {
     started: Instant,
     data_out: Outbox<DataMsg>,
     ctrl_out: Outbox<CtrlMsg>,
-    /// Per connection slot of the core: how to wake the connection's task.
-    wakers: Vec<Option<Rc<Notify>>>,
-    /// Closed while the core stops reading publishers (mirrors
-    /// [`Core::readers_paused`]); opening it wakes them.
-    pub readers_gate: Rc<Gate>,
+    /// Every client socket and listener of the shard, and their ring.
+    sockets: Sockets,
     /// Closed while the core stops taking data batches (mirrors
     /// [`Core::rings_paused`]).
     pub rings_gate: Rc<Gate>,
     /// Wakes the pass task.
     pass: Rc<Notify>,
     pass_scheduled: bool,
-    /// Where connections read into.
-    pub pool: pool::ReadPool,
+    /// Where received bytes are gathered.
+    pool: pool::ReadPool,
     /// Set at shutdown; long-lived tasks end when it is.
     pub stopped: Rc<Latch>,
     /// `$SYS`, alarms and metrics: shard 0 only.
@@ -160,8 +173,8 @@ impl Shard {
         }
     }
 
-    /// The end of a pass: send every ring batch, wake every connection with
-    /// output, set the gates.
+    /// The end of a pass: send every ring batch, send every connection's output,
+    /// set the gates.
     fn end_pass(&mut self) {
         self.pass_scheduled = false;
         let now = self.now();
@@ -173,32 +186,13 @@ impl Shard {
             }
         }
         self.core.set_ring_overflow(self.data_out.overflow_len() + self.ctrl_out.overflow_len());
-        while let Some(id) = self.core.poll_wake() {
-            if let Some(Some(waker)) = self.wakers.get(id.slot()) {
-                waker.notify();
-            }
-        }
+        self.end_pass_sockets();
         self.sync_gates();
     }
 
-    /// Mirrors the core's gates into the ones tasks wait on.
-    pub fn sync_gates(&self) {
-        set_gate(&self.readers_gate, self.core.readers_paused());
+    /// Mirrors the core's ring gate into the one the ring receivers wait on.
+    fn sync_gates(&self) {
         set_gate(&self.rings_gate, self.core.rings_paused());
-    }
-
-    /// Registers the task of connection `id`.
-    pub fn register(&mut self, id: core::ConnId, waker: Rc<Notify>) {
-        if self.wakers.len() <= id.slot() {
-            self.wakers.resize(id.slot() + 1, None);
-        }
-        self.wakers[id.slot()] = Some(waker);
-    }
-
-    pub fn unregister(&mut self, id: core::ConnId) {
-        if let Some(slot) = self.wakers.get_mut(id.slot()) {
-            *slot = None;
-        }
     }
 
     /// This shard's figures, with the IO layer's own.
@@ -244,6 +238,25 @@ pub(crate) async fn run(ctx: ShardContext) {
     let id = data_tx.peer_id();
     assert_eq!(id, ctrl_tx.peer_id(), "both meshes are joined in the same order");
     let started = Instant::now();
+    let ring =
+        match Ring::new(sockets::RING_ENTRIES, sockets::RECV_BUFFERS, sockets::RECV_BUFFER_BYTES) {
+            Ok(ring) => ring,
+            Err(e) => {
+                // The start-up probe made one: only a resource limit gets here.
+                error!("shard {id}: cannot create its socket ring: {e}");
+                ctx.stop.store(true, Ordering::Release);
+                return;
+            }
+        };
+    let listeners = {
+        let mut all = ctx.listeners.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::take(&mut all[id])
+    };
+    let accept_bucket = ctx.config.accept_rate_max.map(|rate| {
+        // `accept_rate_max` per shard, on the shard's clock (which starts at 0).
+        TokenBucket::new(rate.get().div_ceil(shards as u64), 0)
+    });
+    let sockets = Sockets::new(ring, listeners, accept_bucket);
     let mut shard = Shard {
         core: Core::new(
             id,
@@ -256,8 +269,7 @@ pub(crate) async fn run(ctx: ShardContext) {
         started,
         data_out: Outbox::new(Rc::new(data_tx)),
         ctrl_out: Outbox::new(Rc::new(ctrl_tx)),
-        wakers: Vec::new(),
-        readers_gate: Rc::new(Gate::default()),
+        sockets,
         rings_gate: Rc::new(Gate::default()),
         pass: Rc::new(Notify::default()),
         pass_scheduled: false,
@@ -285,16 +297,8 @@ pub(crate) async fn run(ctx: ShardContext) {
     }
     spawn_local(drain_data(Rc::clone(&shard))).detach();
     spawn_local(drain_ctrl(Rc::clone(&shard))).detach();
-
-    let fds = {
-        let mut all = ctx.listeners.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        std::mem::take(&mut all[id])
-    };
-    for fd in fds {
-        // SAFETY: a listening TCP socket that this shard alone owns from here on.
-        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
-        spawn_local(accept_loop(Rc::clone(&shard), listener)).detach();
-    }
+    spawn_local(reap(Rc::clone(&shard))).detach();
+    shard.borrow_mut().start_sockets();
 
     if id == 0 {
         let metrics = ctx.metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
@@ -341,37 +345,30 @@ async fn until_stopped(shard: &ShardRc, work: impl std::future::Future<Output = 
     futures_lite::future::or(work, stopped.wait()).await;
 }
 
-async fn accept_loop(shard: ShardRc, listener: TcpListener) {
-    // Dropping the listener when the shard stops closes the port.
-    until_stopped(&shard.clone(), accept_forever(shard, listener)).await;
-}
-
-async fn accept_forever(shard: ShardRc, listener: TcpListener) {
-    let (rate, shards) = {
-        let s = shard.borrow();
-        (s.config.accept_rate_max, s.core.shards as u64)
+/// The reaper: waits until the socket ring has completions, then feeds them to the
+/// core. Waiting is a read of the ring's eventfd through glommio, so the shard
+/// still parks in one place (glommio's ring) with everything else it waits on.
+async fn reap(shard: ShardRc) {
+    let eventfd = match shard.borrow().sockets.ring.eventfd().try_clone() {
+        Ok(fd) => fd,
+        Err(e) => {
+            error!("socket ring: cannot wait on its eventfd: {e}");
+            return;
+        }
     };
-    // `accept_rate_max` per shard, on the shard's clock.
-    let now_ms = || shard.borrow().now().ms;
-    let mut bucket = rate.map(|rate| TokenBucket::new(rate.get().div_ceil(shards), now_ms()));
-    loop {
-        let wait = bucket.as_mut().and_then(|b| b.take(1, now_ms())).map(Duration::from_millis);
-        if let Some(wait) = wait {
-            // Over accept_rate_max: leave connections in the listen backlog a while.
-            shard.borrow_mut().accept_rate_limited += 1;
-            glommio::timer::sleep(wait).await;
-        }
-        match listener.accept().await {
-            Ok(stream) => {
-                spawn_local(conn::handshake(Rc::clone(&shard), stream)).detach();
+    // SAFETY: a descriptor this task alone owns from here on.
+    let eventfd = unsafe { BufferedFile::from_raw_fd(eventfd.into_raw_fd()) };
+    until_stopped(&shard.clone(), async move {
+        loop {
+            // The counter's value does not matter: only that completions arrived.
+            if let Err(e) = eventfd.read_at(0, 8).await {
+                error!("socket ring: waiting on its eventfd failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
             }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning on the error.
-                warn!("accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-            }
+            shard.borrow_mut().reap();
         }
-    }
+    })
+    .await;
 }
 
 async fn receive_data(shard: ShardRc, receiver: ConnectedReceiver<Vec<DataMsg>>) {
@@ -408,13 +405,12 @@ async fn receive_ctrl(shard: ShardRc, receiver: ConnectedReceiver<Vec<CtrlMsg>>)
 
 async fn receive_ctrl_forever(shard: ShardRc, receiver: ConnectedReceiver<Vec<CtrlMsg>>) {
     while let Some(batch) = receiver.recv().await {
-        let mut handoffs = Vec::new();
         {
             let mut s = shard.borrow_mut();
             let now = s.now();
             for msg in batch {
                 match msg {
-                    CtrlMsg::Handoff(handoff) => handoffs.push(handoff),
+                    CtrlMsg::Handoff(handoff) => s.adopt(*handoff),
                     CtrlMsg::Stats(snapshot) => {
                         if let Some(sys) = s.sys.as_mut() {
                             sys.record(*snapshot);
@@ -424,9 +420,6 @@ async fn receive_ctrl_forever(shard: ShardRc, receiver: ConnectedReceiver<Vec<Ct
                 }
             }
             s.schedule_pass();
-        }
-        for handoff in handoffs {
-            spawn_local(conn::serve_handoff(Rc::clone(&shard), *handoff)).detach();
         }
         yield_if_needed().await;
     }
@@ -508,6 +501,7 @@ async fn tick_until_stopped(shard: &ShardRc, stop: &AtomicBool) {
         s.lag_max_us = s.lag_max_us.max(late.as_micros() as u64);
         let now = s.now();
         s.core.handle_tick(now);
+        s.tick_sockets();
         ticks += 1;
         if ticks % (1000 / TICK_MS) == 0 {
             observe::every_second(&mut s);
@@ -517,11 +511,12 @@ async fn tick_until_stopped(shard: &ShardRc, stop: &AtomicBool) {
     {
         let mut s = shard.borrow_mut();
         s.core.close_all();
+        s.stop_sockets();
         s.end_pass();
     }
     // Give connections a moment to flush and close before the executor drops them.
     for _ in 0..50 {
-        if shard.borrow().core.connections() == 0 {
+        if shard.borrow().sockets.links() == 0 {
             break;
         }
         glommio::timer::sleep(Duration::from_millis(10)).await;

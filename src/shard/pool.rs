@@ -1,21 +1,15 @@
-//! The shard's read buffer: every connection of the shard reads into the same
-//! chunk, so an idle connection holds no read buffer at all.
+//! The shard's read chunk: every connection of the shard's received bytes land in
+//! the same chunk, so an idle connection holds no read buffer at all.
 //!
-//! Each read takes the bytes it filled off the front of the chunk (`split_to`:
-//! no copy), and the decoder slices payloads out of them (no copy either). A chunk
-//! is freed when the last message referring to it is gone; a new one is taken
-//! when the current one runs low. Only the tail of a partial packet stays with its
-//! connection, copied out of the chunk so that it pins nothing.
-//!
-//! # Invariants
-//! - The chunk is always fully initialised (`len == capacity`): reads go into
-//!   `&mut [u8]` without `unsafe`.
-//! - At least [`READ_MIN`] bytes are offered to every read.
+//! The socket ring receives into provided buffers that go straight back to the
+//! kernel; their bytes are copied here (one copy of small packets, cheaper than
+//! any syscall) and taken off the front of the chunk (`split`: no copy), and the
+//! decoder slices payloads out of them (no copy either). A chunk is freed when the
+//! last message referring to it is gone; a new one is taken when the current one
+//! has no room. Only the tail of a partial packet stays with its connection,
+//! copied out of the chunk so that it pins nothing.
 
 use bytes::BytesMut;
-
-/// The least room offered to one read; below it a fresh chunk is taken.
-pub(crate) const READ_MIN: usize = 4 * 1024;
 
 /// One shard's read chunk.
 #[derive(Debug)]
@@ -30,22 +24,17 @@ pub(crate) struct ReadPool {
 
 impl ReadPool {
     pub fn new(chunk_size: usize) -> Self {
-        ReadPool { chunk: BytesMut::new(), chunk_size: chunk_size.max(READ_MIN), chunks: 0 }
+        ReadPool { chunk: BytesMut::new(), chunk_size, chunks: 0 }
     }
 
-    /// Room for the next read.
-    pub fn room(&mut self) -> &mut [u8] {
-        if self.chunk.len() < READ_MIN {
-            self.chunk = BytesMut::zeroed(self.chunk_size);
+    /// Copies bytes just received into the chunk and takes them off its front.
+    pub fn copy_in(&mut self, received: &[u8]) -> BytesMut {
+        if self.chunk.capacity() - self.chunk.len() < received.len() {
+            self.chunk = BytesMut::with_capacity(self.chunk_size.max(received.len()));
             self.chunks += 1;
         }
-        &mut self.chunk[..]
-    }
-
-    /// Takes the `n` bytes the last read filled at the front of [`ReadPool::room`].
-    pub fn take(&mut self, n: usize) -> BytesMut {
-        debug_assert!(n <= self.chunk.len());
-        self.chunk.split_to(n)
+        self.chunk.extend_from_slice(received);
+        self.chunk.split()
     }
 }
 
@@ -108,9 +97,7 @@ mod tests {
     #[test]
     fn reads_share_a_chunk_and_a_settled_tail_owns_its_bytes() {
         let mut pool = ReadPool::new(64 * 1024);
-        let room = pool.room();
-        room[..5].copy_from_slice(b"hello");
-        let read = pool.take(5);
+        let read = pool.copy_in(b"hello");
         assert_eq!(pool.chunks, 1);
         let mut tail = Tail::default();
         tail.push(read);
@@ -118,9 +105,8 @@ mod tests {
         tail.settle();
         assert!(!tail.pooled, "a partial packet is copied out of the chunk");
         assert_eq!(&tail.bytes()[..], b"hello");
-        let room = pool.room();
-        room[..3].copy_from_slice(b" yo");
-        tail.push(pool.take(3));
+        tail.push(pool.copy_in(b" yo"));
+        assert_eq!(pool.chunks, 1, "one chunk serves many receives");
         assert_eq!(&tail.bytes()[..], b"hello yo");
         tail.bytes().clear();
         tail.settle();

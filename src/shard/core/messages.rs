@@ -80,7 +80,7 @@ pub(crate) enum CtrlMsg {
 /// A connection moving to the shard that owns its client id.
 #[derive(Debug)]
 pub(crate) struct Handoff {
-    /// A duplicate of the accepted socket; the accepting shard closed its own.
+    /// The accepted socket, which the accepting shard no longer reads.
     pub fd: OwnedFd,
     pub connect: Connect,
     /// Bytes read after the CONNECT packet.

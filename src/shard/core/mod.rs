@@ -554,11 +554,6 @@ impl Core {
         self.conn(id).map(|c| c.client_id.clone()).unwrap_or_default()
     }
 
-    /// How many connections are open.
-    pub fn connections(&self) -> u64 {
-        self.stats.connections
-    }
-
     /// End of a processing pass: cut the batches filled during it and decide the
     /// gates. Then the IO layer sends the batches ([`Core::poll_batch`]) and
     /// reports what overflowed ([`Core::set_ring_overflow`]).

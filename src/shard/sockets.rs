@@ -1,0 +1,842 @@
+//! The shard's sockets as the ring sees them: one `Link` per socket, from accept
+//! to close, with no task and no buffer of its own.
+//!
+//! A link goes through phases:
+//! - `Handshake`: reads until CONNECT, one receive at a time, within
+//!   `connect_timeout`. Then the socket moves to the shard that owns the client id
+//!   (hand-off), or stays;
+//! - `Auth`: MQTT 5 enhanced authentication rounds before CONNACK [MQTT-4.12];
+//! - `Connected`: a connection of the core, a multishot receive armed;
+//! - `Closing`: its last words sent, its receive cancelled, waiting for the kernel
+//!   to let go of both before the descriptor is closed.
+//!
+//! The pass ([`Shard::end_pass`]) drives the output side: every connection the core
+//! woke gets one send, and the pass submits them all with one `io_uring_enter`.
+//!
+//! # Invariants
+//! - A link's slot is reused only after its last completion (no receive armed, no
+//!   send in flight): a completion always finds the link it was for, or none (the
+//!   serial in its token tells a later link in the same slot).
+//! - At most one send per link is in flight; the core keeps what is encoded
+//!   meanwhile, bounded by `out_buffer_max_bytes`.
+//! - A link whose input is held (SUBACK pending, rate limit, backpressure) has its
+//!   receive cancelled: what the client sends next waits in the kernel's socket
+//!   buffer, and TCP backpressure reaches the client.
+//! - A hand-off moves a socket with no receive armed (the handshake reads one
+//!   completion at a time), so no byte is read by the shard that gives it away.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use slab::Slab;
+use tracing::{debug, info, warn};
+
+use crate::hooks::{AuthRequest, AuthStep};
+use crate::protocol::{
+    codec, Auth, ConnAck, Connect, DecodeError, Packet, Properties, Props, ProtocolVersion,
+    ReasonCode,
+};
+use crate::router::owner_shard;
+
+use super::core::rate::TokenBucket;
+use super::core::{AuthOutcome, Close, ConnId, CtrlMsg, Handoff, Held};
+use super::pool::Tail;
+use super::uring::{Completion, Ring, Token};
+use super::Shard;
+
+/// Provided buffers per shard, and their size: a receive completion carries at most
+/// one buffer, and every buffer is copied out and handed back as its completion is
+/// reaped, so the ring needs only as many as completions arrive between two reaps.
+/// 4 MiB per shard, whatever the number of connections.
+pub(crate) const RECV_BUFFERS: u16 = 1024;
+pub(crate) const RECV_BUFFER_BYTES: u32 = 4096;
+/// Submission slots of the socket ring: sends and re-armed receives of one pass.
+pub(crate) const RING_ENTRIES: u32 = 1024;
+
+/// How long a listener waits after an accept error (EMFILE and the like) before it
+/// accepts again, instead of spinning on the error.
+const ACCEPT_BACKOFF_MS: u64 = 100;
+
+const NO_LINK: u32 = u32::MAX;
+
+/// A link's name in tokens: its slot and a serial that tells it from later links in
+/// the same slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LinkId {
+    slot: u32,
+    serial: u32,
+}
+
+impl LinkId {
+    fn token(self) -> Token {
+        u64::from(self.slot) << 32 | u64::from(self.serial)
+    }
+
+    fn from_token(token: Token) -> Self {
+        LinkId { slot: (token >> 32) as u32, serial: token as u32 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recv {
+    /// Nothing armed.
+    Idle,
+    /// A receive armed (one completion in the handshake, multishot after).
+    Armed,
+    /// Cancelled; its last completion is on the way.
+    Cancelling,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Handshake,
+    Auth(Box<AuthState>),
+    Connected(ConnId),
+    Closing,
+}
+
+/// An MQTT 5 enhanced authentication exchange in progress.
+#[derive(Debug)]
+struct AuthState {
+    connect: Connect,
+    method: ByteString,
+    round: u32,
+    /// When this round times out (ms): each round has `connect_timeout`.
+    deadline_ms: u64,
+}
+
+/// One socket of the shard.
+#[derive(Debug)]
+struct Link {
+    fd: OwnedFd,
+    serial: u32,
+    /// Bytes received and not yet processed (a partial packet, or input held).
+    tail: Tail,
+    phase: Phase,
+    recv: Recv,
+    sending: bool,
+    /// Bytes the IO layer itself has for the client (handshake answers, last
+    /// words) while a send is in flight. Empty, without an allocation, otherwise.
+    extra: BytesMut,
+    /// Whether the link is in `pending`.
+    queued: bool,
+    /// The client closed its side (or the socket failed).
+    ended: bool,
+    /// Input is held: no receive is armed until it is processed again.
+    held: bool,
+}
+
+#[derive(Debug)]
+struct Listener {
+    fd: OwnedFd,
+    armed: bool,
+    /// No accepting before this time (ms): over `accept_rate_max`, or backing off
+    /// from an error.
+    paused_until_ms: Option<u64>,
+}
+
+/// Every socket of one shard and the ring they go through.
+#[derive(Debug)]
+pub(crate) struct Sockets {
+    pub ring: Ring,
+    links: Slab<Link>,
+    next_serial: u32,
+    /// The core's connection slot -> link slot.
+    by_conn: Vec<u32>,
+    /// Links with input to process (each at most once: `Link::queued`).
+    pending: Vec<LinkId>,
+    /// Links held by backpressure, resumed when the readers' gate opens.
+    paused: Vec<LinkId>,
+    /// Links held by a publish rate limit, and until when (ms).
+    rate_paused: Vec<(u64, LinkId)>,
+    /// Links in handshake or authentication, by deadline: every deadline is now +
+    /// `connect_timeout`, so appending keeps the queue sorted.
+    deadlines: VecDeque<(u64, LinkId)>,
+    listeners: Vec<Listener>,
+    /// `accept_rate_max` per shard, on the shard's clock.
+    accept_bucket: Option<TokenBucket>,
+    /// Set at shutdown: no more accepting.
+    stopped: bool,
+}
+
+impl Sockets {
+    pub fn new(ring: Ring, listeners: Vec<OwnedFd>, accept_bucket: Option<TokenBucket>) -> Self {
+        Sockets {
+            ring,
+            links: Slab::new(),
+            next_serial: 0,
+            by_conn: Vec::new(),
+            pending: Vec::new(),
+            paused: Vec::new(),
+            rate_paused: Vec::new(),
+            deadlines: VecDeque::new(),
+            listeners: listeners
+                .into_iter()
+                .map(|fd| Listener { fd, armed: false, paused_until_ms: None })
+                .collect(),
+            accept_bucket,
+            stopped: false,
+        }
+    }
+
+    /// Open links (handshakes, connections and closing ones).
+    pub fn links(&self) -> usize {
+        self.links.len()
+    }
+
+    fn link(&mut self, id: LinkId) -> Option<&mut Link> {
+        self.links.get_mut(id.slot as usize).filter(|l| l.serial == id.serial)
+    }
+
+    fn id_of(&self, slot: usize) -> LinkId {
+        LinkId { slot: slot as u32, serial: self.links[slot].serial }
+    }
+
+    fn link_of_conn(&self, id: ConnId) -> Option<LinkId> {
+        let slot = *self.by_conn.get(id.slot())?;
+        (slot != NO_LINK).then(|| self.id_of(slot as usize))
+    }
+
+    fn queue(&mut self, id: LinkId) {
+        if let Some(link) = self.link(id) {
+            if !link.queued {
+                link.queued = true;
+                self.pending.push(id);
+            }
+        }
+    }
+
+    /// Arms the accept of every listener that is not paused.
+    fn arm_listeners(&mut self, now_ms: u64) {
+        if self.stopped {
+            return;
+        }
+        for (index, listener) in self.listeners.iter_mut().enumerate() {
+            if listener.armed || listener.paused_until_ms.is_some_and(|until| until > now_ms) {
+                continue;
+            }
+            listener.paused_until_ms = None;
+            listener.armed = true;
+            self.ring.accept(listener.fd.as_raw_fd(), index);
+        }
+    }
+
+    /// Sends `bytes` that the IO layer itself has for link `id`, after whatever is
+    /// in flight.
+    fn send_extra(&mut self, id: LinkId, bytes: BytesMut) {
+        let Some(link) = self.link(id) else { return };
+        if link.sending {
+            link.extra.extend_from_slice(&bytes);
+            return;
+        }
+        link.sending = true;
+        let fd = link.fd.as_raw_fd();
+        self.ring.send(fd, id.token(), bytes);
+    }
+
+    /// Arms the link's receive if nothing is armed: multishot once connected.
+    fn read(&mut self, id: LinkId) {
+        let Some(link) = self.link(id) else { return };
+        if link.recv != Recv::Idle || link.ended || matches!(link.phase, Phase::Closing) {
+            return;
+        }
+        link.recv = Recv::Armed;
+        let once = !matches!(link.phase, Phase::Connected(_));
+        let fd = link.fd.as_raw_fd();
+        self.ring.recv(fd, id.token(), once);
+    }
+
+    /// Stops the link's multishot receive (its input is held or it closes).
+    fn stop_reading(&mut self, id: LinkId) {
+        let Some(link) = self.link(id) else { return };
+        if link.recv == Recv::Armed {
+            link.recv = Recv::Cancelling;
+            self.ring.cancel_recv(id.token());
+        }
+    }
+
+    /// Closes the descriptor of a closing link once the kernel let go of it.
+    fn free_if_done(&mut self, id: LinkId) {
+        let Some(link) = self.link(id) else { return };
+        if matches!(link.phase, Phase::Closing) && link.recv == Recv::Idle && !link.sending {
+            self.links.remove(id.slot as usize);
+        }
+    }
+
+    /// Ends a link that is not (or no longer) a connection of the core, after
+    /// `last` is sent.
+    fn close_link(&mut self, id: LinkId, last: Option<BytesMut>) {
+        let Some(link) = self.link(id) else { return };
+        link.phase = Phase::Closing;
+        if let Some(last) = last {
+            self.send_extra(id, last);
+        }
+        self.stop_reading(id);
+        self.free_if_done(id);
+    }
+}
+
+impl Shard {
+    /// Takes every completion the ring has and processes the input it brought.
+    pub(super) fn reap(&mut self) {
+        let mut any = false;
+        while let Some(completion) = self.sockets.ring.next(&mut self.pool) {
+            any = true;
+            match completion {
+                Completion::Accepted { listener, result, more } => {
+                    self.accepted(listener, result, more);
+                }
+                Completion::Received { token, result, more } => {
+                    self.received(LinkId::from_token(token), result, more);
+                }
+                Completion::Sent { token, result, buf } => {
+                    self.sent(LinkId::from_token(token), result, buf);
+                }
+            }
+        }
+        self.process_pending();
+        if any {
+            self.schedule_pass();
+        }
+    }
+
+    /// The socket side of the end of a pass, after the ring batches left: every
+    /// connection the core woke gets its output sent (or its close), held links
+    /// whose wait ended read again, and everything goes to the kernel at once.
+    pub(super) fn end_pass_sockets(&mut self) {
+        while let Some(id) = self.core.poll_wake() {
+            self.woken(id);
+        }
+        if !self.core.readers_paused() && !self.sockets.paused.is_empty() {
+            for id in std::mem::take(&mut self.sockets.paused) {
+                self.sockets.queue(id);
+            }
+        }
+        if !self.sockets.pending.is_empty() {
+            self.schedule_pass();
+        }
+        if let Err(e) = self.sockets.ring.submit() {
+            warn!("socket ring: submit failed: {e}");
+        }
+        // Sends usually complete within the submission: take them now, so their
+        // buffers come back and the next pass can refill the connections.
+        self.reap();
+    }
+
+    /// The timers of the sockets, at every tick: handshakes past their deadline,
+    /// rate-limited links whose time came, paused listeners.
+    pub(super) fn tick_sockets(&mut self) {
+        let now_ms = self.now().ms;
+        while let Some(&(deadline, id)) = self.sockets.deadlines.front() {
+            if deadline > now_ms {
+                break;
+            }
+            self.sockets.deadlines.pop_front();
+            let Some(link) = self.sockets.link(id) else { continue };
+            match link.phase {
+                Phase::Handshake => {
+                    self.connect_timeouts += 1;
+                    debug!(peer = ?peer(&link.fd), "closing connection: no CONNECT in time");
+                    self.sockets.close_link(id, None);
+                }
+                Phase::Auth(ref state) if state.deadline_ms == deadline => {
+                    debug!(peer = ?peer(&link.fd), "closing connection: authentication took too long");
+                    self.sockets.close_link(id, None);
+                }
+                Phase::Auth(_) | Phase::Connected(_) | Phase::Closing => {}
+            }
+        }
+        let due: Vec<LinkId> = {
+            let rate_paused = &mut self.sockets.rate_paused;
+            let mut due = Vec::new();
+            rate_paused.retain(|&(until, id)| {
+                let ready = until <= now_ms;
+                if ready {
+                    due.push(id);
+                }
+                !ready
+            });
+            due
+        };
+        for id in due {
+            self.sockets.queue(id);
+        }
+        self.sockets.arm_listeners(now_ms);
+        self.process_pending();
+        self.schedule_pass();
+    }
+
+    /// Starts the shard's listeners.
+    pub(super) fn start_sockets(&mut self) {
+        let now_ms = self.now().ms;
+        self.sockets.arm_listeners(now_ms);
+        self.schedule_pass();
+    }
+
+    /// Shutdown: stop accepting, end every handshake. Connections of the core
+    /// close through [`Core::close_all`](super::core::Core::close_all).
+    pub(super) fn stop_sockets(&mut self) {
+        self.sockets.stopped = true;
+        for (index, listener) in std::mem::take(&mut self.sockets.listeners).iter().enumerate() {
+            if listener.armed {
+                self.sockets.ring.cancel_accept(index);
+            }
+        }
+        let handshakes: Vec<LinkId> = self
+            .sockets
+            .links
+            .iter()
+            .filter(|(_, l)| matches!(l.phase, Phase::Handshake | Phase::Auth(_)))
+            .map(|(slot, l)| LinkId { slot: slot as u32, serial: l.serial })
+            .collect();
+        for id in handshakes {
+            self.sockets.close_link(id, None);
+        }
+        self.schedule_pass();
+    }
+
+    /// A connection handed over by the shard that accepted it.
+    pub(super) fn adopt(&mut self, handoff: Handoff) {
+        self.handoffs_in += 1;
+        let Handoff { fd, connect, buffered } = handoff;
+        let id = self.new_link(fd);
+        if let Some(link) = self.sockets.link(id) {
+            link.tail = Tail::from_owned(BytesMut::from(&buffered[..]));
+        }
+        self.connect_here(id, connect);
+        self.schedule_pass();
+    }
+
+    fn new_link(&mut self, fd: OwnedFd) -> LinkId {
+        let serial = self.sockets.next_serial;
+        self.sockets.next_serial = serial.wrapping_add(1);
+        let slot = self.sockets.links.insert(Link {
+            fd,
+            serial,
+            tail: Tail::default(),
+            phase: Phase::Handshake,
+            recv: Recv::Idle,
+            sending: false,
+            extra: BytesMut::new(),
+            queued: false,
+            ended: false,
+            held: false,
+        });
+        LinkId { slot: slot as u32, serial }
+    }
+
+    fn accepted(&mut self, listener: usize, result: std::io::Result<OwnedFd>, more: bool) {
+        let now_ms = self.now().ms;
+        let Some(entry) = self.sockets.listeners.get_mut(listener) else {
+            // Stopped: the listener is gone, and so is what it accepted last.
+            return;
+        };
+        if !more {
+            entry.armed = false;
+        }
+        match result {
+            Ok(fd) => {
+                // MQTT traffic is small packets whose latency matters; Nagle only
+                // delays them.
+                if let Err(e) = socket2::SockRef::from(&fd).set_nodelay(true) {
+                    debug!("set_nodelay: {e}");
+                }
+                let id = self.new_link(fd);
+                let deadline = now_ms + self.config.connect_timeout.as_millis() as u64;
+                self.sockets.deadlines.push_back((deadline, id));
+                self.sockets.read(id);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
+            Err(e) => {
+                warn!("accept failed: {e}");
+                entry.paused_until_ms = Some(now_ms + ACCEPT_BACKOFF_MS);
+            }
+        }
+        // Over accept_rate_max: leave connections in the listen backlog a while.
+        let wait = self.sockets.accept_bucket.as_mut().and_then(|b| b.take(1, now_ms));
+        if let Some(wait) = wait {
+            self.accept_rate_limited += 1;
+            for (index, listener) in self.sockets.listeners.iter_mut().enumerate() {
+                listener.paused_until_ms = Some(now_ms + wait);
+                if listener.armed {
+                    listener.armed = false;
+                    self.sockets.ring.cancel_accept(index);
+                }
+            }
+        }
+        self.sockets.arm_listeners(now_ms);
+    }
+
+    fn received(&mut self, id: LinkId, result: std::io::Result<BytesMut>, more: bool) {
+        let Some(link) = self.sockets.link(id) else { return };
+        if !more {
+            link.recv = Recv::Idle;
+        }
+        match result {
+            Ok(bytes) if bytes.is_empty() => link.ended = true,
+            Ok(bytes) => link.tail.push(bytes),
+            Err(e) => match e.raw_os_error() {
+                // Cancelled by us, or no provided buffer was free: read again once the
+                // link is processed (and not held).
+                Some(libc::ECANCELED) | Some(libc::ENOBUFS) => {}
+                _ => link.ended = true,
+            },
+        }
+        self.sockets.queue(id);
+    }
+
+    fn sent(&mut self, id: LinkId, result: std::io::Result<usize>, mut buf: BytesMut) {
+        let now = self.now();
+        let Some(link) = self.sockets.link(id) else { return };
+        link.sending = false;
+        let conn = match link.phase {
+            Phase::Connected(conn) => Some(conn),
+            _ => None,
+        };
+        match result {
+            Ok(n) if n < buf.len() => {
+                // A partial send: the rest goes next, before anything newer.
+                let written = buf.split_to(n);
+                if let Some(conn) = conn {
+                    self.core.handle_written(now, conn, written);
+                }
+                link.sending = true;
+                let fd = link.fd.as_raw_fd();
+                self.sockets.ring.send(fd, id.token(), buf);
+                return;
+            }
+            Ok(_) => {
+                if let Some(conn) = conn {
+                    self.core.handle_written(now, conn, buf);
+                }
+                let extra = std::mem::take(&mut link.extra);
+                if !extra.is_empty() {
+                    self.sockets.send_extra(id, extra);
+                } else if let Some(conn) = conn {
+                    // Output a pass released while this send was in flight.
+                    if let Some(out) = self.core.take_output(conn) {
+                        self.sockets.send_extra(id, out);
+                    }
+                }
+            }
+            Err(_) => {
+                link.extra = BytesMut::new();
+                link.ended = true;
+                match conn {
+                    Some(conn) => self.core.close(conn, Close::Io),
+                    None => self.sockets.close_link(id, None),
+                }
+            }
+        }
+        self.sockets.free_if_done(id);
+        self.schedule_pass();
+    }
+
+    /// A connection of the core the pass woke: send what it released, or close it.
+    fn woken(&mut self, conn: ConnId) {
+        let Some(id) = self.sockets.link_of_conn(conn) else { return };
+        if self.core.close_reason(conn).is_some() {
+            self.close_connection(id, conn);
+            return;
+        }
+        let Some(link) = self.sockets.link(id) else { return };
+        if link.held || !link.tail.is_empty() {
+            // The wait may be over (a SUBACK released): process the input again.
+            self.sockets.queue(id);
+        }
+        let link = self.sockets.link(id).expect("live link");
+        if !link.sending {
+            if let Some(out) = self.core.take_output(conn) {
+                self.sockets.send_extra(id, out);
+            }
+        }
+    }
+
+    /// Ends a connection of the core: whatever it had encoded and its last words
+    /// go out, the core forgets it, the socket closes once the kernel is done.
+    fn close_connection(&mut self, id: LinkId, conn: ConnId) {
+        let now = self.now();
+        let close = self.core.close_reason(conn).cloned().unwrap_or(Close::Io);
+        let last = self.core.take_last_words(conn);
+        let client_id = self.core.client_id(conn);
+        self.core.handle_closed(now, conn, close.clone());
+        if let Some(slot) = self.sockets.by_conn.get_mut(conn.slot()) {
+            *slot = NO_LINK;
+        }
+        self.sockets.close_link(id, last);
+        log_close(&client_id, &close);
+        self.schedule_pass();
+    }
+
+    /// Processes the input of every queued link.
+    fn process_pending(&mut self) {
+        while let Some(id) = self.sockets.pending.pop() {
+            let Some(link) = self.sockets.link(id) else { continue };
+            link.queued = false;
+            match link.phase {
+                Phase::Handshake => self.process_handshake(id),
+                Phase::Auth(_) => self.process_auth(id),
+                Phase::Connected(conn) => self.process_connected(id, conn),
+                Phase::Closing => self.sockets.free_if_done(id),
+            }
+        }
+    }
+
+    fn process_connected(&mut self, id: LinkId, conn: ConnId) {
+        let now = self.now();
+        let link = self.sockets.link(id).expect("queued link is live");
+        let held = if link.tail.is_empty() {
+            Held::No
+        } else {
+            self.core.handle_input(now, conn, link.tail.bytes())
+        };
+        self.schedule_pass();
+        let link = self.sockets.link(id).expect("queued link is live");
+        link.held = !matches!(held, Held::No | Held::Closing);
+        match held {
+            Held::No => {
+                link.tail.settle();
+                if link.ended {
+                    self.core.close(conn, Close::Io);
+                } else {
+                    self.sockets.read(id);
+                }
+            }
+            // Released (and woken) when the other shards acknowledge the routes.
+            Held::SubAck => self.sockets.stop_reading(id),
+            Held::RateLimited(until_ms) => {
+                self.sockets.stop_reading(id);
+                self.sockets.rate_paused.push((until_ms, id));
+            }
+            // A ring is full or a subscriber is behind: read nothing more from this
+            // publisher until the gate opens. Output still flows.
+            Held::Backpressure => {
+                self.sockets.stop_reading(id);
+                self.sockets.paused.push(id);
+            }
+            // The core decided to close: the pass wakes it and closes it then.
+            Held::Closing => {}
+        }
+    }
+
+    /// Reads CONNECT, then serves the connection here or hands it to the shard that
+    /// owns its client id.
+    fn process_handshake(&mut self, id: LinkId) {
+        let limits = self.core.limits(ProtocolVersion::V311);
+        let link = self.sockets.link(id).expect("queued link is live");
+        let decoded = codec::decode(link.tail.bytes(), &limits);
+        let who = || peer(&link.fd);
+        let connect = match decoded {
+            Ok(Some(Packet::Connect(connect))) => connect,
+            Ok(None) => {
+                link.tail.settle();
+                if link.ended {
+                    self.sockets.close_link(id, None);
+                } else {
+                    self.sockets.read(id);
+                }
+                return;
+            }
+            Ok(Some(other)) => {
+                warn!(peer = ?who(), "closing connection: [MQTT-3.1.0-1] first packet is {}", kind(&other));
+                self.early_protocol_errors += 1;
+                self.sockets.close_link(id, None);
+                return;
+            }
+            Err(DecodeError::UnsupportedProtocolLevel(level)) => {
+                info!(peer = ?who(), "refusing connection: [MQTT-3.1.2-2] protocol level {level}");
+                // The 3.1.1 layout (return code 0x01): the client's level is unknown.
+                let refusal =
+                    connack(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, ProtocolVersion::V311);
+                self.sockets.close_link(id, Some(refusal));
+                return;
+            }
+            Err(e) => {
+                warn!(peer = ?who(), "closing connection before CONNECT: {e}");
+                self.early_protocol_errors += 1;
+                self.sockets.close_link(id, None);
+                return;
+            }
+        };
+        link.tail.settle();
+        let (me, shards) = (self.core.id, self.core.shards);
+        let owner = if connect.client_id.is_empty() {
+            me
+        } else {
+            owner_shard(connect.client_id.as_bytes(), shards)
+        };
+        if owner == me {
+            self.connect_here(id, connect);
+            return;
+        }
+        // The session lives on `owner`: move the socket there with the bytes read
+        // after CONNECT. No receive is armed (one completion at a time), none can
+        // be in flight.
+        let link = self.sockets.links.remove(id.slot as usize);
+        debug_assert!(link.recv == Recv::Idle && !link.sending);
+        let handoff = Handoff { fd: link.fd, connect, buffered: link.tail.into_bytes().freeze() };
+        self.handoffs_out += 1;
+        self.core.push_ctrl(owner, CtrlMsg::Handoff(Box::new(handoff)));
+        self.schedule_pass();
+    }
+
+    /// CONNECT on the owner shard: enhanced authentication first where the client
+    /// asked for it, then the core.
+    fn connect_here(&mut self, id: LinkId, connect: Connect) {
+        match connect.properties.authentication_method.clone() {
+            Some(method) if connect.protocol.is_v5() => {
+                let data = connect.properties.authentication_data.clone();
+                let state = AuthState { connect, method, round: 0, deadline_ms: 0 };
+                self.authenticate(id, Box::new(state), data);
+            }
+            _ => self.finish_connect(id, connect, None),
+        }
+    }
+
+    fn finish_connect(&mut self, id: LinkId, connect: Connect, auth: Option<AuthOutcome>) {
+        let now = self.now();
+        let result = self.core.handle_connect(now, connect, auth);
+        self.schedule_pass();
+        match result {
+            Ok(conn) => {
+                if self.sockets.by_conn.len() <= conn.slot() {
+                    self.sockets.by_conn.resize(conn.slot() + 1, NO_LINK);
+                }
+                self.sockets.by_conn[conn.slot()] = id.slot;
+                let link = self.sockets.link(id).expect("live link");
+                link.phase = Phase::Connected(conn);
+                // Bytes the client sent after CONNECT, then the multishot receive.
+                self.sockets.queue(id);
+            }
+            Err(refusal) => self.sockets.close_link(id, Some(refusal)),
+        }
+    }
+
+    /// One round of enhanced authentication [MQTT-4.12]: CONNECT, then AUTH 0x18
+    /// both ways until the authenticator accepts.
+    fn authenticate(&mut self, id: LinkId, mut state: Box<AuthState>, data: Option<bytes::Bytes>) {
+        let step = self.core.authenticate(&AuthRequest {
+            client_id: &state.connect.client_id,
+            username: state.connect.username.as_deref(),
+            method: &state.method,
+            data: data.as_deref(),
+            round: state.round,
+            reauthenticate: false,
+        });
+        match step {
+            AuthStep::Success(data) => {
+                let AuthState { connect, method, .. } = *state;
+                self.finish_connect(id, connect, Some(AuthOutcome { method, data }));
+            }
+            AuthStep::Fail(reason) => {
+                info!(client_id = %state.connect.client_id, "authentication failed: {reason}");
+                self.sockets.close_link(id, Some(connack(reason, ProtocolVersion::V5)));
+            }
+            AuthStep::Continue(challenge) => {
+                let properties = Properties {
+                    authentication_method: Some(state.method.clone()),
+                    authentication_data: Some(challenge),
+                    ..Properties::default()
+                };
+                let auth = Packet::Auth(Auth {
+                    reason: ReasonCode::CONTINUE_AUTHENTICATION,
+                    properties: properties.into(),
+                });
+                let mut out = BytesMut::new();
+                codec::encode(&auth, ProtocolVersion::V5, &mut out);
+                state.deadline_ms = self.now().ms + self.config.connect_timeout.as_millis() as u64;
+                self.sockets.deadlines.push_back((state.deadline_ms, id));
+                self.sockets.send_extra(id, out);
+                let link = self.sockets.link(id).expect("live link");
+                link.phase = Phase::Auth(state);
+                self.sockets.queue(id);
+            }
+        }
+    }
+
+    fn process_auth(&mut self, id: LinkId) {
+        let limits = self.core.limits(ProtocolVersion::V5);
+        let link = self.sockets.link(id).expect("queued link is live");
+        let next = match codec::decode(link.tail.bytes(), &limits) {
+            Ok(None) => {
+                link.tail.settle();
+                if link.ended {
+                    self.sockets.close_link(id, None);
+                } else {
+                    self.sockets.read(id);
+                }
+                return;
+            }
+            Ok(Some(packet)) => Some(packet),
+            Err(_) => None,
+        };
+        link.tail.settle();
+        let Phase::Auth(state) = std::mem::replace(&mut link.phase, Phase::Handshake) else {
+            unreachable!("processed as authenticating");
+        };
+        match next {
+            Some(Packet::Auth(auth))
+                if auth.reason == ReasonCode::CONTINUE_AUTHENTICATION
+                    && auth.properties.authentication_method.as_ref() == Some(&state.method) =>
+            {
+                let data = auth.properties.into_inner().authentication_data;
+                let state = Box::new(AuthState { round: state.round + 1, ..*state });
+                self.authenticate(id, state, data);
+            }
+            other => {
+                // Anything else in the middle of the exchange breaks it
+                // [MQTT-4.12.0-4].
+                let kind = other.as_ref().map(kind);
+                warn!(client_id = %state.connect.client_id, "closing connection: [MQTT-4.12.0-4] {kind:?} during authentication");
+                self.early_protocol_errors += 1;
+                self.sockets.close_link(id, None);
+            }
+        }
+    }
+}
+
+fn connack(reason: ReasonCode, protocol: ProtocolVersion) -> BytesMut {
+    let mut out = BytesMut::new();
+    let connack = ConnAck { session_present: false, reason, properties: Props::default() };
+    codec::encode(&Packet::ConnAck(connack), protocol, &mut out);
+    out
+}
+
+/// The client's address, for a log line.
+fn peer(fd: &OwnedFd) -> Option<std::net::SocketAddr> {
+    socket2::SockRef::from(fd).peer_addr().ok().and_then(|a| a.as_socket())
+}
+
+fn log_close(client_id: &str, close: &Close) {
+    match close {
+        Close::Violation(v) => warn!(client_id, "closing connection: {v}"),
+        Close::Malformed(e) => warn!(client_id, "closing connection: {e}"),
+        Close::Limit(limit) => warn!(client_id, "closing connection: over {limit}"),
+        Close::KeepAliveTimeout => {
+            info!(client_id, "closing connection: keep-alive timeout [MQTT-3.1.2-24]");
+        }
+        other => debug!(client_id, reason = ?other, "disconnected"),
+    }
+}
+
+fn kind(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect(_) => "DISCONNECT",
+        Packet::Auth(_) => "AUTH",
+    }
+}

@@ -1,0 +1,413 @@
+//! The shard's socket ring: an io_uring instance of the shard's own, beside
+//! glommio's, that every client socket and listener of the shard goes through.
+//!
+//! Why not glommio's sockets: glommio 0.9 reads a socket with a poll and a `recv`
+//! per readiness, and every connection is a task with a poll source. Measured with
+//! an external generator (one packet per write, 100 publishers at 100 msgs/s), that
+//! read path was 35% of the broker's CPU and the task wake-ups around it 29%, while
+//! the MQTT work was 3% (bench-harness/results/2026-12-07-core-rebuild/).
+//!
+//! - Reads are multishot receives (`IORING_RECV_MULTISHOT`) into one ring of
+//!   provided buffers per shard: one receive stays armed per connection, each
+//!   arrival is one completion, and no connection holds a read buffer. The bytes
+//!   are copied into the shard's read chunk and the buffer goes straight back.
+//! - Writes are sends queued during a pass and submitted together: one
+//!   `io_uring_enter` per pass for every connection with output.
+//! - Listeners use multishot accept.
+//! - Completions are reaped from shared memory, without a syscall. Completions that
+//!   happen outside a submission (data arriving) also signal an eventfd, which one
+//!   glommio task of the shard waits on: the executor still parks in one place.
+//!
+//! Owner: one shard; nothing here is `Send`.
+//!
+//! # Invariants
+//! - A provided buffer the kernel filled is copied out and handed back before its
+//!   completion is returned ([`Ring::next`]): the buffer ring refills as fast as it
+//!   is consumed, and no message pins memory the kernel writes into.
+//! - A send's buffer belongs to the ring from [`Ring::send`] until its completion.
+//! - `in_flight` counts operations whose last completion has not been reaped; the
+//!   ring is torn down only after cancelling them and reaping to zero, so the
+//!   kernel never writes into freed buffers.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+use slab::Slab;
+
+use super::pool::ReadPool;
+
+/// The buffer group of the shard's provided buffers (one group per ring).
+const BUF_GROUP: u16 = 0;
+
+/// What an operation is, in the top bits of its user data.
+const TAG_SHIFT: u32 = 62;
+const TAG_ACCEPT: u64 = 0;
+const TAG_RECV: u64 = 1;
+const TAG_SEND: u64 = 2;
+const TAG_CANCEL: u64 = 3;
+const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
+
+/// What a caller names an operation by: at most 62 bits.
+pub(crate) type Token = u64;
+
+/// One reaped completion, owned: the received bytes are already copied out.
+#[derive(Debug)]
+pub(crate) enum Completion {
+    /// A listener (by index) accepted a connection. `more == false`: the multishot
+    /// accept ended and must be armed again.
+    Accepted { listener: usize, result: io::Result<OwnedFd>, more: bool },
+    /// Bytes arrived (empty: end of stream). `more == false`: the receive ended
+    /// (end of stream, error, cancel, or no buffer was free) and must be armed
+    /// again to read more.
+    Received { token: Token, result: io::Result<BytesMut>, more: bool },
+    /// A send completed, `result` bytes of `buf` went out; `buf` comes back.
+    Sent { token: Token, result: io::Result<usize>, buf: BytesMut },
+}
+
+/// Figures of the ring, for `/metrics` and the closing notes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RingStats {
+    /// `io_uring_enter` calls (submissions and waits).
+    pub enters: u64,
+    pub recv_completions: u64,
+    pub sends: u64,
+    /// Receives that ended because every provided buffer was in use.
+    pub buffers_exhausted: u64,
+}
+
+/// The shard's socket ring and its provided buffers.
+pub(crate) struct Ring {
+    // Declared first: dropped before the memory the kernel writes into.
+    ring: IoUring,
+    buffers: BufRing,
+    /// Send buffers in flight, and the token of their sender.
+    sends: Slab<(Token, BytesMut)>,
+    /// Signalled for completions that happen outside a submission.
+    eventfd: OwnedFd,
+    in_flight: usize,
+    pub stats: RingStats,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring").field("in_flight", &self.in_flight).finish()
+    }
+}
+
+impl Ring {
+    /// A ring with `entries` submission slots and `buffers` provided buffers of
+    /// `buffer_bytes` each (`buffers`: a power of two, at most 32,768).
+    pub fn new(entries: u32, buffers: u16, buffer_bytes: u32) -> io::Result<Ring> {
+        let ring = IoUring::builder()
+            // Multishot receives complete far more often than sends are submitted:
+            // a completion queue of its own size keeps overflows rare (and the kernel
+            // keeps what overflows, so nothing is lost when one happens).
+            .setup_cqsize(entries * 8)
+            .setup_single_issuer()
+            .build(entries)?;
+        let buffers = BufRing::new(buffers, buffer_bytes)?;
+        // SAFETY: the entries stay valid until the ring is destroyed: `ring` is
+        // dropped before `buffers` (field order), after every operation ended.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                buffers.entries.as_ptr() as u64,
+                buffers.count,
+                BUF_GROUP,
+                0,
+            )?;
+        }
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        ring.submitter().register_eventfd_async(eventfd.as_raw_fd())?;
+        Ok(Ring {
+            ring,
+            buffers,
+            sends: Slab::new(),
+            eventfd,
+            in_flight: 0,
+            stats: RingStats::default(),
+        })
+    }
+
+    /// The descriptor signalled when completions arrive outside a submission.
+    pub fn eventfd(&self) -> &OwnedFd {
+        &self.eventfd
+    }
+
+    /// Arms a multishot accept on listener `fd` (index `listener`).
+    pub fn accept(&mut self, fd: RawFd, listener: usize) {
+        let entry = opcode::AcceptMulti::new(Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(TAG_ACCEPT << TAG_SHIFT | listener as u64);
+        self.push(entry);
+    }
+
+    /// Arms a receive on `fd`: multishot, or one completion only (`once`).
+    pub fn recv(&mut self, fd: RawFd, token: Token, once: bool) {
+        let user_data = TAG_RECV << TAG_SHIFT | (token & KEY_MASK);
+        let entry = if once {
+            opcode::Recv::new(Fd(fd), std::ptr::null_mut(), 0)
+                .buf_group(BUF_GROUP)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        } else {
+            opcode::RecvMulti::new(Fd(fd), BUF_GROUP).build()
+        };
+        self.push(entry.user_data(user_data));
+    }
+
+    /// Cancels the multishot accept of listener `listener`.
+    pub fn cancel_accept(&mut self, listener: usize) {
+        let target = TAG_ACCEPT << TAG_SHIFT | listener as u64;
+        let entry = opcode::AsyncCancel::new(target).build().user_data(TAG_CANCEL << TAG_SHIFT);
+        self.push(entry);
+    }
+
+    /// Cancels the receive of `token` (its last completion says so).
+    pub fn cancel_recv(&mut self, token: Token) {
+        let target = TAG_RECV << TAG_SHIFT | (token & KEY_MASK);
+        let entry = opcode::AsyncCancel::new(target).build().user_data(TAG_CANCEL << TAG_SHIFT);
+        self.push(entry);
+    }
+
+    /// Sends `buf` on `fd`; the ring holds `buf` until the completion.
+    pub fn send(&mut self, fd: RawFd, token: Token, buf: BytesMut) {
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let ptr = buf.as_ptr();
+        let key = self.sends.insert((token, buf));
+        let entry = opcode::Send::new(Fd(fd), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(TAG_SEND << TAG_SHIFT | key as u64);
+        self.stats.sends += 1;
+        self.push(entry);
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        if entry.get_user_data() >> TAG_SHIFT != TAG_CANCEL {
+            self.in_flight += 1;
+        }
+        loop {
+            // SAFETY: what an entry points at outlives the operation: send buffers
+            // are held in `sends`, provided buffers in `buffers`, until the last
+            // completion is reaped.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // The queue is full: hand it to the kernel to make room.
+            if let Err(e) = self.submit() {
+                tracing::error!("io_uring submit failed: {e}");
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Hands every queued operation to the kernel: one `io_uring_enter`, none when
+    /// nothing is queued (unless completions overflowed and wait to be flushed).
+    pub fn submit(&mut self) -> io::Result<()> {
+        let overflow = self.ring.submission().cq_overflow();
+        if self.ring.submission().is_empty() && !overflow {
+            return Ok(());
+        }
+        self.stats.enters += 1;
+        match self.ring.submit() {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The next completion, if one is ready; received bytes are copied into `pool`
+    /// and their provided buffer handed back.
+    pub fn next(&mut self, pool: &mut ReadPool) -> Option<Completion> {
+        loop {
+            let cqe = self.ring.completion().next()?;
+            let (tag, key) = (cqe.user_data() >> TAG_SHIFT, cqe.user_data() & KEY_MASK);
+            let (res, flags) = (cqe.result(), cqe.flags());
+            let more = cqueue::more(flags);
+            if tag != TAG_CANCEL && !more {
+                self.in_flight -= 1;
+            }
+            let result = |res: i32| {
+                if res < 0 {
+                    Err(io::Error::from_raw_os_error(-res))
+                } else {
+                    Ok(res as usize)
+                }
+            };
+            match tag {
+                TAG_ACCEPT => {
+                    // SAFETY: a successful accept returns a new descriptor, ours alone.
+                    let result = result(res).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+                    return Some(Completion::Accepted { listener: key as usize, result, more });
+                }
+                TAG_RECV => {
+                    self.stats.recv_completions += 1;
+                    let mut bytes = BytesMut::new();
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        if res > 0 {
+                            bytes = pool.copy_in(self.buffers.filled(bid, res as usize));
+                        }
+                        self.buffers.recycle(bid);
+                    }
+                    if res == -libc::ENOBUFS {
+                        self.stats.buffers_exhausted += 1;
+                    }
+                    let result = result(res).map(|_| bytes);
+                    return Some(Completion::Received { token: key, result, more });
+                }
+                TAG_SEND => {
+                    let (token, buf) = self.sends.remove(key as usize);
+                    return Some(Completion::Sent { token, result: result(res), buf });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // Cancel whatever is still armed and wait for the kernel to let go of the
+        // buffers, bounded: a ring torn down with receives armed could otherwise
+        // still be writing into `buffers` after they are freed.
+        let cancel = opcode::AsyncCancel2::new(CancelBuilder::any())
+            .build()
+            .user_data(TAG_CANCEL << TAG_SHIFT);
+        // SAFETY: the entry points at nothing.
+        if unsafe { self.ring.submission().push(&cancel) }.is_err() {
+            let _ = self.ring.submit();
+        }
+        let timeout = Timespec::from(Duration::from_millis(10));
+        let args = SubmitArgs::new().timespec(&timeout);
+        for _ in 0..100 {
+            while self.ring.completion().next().is_some_and(|cqe| {
+                let tag = cqe.user_data() >> TAG_SHIFT;
+                if tag != TAG_CANCEL && !cqueue::more(cqe.flags()) {
+                    self.in_flight -= 1;
+                }
+                true
+            }) {}
+            if self.in_flight == 0 {
+                return;
+            }
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+        }
+        // The kernel kept operations past a second: leak the buffers rather than
+        // free memory it may still write into.
+        tracing::error!(in_flight = self.in_flight, "socket ring torn down with operations left");
+        std::mem::forget(std::mem::replace(&mut self.buffers, BufRing::empty()));
+    }
+}
+
+/// A registered ring of provided buffers: `count` entries (page-aligned, shared
+/// with the kernel) and one block of `count * size` bytes they point into.
+struct BufRing {
+    entries: NonNull<BufRingEntry>,
+    entries_layout: Layout,
+    memory: NonNull<u8>,
+    memory_layout: Layout,
+    count: u16,
+    size: u32,
+    /// Our copy of the tail the kernel reads.
+    tail: u16,
+}
+
+impl BufRing {
+    fn new(count: u16, size: u32) -> io::Result<BufRing> {
+        if !count.is_power_of_two() || count > 1 << 15 || size == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad provided-buffer sizes"));
+        }
+        let entries_layout =
+            Layout::from_size_align(usize::from(count) * std::mem::size_of::<BufRingEntry>(), 4096)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let memory_layout = Layout::from_size_align(usize::from(count) * size as usize, 64)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: both layouts have a non-zero size.
+        let (entries, memory) =
+            unsafe { (alloc_zeroed(entries_layout), alloc_zeroed(memory_layout)) };
+        let (Some(entries), Some(memory)) =
+            (NonNull::new(entries.cast::<BufRingEntry>()), NonNull::new(memory))
+        else {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        };
+        let mut ring =
+            BufRing { entries, entries_layout, memory, memory_layout, count, size, tail: 0 };
+        for bid in 0..count {
+            ring.recycle(bid);
+        }
+        Ok(ring)
+    }
+
+    /// A ring that owns no memory (what a leaked ring is replaced with).
+    fn empty() -> BufRing {
+        BufRing {
+            entries: NonNull::dangling(),
+            entries_layout: Layout::new::<()>(),
+            memory: NonNull::dangling(),
+            memory_layout: Layout::new::<()>(),
+            count: 0,
+            size: 0,
+            tail: 0,
+        }
+    }
+
+    /// The `len` bytes the kernel received into buffer `bid`.
+    fn filled(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(bid < self.count && len <= self.size as usize, "completion out of the buffer ring");
+        // SAFETY: in bounds (checked); the kernel finished writing before it posted
+        // the completion, and does not write into this buffer until it is recycled.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.memory.as_ptr().add(usize::from(bid) * self.size as usize),
+                len,
+            )
+        }
+    }
+
+    /// Hands buffer `bid` back to the kernel.
+    fn recycle(&mut self, bid: u16) {
+        let slot = usize::from(self.tail & (self.count - 1));
+        // SAFETY: `slot < count`, inside the entries allocation; the kernel reads an
+        // entry only once the tail published below covers it.
+        unsafe {
+            let entry = &mut *self.entries.as_ptr().add(slot);
+            entry.set_addr(self.memory.as_ptr() as u64 + u64::from(bid) * u64::from(self.size));
+            entry.set_len(self.size);
+            entry.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is the `resv` field of the first entry, a u16 the
+        // kernel reads concurrently: written atomically, after the entry.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries.as_ptr()) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        if self.count == 0 {
+            return;
+        }
+        // SAFETY: allocated in `new` with these layouts, freed once.
+        unsafe {
+            dealloc(self.entries.as_ptr().cast(), self.entries_layout);
+            dealloc(self.memory.as_ptr(), self.memory_layout);
+        }
+    }
+}
