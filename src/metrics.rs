@@ -136,6 +136,12 @@ pub struct ShardSnapshot {
     pub ring_batches_overflowed: u64,
     /// Batches waiting in the overflow right now.
     pub ring_overflow_now: u64,
+    /// `io_uring_enter` calls on the shard's socket ring (submissions, task work).
+    pub socket_enters: u64,
+    /// Receive completions on the socket ring (one per arrival, or per buffer).
+    pub socket_receives: u64,
+    /// Receives that ended because every provided buffer was in use (re-armed).
+    pub socket_buffers_exhausted: u64,
     /// The worst lateness of the shard's tick during the last second, in
     /// microseconds: how long ready work waited for the event loop.
     pub lag_max_us: u64,
@@ -191,6 +197,9 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         t.ring_batches_sent += s.ring_batches_sent;
         t.ring_batches_overflowed += s.ring_batches_overflowed;
         t.ring_overflow_now += s.ring_overflow_now;
+        t.socket_enters += s.socket_enters;
+        t.socket_receives += s.socket_receives;
+        t.socket_buffers_exhausted += s.socket_buffers_exhausted;
         t.lag_max_us = t.lag_max_us.max(s.lag_max_us);
     }
     t
@@ -313,6 +322,19 @@ pub fn prometheus_text(
     counter(&mut r, "ring_batches_overflowed", "Batches that found a ring full", snapshots, |s| {
         s.ring_batches_overflowed
     });
+    counter(&mut r, "socket_enters", "io_uring_enter calls on the socket rings", snapshots, |s| {
+        s.socket_enters
+    });
+    counter(&mut r, "socket_receives", "Receive completions on the socket rings", snapshots, |s| {
+        s.socket_receives
+    });
+    counter(
+        &mut r,
+        "socket_buffers_exhausted",
+        "Receives ended because every provided buffer was in use",
+        snapshots,
+        |s| s.socket_buffers_exhausted,
+    );
     counter(
         &mut r,
         "reader_pauses",

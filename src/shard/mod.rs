@@ -208,6 +208,10 @@ impl Shard {
             self.data_out.batches_overflowed + self.ctrl_out.batches_overflowed;
         snapshot.ring_overflow_now =
             (self.data_out.overflow_len() + self.ctrl_out.overflow_len()) as u64;
+        let ring = self.sockets.ring.stats;
+        snapshot.socket_enters = ring.enters;
+        snapshot.socket_receives = ring.recv_completions;
+        snapshot.socket_buffers_exhausted = ring.buffers_exhausted;
         snapshot.lag_max_us = self.lag_max_us;
         self.lag_max_us = 0;
         snapshot

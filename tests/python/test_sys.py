@@ -134,6 +134,11 @@ def test_metrics_endpoint_parses_and_counts(start_broker, mqtt_client, topic_roo
     assert s[("shardmq_connections", (("shard", "0"),))] >= 1
     assert s[("shardmq_connections", (("shard", "1"),))] >= 1
     assert ("shardmq_uptime_seconds", ()) in s
+    # The socket rings count their work: at least the 7 PUBLISHes were received
+    # (one completion per arrival) on shard 0, through at least one enter.
+    assert s[("shardmq_socket_receives_total", (("shard", "0"),))] >= 7, s
+    assert s[("shardmq_socket_enters_total", (("shard", "0"),))] >= 1, s
+    assert ("shardmq_socket_buffers_exhausted_total", (("shard", "0"),)) in s
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
     assert e.value.code == 404
