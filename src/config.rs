@@ -163,6 +163,10 @@ macro_rules! for_each_setting {
             /// shard receives are gathered into (no read buffer per connection).
             read_buffer_bytes: NonZeroUsize = nz!(64 * 1024)
                 => read_buffer_bytes: NonZeroUsize, {};
+            /// Provided receive buffers per shard, 4 KiB each, shared by every connection of
+            /// the shard (a power of two, at most 32768). What arrives while all are in use
+            /// waits in the kernel's socket buffers until the shard takes what it has.
+            recv_buffers: NonZeroU16 = nz!(1024) => recv_buffers: NonZeroU16, {};
             /// Bytes pending toward one client beyond which QoS 0 messages are queued (or
             /// dropped) instead of buffered.
             out_buffer_max_bytes: NonZeroUsize = nz!(1024 * 1024)
@@ -549,6 +553,9 @@ impl Config {
         if self.connect_timeout.is_zero() {
             return Err(invalid("connect_timeout_secs", "must be longer than 0"));
         }
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers.get() > 1 << 15 {
+            return Err(invalid("recv_buffers", "must be a power of two, at most 32768"));
+        }
         // The shards count these in whole seconds, and read 0 as off.
         let in_seconds = [
             ("session_expiry_secs", self.session_expiry),
@@ -742,6 +749,7 @@ mod tests {
             ring_overflow_max = 512
             listen_backlog = 128
             read_buffer_bytes = 4096
+            recv_buffers = 256
             out_buffer_max_bytes = 65536
             packet_size_max = 2048
             connect_timeout_secs = 5
@@ -788,6 +796,7 @@ mod tests {
             ring_overflow_max: nz!(512),
             listen_backlog: nz!(128),
             read_buffer_bytes: nz!(4096),
+            recv_buffers: nz!(256),
             out_buffer_max_bytes: nz!(65536),
             packet_size_max: 2048,
             connect_timeout: Duration::from_secs(5),
@@ -923,6 +932,7 @@ mod tests {
         let ratio = Config { alarm_connections_ratio: 0.0, ..Config::test() };
         let no_wait = Config { connect_timeout: Duration::ZERO, ..Config::test() };
         let no_cpu = Config { cpus: Some(Vec::new()), cores: None, ..Config::test() };
+        let odd_buffers = Config { recv_buffers: nz!(1000), ..Config::test() };
         for (config, name) in [
             (sub_second, "retry_interval_secs"),
             (tiny, "packet_size_max"),
@@ -930,6 +940,7 @@ mod tests {
             (ratio, "alarm_connections_ratio"),
             (no_wait, "connect_timeout_secs"),
             (no_cpu, "cpus"),
+            (odd_buffers, "recv_buffers"),
         ] {
             let error = config.validate().expect_err(name).to_string();
             assert!(error.contains(name), "{error}");

@@ -242,16 +242,19 @@ pub(crate) async fn run(ctx: ShardContext) {
     let id = data_tx.peer_id();
     assert_eq!(id, ctrl_tx.peer_id(), "both meshes are joined in the same order");
     let started = Instant::now();
-    let ring =
-        match Ring::new(sockets::RING_ENTRIES, sockets::RECV_BUFFERS, sockets::RECV_BUFFER_BYTES) {
-            Ok(ring) => ring,
-            Err(e) => {
-                // The start-up probe made one: only a resource limit gets here.
-                error!("shard {id}: cannot create its socket ring: {e}");
-                ctx.stop.store(true, Ordering::Release);
-                return;
-            }
-        };
+    let ring = match Ring::new(
+        sockets::RING_ENTRIES,
+        ctx.config.recv_buffers.get(),
+        sockets::RECV_BUFFER_BYTES,
+    ) {
+        Ok(ring) => ring,
+        Err(e) => {
+            // The start-up probe made one: only a resource limit gets here.
+            error!("shard {id}: cannot create its socket ring: {e}");
+            ctx.stop.store(true, Ordering::Release);
+            return;
+        }
+    };
     let listeners = {
         let mut all = ctx.listeners.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         std::mem::take(&mut all[id])

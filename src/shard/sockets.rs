@@ -46,11 +46,11 @@ use super::pool::Tail;
 use super::uring::{Completion, Ring, Token};
 use super::Shard;
 
-/// Provided buffers per shard, and their size: a receive completion carries at most
-/// one buffer, and every buffer is copied out and handed back as its completion is
-/// reaped, so the ring needs only as many as completions arrive between two reaps.
-/// 4 MiB per shard, whatever the number of connections.
-pub(crate) const RECV_BUFFERS: u16 = 1024;
+/// The size of a provided buffer (their number is `recv_buffers`): a receive
+/// completion carries at most one buffer, and every buffer is copied out and handed
+/// back as its completion is reaped, so the ring needs only as many as completions
+/// arrive between two reaps. 4 MiB per shard by default, whatever the number of
+/// connections.
 pub(crate) const RECV_BUFFER_BYTES: u32 = 4096;
 /// Submission slots of the socket ring: sends and re-armed receives of one pass.
 pub(crate) const RING_ENTRIES: u32 = 1024;

@@ -183,7 +183,11 @@ pub struct Raw {
 impl Raw {
     /// Opens a TCP connection; sends nothing.
     pub fn open(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).expect("connect to the broker");
+        Raw::from_stream(TcpStream::connect(addr).expect("connect to the broker"))
+    }
+
+    /// A client on a connection opened elsewhere (e.g. with small socket buffers).
+    pub fn from_stream(stream: TcpStream) -> Raw {
         stream.set_nodelay(true).expect("set_nodelay");
         Raw {
             stream,
