@@ -127,18 +127,15 @@ impl Core {
         if !session_present {
             let session = Session::new(client_id.clone(), self.config.session);
             self.session_serial += 1;
-            self.sessions.insert(
-                client_id.clone(),
-                Box::new(SessionEntry {
-                    session,
-                    serial: self.session_serial,
-                    conn: None,
-                    will: None,
-                    pending_will: None,
-                    expiry_secs: terms.expiry_secs,
-                    expires_at: None,
-                }),
-            );
+            self.sessions.insert(Box::new(SessionEntry {
+                session,
+                serial: self.session_serial,
+                conn: None,
+                will: None,
+                pending_will: None,
+                expiry_secs: terms.expiry_secs,
+                expires_at: None,
+            }));
         }
         let link = Link::of(&connect);
         let properties = self.connack_properties(assigned.then(|| client_id.clone()), &terms, auth);

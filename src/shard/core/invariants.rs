@@ -21,8 +21,9 @@ pub(super) fn check(core: &Core) -> bool {
 /// connection is named by at most one session.
 fn sessions_and_conns(core: &Core) -> bool {
     let mut owned = 0;
-    for (client_id, entry) in &core.sessions {
-        if entry.session.client_id() != client_id {
+    for entry in core.sessions.values() {
+        let client_id = entry.session.client_id();
+        if !core.sessions.get(client_id).is_some_and(|found| std::ptr::eq(found, entry)) {
             return false;
         }
         if let Some(id) = entry.conn {
@@ -42,7 +43,8 @@ fn sessions_and_conns(core: &Core) -> bool {
 fn subscriptions_agree(core: &Core) -> bool {
     let mut local = 0;
     let mut shared_online = 0;
-    for (client_id, entry) in &core.sessions {
+    for entry in core.sessions.values() {
+        let client_id = entry.session.client_id();
         for (filter, _) in entry.session.subscriptions() {
             if filter.is_shared() {
                 let member =

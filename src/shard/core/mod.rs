@@ -46,6 +46,7 @@ mod outbox;
 mod publish;
 pub(crate) mod rate;
 mod retained;
+mod sessions;
 mod shared;
 #[cfg(test)]
 mod sim;
@@ -65,15 +66,16 @@ use crate::hooks::{ClientInfo, Hooks};
 use crate::message::{MessageIdGen, Publisher};
 use crate::metrics::{ShardSnapshot, ShardStats};
 use crate::protocol::{codec, DecodeError, Limits, ProtocolVersion, ProtocolViolation, ReasonCode};
-use crate::protocol::{Disconnect, LastWill, Packet, TopicName};
+use crate::protocol::{Disconnect, Packet, TopicName};
 use crate::router::{LocalGroup, RouteTable, SharedRoutes, SharedStrategy, SubTrie};
-use crate::session::{Session, SessionLimits, SubOptions};
+use crate::session::{SessionLimits, SubOptions};
 
 pub(crate) use clients::AuthOutcome;
 pub(crate) use messages::{ApiPublish, CtrlMsg, DataMsg, Handoff};
 use outbox::Batches;
 use rate::TokenBucket;
 use retained::Retained;
+use sessions::{SessionEntry, Sessions};
 use timers::{Timer, Wheel};
 
 /// How many written output buffers a shard keeps for reuse, and the largest it
@@ -279,33 +281,6 @@ pub(crate) struct Conn {
     paused_until_ms: Option<u64>,
 }
 
-/// A session and what ties it to a connection.
-#[derive(Debug)]
-struct SessionEntry {
-    session: Session,
-    /// This shard's serial number of the session, for [`Publisher`].
-    serial: u64,
-    conn: Option<ConnId>,
-    /// The will of the current connection (boxed: most clients have none, and
-    /// every idle session pays for the space).
-    will: Option<Box<LastWill>>,
-    /// A will waiting for its Will Delay Interval (MQTT 5) while the session is
-    /// offline, and the tick it is due at [MQTT-3.1.3-9].
-    pending_will: Option<Box<(LastWill, ClientInfo, u64)>>,
-    /// Seconds the session outlives its connection: `None` forever, `Some(0)` not
-    /// at all (a clean session).
-    expiry_secs: Option<u64>,
-    /// Shard clock tick at which an offline persistent session is removed.
-    expires_at: Option<u64>,
-}
-
-impl SessionEntry {
-    /// Whether the session outlives its connection.
-    fn persistent(&self) -> bool {
-        self.expiry_secs != Some(0)
-    }
-}
-
 /// One local subscription: its options and the serial of its session.
 #[derive(Clone, Copy, Debug)]
 struct LocalSub {
@@ -336,9 +311,7 @@ pub(crate) struct Core {
     hooks: Arc<Hooks>,
     conns: Slab<Conn>,
     next_conn_serial: u32,
-    /// Boxed entries: a table of pointers keeps its load-factor slack small, and
-    /// growing it moves 40-byte buckets, not whole sessions.
-    sessions: HashMap<ByteString, Box<SessionEntry>>,
+    sessions: Sessions,
     /// Filter -> this shard's subscribed clients, their options and session serial.
     local_subs: SubTrie<HashMap<ByteString, LocalSub>>,
     /// The serial number of the last session created.
@@ -411,7 +384,7 @@ impl Core {
             hooks,
             conns: Slab::new(),
             next_conn_serial: 0,
-            sessions: HashMap::new(),
+            sessions: Sessions::default(),
             local_subs: SubTrie::new(),
             session_serial: 0,
             routes: RouteTable::new(shards),
