@@ -41,6 +41,8 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use hashbrown::{HashMap, HashSet};
 
+use crate::small_map::SmallMap;
+
 use crate::message::Message;
 use crate::protocol::{
     codec, Ack, Connect, MeasuredPublish, Packet, PacketId, ProtocolVersion, ProtocolViolation,
@@ -161,7 +163,8 @@ pub struct Session {
     /// Outgoing topic aliases of the current connection: topic -> alias. Bounded by
     /// the client's Topic Alias Maximum; reset at every connection [MQTT-3.3.2-7].
     aliases_out: HashMap<ByteString, u16>,
-    subscriptions: HashMap<TopicFilter, SubOptions>,
+    /// Usually one to three: a vector until it holds many.
+    subscriptions: SmallMap<TopicFilter, SubOptions>,
     inflight: Inflight,
     mqueue: Mqueue,
     /// Ids of QoS 2 messages received from the client and routed, whose PUBREL has
@@ -179,7 +182,7 @@ impl Session {
             limits,
             link: Link::v3(ProtocolVersion::V311),
             aliases_out: HashMap::new(),
-            subscriptions: HashMap::new(),
+            subscriptions: SmallMap::new(),
             inflight: Inflight::new(limits.inflight_max),
             mqueue: Mqueue::new(limits.mqueue_len_max, limits.mqueue_store_qos0),
             awaiting_rel: HashSet::new(),
@@ -582,7 +585,9 @@ impl Session {
 
     /// Whether the internal invariants of the session and its queues hold.
     pub fn check_invariants(&self) -> bool {
-        self.inflight.check_invariants() && self.mqueue.check_invariants()
+        self.inflight.check_invariants()
+            && self.mqueue.check_invariants()
+            && self.subscriptions.check_invariants()
     }
 }
 

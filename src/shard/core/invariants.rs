@@ -66,7 +66,7 @@ fn subscriptions_agree(core: &Core) -> bool {
     }
     let trie_count: usize = core.local_subs.iter().map(|(_, clients)| clients.len()).sum();
     let members: usize = core.shared_local.values().map(|g| g.members.len()).sum();
-    let no_empty = core.local_subs.iter().all(|(_, c)| !c.is_empty())
+    let no_empty = core.local_subs.iter().all(|(_, c)| !c.is_empty() && c.check_invariants())
         && core.shared_local.values().all(|g| !g.members.is_empty());
     let own_routes =
         core.local_subs.iter().all(|(f, _)| core.routes.shards_of(f).contains(core.id))

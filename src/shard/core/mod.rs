@@ -69,6 +69,7 @@ use crate::protocol::{codec, DecodeError, Limits, ProtocolVersion, ProtocolViola
 use crate::protocol::{Disconnect, Packet, TopicName};
 use crate::router::{LocalGroup, RouteTable, SharedRoutes, SharedStrategy, SubTrie};
 use crate::session::{SessionLimits, SubOptions};
+use crate::small_map::SmallMap;
 
 pub(crate) use clients::AuthOutcome;
 pub(crate) use messages::{ApiPublish, CtrlMsg, DataMsg, Handoff};
@@ -312,8 +313,9 @@ pub(crate) struct Core {
     conns: Slab<Conn>,
     next_conn_serial: u32,
     sessions: Sessions,
-    /// Filter -> this shard's subscribed clients, their options and session serial.
-    local_subs: SubTrie<HashMap<ByteString, LocalSub>>,
+    /// Filter -> this shard's subscribed clients, their options and session serial
+    /// (most filters have one subscriber: a vector until they have many).
+    local_subs: SubTrie<SmallMap<ByteString, LocalSub>>,
     /// The serial number of the last session created.
     session_serial: u64,
     routes: RouteTable,

@@ -194,7 +194,7 @@ impl Core {
     pub(super) fn query_retained(
         &mut self,
         client_id: &ByteString,
-        filter: TopicFilter,
+        filter: &TopicFilter,
         qos: QoS,
         sub_id: Option<u32>,
         query: u64,
@@ -207,7 +207,7 @@ impl Core {
         let mut remote = 0;
         for shard in targets {
             if shard == self.id {
-                let messages = self.retained.matching(&filter, self.now.unix_us);
+                let messages = self.retained.matching(filter, self.now.unix_us);
                 self.deliver_retained(client_id, qos, sub_id, messages);
             } else {
                 remote += 1;

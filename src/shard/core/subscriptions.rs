@@ -12,13 +12,13 @@
 //! - While a connection has a held SUBACK it processes no further packet.
 
 use bytestring::ByteString;
-use hashbrown::HashMap;
 
 use crate::protocol::{
     Filter, Packet, Props, ProtocolViolation, ReasonCode, RetainHandling, SubAck, Subscribe,
     TopicFilter, UnsubAck, Unsubscribe,
 };
 use crate::session::SubOptions;
+use crate::small_map::SmallMap;
 
 use super::messages::CtrlMsg;
 use super::{Close, ConnId, Core, LocalSub};
@@ -90,8 +90,7 @@ impl Core {
             };
             // Kept as long as the session: detach it from the read buffer.
             let filter = request.filter.detached();
-            let Some(previous) = self.with_session(id, |s, _| s.subscribe(filter.clone(), options))
-            else {
+            let Some(previous) = self.with_session(id, |s, _| s.subscription(&filter)) else {
                 return Ok(());
             };
             codes.push(ReasonCode::granted(request.qos));
@@ -101,17 +100,21 @@ impl Core {
                 if previous.is_none() {
                     self.join_shared(&filter, &client_id);
                 }
-                continue;
+            } else {
+                self.add_local_sub(&filter, &client_id, options);
+                let send_retained = match request.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => previous.is_none(),
+                    RetainHandling::DoNotSend => false,
+                };
+                if send_retained {
+                    answers_due +=
+                        self.query_retained(&client_id, &filter, request.qos, sub_id, query);
+                }
             }
-            self.add_local_sub(&filter, &client_id, options);
-            let send_retained = match request.retain_handling {
-                RetainHandling::SendAtSubscribe => true,
-                RetainHandling::SendIfNew => previous.is_none(),
-                RetainHandling::DoNotSend => false,
-            };
-            if send_retained {
-                answers_due += self.query_retained(&client_id, filter, request.qos, sub_id, query);
-            }
+            // The session takes the filter last, by move: a clone would give its
+            // bytes a shared header for as long as the subscription lives.
+            self.with_session(id, |s, _| s.subscribe(filter, options));
         }
         let suback = SubAck { packet_id: subscribe.packet_id, codes, properties: Props::default() };
         if self.route_rev_acked() && answers_due == 0 {
@@ -153,7 +156,7 @@ impl Core {
 
     fn add_local_sub(&mut self, filter: &TopicFilter, client_id: &ByteString, options: SubOptions) {
         let Some(session) = self.sessions.get(client_id).map(|e| e.serial) else { return };
-        let clients = self.local_subs.get_or_insert_with(filter.as_str(), HashMap::new);
+        let clients = self.local_subs.get_or_insert_with(filter.as_str(), SmallMap::new);
         let first = clients.is_empty();
         clients.insert(client_id.clone(), LocalSub { options, session });
         if first {
