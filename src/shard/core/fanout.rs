@@ -128,7 +128,7 @@ impl Core {
         f: impl FnOnce(&mut Session, &mut BytesMut) -> R,
     ) -> Option<R> {
         let conn = self.conns.get_mut(id.slot()).filter(|c| c.serial == id.serial)?;
-        let entry = self.sessions.get_mut(&conn.client_id)?;
+        let entry = self.sessions.get_mut(&conn.info.client_id)?;
         if entry.conn != Some(id) {
             return None;
         }
@@ -145,7 +145,7 @@ impl Core {
         let Some(conn) = self.conn(id) else { return };
         let queued = self
             .sessions
-            .get(&conn.client_id)
+            .get(&conn.info.client_id)
             .is_some_and(|e| e.session.mqueue_len() > 0 && e.conn == Some(id));
         if queued {
             let now_us = self.now.unix_us;
@@ -168,7 +168,8 @@ impl Core {
                 return false;
             };
             let open = conn.close.is_none();
-            let queued = sessions.get(&conn.client_id).is_some_and(|e| e.session.mqueue_len() > 0);
+            let queued =
+                sessions.get(&conn.info.client_id).is_some_and(|e| e.session.mqueue_len() > 0);
             let keep = open && (queued || conn.out.len() > out_max);
             conn.in_backlog = keep;
             keep

@@ -28,7 +28,7 @@ fn sessions_and_conns(core: &Core) -> bool {
         }
         if let Some(id) = entry.conn {
             match core.conn(id) {
-                Some(conn) if conn.client_id == *client_id => owned += 1,
+                Some(conn) if conn.info.client_id == *client_id => owned += 1,
                 _ => return false,
             }
             if entry.pending_will.is_some() {

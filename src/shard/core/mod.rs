@@ -63,7 +63,7 @@ use hashbrown::HashMap;
 use slab::Slab;
 
 use crate::hooks::{ClientInfo, Hooks};
-use crate::message::{MessageIdGen, Publisher};
+use crate::message::MessageIdGen;
 use crate::metrics::{ShardSnapshot, ShardStats};
 use crate::protocol::{codec, DecodeError, Limits, ProtocolVersion, ProtocolViolation, ReasonCode};
 use crate::protocol::{Disconnect, Packet, TopicName};
@@ -228,27 +228,31 @@ pub(crate) struct CoreConfig {
 
 /// The MQTT state of one connection. The socket and its read state stay with the
 /// IO layer; output is encoded into `out` and taken by the IO layer.
+///
+/// Every idle connection pays for each field here: what few connections use (MQTT
+/// 5 topic aliases, re-authentication, rate limits, a close decision) is boxed,
+/// and what the session or `info` already knows is not stored again.
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// Tells this connection from a later one in the same slot.
     serial: u32,
-    pub client_id: ByteString,
-    /// What hooks are told about the client.
+    /// SUBACKs of this connection held for route acknowledgements. While any is
+    /// pending the connection processes no further packet, so the client's own
+    /// packets keep their order relative to the SUBACK.
+    subacks_pending: u32,
+    /// What hooks are told about the client; also the connection's client id,
+    /// protocol level (the layout of every packet after CONNECT) and keep-alive.
     pub info: ClientInfo,
-    /// The protocol level: decides the layout of every packet after CONNECT.
-    pub protocol: ProtocolVersion,
-    /// The session the connection's messages come from (No Local).
-    source: Publisher,
+    /// The serial of the session the connection's messages come from (No Local):
+    /// with this shard's id, its [`crate::message::Publisher`].
+    session_serial: u64,
     /// Topic aliases the client set (MQTT 5), at most `topic_alias_max`; they live
-    /// as long as the connection [MQTT-3.3.2-7].
-    aliases_in: HashMap<u16, TopicName>,
+    /// as long as the connection [MQTT-3.3.2-7]. Allocated by the first alias.
+    aliases_in: Option<Box<HashMap<u16, TopicName>>>,
     /// The Authentication Method of CONNECT, for re-authentication (MQTT 5).
-    auth_method: Option<ByteString>,
-    /// Rounds of the current re-authentication exchange.
-    auth_round: u32,
-    /// Whether CONNECT's Session Expiry Interval was 0: a DISCONNECT may then not
-    /// set another [MQTT-3.14.2-2].
-    expiry_was_zero: bool,
+    auth: Option<Box<ReAuth>>,
+    /// Publish rate limits, when configured.
+    rates: Option<Box<Rates>>,
     /// Packets encoded for the client, not yet taken by the IO layer. Empty and
     /// without an allocation while there is nothing to send.
     out: BytesMut,
@@ -258,27 +262,46 @@ pub(crate) struct Conn {
     /// message having left this shard).
     ready: usize,
     /// Set when the broker ends the connection; the IO layer closes the socket.
-    close: Option<Close>,
+    close: Option<Box<Close>>,
     /// Milliseconds (of [`Now::ms`]) of the last packet received.
     last_seen_ms: u64,
-    keep_alive_secs: u16,
-    /// SUBACKs of this connection held for route acknowledgements. While any is
-    /// pending the connection processes no further packet, so the client's own
-    /// packets keep their order relative to the SUBACK.
-    subacks_pending: u32,
+    /// When a write to the client last completed: tells a busy subscriber from a
+    /// stuck one.
+    last_progress_ms: u64,
+    /// Whether CONNECT's Session Expiry Interval was 0: a DISCONNECT may then not
+    /// set another [MQTT-3.14.2-2].
+    expiry_was_zero: bool,
     /// Whether the connection is in `to_wake`.
     dirty: bool,
     /// Whether the connection is in `backlogged`.
     in_backlog: bool,
-    /// When a write to the client last completed: tells a busy subscriber from a
-    /// stuck one.
-    last_progress_ms: u64,
     /// Whether the client has published: only publishers pause for backpressure,
     /// so a subscriber's acknowledgements are always read.
     publisher: bool,
-    /// Publish rate limits (messages, payload bytes), when configured.
-    rates: Option<Box<(Option<TokenBucket>, Option<TokenBucket>)>>,
-    /// Set when a rate limit is exceeded: no reading before then (ms).
+}
+
+impl Conn {
+    /// The time before which the connection is not read (over a rate limit).
+    fn paused_until_ms(&self) -> Option<u64> {
+        self.rates.as_ref().and_then(|r| r.paused_until_ms)
+    }
+}
+
+/// A connection's MQTT 5 re-authentication state [MQTT-4.12.1].
+#[derive(Debug)]
+struct ReAuth {
+    /// The Authentication Method of CONNECT: re-authentication must use it.
+    method: ByteString,
+    /// Rounds of the current re-authentication exchange.
+    round: u32,
+}
+
+/// A connection's publish rate limits.
+#[derive(Debug)]
+struct Rates {
+    messages: Option<TokenBucket>,
+    payload_bytes: Option<TokenBucket>,
+    /// Set when a limit is exceeded: no reading before then (ms).
     paused_until_ms: Option<u64>,
 }
 
@@ -455,7 +478,7 @@ impl Core {
         let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.serial == id.serial) else {
             return;
         };
-        codec::encode(packet, conn.protocol, out_buffer(conn, &mut self.spare_out));
+        codec::encode(packet, conn.info.protocol, out_buffer(conn, &mut self.spare_out));
         self.mark_dirty(id);
     }
 
@@ -463,7 +486,7 @@ impl Core {
     /// closes the socket when it sees it.
     pub fn close(&mut self, id: ConnId, reason: Close) {
         let Some(conn) = self.conn_mut(id) else { return };
-        conn.close.get_or_insert(reason);
+        conn.close.get_or_insert_with(|| Box::new(reason));
         self.mark_dirty(id);
     }
 
@@ -502,7 +525,7 @@ impl Core {
 
     /// Why the broker ends `id`, once it decided to.
     pub fn close_reason(&self, id: ConnId) -> Option<&Close> {
-        self.conn(id).and_then(|c| c.close.as_ref())
+        self.conn(id).and_then(|c| c.close.as_deref())
     }
 
     /// The next ring batch for another shard: control batches first, as route
@@ -526,7 +549,7 @@ impl Core {
 
     /// The client id of connection `id` (empty once it ended), for logs.
     pub fn client_id(&self, id: ConnId) -> ByteString {
-        self.conn(id).map(|c| c.client_id.clone()).unwrap_or_default()
+        self.conn(id).map(|c| c.info.client_id.clone()).unwrap_or_default()
     }
 
     /// How many connections are open.
@@ -584,7 +607,7 @@ impl Core {
     pub fn handle_input(&mut self, now: Now, id: ConnId, buf: &mut BytesMut) -> Held {
         self.now = now;
         let Some(conn) = self.conn(id) else { return Held::Closing };
-        let limits = self.limits(conn.protocol);
+        let limits = self.limits(conn.info.protocol);
         loop {
             let Some(conn) = self.conn(id) else { return Held::Closing };
             if conn.close.is_some() {
@@ -596,12 +619,13 @@ impl Core {
             // A backlogged subscriber is not paused even if it publishes: its
             // acknowledgements are what drains it.
             let (paused_until, pausable) =
-                (conn.paused_until_ms, conn.publisher && !conn.in_backlog);
+                (conn.paused_until_ms(), conn.publisher && !conn.in_backlog);
             if let Some(until) = paused_until {
                 if until > now.ms {
                     return Held::RateLimited(until);
                 }
-                self.conn_mut(id).expect("live").paused_until_ms = None;
+                let rates = self.conn_mut(id).and_then(|c| c.rates.as_mut());
+                rates.expect("paused by a rate limit").paused_until_ms = None;
             }
             // A publisher stops mid-buffer when backpressure starts; the rest of its
             // buffer waits for the gate, so nothing more is read meanwhile.
@@ -650,10 +674,10 @@ impl Core {
     /// why [MQTT-4.13.2-1]. Returns what is left to write.
     pub fn take_last_words(&mut self, id: ConnId) -> Option<BytesMut> {
         let conn = self.conn_mut(id)?;
-        if conn.protocol.is_v5() {
-            if let Some(reason) = conn.close.as_ref().and_then(Close::reason_code) {
+        if conn.info.protocol.is_v5() {
+            if let Some(reason) = conn.close.as_deref().and_then(Close::reason_code) {
                 let packet = Packet::Disconnect(Disconnect::new(reason));
-                codec::encode(&packet, conn.protocol, &mut conn.out);
+                codec::encode(&packet, conn.info.protocol, &mut conn.out);
             }
         }
         conn.ready = 0;
@@ -702,5 +726,26 @@ impl Core {
     /// Checks the invariants of the module docs; O(sessions + subscriptions).
     pub fn check_invariants(&self) -> bool {
         invariants::check(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    /// Every idle connection holds one `Conn`, one `SessionEntry` and, per
+    /// subscription, an entry of each of its subscription maps: these bounds keep
+    /// them from growing back unnoticed (issue 19: memory per idle connection).
+    #[test]
+    fn per_connection_state_stays_small() {
+        let sizes = [
+            ("Conn", size_of::<super::Conn>(), 200),
+            ("SessionEntry", size_of::<super::SessionEntry>(), 448),
+            ("Session", size_of::<crate::session::Session>(), 376),
+            ("local_subs entry", size_of::<(bytestring::ByteString, super::LocalSub)>(), 56),
+        ];
+        for (name, size, max) in sizes {
+            assert!(size <= max, "{name} grew to {size} bytes (at most {max})");
+        }
     }
 }

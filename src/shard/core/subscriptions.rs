@@ -38,7 +38,7 @@ pub(super) struct PendingSubAck {
 impl Core {
     pub(super) fn on_subscribe(&mut self, id: ConnId, subscribe: Subscribe) -> Result<(), Close> {
         let conn = &self.conns[id.slot()];
-        let client_id = conn.client_id.clone();
+        let client_id = conn.info.client_id.clone();
         // One identifier for every filter of the SUBSCRIBE [MQTT-3.8.2.1.2].
         let sub_id = subscribe.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
@@ -133,7 +133,7 @@ impl Core {
     }
 
     pub(super) fn on_unsubscribe(&mut self, id: ConnId, unsubscribe: Unsubscribe) {
-        let client_id = self.conns[id.slot()].client_id.clone();
+        let client_id = self.conns[id.slot()].info.client_id.clone();
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in unsubscribe.filters {
             let Some(filter) = self.hooks.client_unsubscribe(&self.conns[id.slot()].info, filter)

@@ -84,7 +84,7 @@ impl Core {
             // We stopped reading this client; its silence is ours.
             conn.last_seen_ms = now.ms;
         }
-        let deadline = conn.last_seen_ms / TICK_MS + keep_alive_grace(conn.keep_alive_secs);
+        let deadline = conn.last_seen_ms / TICK_MS + keep_alive_grace(conn.info.keep_alive_secs);
         if deadline <= tick {
             self.stats.keep_alive_timeouts += 1;
             self.close(id, Close::KeepAliveTimeout);
