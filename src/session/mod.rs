@@ -134,42 +134,49 @@ impl SubOptions {
     }
 }
 
-/// Counters of one session.
+/// Counters of one session, since the owner last took them
+/// ([`Session::take_stats`]): the shard adds them to its own after every call, so
+/// 32 bits never run out and every idle session keeps 32 bytes, not 64.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SessionStats {
     /// Messages encoded toward the client (first transmissions only), by QoS.
-    pub sent: [u64; 3],
+    pub sent: [u32; 3],
     /// Messages dropped because the mqueue was full.
-    pub dropped_queue_full: u64,
+    pub dropped_queue_full: u32,
     /// QoS 0 messages dropped because QoS 0 is not queued.
-    pub dropped_qos0: u64,
+    pub dropped_qos0: u32,
     /// Messages dropped because the shard's queued-bytes budget was spent.
-    pub dropped_budget: u64,
+    pub dropped_budget: u32,
     /// Messages dropped because their Message Expiry Interval passed before they
     /// could be sent [MQTT-3.3.2-5].
-    pub dropped_expired: u64,
+    pub dropped_expired: u32,
     /// Messages not sent because they exceed the client's Maximum Packet Size
     /// [MQTT-3.1.2-25], or the largest packet the protocol can frame (a message
     /// grows when re-encoded: a packet id, MQTT 5 properties) [MQTT-2.2.3].
-    pub dropped_too_large: u64,
+    pub dropped_too_large: u32,
 }
 
 /// Protocol state of one (connected or persisted) client.
+///
+/// Every idle client holds one: what few clients use (MQTT 5 outgoing aliases, QoS
+/// 2 from the client) is boxed and allocated by the first use, and the limits the
+/// window and the mqueue hold are not stored again.
 #[derive(Debug)]
 pub struct Session {
     client_id: ByteString,
-    limits: SessionLimits,
+    /// `SessionLimits::out_buffer_max`.
+    out_buffer_max: usize,
     link: Link,
     /// Outgoing topic aliases of the current connection: topic -> alias. Bounded by
     /// the client's Topic Alias Maximum; reset at every connection [MQTT-3.3.2-7].
-    aliases_out: HashMap<ByteString, u16>,
+    aliases_out: Option<Box<HashMap<ByteString, u16>>>,
     /// Usually one to three: a vector until it holds many.
     subscriptions: SmallMap<TopicFilter, SubOptions>,
     inflight: Inflight,
     mqueue: Mqueue,
     /// Ids of QoS 2 messages received from the client and routed, whose PUBREL has
     /// not arrived. Bounded by the 65,535 possible packet ids.
-    awaiting_rel: HashSet<PacketId>,
+    awaiting_rel: Option<Box<HashSet<PacketId>>>,
     online: bool,
     stats: SessionStats,
 }
@@ -179,13 +186,13 @@ impl Session {
     pub fn new(client_id: ByteString, limits: SessionLimits) -> Self {
         Session {
             client_id,
-            limits,
+            out_buffer_max: limits.out_buffer_max,
             link: Link::v3(ProtocolVersion::V311),
-            aliases_out: HashMap::new(),
+            aliases_out: None,
             subscriptions: SmallMap::new(),
             inflight: Inflight::new(limits.inflight_max),
             mqueue: Mqueue::new(limits.mqueue_len_max, limits.mqueue_store_qos0),
-            awaiting_rel: HashSet::new(),
+            awaiting_rel: None,
             online: true,
             stats: SessionStats::default(),
         }
@@ -200,8 +207,9 @@ impl Session {
     /// now on. Call before [`Session::resume`].
     pub fn attach(&mut self, link: Link) {
         self.link = link;
-        self.aliases_out.clear();
-        self.inflight.set_len_max(self.limits.inflight_max.min(link.receive_max));
+        self.aliases_out = None;
+        // Capped by `inflight_max`, the window's capacity.
+        self.inflight.set_len_max(link.receive_max);
     }
 
     /// The connection parameters in force.
@@ -214,9 +222,14 @@ impl Session {
         self.online
     }
 
-    /// A copy of the session's counters.
+    /// A copy of the session's counters since they were last taken.
     pub fn stats(&self) -> SessionStats {
         self.stats
+    }
+
+    /// The session's counters since they were last taken, which restart at zero.
+    pub fn take_stats(&mut self) -> SessionStats {
+        std::mem::take(&mut self.stats)
     }
 
     /// Number of messages waiting in the mqueue.
@@ -299,7 +312,7 @@ impl Session {
 
     fn can_send_now(&self, delivery: &Delivery, out: &BytesMut) -> bool {
         match delivery.qos {
-            QoS::AtMostOnce => out.len() < self.limits.out_buffer_max,
+            QoS::AtMostOnce => out.len() < self.out_buffer_max,
             QoS::AtLeastOnce | QoS::ExactlyOnce => !self.inflight.is_full(),
         }
     }
@@ -393,11 +406,13 @@ impl Session {
         if self.link.topic_alias_max == 0 {
             return AliasOut::None;
         }
-        if let Some(alias) = self.aliases_out.get(topic.as_byte_string()) {
+        let aliases = self.aliases_out.as_deref();
+        if let Some(alias) = aliases.and_then(|a| a.get(topic.as_byte_string())) {
             return AliasOut::Known(*alias);
         }
-        if self.aliases_out.len() < usize::from(self.link.topic_alias_max) {
-            let next = u16::try_from(self.aliases_out.len() + 1).expect("below topic_alias_max");
+        let known = aliases.map_or(0, HashMap::len);
+        if known < usize::from(self.link.topic_alias_max) {
+            let next = u16::try_from(known + 1).expect("below topic_alias_max");
             return AliasOut::New(next);
         }
         AliasOut::None
@@ -406,7 +421,8 @@ impl Session {
     /// Records an alias the client now knows.
     fn alias_sent(&mut self, topic: &TopicName, alias: AliasOut) {
         if let AliasOut::New(alias) = alias {
-            self.aliases_out.insert(topic.as_byte_string().clone(), alias);
+            let aliases = self.aliases_out.get_or_insert_with(Box::default);
+            aliases.insert(topic.as_byte_string().clone(), alias);
         }
     }
 
@@ -495,24 +511,26 @@ impl Session {
     /// routed, `false` for a resend of one already routed [MQTT-4.3.3-2]. PUBREC is
     /// sent either way (by the caller, who also answers QoS 1).
     pub fn on_incoming_qos2(&mut self, id: PacketId) -> bool {
-        self.awaiting_rel.insert(id)
+        self.awaiting_rel.get_or_insert_with(Box::default).insert(id)
     }
 
     /// Number of QoS 2 messages from the client waiting for their PUBREL: what
     /// counts against the broker's Receive Maximum [MQTT-3.3.4-7].
     pub fn awaiting_rel_len(&self) -> usize {
-        self.awaiting_rel.len()
+        self.awaiting_rel.as_deref().map_or(0, HashSet::len)
     }
 
     /// Whether a QoS 2 message with this id from the client awaits its PUBREL.
     pub fn is_awaiting_rel(&self, id: PacketId) -> bool {
-        self.awaiting_rel.contains(&id)
+        self.awaiting_rel.as_deref().is_some_and(|ids| ids.contains(&id))
     }
 
     /// PUBREL from the client: forget the id and answer PUBCOMP, also for an unknown
     /// id, so that a client resending PUBREL after a reconnect completes [MQTT-4.3.3-2].
     pub fn on_pubrel(&mut self, id: PacketId, out: &mut BytesMut) {
-        self.awaiting_rel.remove(&id);
+        if let Some(ids) = self.awaiting_rel.as_deref_mut() {
+            ids.remove(&id);
+        }
         codec::encode(&Packet::PubComp(Ack::new(id)), self.link.protocol, out);
     }
 

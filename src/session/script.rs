@@ -246,6 +246,6 @@ pub fn run_on(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: 
         assert!(seen.contains(&seq) || dropped.contains(&seq), "message {seq} lost");
     }
     let stats = session.stats();
-    assert_eq!(stats.dropped_queue_full + stats.dropped_qos0, dropped.len() as u64);
+    assert_eq!(u64::from(stats.dropped_queue_full + stats.dropped_qos0), dropped.len() as u64);
     assert_eq!(stats.dropped_budget, 0);
 }

@@ -14,7 +14,7 @@ use bytestring::ByteString;
 
 use crate::message::{Message, Publisher};
 use crate::metrics::ShardStats;
-use crate::session::{Delivery, DropReason, Session, SessionStats};
+use crate::session::{Delivery, DropReason, Session};
 
 use super::{out_buffer, ConnId, Core, Now};
 
@@ -109,8 +109,8 @@ impl Core {
             }
             None => entry.session.deliver(delivery, None, may_queue, now_us),
         };
-        let entry = self.sessions.get(client_id).expect("present above");
-        before.count(&mut self.stats, &entry.session);
+        let entry = self.sessions.get_mut(client_id).expect("present above");
+        before.count(&mut self.stats, &mut entry.session);
         match dropped.map(|(_, reason)| reason) {
             Some(DropReason::Budget) => self.stats.dropped_budget += 1,
             Some(DropReason::QueueFull | DropReason::Qos0NotStored) => {
@@ -134,7 +134,7 @@ impl Core {
         }
         let before = SentSnapshot::of(&entry.session);
         let result = f(&mut entry.session, out_buffer(conn, &mut self.spare_out));
-        before.count(&mut self.stats, &entry.session);
+        before.count(&mut self.stats, &mut entry.session);
         self.mark_dirty(id);
         Some(result)
     }
@@ -181,26 +181,24 @@ impl Core {
     }
 }
 
-/// A session's counters before a call, to add what the call sent, queued and
+/// A session's queued bytes before a call, to add what the call sent, queued and
 /// dropped to the shard's counters.
 pub(super) struct SentSnapshot {
-    stats: SessionStats,
     queued_bytes: usize,
 }
 
 impl SentSnapshot {
     pub(super) fn of(session: &Session) -> SentSnapshot {
-        SentSnapshot { stats: session.stats(), queued_bytes: session.queued_bytes() }
+        SentSnapshot { queued_bytes: session.queued_bytes() }
     }
 
-    pub(super) fn count(self, stats: &mut ShardStats, session: &Session) {
-        let after = session.stats();
-        for ((out, now), then) in stats.messages_out.iter_mut().zip(after.sent).zip(self.stats.sent)
-        {
-            *out += now - then;
+    pub(super) fn count(self, stats: &mut ShardStats, session: &mut Session) {
+        let taken = session.take_stats();
+        for (out, sent) in stats.messages_out.iter_mut().zip(taken.sent) {
+            *out += u64::from(sent);
         }
-        stats.dropped_expired += after.dropped_expired - self.stats.dropped_expired;
-        stats.dropped_too_large += after.dropped_too_large - self.stats.dropped_too_large;
+        stats.dropped_expired += u64::from(taken.dropped_expired);
+        stats.dropped_too_large += u64::from(taken.dropped_too_large);
         stats.queued_bytes =
             stats.queued_bytes + session.queued_bytes() as u64 - self.queued_bytes as u64;
     }

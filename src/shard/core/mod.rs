@@ -739,9 +739,9 @@ mod tests {
     #[test]
     fn per_connection_state_stays_small() {
         let sizes = [
-            ("Conn", size_of::<super::Conn>(), 200),
-            ("SessionEntry", size_of::<super::SessionEntry>(), 448),
-            ("Session", size_of::<crate::session::Session>(), 376),
+            ("Conn", size_of::<super::Conn>(), 192),
+            ("SessionEntry", size_of::<super::SessionEntry>(), 304),
+            ("Session", size_of::<crate::session::Session>(), 232),
             ("local_subs entry", size_of::<(bytestring::ByteString, super::LocalSub)>(), 56),
         ];
         for (name, size, max) in sizes {
