@@ -360,7 +360,7 @@ impl Core {
             if let Some(secs) = expiry_secs {
                 let at = ticks(now) + secs_to_ticks(secs);
                 entry.expires_at = Some(at);
-                self.wheel.schedule(at, Timer::SessionExpiry(client_id.clone()));
+                self.wheel.schedule(at, Timer::SessionExpiry(Box::new(client_id.clone())));
             }
             if let Some(will) = will {
                 self.defer_will(*will, conn.info, expiry_secs);

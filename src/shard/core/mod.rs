@@ -743,6 +743,7 @@ mod tests {
             ("SessionEntry", size_of::<super::SessionEntry>(), 304),
             ("Session", size_of::<crate::session::Session>(), 232),
             ("local_subs entry", size_of::<(bytestring::ByteString, super::LocalSub)>(), 56),
+            ("wheel entry", size_of::<(u64, super::Timer)>(), 24),
         ];
         for (name, size, max) in sizes {
             assert!(size <= max, "{name} grew to {size} bytes (at most {max})");

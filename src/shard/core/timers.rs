@@ -31,14 +31,15 @@ pub(super) fn keep_alive_grace(keep_alive_secs: u16) -> u64 {
     secs_to_ticks(u64::from(keep_alive_secs)) * 3 / 2
 }
 
-/// Timer wheel keys.
+/// Timer wheel keys. Every connection with a keep-alive holds one in the wheel,
+/// so the rare keys box their client id: 16 bytes a key, not 40.
 #[derive(Debug)]
 pub(super) enum Timer {
     KeepAlive(ConnId),
-    SessionExpiry(ByteString),
+    SessionExpiry(Box<ByteString>),
     Retry(ConnId),
     /// A delayed will may be due.
-    Will(ByteString),
+    Will(Box<ByteString>),
 }
 
 impl Core {
