@@ -740,8 +740,8 @@ mod tests {
     fn per_connection_state_stays_small() {
         let sizes = [
             ("Conn", size_of::<super::Conn>(), 192),
-            ("SessionEntry", size_of::<super::SessionEntry>(), 304),
-            ("Session", size_of::<crate::session::Session>(), 232),
+            ("SessionEntry", size_of::<super::SessionEntry>(), 336),
+            ("Session", size_of::<crate::session::Session>(), 264),
             ("local_subs entry", size_of::<(bytestring::ByteString, super::LocalSub)>(), 56),
             ("wheel entry", size_of::<(u64, super::Timer)>(), 24),
         ];
