@@ -23,7 +23,7 @@ use crate::session::{Link, Session};
 use super::rate::TokenBucket;
 use super::timers::{keep_alive_grace, secs_to_ticks, ticks, Timer};
 use super::wills::will_delay;
-use super::{out_buffer, Close, Conn, ConnId, Core, Now, Rates, ReAuth, SessionEntry};
+use super::{out_buffer, Close, Conn, ConnId, Core, Now, Rates, ReAuth, SessionEntry, SessionKey};
 
 /// The outcome of an enhanced authentication exchange, for CONNACK.
 #[derive(Clone, Debug)]
@@ -120,9 +120,10 @@ impl Core {
             keep_alive_secs: terms.keep_alive_secs,
             shard: self.id,
         };
-        let id = self.new_conn(now, info, &terms, auth.as_ref());
         let session_present = self.take_over(&client_id, connect.clean_session);
-        if !session_present {
+        let key = if session_present {
+            self.sessions.key(&client_id).expect("resumed")
+        } else {
             let session = Session::new(client_id.clone(), self.config.session);
             self.session_serial += 1;
             self.sessions.insert(Box::new(SessionEntry {
@@ -133,13 +134,13 @@ impl Core {
                 pending_will: None,
                 expiry_secs: terms.expiry_secs,
                 expires_at: None,
-            }));
-        }
+            }))
+        };
+        let id = self.new_conn(now, info, key, &terms, auth.as_ref());
         let link = Link::of(&connect);
         let properties = self.connack_properties(assigned.then(|| client_id.clone()), &terms, auth);
-        let entry = self.sessions.get_mut(&client_id).expect("inserted or present above");
+        let entry = self.sessions.by_key_mut(key).expect("inserted or present above");
         let conn = &mut self.conns[id.slot()];
-        conn.session_serial = entry.serial;
         entry.conn = Some(id);
         entry.session.attach(link);
         entry.expiry_secs = terms.expiry_secs;
@@ -210,6 +211,7 @@ impl Core {
         &mut self,
         now: Now,
         info: ClientInfo,
+        session: SessionKey,
         terms: &Terms,
         auth: Option<&AuthOutcome>,
     ) -> ConnId {
@@ -232,7 +234,7 @@ impl Core {
             serial,
             subacks_pending: 0,
             info,
-            session_serial: 0,
+            session,
             aliases_in: None,
             auth,
             rates,
@@ -377,11 +379,11 @@ impl Core {
 
     /// Drops a session and its subscriptions.
     pub(super) fn remove_session(&mut self, client_id: &ByteString) {
-        let Some(entry) = self.sessions.remove(client_id) else { return };
+        let Some((key, entry)) = self.sessions.remove(client_id) else { return };
         self.stats.queued_bytes -= entry.session.queued_bytes() as u64;
         let filters: Vec<_> = entry.session.subscriptions().map(|(f, _)| f.clone()).collect();
         for filter in filters {
-            self.remove_local_sub(&filter, client_id);
+            self.remove_local_sub(&filter, key, client_id);
         }
         if let Some(pending) = entry.pending_will {
             let (will, info, _) = *pending;

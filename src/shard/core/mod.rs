@@ -29,7 +29,8 @@
 //! - A session lives in exactly one shard's `sessions`: `owner_shard(client_id)`
 //!   (or this shard, for an assigned id).
 //! - A connection belongs to at most one session, and a session's `conn` names a
-//!   live connection whose `client_id` is the session's.
+//!   live connection whose client id is the session's and whose `session` key
+//!   names it back.
 //! - Subscriptions are held in three places that agree: a session's own
 //!   subscriptions; `local_subs` (non-shared filters -> sessions); `shared_local`
 //!   (shared filters -> online members). This shard's bit in its own route replica
@@ -76,7 +77,7 @@ pub(crate) use messages::{ApiPublish, CtrlMsg, DataMsg, Handoff};
 use outbox::Batches;
 use rate::TokenBucket;
 use retained::Retained;
-use sessions::{SessionEntry, Sessions};
+use sessions::{SessionEntry, SessionKey, Sessions};
 use timers::{Timer, Wheel};
 
 /// How many written output buffers a shard keeps for reuse, and the largest it
@@ -243,9 +244,9 @@ pub(crate) struct Conn {
     /// What hooks are told about the client; also the connection's client id,
     /// protocol level (the layout of every packet after CONNECT) and keep-alive.
     pub info: ClientInfo,
-    /// The serial of the session the connection's messages come from (No Local):
-    /// with this shard's id, its [`crate::message::Publisher`].
-    session_serial: u64,
+    /// The session the connection is attached to: its messages come from it (No
+    /// Local). The connection owns it while the session's `conn` names it.
+    session: SessionKey,
     /// Topic aliases the client set (MQTT 5), at most `topic_alias_max`; they live
     /// as long as the connection [MQTT-3.3.2-7]. Allocated by the first alias.
     aliases_in: Option<Box<HashMap<u16, TopicName>>>,
@@ -305,13 +306,6 @@ struct Rates {
     paused_until_ms: Option<u64>,
 }
 
-/// One local subscription: its options and the serial of its session.
-#[derive(Clone, Copy, Debug)]
-struct LocalSub {
-    options: SubOptions,
-    session: u64,
-}
-
 /// Why [`Core::handle_input`] stopped before the end of the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Held {
@@ -336,9 +330,9 @@ pub(crate) struct Core {
     conns: Slab<Conn>,
     next_conn_serial: u32,
     sessions: Sessions,
-    /// Filter -> this shard's subscribed clients, their options and session serial
-    /// (most filters have one subscriber: a vector until they have many).
-    local_subs: SubTrie<SmallMap<ByteString, LocalSub>>,
+    /// Filter -> this shard's subscribed sessions and their options (most filters
+    /// have one subscriber: inline, or a vector until they have many).
+    local_subs: SubTrie<SmallMap<SessionKey, SubOptions>>,
     /// The serial number of the last session created.
     session_serial: u64,
     routes: RouteTable,
@@ -368,8 +362,8 @@ pub(crate) struct Core {
     ids: MessageIdGen,
     wheel: Wheel<Timer>,
     next_assigned_id: u64,
-    /// Scratch for matching: (client id, options), reused across publishes.
-    scratch: Vec<(ByteString, SubOptions)>,
+    /// Scratch for matching: (session, options), reused across publishes.
+    scratch: Vec<(SessionKey, SubOptions)>,
     /// Closed while a local subscriber that is still reading is backlogged, or
     /// too many ring batches overflowed: the shard stops reading publishers.
     readers_paused: bool,
@@ -733,16 +727,18 @@ impl Core {
 mod tests {
     use std::mem::size_of;
 
+    use super::{SessionKey, SmallMap, SubOptions};
+
     /// Every idle connection holds one `Conn`, one `SessionEntry` and, per
     /// subscription, an entry of each of its subscription maps: these bounds keep
     /// them from growing back unnoticed (issue 19: memory per idle connection).
     #[test]
     fn per_connection_state_stays_small() {
         let sizes = [
-            ("Conn", size_of::<super::Conn>(), 192),
+            ("Conn", size_of::<super::Conn>(), 184),
             ("SessionEntry", size_of::<super::SessionEntry>(), 336),
             ("Session", size_of::<crate::session::Session>(), 264),
-            ("local_subs entry", size_of::<(bytestring::ByteString, super::LocalSub)>(), 56),
+            ("local_subs value", size_of::<SmallMap<SessionKey, SubOptions>>(), 24),
             ("wheel entry", size_of::<(u64, super::Timer)>(), 24),
         ];
         for (name, size, max) in sizes {

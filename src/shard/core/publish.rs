@@ -78,14 +78,17 @@ impl Core {
             }
         };
         if route {
-            let source =
-                Publisher { shard: self.id as u32, session: self.conns[id.slot()].session_serial };
+            // The session the connection owns (a connection taken over reads no
+            // more packets, so it always owns one here).
+            let conn = &self.conns[id.slot()];
+            let serial = self.sessions.by_key(conn.session).filter(|e| e.conn == Some(id));
+            let source = serial.map(|e| Publisher { shard: self.id as u32, session: e.serial });
             let message = self.new_message(
                 topic,
                 publish.payload,
                 publish.qos.qos(),
                 publish.retain,
-                Some(source),
+                source,
                 publish.properties,
             );
             // The hooks see the connection's client info; cloned only when a hook

@@ -232,12 +232,13 @@ impl Core {
         sub_id: Option<u32>,
         messages: Vec<Arc<Message>>,
     ) {
+        let Some(session) = self.sessions.key(client_id) else { return };
         for message in messages {
             let qos = message.qos.min(qos);
             // [MQTT-3.3.1-8]: sent because of a new subscription, so RETAIN is set.
             let mut delivery = Delivery::new(message, qos, true);
             delivery.sub_ids.extend(sub_id);
-            self.deliver_to(client_id, delivery);
+            self.deliver_to(session, delivery);
         }
     }
 }

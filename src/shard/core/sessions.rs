@@ -1,17 +1,26 @@
-//! The shard's session table: client id -> session.
+//! The shard's session table: client id -> session, and the key that names a
+//! session inside the shard.
 //!
-//! The table keys each entry by the client id its session already holds, so the id
-//! is not stored a second time as a key: a bucket is one pointer (a `HashMap` keyed
-//! by the id spent 40 bytes per bucket, with its load-factor slack).
+//! A session's client id is stored once, in the session. Everything else that
+//! names a session on this shard (its connection, the local subscription index)
+//! holds its [`SessionKey`], 4 bytes, rather than another handle to the id (32
+//! bytes each, where a subscription index entry was 56). The id index keys each
+//! entry by the id its session holds: a bucket is one key.
 //!
 //! Owner: one shard.
 //!
 //! # Invariants
-//! - At most one entry per client id, found by the id its session holds.
+//! - At most one session per client id; `by_client_id` holds exactly the key of
+//!   every session, found by the id that session holds.
+//! - A key names one session for that session's life; the slot may serve a later
+//!   session. Whoever keeps a key past the session's end must check it: a
+//!   connection checks that the session still names it (`conn`); `local_subs`
+//!   drops a session's keys when it ends.
 
 use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
+use slab::Slab;
 
 use crate::hooks::ClientInfo;
 use crate::protocol::LastWill;
@@ -46,11 +55,16 @@ impl SessionEntry {
     }
 }
 
+/// A session's slot in the shard's session table (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct SessionKey(u32);
+
 /// The sessions whose client id this shard owns. Entries are boxed: growing the
-/// table moves pointers, not sessions, and its slack costs a pointer per bucket.
+/// slab moves pointers, not sessions, and its slack costs a pointer per slot.
 #[derive(Default)]
 pub(super) struct Sessions {
-    table: HashTable<Box<SessionEntry>>,
+    entries: Slab<Box<SessionEntry>>,
+    by_client_id: HashTable<SessionKey>,
     hasher: DefaultHashBuilder,
 }
 
@@ -59,35 +73,70 @@ impl Sessions {
         hasher.hash_one(client_id)
     }
 
-    pub(super) fn get(&self, client_id: &str) -> Option<&SessionEntry> {
+    /// The key of the session of `client_id`.
+    pub(super) fn key(&self, client_id: &str) -> Option<SessionKey> {
         let hash = Self::hash(&self.hasher, client_id);
-        self.table.find(hash, |e| **e.session.client_id() == *client_id).map(|e| &**e)
+        let entries = &self.entries;
+        let is_it = |key: &SessionKey| **entries[key.0 as usize].session.client_id() == *client_id;
+        self.by_client_id.find(hash, is_it).copied()
+    }
+
+    pub(super) fn get(&self, client_id: &str) -> Option<&SessionEntry> {
+        self.key(client_id).map(|key| &*self.entries[key.0 as usize])
     }
 
     pub(super) fn get_mut(&mut self, client_id: &str) -> Option<&mut SessionEntry> {
-        let hash = Self::hash(&self.hasher, client_id);
-        self.table.find_mut(hash, |e| **e.session.client_id() == *client_id).map(|e| &mut **e)
+        let key = self.key(client_id)?;
+        Some(&mut self.entries[key.0 as usize])
     }
 
-    /// Adds a session for a client id that has none.
-    pub(super) fn insert(&mut self, entry: Box<SessionEntry>) {
-        assert!(self.get(entry.session.client_id()).is_none(), "one session per client id");
-        let hasher = &self.hasher;
-        let hash = Self::hash(hasher, entry.session.client_id());
-        self.table.insert_unique(hash, entry, |e| Self::hash(hasher, e.session.client_id()));
+    /// The session `key` names now, if any (a kept key may name a later session).
+    pub(super) fn by_key(&self, key: SessionKey) -> Option<&SessionEntry> {
+        self.entries.get(key.0 as usize).map(|e| &**e)
     }
 
-    pub(super) fn remove(&mut self, client_id: &str) -> Option<Box<SessionEntry>> {
+    pub(super) fn by_key_mut(&mut self, key: SessionKey) -> Option<&mut SessionEntry> {
+        self.entries.get_mut(key.0 as usize).map(|e| &mut **e)
+    }
+
+    /// Adds a session for a client id that has none; returns its key.
+    pub(super) fn insert(&mut self, entry: Box<SessionEntry>) -> SessionKey {
+        assert!(self.key(entry.session.client_id()).is_none(), "one session per client id");
+        let hash = Self::hash(&self.hasher, entry.session.client_id());
+        let slot = self.entries.insert(entry);
+        let key = SessionKey(u32::try_from(slot).expect("fewer than 2^32 sessions"));
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.by_client_id.insert_unique(hash, key, |key| {
+            Self::hash(hasher, entries[key.0 as usize].session.client_id())
+        });
+        key
+    }
+
+    /// Removes the session of `client_id`; returns it with the key it had.
+    pub(super) fn remove(&mut self, client_id: &str) -> Option<(SessionKey, Box<SessionEntry>)> {
         let hash = Self::hash(&self.hasher, client_id);
-        let found = self.table.find_entry(hash, |e| **e.session.client_id() == *client_id);
-        found.ok().map(|entry| entry.remove().0)
+        let entries = &self.entries;
+        let is_it = |key: &SessionKey| **entries[key.0 as usize].session.client_id() == *client_id;
+        let (key, _) = self.by_client_id.find_entry(hash, is_it).ok()?.remove();
+        Some((key, self.entries.remove(key.0 as usize)))
     }
 
     pub(super) fn len(&self) -> usize {
-        self.table.len()
+        self.entries.len()
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &SessionEntry> {
-        self.table.iter().map(|e| &**e)
+        self.entries.iter().map(|(_, e)| &**e)
+    }
+
+    /// The sessions with their keys.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (SessionKey, &SessionEntry)> {
+        self.entries.iter().map(|(slot, e)| (SessionKey(slot as u32), &**e))
+    }
+
+    /// Whether the invariants of the module docs hold; O(sessions).
+    pub(super) fn check_invariants(&self) -> bool {
+        self.by_client_id.len() == self.entries.len()
+            && self.iter().all(|(key, e)| self.key(e.session.client_id()) == Some(key))
     }
 }
