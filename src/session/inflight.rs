@@ -224,6 +224,12 @@ impl Inflight {
         shared
     }
 
+    /// Gives back the room the vector keeps beyond its entries (all of it when
+    /// empty): it keeps the capacity of its largest burst otherwise.
+    pub fn release_room(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
     /// Removes the entry sent under `id`, whatever its stage.
     pub fn remove(&mut self, id: PacketId) -> Option<Entry> {
         let at = self.position(id)?;
@@ -275,6 +281,16 @@ mod tests {
         extra.packet_id = PacketId::new(99).expect("non-zero");
         inflight.entries.push_back(extra);
         assert!(!inflight.check_invariants(), "two entries in a window of one");
+    }
+
+    #[test]
+    fn an_empty_window_gives_its_room_back() {
+        let mut inflight = Inflight::new(4);
+        let id = inflight.insert(delivery(1, QoS::AtLeastOnce));
+        assert!(matches!(inflight.ack(id, AckKind::PubAck), Ok(Acked::Completed(_))));
+        assert!(inflight.entries.capacity() > 0);
+        inflight.release_room();
+        assert_eq!(inflight.entries.capacity(), 0);
     }
 
     #[test]

@@ -596,6 +596,18 @@ impl Session {
         self.online = false;
     }
 
+    /// Gives back what the queues keep allocated beyond what they hold: after one
+    /// message, an idle client would otherwise keep a window of four entries for
+    /// good. For an idle moment, not after every message, so a busy subscriber
+    /// does not allocate per message.
+    pub fn release_room(&mut self) {
+        self.inflight.release_room();
+        self.mqueue.release_room();
+        if self.awaiting_rel.as_deref().is_some_and(HashSet::is_empty) {
+            self.awaiting_rel = None;
+        }
+    }
+
     /// Whether a message waits (queued or unacknowledged).
     pub fn has_pending(&self) -> bool {
         !self.mqueue.is_empty() || !self.inflight.is_empty()

@@ -8,6 +8,7 @@
 //!   state, so a busy connection costs no wheel work per packet.
 //! - An offline persistent session with an expiry has an entry at `expires_at`.
 
+use bytes::BytesMut;
 use bytestring::ByteString;
 
 use super::{Close, ConnId, Core, Now};
@@ -91,6 +92,23 @@ impl Core {
             self.close(id, Close::KeepAliveTimeout);
         } else {
             self.wheel.schedule(deadline, Timer::KeepAlive(id));
+            self.release_room(id);
+        }
+    }
+
+    /// Once per keep-alive period of a connection, not per message: what its last
+    /// burst of messages left allocated goes back, so an idle client holds no
+    /// message buffers.
+    fn release_room(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.serial == id.serial) else {
+            return;
+        };
+        if conn.out.is_empty() {
+            conn.out = BytesMut::new();
+        }
+        let session = self.sessions.by_key_mut(conn.session).filter(|e| e.conn == Some(id));
+        if let Some(entry) = session {
+            entry.session.release_room();
         }
     }
 }
