@@ -156,27 +156,56 @@ pub struct SessionStats {
     pub dropped_too_large: u32,
 }
 
-/// Protocol state of one (connected or persisted) client.
-///
-/// Every idle client holds one: what few clients use (MQTT 5 outgoing aliases, QoS
-/// 2 from the client) is boxed and allocated by the first use, and the limits the
-/// window and the mqueue hold are not stored again.
+/// What a session holds for its messages: the window, the mqueue, the QoS 2 ids
+/// awaiting PUBREL and the outgoing aliases. A session with none of these (an idle
+/// device between commands) has no `Traffic`: the first message allocates it, and
+/// an idle moment that finds it all empty releases it ([`Session::release_room`]).
 #[derive(Debug)]
-pub struct Session {
-    client_id: ByteString,
-    /// `SessionLimits::out_buffer_max`.
-    out_buffer_max: usize,
-    link: Link,
-    /// Outgoing topic aliases of the current connection: topic -> alias. Bounded by
-    /// the client's Topic Alias Maximum; reset at every connection [MQTT-3.3.2-7].
-    aliases_out: Option<Box<HashMap<ByteString, u16>>>,
-    /// Usually one to three: a vector until it holds many.
-    subscriptions: SmallMap<TopicFilter, SubOptions>,
+struct Traffic {
     inflight: Inflight,
     mqueue: Mqueue,
     /// Ids of QoS 2 messages received from the client and routed, whose PUBREL has
     /// not arrived. Bounded by the 65,535 possible packet ids.
-    awaiting_rel: Option<Box<HashSet<PacketId>>>,
+    awaiting_rel: HashSet<PacketId>,
+    /// Outgoing topic aliases of the current connection: topic -> alias. Bounded by
+    /// the client's Topic Alias Maximum; reset at every connection [MQTT-3.3.2-7].
+    aliases_out: HashMap<ByteString, u16>,
+}
+
+impl Traffic {
+    fn new(limits: SessionLimits, link: Link) -> Traffic {
+        let mut inflight = Inflight::new(limits.inflight_max);
+        // Capped by `inflight_max`, the window's capacity.
+        inflight.set_len_max(link.receive_max);
+        Traffic {
+            inflight,
+            mqueue: Mqueue::new(limits.mqueue_len_max, limits.mqueue_store_qos0),
+            awaiting_rel: HashSet::new(),
+            aliases_out: HashMap::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inflight.is_empty()
+            && self.mqueue.is_empty()
+            && self.awaiting_rel.is_empty()
+            && self.aliases_out.is_empty()
+    }
+}
+
+/// Protocol state of one (connected or persisted) client.
+///
+/// Every idle client holds one, so what it holds only while messages pass is
+/// boxed and allocated when they do ([`Traffic`]).
+#[derive(Debug)]
+pub struct Session {
+    client_id: ByteString,
+    limits: SessionLimits,
+    link: Link,
+    /// Usually one to three: inline or a vector until it holds many.
+    subscriptions: SmallMap<TopicFilter, SubOptions>,
+    /// `None` while it would be empty.
+    traffic: Option<Box<Traffic>>,
     online: bool,
     stats: SessionStats,
 }
@@ -186,16 +215,19 @@ impl Session {
     pub fn new(client_id: ByteString, limits: SessionLimits) -> Self {
         Session {
             client_id,
-            out_buffer_max: limits.out_buffer_max,
+            limits,
             link: Link::v3(ProtocolVersion::V311),
-            aliases_out: None,
             subscriptions: SmallMap::new(),
-            inflight: Inflight::new(limits.inflight_max),
-            mqueue: Mqueue::new(limits.mqueue_len_max, limits.mqueue_store_qos0),
-            awaiting_rel: None,
+            traffic: None,
             online: true,
             stats: SessionStats::default(),
         }
+    }
+
+    /// The session's traffic state, allocated by its first use.
+    fn traffic_mut(&mut self) -> &mut Traffic {
+        let (limits, link) = (self.limits, self.link);
+        self.traffic.get_or_insert_with(|| Box::new(Traffic::new(limits, link)))
     }
 
     /// Client identifier the session belongs to.
@@ -207,9 +239,11 @@ impl Session {
     /// now on. Call before [`Session::resume`].
     pub fn attach(&mut self, link: Link) {
         self.link = link;
-        self.aliases_out = None;
-        // Capped by `inflight_max`, the window's capacity.
-        self.inflight.set_len_max(link.receive_max);
+        if let Some(traffic) = self.traffic.as_deref_mut() {
+            traffic.aliases_out.clear();
+            // Capped by `inflight_max`, the window's capacity.
+            traffic.inflight.set_len_max(link.receive_max);
+        }
     }
 
     /// The connection parameters in force.
@@ -234,17 +268,17 @@ impl Session {
 
     /// Number of messages waiting in the mqueue.
     pub fn mqueue_len(&self) -> usize {
-        self.mqueue.len()
+        self.traffic.as_ref().map_or(0, |t| t.mqueue.len())
     }
 
     /// Bytes held by queued messages.
     pub fn queued_bytes(&self) -> usize {
-        self.mqueue.bytes()
+        self.traffic.as_ref().map_or(0, |t| t.mqueue.bytes())
     }
 
     /// Number of unacknowledged QoS 1/2 messages.
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.traffic.as_ref().map_or(0, |t| t.inflight.len())
     }
 
     /// The subscriptions with their options, in no particular order.
@@ -290,7 +324,7 @@ impl Session {
         now_us: u64,
     ) -> Option<(Delivery, DropReason)> {
         if let Some(out) = out {
-            if self.online && self.mqueue.is_empty() && self.can_send_now(&delivery, out) {
+            if self.online && self.mqueue_len() == 0 && self.can_send_now(&delivery, out) {
                 self.transmit(delivery, out, now_us);
                 return None;
             }
@@ -299,7 +333,12 @@ impl Session {
             self.stats.dropped_budget += 1;
             return Some((delivery, DropReason::Budget));
         }
-        let dropped = self.mqueue.push(delivery);
+        let traffic = self.traffic_mut();
+        let dropped = traffic.mqueue.push(delivery);
+        if traffic.is_empty() {
+            // Nothing was queued (a QoS 0 message not stored): no empty state kept.
+            self.traffic = None;
+        }
         if let Some((_, reason)) = &dropped {
             match reason {
                 DropReason::QueueFull => self.stats.dropped_queue_full += 1,
@@ -312,8 +351,10 @@ impl Session {
 
     fn can_send_now(&self, delivery: &Delivery, out: &BytesMut) -> bool {
         match delivery.qos {
-            QoS::AtMostOnce => out.len() < self.out_buffer_max,
-            QoS::AtLeastOnce | QoS::ExactlyOnce => !self.inflight.is_full(),
+            QoS::AtMostOnce => out.len() < self.limits.out_buffer_max,
+            QoS::AtLeastOnce | QoS::ExactlyOnce => {
+                !self.traffic.as_ref().is_some_and(|t| t.inflight.is_full())
+            }
         }
     }
 
@@ -330,7 +371,7 @@ impl Session {
             return;
         };
         if delivery.qos != QoS::AtMostOnce {
-            publish.set_packet_id(self.inflight.insert(delivery.clone()));
+            publish.set_packet_id(self.traffic_mut().inflight.insert(delivery.clone()));
         }
         publish.encode(out);
         self.alias_sent(&delivery.message.topic, alias);
@@ -406,7 +447,7 @@ impl Session {
         if self.link.topic_alias_max == 0 {
             return AliasOut::None;
         }
-        let aliases = self.aliases_out.as_deref();
+        let aliases = self.traffic.as_ref().map(|t| &t.aliases_out);
         if let Some(alias) = aliases.and_then(|a| a.get(topic.as_byte_string())) {
             return AliasOut::Known(*alias);
         }
@@ -421,8 +462,7 @@ impl Session {
     /// Records an alias the client now knows.
     fn alias_sent(&mut self, topic: &TopicName, alias: AliasOut) {
         if let AliasOut::New(alias) = alias {
-            let aliases = self.aliases_out.get_or_insert_with(Box::default);
-            aliases.insert(topic.as_byte_string().clone(), alias);
+            self.traffic_mut().aliases_out.insert(topic.as_byte_string().clone(), alias);
         }
     }
 
@@ -433,11 +473,11 @@ impl Session {
             return;
         }
         self.resend(out, now_us);
-        while let Some(front) = self.mqueue.front() {
+        while let Some(front) = self.traffic.as_ref().and_then(|t| t.mqueue.front()) {
             if !self.can_send_now(front, out) {
                 break;
             }
-            let delivery = self.mqueue.pop_front().expect("front() was Some");
+            let delivery = self.traffic_mut().mqueue.pop_front().expect("front() was Some");
             self.transmit(delivery, out, now_us);
         }
     }
@@ -486,7 +526,11 @@ impl Session {
         out: &mut BytesMut,
         now_us: u64,
     ) -> Result<Option<Delivery>, ProtocolViolation> {
-        match self.inflight.ack(id, kind)? {
+        let acked = match self.traffic.as_deref_mut() {
+            Some(traffic) => traffic.inflight.ack(id, kind)?,
+            None => Acked::Unknown,
+        };
+        match acked {
             Acked::Completed(entry) => {
                 self.drain(out, now_us);
                 Ok(Some(entry.delivery))
@@ -511,25 +555,25 @@ impl Session {
     /// routed, `false` for a resend of one already routed [MQTT-4.3.3-2]. PUBREC is
     /// sent either way (by the caller, who also answers QoS 1).
     pub fn on_incoming_qos2(&mut self, id: PacketId) -> bool {
-        self.awaiting_rel.get_or_insert_with(Box::default).insert(id)
+        self.traffic_mut().awaiting_rel.insert(id)
     }
 
     /// Number of QoS 2 messages from the client waiting for their PUBREL: what
     /// counts against the broker's Receive Maximum [MQTT-3.3.4-7].
     pub fn awaiting_rel_len(&self) -> usize {
-        self.awaiting_rel.as_deref().map_or(0, HashSet::len)
+        self.traffic.as_ref().map_or(0, |t| t.awaiting_rel.len())
     }
 
     /// Whether a QoS 2 message with this id from the client awaits its PUBREL.
     pub fn is_awaiting_rel(&self, id: PacketId) -> bool {
-        self.awaiting_rel.as_deref().is_some_and(|ids| ids.contains(&id))
+        self.traffic.as_ref().is_some_and(|t| t.awaiting_rel.contains(&id))
     }
 
     /// PUBREL from the client: forget the id and answer PUBCOMP, also for an unknown
     /// id, so that a client resending PUBREL after a reconnect completes [MQTT-4.3.3-2].
     pub fn on_pubrel(&mut self, id: PacketId, out: &mut BytesMut) {
-        if let Some(ids) = self.awaiting_rel.as_deref_mut() {
-            ids.remove(&id);
+        if let Some(traffic) = self.traffic.as_deref_mut() {
+            traffic.awaiting_rel.remove(&id);
         }
         codec::encode(&Packet::PubComp(Ack::new(id)), self.link.protocol, out);
     }
@@ -544,14 +588,16 @@ impl Session {
     /// Size is dropped from the window.
     pub fn resume(&mut self, out: &mut BytesMut, now_us: u64) {
         self.online = true;
-        self.inflight.unsend_all();
+        if let Some(traffic) = self.traffic.as_deref_mut() {
+            traffic.inflight.unsend_all();
+        }
         self.drain(out, now_us);
     }
 
     /// Resends, in order, the window's entries not yet sent on this connection, as
     /// long as its window has room.
     fn resend(&mut self, out: &mut BytesMut, now_us: u64) {
-        while let Some(entry) = self.inflight.next_resend() {
+        while let Some(entry) = self.traffic.as_deref_mut().and_then(|t| t.inflight.next_resend()) {
             let packet_id = entry.packet_id;
             if entry.stage == Stage::PubCompDue {
                 codec::encode(&Packet::PubRel(Ack::new(packet_id)), self.link.protocol, out);
@@ -562,7 +608,7 @@ impl Session {
             let mut views = [None, None];
             let Some((mut publish, alias)) = self.measure(&delivery, expiry, true, &mut views)
             else {
-                self.inflight.remove(packet_id);
+                self.traffic_mut().inflight.remove(packet_id);
                 self.stats.dropped_too_large += 1;
                 continue;
             };
@@ -585,39 +631,48 @@ impl Session {
     /// and not yet acknowledged (queued, or sent without any acknowledgement): the
     /// client is leaving, so another member of the group gets it.
     pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let Some(traffic) = self.traffic.as_deref_mut() else { return Vec::new() };
         let mut taken: Vec<Delivery> =
-            self.inflight.take_shared().into_iter().map(|e| e.delivery).collect();
-        taken.extend(self.mqueue.take_shared());
+            traffic.inflight.take_shared().into_iter().map(|e| e.delivery).collect();
+        taken.extend(traffic.mqueue.take_shared());
         taken
     }
 
-    /// The connection is gone. A persistent session keeps everything.
+    /// The connection is gone. A persistent session keeps everything but the
+    /// connection's aliases, and gives back the room it does not use.
     pub fn go_offline(&mut self) {
         self.online = false;
+        if let Some(traffic) = self.traffic.as_deref_mut() {
+            traffic.aliases_out.clear();
+        }
+        self.release_room();
     }
 
-    /// Gives back what the queues keep allocated beyond what they hold: after one
-    /// message, an idle client would otherwise keep a window of four entries for
-    /// good. For an idle moment, not after every message, so a busy subscriber
-    /// does not allocate per message.
+    /// Gives back what the traffic state keeps allocated beyond what it holds, all
+    /// of it when empty: after one message, an idle client would otherwise keep a
+    /// window of four entries for good. For an idle moment, not after every
+    /// message, so a busy subscriber does not allocate per message.
     pub fn release_room(&mut self) {
-        self.inflight.release_room();
-        self.mqueue.release_room();
-        if self.awaiting_rel.as_deref().is_some_and(HashSet::is_empty) {
-            self.awaiting_rel = None;
+        if self.traffic.as_deref().is_some_and(Traffic::is_empty) {
+            self.traffic = None;
+        } else if let Some(traffic) = self.traffic.as_deref_mut() {
+            traffic.inflight.release_room();
+            traffic.mqueue.release_room();
         }
     }
 
     /// Whether a message waits (queued or unacknowledged).
     pub fn has_pending(&self) -> bool {
-        !self.mqueue.is_empty() || !self.inflight.is_empty()
+        self.traffic.as_ref().is_some_and(|t| !t.mqueue.is_empty() || !t.inflight.is_empty())
     }
 
     /// Whether the internal invariants of the session and its queues hold.
     pub fn check_invariants(&self) -> bool {
-        self.inflight.check_invariants()
-            && self.mqueue.check_invariants()
-            && self.subscriptions.check_invariants()
+        let traffic = self
+            .traffic
+            .as_deref()
+            .map_or(true, |t| t.inflight.check_invariants() && t.mqueue.check_invariants());
+        traffic && self.subscriptions.check_invariants()
     }
 }
 

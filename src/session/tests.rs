@@ -315,3 +315,30 @@ fn a_new_alias_never_takes_a_publish_over_the_client_maximum() {
     assert!(p.properties.as_deref().is_none_or(|p| p.topic_alias.is_none()), "no alias");
     assert_eq!(session.stats().dropped_too_large, 0);
 }
+
+/// An idle session holds no traffic state: the first message allocates it, and an
+/// idle moment after the acknowledgement releases it; a QoS 0 message that is not
+/// stored allocates none.
+#[test]
+fn traffic_state_lives_only_while_messages_pass() {
+    let mut session = Session::new("c".into(), limits(4, 10, false));
+    assert!(session.traffic.is_none(), "a new session");
+    session.go_offline();
+    assert!(session.deliver(delivery(1, QoS::AtMostOnce), None, true, 0).is_some());
+    assert!(session.traffic.is_none(), "QoS 0 not stored for an offline session");
+    session.attach(Link::v3(ProtocolVersion::V311));
+    let mut out = BytesMut::new();
+    session.resume(&mut out, 0);
+    session.deliver(delivery(2, QoS::AtLeastOnce), Some(&mut out), true, 0);
+    assert!(session.traffic.is_some(), "one message in flight");
+    let [Packet::Publish(publish)] = &decode_all(&mut out, ProtocolVersion::V311)[..] else {
+        panic!("one PUBLISH");
+    };
+    let id = publish.qos.packet_id().expect("QoS 1");
+    session.release_room();
+    assert!(session.traffic.is_some(), "kept while the message is unacknowledged");
+    assert!(session.on_puback(id, &mut out, 0).expect("its own id").is_some());
+    session.release_room();
+    assert!(session.traffic.is_none(), "released once idle");
+    assert!(session.check_invariants());
+}
