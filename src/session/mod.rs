@@ -63,18 +63,20 @@ enum AliasOut {
     New(u16),
 }
 
-/// The limits one session enforces.
+/// The limits one session enforces. Every session holds a copy, so 32 bits each
+/// where `usize` would double it: beyond four billion messages or bytes, a limit
+/// is as good as none.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionLimits {
     /// Unacknowledged QoS 1/2 messages toward the client.
     pub inflight_max: u16,
     /// Messages waiting in the mqueue.
-    pub mqueue_len_max: usize,
+    pub mqueue_len_max: u32,
     /// Whether QoS 0 messages wait in the mqueue too.
     pub mqueue_store_qos0: bool,
     /// Bytes pending in the connection's output buffer beyond which QoS 0 messages
     /// go to the mqueue instead (a slow reader must not grow the buffer forever).
-    pub out_buffer_max: usize,
+    pub out_buffer_max: u32,
 }
 
 /// What the session needs to know of the connection it writes to.
@@ -136,17 +138,12 @@ impl SubOptions {
 
 /// Counters of one session, since the owner last took them
 /// ([`Session::take_stats`]): the shard adds them to its own after every call, so
-/// 32 bits never run out and every idle session keeps 32 bytes, not 64.
+/// 32 bits never run out and every idle session keeps 20 bytes, not 64. Messages
+/// [`Session::deliver`] drops are not counted here: it returns them, with why.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SessionStats {
     /// Messages encoded toward the client (first transmissions only), by QoS.
     pub sent: [u32; 3],
-    /// Messages dropped because the mqueue was full.
-    pub dropped_queue_full: u32,
-    /// QoS 0 messages dropped because QoS 0 is not queued.
-    pub dropped_qos0: u32,
-    /// Messages dropped because the shard's queued-bytes budget was spent.
-    pub dropped_budget: u32,
     /// Messages dropped because their Message Expiry Interval passed before they
     /// could be sent [MQTT-3.3.2-5].
     pub dropped_expired: u32,
@@ -179,7 +176,7 @@ impl Traffic {
         inflight.set_len_max(link.receive_max);
         Traffic {
             inflight,
-            mqueue: Mqueue::new(limits.mqueue_len_max, limits.mqueue_store_qos0),
+            mqueue: Mqueue::new(limits.mqueue_len_max as usize, limits.mqueue_store_qos0),
             awaiting_rel: HashSet::new(),
             aliases_out: HashMap::new(),
         }
@@ -330,7 +327,6 @@ impl Session {
             }
         }
         if !may_queue {
-            self.stats.dropped_budget += 1;
             return Some((delivery, DropReason::Budget));
         }
         let traffic = self.traffic_mut();
@@ -339,19 +335,12 @@ impl Session {
             // Nothing was queued (a QoS 0 message not stored): no empty state kept.
             self.traffic = None;
         }
-        if let Some((_, reason)) = &dropped {
-            match reason {
-                DropReason::QueueFull => self.stats.dropped_queue_full += 1,
-                DropReason::Qos0NotStored => self.stats.dropped_qos0 += 1,
-                DropReason::Budget => self.stats.dropped_budget += 1,
-            }
-        }
         dropped
     }
 
     fn can_send_now(&self, delivery: &Delivery, out: &BytesMut) -> bool {
         match delivery.qos {
-            QoS::AtMostOnce => out.len() < self.limits.out_buffer_max,
+            QoS::AtMostOnce => out.len() < self.limits.out_buffer_max as usize,
             QoS::AtLeastOnce | QoS::ExactlyOnce => {
                 !self.traffic.as_ref().is_some_and(|t| t.inflight.is_full())
             }

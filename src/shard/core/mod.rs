@@ -736,8 +736,8 @@ mod tests {
     fn per_connection_state_stays_small() {
         let sizes = [
             ("Conn", size_of::<super::Conn>(), 184),
-            ("SessionEntry", size_of::<super::SessionEntry>(), 248),
-            ("Session", size_of::<crate::session::Session>(), 176),
+            ("SessionEntry", size_of::<super::SessionEntry>(), 224),
+            ("Session", size_of::<crate::session::Session>(), 152),
             ("local_subs value", size_of::<SmallMap<SessionKey, SubOptions>>(), 24),
             ("wheel entry", size_of::<(u64, super::Timer)>(), 24),
         ];
