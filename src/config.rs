@@ -600,9 +600,10 @@ impl Config {
     pub(crate) fn session_limits(&self) -> SessionLimits {
         SessionLimits {
             inflight_max: self.inflight_max.get(),
-            mqueue_len_max: self.mqueue_len_max.get(),
+            // Beyond four billion, a limit is as good as none.
+            mqueue_len_max: u32::try_from(self.mqueue_len_max.get()).unwrap_or(u32::MAX),
             mqueue_store_qos0: self.mqueue_store_qos0,
-            out_buffer_max: self.out_buffer_max_bytes.get(),
+            out_buffer_max: u32::try_from(self.out_buffer_max_bytes.get()).unwrap_or(u32::MAX),
         }
     }
 

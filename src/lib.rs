@@ -5,6 +5,7 @@
 //! - [`session`]: one client's session state machine (inflight window, mqueue). Sans-IO.
 //! - [`router`]: subscription trie, route table, shard placement. Sans-IO.
 //! - [`message`]: messages and their 128-bit ids. Sans-IO.
+//! - `small_map`: the map per client that stays a vector while small. Sans-IO.
 //! - [`metrics`], [`sys`]: counters, `$SYS` topics, alarms, Prometheus text. Sans-IO.
 //! - `shard`: the pinned executors, their tasks and rings (the only glommio user,
 //!   with `net`).
@@ -29,6 +30,7 @@ pub mod protocol;
 pub mod router;
 pub mod session;
 mod shard;
+mod small_map;
 pub mod sys;
 
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, PublishError, ShardFailed, StartError};

@@ -86,9 +86,9 @@ pub struct Entry {
 pub struct Inflight {
     entries: VecDeque<Entry>,
     /// `inflight_max`: entries the session holds, whatever the connection.
-    capacity: usize,
+    capacity: u16,
     /// The current connection's window: entries sent on it, at most.
-    len_max: usize,
+    len_max: u16,
     next_id: u16,
 }
 
@@ -96,14 +96,13 @@ impl Inflight {
     /// An empty window holding at most `capacity` entries (at least one).
     pub fn new(capacity: u16) -> Self {
         assert!(capacity > 0, "config validation rejects an empty window");
-        let capacity = usize::from(capacity);
         Inflight { entries: VecDeque::new(), capacity, len_max: capacity, next_id: 0 }
     }
 
     /// Whether no new message may be sent: the window holds `len_max` entries (or
     /// more, kept from a connection with a larger window).
     pub fn is_full(&self) -> bool {
-        self.entries.len() >= self.len_max
+        self.entries.len() >= usize::from(self.len_max)
     }
 
     /// Number of unacknowledged messages.
@@ -193,7 +192,7 @@ impl Inflight {
     /// Changes the window of the current connection (the client's Receive Maximum
     /// may differ from one connection to the next), capped by the capacity.
     pub fn set_len_max(&mut self, len_max: u16) {
-        self.len_max = usize::from(len_max.max(1)).min(self.capacity);
+        self.len_max = len_max.clamp(1, self.capacity);
     }
 
     /// A new connection: nothing has been sent on it yet.
@@ -206,7 +205,7 @@ impl Inflight {
     /// The oldest entry not yet sent on this connection, marked sent, if the
     /// connection's window has room for it. The caller resends it.
     pub fn next_resend(&mut self) -> Option<Entry> {
-        if self.sent_len() >= self.len_max {
+        if self.sent_len() >= usize::from(self.len_max) {
             return None;
         }
         let entry = self.entries.iter_mut().find(|e| !e.sent)?;
@@ -223,6 +222,12 @@ impl Inflight {
             .partition(|e| e.stage != Stage::PubCompDue && e.delivery.shared.is_some());
         self.entries = kept.into();
         shared
+    }
+
+    /// Gives back the room the vector keeps beyond its entries (all of it when
+    /// empty): it keeps the capacity of its largest burst otherwise.
+    pub fn release_room(&mut self) {
+        self.entries.shrink_to_fit();
     }
 
     /// Removes the entry sent under `id`, whatever its stage.
@@ -244,9 +249,9 @@ impl Inflight {
             Stage::PubRecDue | Stage::PubCompDue => e.delivery.qos == QoS::ExactlyOnce,
         });
         ids.len() == self.entries.len()
-            && self.entries.len() <= self.capacity
+            && self.entries.len() <= usize::from(self.capacity)
             && self.len_max <= self.capacity
-            && self.sent_len() <= self.len_max
+            && self.sent_len() <= usize::from(self.len_max)
             && sent_first
             && stages_match_qos
     }
@@ -276,6 +281,16 @@ mod tests {
         extra.packet_id = PacketId::new(99).expect("non-zero");
         inflight.entries.push_back(extra);
         assert!(!inflight.check_invariants(), "two entries in a window of one");
+    }
+
+    #[test]
+    fn an_empty_window_gives_its_room_back() {
+        let mut inflight = Inflight::new(4);
+        let id = inflight.insert(delivery(1, QoS::AtLeastOnce));
+        assert!(matches!(inflight.ack(id, AckKind::PubAck), Ok(Acked::Completed(_))));
+        assert!(inflight.entries.capacity() > 0);
+        inflight.release_room();
+        assert_eq!(inflight.entries.capacity(), 0);
     }
 
     #[test]

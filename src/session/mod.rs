@@ -41,6 +41,8 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use hashbrown::{HashMap, HashSet};
 
+use crate::small_map::SmallMap;
+
 use crate::message::Message;
 use crate::protocol::{
     codec, Ack, Connect, MeasuredPublish, Packet, PacketId, ProtocolVersion, ProtocolViolation,
@@ -61,18 +63,20 @@ enum AliasOut {
     New(u16),
 }
 
-/// The limits one session enforces.
+/// The limits one session enforces. Every session holds a copy, so 32 bits each
+/// where `usize` would double it: beyond four billion messages or bytes, a limit
+/// is as good as none.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionLimits {
     /// Unacknowledged QoS 1/2 messages toward the client.
     pub inflight_max: u16,
     /// Messages waiting in the mqueue.
-    pub mqueue_len_max: usize,
+    pub mqueue_len_max: u32,
     /// Whether QoS 0 messages wait in the mqueue too.
     pub mqueue_store_qos0: bool,
     /// Bytes pending in the connection's output buffer beyond which QoS 0 messages
     /// go to the mqueue instead (a slow reader must not grow the buffer forever).
-    pub out_buffer_max: usize,
+    pub out_buffer_max: u32,
 }
 
 /// What the session needs to know of the connection it writes to.
@@ -132,41 +136,73 @@ impl SubOptions {
     }
 }
 
-/// Counters of one session.
+/// Counters of one session, since the owner last took them
+/// ([`Session::take_stats`]): the shard adds them to its own after every call, so
+/// 32 bits never run out and every idle session keeps 20 bytes, not 64. Messages
+/// [`Session::deliver`] drops are not counted here: it returns them, with why.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SessionStats {
     /// Messages encoded toward the client (first transmissions only), by QoS.
-    pub sent: [u64; 3],
-    /// Messages dropped because the mqueue was full.
-    pub dropped_queue_full: u64,
-    /// QoS 0 messages dropped because QoS 0 is not queued.
-    pub dropped_qos0: u64,
-    /// Messages dropped because the shard's queued-bytes budget was spent.
-    pub dropped_budget: u64,
+    pub sent: [u32; 3],
     /// Messages dropped because their Message Expiry Interval passed before they
     /// could be sent [MQTT-3.3.2-5].
-    pub dropped_expired: u64,
+    pub dropped_expired: u32,
     /// Messages not sent because they exceed the client's Maximum Packet Size
     /// [MQTT-3.1.2-25], or the largest packet the protocol can frame (a message
     /// grows when re-encoded: a packet id, MQTT 5 properties) [MQTT-2.2.3].
-    pub dropped_too_large: u64,
+    pub dropped_too_large: u32,
 }
 
-/// Protocol state of one (connected or persisted) client.
+/// What a session holds for its messages: the window, the mqueue, the QoS 2 ids
+/// awaiting PUBREL and the outgoing aliases. A session with none of these (an idle
+/// device between commands) has no `Traffic`: the first message allocates it, and
+/// an idle moment that finds it all empty releases it ([`Session::release_room`]).
 #[derive(Debug)]
-pub struct Session {
-    client_id: ByteString,
-    limits: SessionLimits,
-    link: Link,
-    /// Outgoing topic aliases of the current connection: topic -> alias. Bounded by
-    /// the client's Topic Alias Maximum; reset at every connection [MQTT-3.3.2-7].
-    aliases_out: HashMap<ByteString, u16>,
-    subscriptions: HashMap<TopicFilter, SubOptions>,
+struct Traffic {
     inflight: Inflight,
     mqueue: Mqueue,
     /// Ids of QoS 2 messages received from the client and routed, whose PUBREL has
     /// not arrived. Bounded by the 65,535 possible packet ids.
     awaiting_rel: HashSet<PacketId>,
+    /// Outgoing topic aliases of the current connection: topic -> alias. Bounded by
+    /// the client's Topic Alias Maximum; reset at every connection [MQTT-3.3.2-7].
+    aliases_out: HashMap<ByteString, u16>,
+}
+
+impl Traffic {
+    fn new(limits: SessionLimits, link: Link) -> Traffic {
+        let mut inflight = Inflight::new(limits.inflight_max);
+        // Capped by `inflight_max`, the window's capacity.
+        inflight.set_len_max(link.receive_max);
+        Traffic {
+            inflight,
+            mqueue: Mqueue::new(limits.mqueue_len_max as usize, limits.mqueue_store_qos0),
+            awaiting_rel: HashSet::new(),
+            aliases_out: HashMap::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inflight.is_empty()
+            && self.mqueue.is_empty()
+            && self.awaiting_rel.is_empty()
+            && self.aliases_out.is_empty()
+    }
+}
+
+/// Protocol state of one (connected or persisted) client.
+///
+/// Every idle client holds one, so what it holds only while messages pass is
+/// boxed and allocated when they do ([`Traffic`]).
+#[derive(Debug)]
+pub struct Session {
+    client_id: ByteString,
+    limits: SessionLimits,
+    link: Link,
+    /// Usually one to three: inline or a vector until it holds many.
+    subscriptions: SmallMap<TopicFilter, SubOptions>,
+    /// `None` while it would be empty.
+    traffic: Option<Box<Traffic>>,
     online: bool,
     stats: SessionStats,
 }
@@ -178,14 +214,17 @@ impl Session {
             client_id,
             limits,
             link: Link::v3(ProtocolVersion::V311),
-            aliases_out: HashMap::new(),
-            subscriptions: HashMap::new(),
-            inflight: Inflight::new(limits.inflight_max),
-            mqueue: Mqueue::new(limits.mqueue_len_max, limits.mqueue_store_qos0),
-            awaiting_rel: HashSet::new(),
+            subscriptions: SmallMap::new(),
+            traffic: None,
             online: true,
             stats: SessionStats::default(),
         }
+    }
+
+    /// The session's traffic state, allocated by its first use.
+    fn traffic_mut(&mut self) -> &mut Traffic {
+        let (limits, link) = (self.limits, self.link);
+        self.traffic.get_or_insert_with(|| Box::new(Traffic::new(limits, link)))
     }
 
     /// Client identifier the session belongs to.
@@ -197,8 +236,11 @@ impl Session {
     /// now on. Call before [`Session::resume`].
     pub fn attach(&mut self, link: Link) {
         self.link = link;
-        self.aliases_out.clear();
-        self.inflight.set_len_max(self.limits.inflight_max.min(link.receive_max));
+        if let Some(traffic) = self.traffic.as_deref_mut() {
+            traffic.aliases_out.clear();
+            // Capped by `inflight_max`, the window's capacity.
+            traffic.inflight.set_len_max(link.receive_max);
+        }
     }
 
     /// The connection parameters in force.
@@ -211,24 +253,29 @@ impl Session {
         self.online
     }
 
-    /// A copy of the session's counters.
+    /// A copy of the session's counters since they were last taken.
     pub fn stats(&self) -> SessionStats {
         self.stats
     }
 
+    /// The session's counters since they were last taken, which restart at zero.
+    pub fn take_stats(&mut self) -> SessionStats {
+        std::mem::take(&mut self.stats)
+    }
+
     /// Number of messages waiting in the mqueue.
     pub fn mqueue_len(&self) -> usize {
-        self.mqueue.len()
+        self.traffic.as_ref().map_or(0, |t| t.mqueue.len())
     }
 
     /// Bytes held by queued messages.
     pub fn queued_bytes(&self) -> usize {
-        self.mqueue.bytes()
+        self.traffic.as_ref().map_or(0, |t| t.mqueue.bytes())
     }
 
     /// Number of unacknowledged QoS 1/2 messages.
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.traffic.as_ref().map_or(0, |t| t.inflight.len())
     }
 
     /// The subscriptions with their options, in no particular order.
@@ -274,30 +321,29 @@ impl Session {
         now_us: u64,
     ) -> Option<(Delivery, DropReason)> {
         if let Some(out) = out {
-            if self.online && self.mqueue.is_empty() && self.can_send_now(&delivery, out) {
+            if self.online && self.mqueue_len() == 0 && self.can_send_now(&delivery, out) {
                 self.transmit(delivery, out, now_us);
                 return None;
             }
         }
         if !may_queue {
-            self.stats.dropped_budget += 1;
             return Some((delivery, DropReason::Budget));
         }
-        let dropped = self.mqueue.push(delivery);
-        if let Some((_, reason)) = &dropped {
-            match reason {
-                DropReason::QueueFull => self.stats.dropped_queue_full += 1,
-                DropReason::Qos0NotStored => self.stats.dropped_qos0 += 1,
-                DropReason::Budget => self.stats.dropped_budget += 1,
-            }
+        let traffic = self.traffic_mut();
+        let dropped = traffic.mqueue.push(delivery);
+        if traffic.is_empty() {
+            // Nothing was queued (a QoS 0 message not stored): no empty state kept.
+            self.traffic = None;
         }
         dropped
     }
 
     fn can_send_now(&self, delivery: &Delivery, out: &BytesMut) -> bool {
         match delivery.qos {
-            QoS::AtMostOnce => out.len() < self.limits.out_buffer_max,
-            QoS::AtLeastOnce | QoS::ExactlyOnce => !self.inflight.is_full(),
+            QoS::AtMostOnce => out.len() < self.limits.out_buffer_max as usize,
+            QoS::AtLeastOnce | QoS::ExactlyOnce => {
+                !self.traffic.as_ref().is_some_and(|t| t.inflight.is_full())
+            }
         }
     }
 
@@ -314,7 +360,7 @@ impl Session {
             return;
         };
         if delivery.qos != QoS::AtMostOnce {
-            publish.set_packet_id(self.inflight.insert(delivery.clone()));
+            publish.set_packet_id(self.traffic_mut().inflight.insert(delivery.clone()));
         }
         publish.encode(out);
         self.alias_sent(&delivery.message.topic, alias);
@@ -390,11 +436,13 @@ impl Session {
         if self.link.topic_alias_max == 0 {
             return AliasOut::None;
         }
-        if let Some(alias) = self.aliases_out.get(topic.as_byte_string()) {
+        let aliases = self.traffic.as_ref().map(|t| &t.aliases_out);
+        if let Some(alias) = aliases.and_then(|a| a.get(topic.as_byte_string())) {
             return AliasOut::Known(*alias);
         }
-        if self.aliases_out.len() < usize::from(self.link.topic_alias_max) {
-            let next = u16::try_from(self.aliases_out.len() + 1).expect("below topic_alias_max");
+        let known = aliases.map_or(0, HashMap::len);
+        if known < usize::from(self.link.topic_alias_max) {
+            let next = u16::try_from(known + 1).expect("below topic_alias_max");
             return AliasOut::New(next);
         }
         AliasOut::None
@@ -403,7 +451,7 @@ impl Session {
     /// Records an alias the client now knows.
     fn alias_sent(&mut self, topic: &TopicName, alias: AliasOut) {
         if let AliasOut::New(alias) = alias {
-            self.aliases_out.insert(topic.as_byte_string().clone(), alias);
+            self.traffic_mut().aliases_out.insert(topic.as_byte_string().clone(), alias);
         }
     }
 
@@ -414,11 +462,11 @@ impl Session {
             return;
         }
         self.resend(out, now_us);
-        while let Some(front) = self.mqueue.front() {
+        while let Some(front) = self.traffic.as_ref().and_then(|t| t.mqueue.front()) {
             if !self.can_send_now(front, out) {
                 break;
             }
-            let delivery = self.mqueue.pop_front().expect("front() was Some");
+            let delivery = self.traffic_mut().mqueue.pop_front().expect("front() was Some");
             self.transmit(delivery, out, now_us);
         }
     }
@@ -467,7 +515,11 @@ impl Session {
         out: &mut BytesMut,
         now_us: u64,
     ) -> Result<Option<Delivery>, ProtocolViolation> {
-        match self.inflight.ack(id, kind)? {
+        let acked = match self.traffic.as_deref_mut() {
+            Some(traffic) => traffic.inflight.ack(id, kind)?,
+            None => Acked::Unknown,
+        };
+        match acked {
             Acked::Completed(entry) => {
                 self.drain(out, now_us);
                 Ok(Some(entry.delivery))
@@ -492,24 +544,26 @@ impl Session {
     /// routed, `false` for a resend of one already routed [MQTT-4.3.3-2]. PUBREC is
     /// sent either way (by the caller, who also answers QoS 1).
     pub fn on_incoming_qos2(&mut self, id: PacketId) -> bool {
-        self.awaiting_rel.insert(id)
+        self.traffic_mut().awaiting_rel.insert(id)
     }
 
     /// Number of QoS 2 messages from the client waiting for their PUBREL: what
     /// counts against the broker's Receive Maximum [MQTT-3.3.4-7].
     pub fn awaiting_rel_len(&self) -> usize {
-        self.awaiting_rel.len()
+        self.traffic.as_ref().map_or(0, |t| t.awaiting_rel.len())
     }
 
     /// Whether a QoS 2 message with this id from the client awaits its PUBREL.
     pub fn is_awaiting_rel(&self, id: PacketId) -> bool {
-        self.awaiting_rel.contains(&id)
+        self.traffic.as_ref().is_some_and(|t| t.awaiting_rel.contains(&id))
     }
 
     /// PUBREL from the client: forget the id and answer PUBCOMP, also for an unknown
     /// id, so that a client resending PUBREL after a reconnect completes [MQTT-4.3.3-2].
     pub fn on_pubrel(&mut self, id: PacketId, out: &mut BytesMut) {
-        self.awaiting_rel.remove(&id);
+        if let Some(traffic) = self.traffic.as_deref_mut() {
+            traffic.awaiting_rel.remove(&id);
+        }
         codec::encode(&Packet::PubComp(Ack::new(id)), self.link.protocol, out);
     }
 
@@ -523,14 +577,16 @@ impl Session {
     /// Size is dropped from the window.
     pub fn resume(&mut self, out: &mut BytesMut, now_us: u64) {
         self.online = true;
-        self.inflight.unsend_all();
+        if let Some(traffic) = self.traffic.as_deref_mut() {
+            traffic.inflight.unsend_all();
+        }
         self.drain(out, now_us);
     }
 
     /// Resends, in order, the window's entries not yet sent on this connection, as
     /// long as its window has room.
     fn resend(&mut self, out: &mut BytesMut, now_us: u64) {
-        while let Some(entry) = self.inflight.next_resend() {
+        while let Some(entry) = self.traffic.as_deref_mut().and_then(|t| t.inflight.next_resend()) {
             let packet_id = entry.packet_id;
             if entry.stage == Stage::PubCompDue {
                 codec::encode(&Packet::PubRel(Ack::new(packet_id)), self.link.protocol, out);
@@ -541,7 +597,7 @@ impl Session {
             let mut views = [None, None];
             let Some((mut publish, alias)) = self.measure(&delivery, expiry, true, &mut views)
             else {
-                self.inflight.remove(packet_id);
+                self.traffic_mut().inflight.remove(packet_id);
                 self.stats.dropped_too_large += 1;
                 continue;
             };
@@ -564,25 +620,48 @@ impl Session {
     /// and not yet acknowledged (queued, or sent without any acknowledgement): the
     /// client is leaving, so another member of the group gets it.
     pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let Some(traffic) = self.traffic.as_deref_mut() else { return Vec::new() };
         let mut taken: Vec<Delivery> =
-            self.inflight.take_shared().into_iter().map(|e| e.delivery).collect();
-        taken.extend(self.mqueue.take_shared());
+            traffic.inflight.take_shared().into_iter().map(|e| e.delivery).collect();
+        taken.extend(traffic.mqueue.take_shared());
         taken
     }
 
-    /// The connection is gone. A persistent session keeps everything.
+    /// The connection is gone. A persistent session keeps everything but the
+    /// connection's aliases, and gives back the room it does not use.
     pub fn go_offline(&mut self) {
         self.online = false;
+        if let Some(traffic) = self.traffic.as_deref_mut() {
+            traffic.aliases_out.clear();
+        }
+        self.release_room();
+    }
+
+    /// Gives back what the traffic state keeps allocated beyond what it holds, all
+    /// of it when empty: after one message, an idle client would otherwise keep a
+    /// window of four entries for good. For an idle moment, not after every
+    /// message, so a busy subscriber does not allocate per message.
+    pub fn release_room(&mut self) {
+        if self.traffic.as_deref().is_some_and(Traffic::is_empty) {
+            self.traffic = None;
+        } else if let Some(traffic) = self.traffic.as_deref_mut() {
+            traffic.inflight.release_room();
+            traffic.mqueue.release_room();
+        }
     }
 
     /// Whether a message waits (queued or unacknowledged).
     pub fn has_pending(&self) -> bool {
-        !self.mqueue.is_empty() || !self.inflight.is_empty()
+        self.traffic.as_ref().is_some_and(|t| !t.mqueue.is_empty() || !t.inflight.is_empty())
     }
 
     /// Whether the internal invariants of the session and its queues hold.
     pub fn check_invariants(&self) -> bool {
-        self.inflight.check_invariants() && self.mqueue.check_invariants()
+        let traffic = self
+            .traffic
+            .as_deref()
+            .map_or(true, |t| t.inflight.check_invariants() && t.mqueue.check_invariants());
+        traffic && self.subscriptions.check_invariants()
     }
 }
 

@@ -115,6 +115,12 @@ impl Mqueue {
         self.items.is_empty()
     }
 
+    /// Gives back the room the queue keeps beyond its messages (all of it when
+    /// empty): it keeps the capacity of its largest backlog otherwise.
+    pub fn release_room(&mut self) {
+        self.items.shrink_to_fit();
+    }
+
     /// Removes and returns the queued copies of shared subscriptions (their member
     /// is leaving: another member gets them).
     pub fn take_shared(&mut self) -> Vec<Delivery> {

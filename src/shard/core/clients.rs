@@ -11,10 +11,8 @@
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use hashbrown::HashMap;
 
 use crate::hooks::{AuthRequest, AuthStep, ClientInfo};
-use crate::message::Publisher;
 use crate::protocol::{
     codec, Auth, ConnAck, Connect, Disconnect, LastWill, Packet, Properties, Props,
     ProtocolVersion, ProtocolViolation, ReasonCode,
@@ -25,7 +23,7 @@ use crate::session::{Link, Session};
 use super::rate::TokenBucket;
 use super::timers::{keep_alive_grace, secs_to_ticks, ticks, Timer};
 use super::wills::will_delay;
-use super::{out_buffer, Close, Conn, ConnId, Core, Now, SessionEntry};
+use super::{out_buffer, Close, Conn, ConnId, Core, Now, Rates, ReAuth, SessionEntry, SessionKey};
 
 /// The outcome of an enhanced authentication exchange, for CONNACK.
 #[derive(Clone, Debug)]
@@ -122,29 +120,27 @@ impl Core {
             keep_alive_secs: terms.keep_alive_secs,
             shard: self.id,
         };
-        let id = self.new_conn(now, client_id.clone(), info, protocol, &terms, auth.as_ref());
         let session_present = self.take_over(&client_id, connect.clean_session);
-        if !session_present {
+        let key = if session_present {
+            self.sessions.key(&client_id).expect("resumed")
+        } else {
             let session = Session::new(client_id.clone(), self.config.session);
             self.session_serial += 1;
-            self.sessions.insert(
-                client_id.clone(),
-                Box::new(SessionEntry {
-                    session,
-                    serial: self.session_serial,
-                    conn: None,
-                    will: None,
-                    pending_will: None,
-                    expiry_secs: terms.expiry_secs,
-                    expires_at: None,
-                }),
-            );
-        }
+            self.sessions.insert(Box::new(SessionEntry {
+                session,
+                serial: self.session_serial,
+                conn: None,
+                will: None,
+                pending_will: None,
+                expiry_secs: terms.expiry_secs,
+                expires_at: None,
+            }))
+        };
+        let id = self.new_conn(now, info, key, &terms, auth.as_ref());
         let link = Link::of(&connect);
         let properties = self.connack_properties(assigned.then(|| client_id.clone()), &terms, auth);
-        let entry = self.sessions.get_mut(&client_id).expect("inserted or present above");
+        let entry = self.sessions.by_key_mut(key).expect("inserted or present above");
         let conn = &mut self.conns[id.slot()];
-        conn.source = Publisher { shard: self.id as u32, session: entry.serial };
         entry.conn = Some(id);
         entry.session.attach(link);
         entry.expiry_secs = terms.expiry_secs;
@@ -214,9 +210,8 @@ impl Core {
     fn new_conn(
         &mut self,
         now: Now,
-        client_id: ByteString,
         info: ClientInfo,
-        protocol: ProtocolVersion,
+        session: SessionKey,
         terms: &Terms,
         auth: Option<&AuthOutcome>,
     ) -> ConnId {
@@ -225,33 +220,33 @@ impl Core {
         let rates = (self.config.publish_rate_max.is_some()
             || self.config.publish_bytes_rate_max.is_some())
         .then(|| {
-            Box::new((
-                self.config.publish_rate_max.map(|rate| TokenBucket::new(rate, now.ms)),
-                self.config.publish_bytes_rate_max.map(|rate| TokenBucket::new(rate, now.ms)),
-            ))
+            Box::new(Rates {
+                messages: self.config.publish_rate_max.map(|rate| TokenBucket::new(rate, now.ms)),
+                payload_bytes: self
+                    .config
+                    .publish_bytes_rate_max
+                    .map(|rate| TokenBucket::new(rate, now.ms)),
+                paused_until_ms: None,
+            })
         });
+        let auth = auth.map(|a| Box::new(ReAuth { method: a.method.clone(), round: 0 }));
         let slot = self.conns.insert(Conn {
             serial,
-            client_id,
+            subacks_pending: 0,
             info,
-            protocol,
-            source: Publisher { shard: self.id as u32, session: 0 },
-            aliases_in: HashMap::new(),
-            auth_method: auth.map(|a| a.method.clone()),
-            auth_round: 0,
-            expiry_was_zero: terms.expiry_secs == Some(0),
+            session,
+            aliases_in: None,
+            auth,
+            rates,
             out: BytesMut::new(),
             ready: 0,
             close: None,
             last_seen_ms: now.ms,
-            keep_alive_secs: terms.keep_alive_secs,
-            subacks_pending: 0,
+            last_progress_ms: now.ms,
+            expiry_was_zero: terms.expiry_secs == Some(0),
             dirty: false,
             in_backlog: false,
-            last_progress_ms: now.ms,
             publisher: false,
-            rates,
-            paused_until_ms: None,
         });
         ConnId { slot: u32::try_from(slot).expect("fewer than 2^32 connections"), serial }
     }
@@ -343,14 +338,14 @@ impl Core {
             return;
         }
         let conn = self.conns.remove(id.slot());
-        let reason = conn.close.clone().unwrap_or(reason);
+        let reason = conn.close.map_or(reason, |close| *close);
         self.stats.connections -= 1;
         self.hooks.client_disconnected(&conn.info, reason.describe());
         if matches!(reason, Close::Violation(_) | Close::Malformed(_)) {
             self.stats.protocol_errors += 1;
         }
         self.pending_subacks.retain(|p| p.conn != id);
-        let Some(entry) = self.sessions.get_mut(&conn.client_id) else { return };
+        let Some(entry) = self.sessions.get_mut(&conn.info.client_id) else { return };
         if entry.conn != Some(id) {
             // Taken over: the session belongs to the new connection now.
             return;
@@ -362,12 +357,12 @@ impl Core {
         // What shared subscriptions dispatched here and the client did not take
         // goes to another member [MQTT-4.8.2-4..6].
         let orphans = entry.session.take_shared();
-        let client_id = conn.client_id;
+        let client_id = conn.info.client_id.clone();
         if entry.persistent() {
             if let Some(secs) = expiry_secs {
                 let at = ticks(now) + secs_to_ticks(secs);
                 entry.expires_at = Some(at);
-                self.wheel.schedule(at, Timer::SessionExpiry(client_id.clone()));
+                self.wheel.schedule(at, Timer::SessionExpiry(Box::new(client_id.clone())));
             }
             if let Some(will) = will {
                 self.defer_will(*will, conn.info, expiry_secs);
@@ -384,11 +379,11 @@ impl Core {
 
     /// Drops a session and its subscriptions.
     pub(super) fn remove_session(&mut self, client_id: &ByteString) {
-        let Some(entry) = self.sessions.remove(client_id) else { return };
+        let Some((key, entry)) = self.sessions.remove(client_id) else { return };
         self.stats.queued_bytes -= entry.session.queued_bytes() as u64;
         let filters: Vec<_> = entry.session.subscriptions().map(|(f, _)| f.clone()).collect();
         for filter in filters {
-            self.remove_local_sub(&filter, client_id);
+            self.remove_local_sub(&filter, key, client_id);
         }
         if let Some(pending) = entry.pending_will {
             let (will, info, _) = *pending;
@@ -470,7 +465,7 @@ impl Core {
                 (_, Some(cap)) => Some(u64::from(secs).min(cap)),
                 (_, None) => Some(u64::from(secs)),
             };
-            if let Some(entry) = self.sessions.get_mut(&conn.client_id) {
+            if let Some(entry) = self.sessions.get_mut(&conn.info.client_id) {
                 if entry.conn == Some(id) {
                     entry.expiry_secs = expiry;
                 }
@@ -487,12 +482,13 @@ impl Core {
     /// AUTH from a connected MQTT 5 client: re-authentication [MQTT-4.12.1].
     fn on_auth(&mut self, id: ConnId, auth: &Auth) -> Result<(), Close> {
         let conn = &self.conns[id.slot()];
-        let Some(method) = conn.auth_method.clone() else {
+        let Some(reauth) = conn.auth.as_deref() else {
             return Err(Close::Violation(ProtocolViolation::protocol_error(
                 "MQTT-4.12.0-6",
                 "AUTH from a client that did not authenticate with a method in CONNECT",
             )));
         };
+        let (method, conn_round) = (reauth.method.clone(), reauth.round);
         if auth.properties.authentication_method.as_ref() != Some(&method) {
             return Err(Close::Violation(ProtocolViolation::protocol_error(
                 "MQTT-4.12.1-1",
@@ -500,8 +496,8 @@ impl Core {
             )));
         }
         let round = match auth.reason {
-            ReasonCode::RE_AUTHENTICATE if conn.auth_round == 0 => 0,
-            ReasonCode::CONTINUE_AUTHENTICATION if conn.auth_round > 0 => conn.auth_round,
+            ReasonCode::RE_AUTHENTICATE if conn_round == 0 => 0,
+            ReasonCode::CONTINUE_AUTHENTICATION if conn_round > 0 => conn_round,
             _ => {
                 return Err(Close::Violation(ProtocolViolation::protocol_error(
                     "MQTT-4.12.0-2",
@@ -510,7 +506,7 @@ impl Core {
             }
         };
         let step = self.hooks.client_authenticate(&AuthRequest {
-            client_id: &conn.client_id,
+            client_id: &conn.info.client_id,
             username: conn.info.username.as_deref(),
             method: &method,
             data: auth.properties.authentication_data.as_deref(),
@@ -524,7 +520,7 @@ impl Core {
             }
             AuthStep::Fail(code) => return Err(Close::AuthFailed(code)),
         };
-        self.conns[id.slot()].auth_round = next_round;
+        self.conns[id.slot()].auth.as_mut().expect("checked above").round = next_round;
         let properties = Properties {
             authentication_method: Some(method),
             authentication_data: data,

@@ -10,13 +10,12 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use bytestring::ByteString;
 
-use crate::message::{Message, Publisher};
+use crate::message::Message;
 use crate::metrics::ShardStats;
-use crate::session::{Delivery, DropReason, Session, SessionStats};
+use crate::session::{Delivery, DropReason, Session};
 
-use super::{out_buffer, ConnId, Core, Now};
+use super::{out_buffer, ConnId, Core, Now, SessionKey};
 
 /// How long a backlogged subscriber may go without completing a write before it
 /// counts as stuck rather than busy.
@@ -27,31 +26,33 @@ impl Core {
     pub(super) fn deliver_local(&mut self, message: &Arc<Message>) {
         let mut targets = std::mem::take(&mut self.scratch);
         let mut filters = 0;
-        let publisher = message.publisher;
+        // The publishing session, if it is one of this shard's.
         let shard = self.id as u32;
-        self.local_subs.for_each_match(message.topic.as_str(), |_, clients| {
+        let publisher = message.publisher.filter(|p| p.shard == shard).map(|p| p.session);
+        let sessions = &self.sessions;
+        let is_publisher = |key: SessionKey| {
+            publisher.is_some_and(|serial| sessions.by_key(key).is_some_and(|e| e.serial == serial))
+        };
+        self.local_subs.for_each_match(message.topic.as_str(), |_, subscribers| {
             filters += 1;
             targets.extend(
-                clients
+                subscribers
                     .iter()
                     // No Local: not back to the publishing client [MQTT-3.8.3-3].
-                    .filter(|(_, sub)| {
-                        let own = Publisher { shard, session: sub.session };
-                        !(sub.options.no_local && publisher == Some(own))
-                    })
-                    .map(|(c, sub)| (c.clone(), sub.options)),
+                    .filter(|(key, options)| !(options.no_local && is_publisher(**key)))
+                    .map(|(key, options)| (*key, *options)),
             );
         });
         if filters > 1 {
-            targets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            targets.sort_unstable_by_key(|(key, _)| *key);
         }
         let mut targets_iter = targets.drain(..).peekable();
-        while let Some((client_id, first)) = targets_iter.next() {
+        while let Some((key, first)) = targets_iter.next() {
             let mut qos = first.qos;
             let mut retain = first.retain_as_published;
             let mut sub_ids: Vec<u32> = first.id.into_iter().collect();
             // Overlapping subscriptions of one client: one copy [MQTT-3.3.5-1].
-            while let Some((_, more)) = targets_iter.next_if(|(next, _)| *next == client_id) {
+            while let Some((_, more)) = targets_iter.next_if(|(next, _)| *next == key) {
                 qos = qos.max(more.qos);
                 retain |= more.retain_as_published;
                 sub_ids.extend(more.id);
@@ -65,7 +66,7 @@ impl Core {
                 sub_ids,
                 shared: None,
             };
-            self.deliver_to(&client_id, delivery);
+            self.deliver_to(key, delivery);
         }
         drop(targets_iter);
         self.scratch = targets;
@@ -73,8 +74,8 @@ impl Core {
 
     /// Gives one delivery to one session: into its connection's output, or its
     /// queue.
-    pub(super) fn deliver_to(&mut self, client_id: &ByteString, delivery: Delivery) {
-        let Some(entry) = self.sessions.get_mut(client_id) else { return };
+    pub(super) fn deliver_to(&mut self, key: SessionKey, delivery: Delivery) {
+        let Some(entry) = self.sessions.by_key_mut(key) else { return };
         let before = SentSnapshot::of(&entry.session);
         let may_queue = self.stats.queued_bytes < self.config.queued_bytes_max;
         let now_us = self.now.unix_us;
@@ -109,8 +110,8 @@ impl Core {
             }
             None => entry.session.deliver(delivery, None, may_queue, now_us),
         };
-        let entry = self.sessions.get(client_id).expect("present above");
-        before.count(&mut self.stats, &entry.session);
+        let entry = self.sessions.by_key_mut(key).expect("present above");
+        before.count(&mut self.stats, &mut entry.session);
         match dropped.map(|(_, reason)| reason) {
             Some(DropReason::Budget) => self.stats.dropped_budget += 1,
             Some(DropReason::QueueFull | DropReason::Qos0NotStored) => {
@@ -128,13 +129,10 @@ impl Core {
         f: impl FnOnce(&mut Session, &mut BytesMut) -> R,
     ) -> Option<R> {
         let conn = self.conns.get_mut(id.slot()).filter(|c| c.serial == id.serial)?;
-        let entry = self.sessions.get_mut(&conn.client_id)?;
-        if entry.conn != Some(id) {
-            return None;
-        }
+        let entry = self.sessions.by_key_mut(conn.session).filter(|e| e.conn == Some(id))?;
         let before = SentSnapshot::of(&entry.session);
         let result = f(&mut entry.session, out_buffer(conn, &mut self.spare_out));
-        before.count(&mut self.stats, &entry.session);
+        before.count(&mut self.stats, &mut entry.session);
         self.mark_dirty(id);
         Some(result)
     }
@@ -145,7 +143,7 @@ impl Core {
         let Some(conn) = self.conn(id) else { return };
         let queued = self
             .sessions
-            .get(&conn.client_id)
+            .by_key(conn.session)
             .is_some_and(|e| e.session.mqueue_len() > 0 && e.conn == Some(id));
         if queued {
             let now_us = self.now.unix_us;
@@ -168,7 +166,9 @@ impl Core {
                 return false;
             };
             let open = conn.close.is_none();
-            let queued = sessions.get(&conn.client_id).is_some_and(|e| e.session.mqueue_len() > 0);
+            let queued = sessions
+                .by_key(conn.session)
+                .is_some_and(|e| e.conn == Some(*id) && e.session.mqueue_len() > 0);
             let keep = open && (queued || conn.out.len() > out_max);
             conn.in_backlog = keep;
             keep
@@ -180,26 +180,24 @@ impl Core {
     }
 }
 
-/// A session's counters before a call, to add what the call sent, queued and
+/// A session's queued bytes before a call, to add what the call sent, queued and
 /// dropped to the shard's counters.
 pub(super) struct SentSnapshot {
-    stats: SessionStats,
     queued_bytes: usize,
 }
 
 impl SentSnapshot {
     pub(super) fn of(session: &Session) -> SentSnapshot {
-        SentSnapshot { stats: session.stats(), queued_bytes: session.queued_bytes() }
+        SentSnapshot { queued_bytes: session.queued_bytes() }
     }
 
-    pub(super) fn count(self, stats: &mut ShardStats, session: &Session) {
-        let after = session.stats();
-        for ((out, now), then) in stats.messages_out.iter_mut().zip(after.sent).zip(self.stats.sent)
-        {
-            *out += now - then;
+    pub(super) fn count(self, stats: &mut ShardStats, session: &mut Session) {
+        let taken = session.take_stats();
+        for (out, sent) in stats.messages_out.iter_mut().zip(taken.sent) {
+            *out += u64::from(sent);
         }
-        stats.dropped_expired += after.dropped_expired - self.stats.dropped_expired;
-        stats.dropped_too_large += after.dropped_too_large - self.stats.dropped_too_large;
+        stats.dropped_expired += u64::from(taken.dropped_expired);
+        stats.dropped_too_large += u64::from(taken.dropped_too_large);
         stats.queued_bytes =
             stats.queued_bytes + session.queued_bytes() as u64 - self.queued_bytes as u64;
     }

@@ -17,17 +17,21 @@ pub(super) fn check(core: &Core) -> bool {
         && core.sessions.values().all(|e| e.session.check_invariants())
 }
 
-/// A session's `conn` names a live connection of the same client id; a live
-/// connection is named by at most one session.
+/// The session table is consistent; a session's `conn` names a live connection
+/// of the same client id that names the session back; a live connection is named
+/// by at most one session.
 fn sessions_and_conns(core: &Core) -> bool {
+    if !core.sessions.check_invariants() {
+        return false;
+    }
     let mut owned = 0;
-    for (client_id, entry) in &core.sessions {
-        if entry.session.client_id() != client_id {
-            return false;
-        }
+    for (key, entry) in core.sessions.iter() {
+        let client_id = entry.session.client_id();
         if let Some(id) = entry.conn {
             match core.conn(id) {
-                Some(conn) if conn.client_id == *client_id => owned += 1,
+                Some(conn) if conn.info.client_id == *client_id && conn.session == key => {
+                    owned += 1
+                }
                 _ => return false,
             }
             if entry.pending_will.is_some() {
@@ -42,7 +46,8 @@ fn sessions_and_conns(core: &Core) -> bool {
 fn subscriptions_agree(core: &Core) -> bool {
     let mut local = 0;
     let mut shared_online = 0;
-    for (client_id, entry) in &core.sessions {
+    for (key, entry) in core.sessions.iter() {
+        let client_id = entry.session.client_id();
         for (filter, _) in entry.session.subscriptions() {
             if filter.is_shared() {
                 let member =
@@ -52,9 +57,10 @@ fn subscriptions_agree(core: &Core) -> bool {
                 }
                 shared_online += usize::from(member);
             } else {
-                let held = core.local_subs.get(filter.as_str()).is_some_and(|clients| {
-                    clients.get(client_id).is_some_and(|s| s.session == entry.serial)
-                });
+                let held = core
+                    .local_subs
+                    .get(filter.as_str())
+                    .is_some_and(|subscribers| subscribers.contains_key(&key));
                 if !held {
                     return false;
                 }
@@ -62,9 +68,10 @@ fn subscriptions_agree(core: &Core) -> bool {
             }
         }
     }
-    let trie_count: usize = core.local_subs.iter().map(|(_, clients)| clients.len()).sum();
+    // With the count, every key in the index is a live session's.
+    let trie_count: usize = core.local_subs.iter().map(|(_, subscribers)| subscribers.len()).sum();
     let members: usize = core.shared_local.values().map(|g| g.members.len()).sum();
-    let no_empty = core.local_subs.iter().all(|(_, c)| !c.is_empty())
+    let no_empty = core.local_subs.iter().all(|(_, c)| !c.is_empty() && c.check_invariants())
         && core.shared_local.values().all(|g| !g.members.is_empty());
     let own_routes =
         core.local_subs.iter().all(|(f, _)| core.routes.shards_of(f).contains(core.id))

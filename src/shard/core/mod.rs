@@ -29,7 +29,8 @@
 //! - A session lives in exactly one shard's `sessions`: `owner_shard(client_id)`
 //!   (or this shard, for an assigned id).
 //! - A connection belongs to at most one session, and a session's `conn` names a
-//!   live connection whose `client_id` is the session's.
+//!   live connection whose client id is the session's and whose `session` key
+//!   names it back.
 //! - Subscriptions are held in three places that agree: a session's own
 //!   subscriptions; `local_subs` (non-shared filters -> sessions); `shared_local`
 //!   (shared filters -> online members). This shard's bit in its own route replica
@@ -46,6 +47,7 @@ mod outbox;
 mod publish;
 pub(crate) mod rate;
 mod retained;
+mod sessions;
 mod shared;
 #[cfg(test)]
 mod sim;
@@ -62,18 +64,20 @@ use hashbrown::HashMap;
 use slab::Slab;
 
 use crate::hooks::{ClientInfo, Hooks};
-use crate::message::{MessageIdGen, Publisher};
+use crate::message::MessageIdGen;
 use crate::metrics::{ShardSnapshot, ShardStats};
 use crate::protocol::{codec, DecodeError, Limits, ProtocolVersion, ProtocolViolation, ReasonCode};
-use crate::protocol::{Disconnect, LastWill, Packet, TopicName};
+use crate::protocol::{Disconnect, Packet, TopicName};
 use crate::router::{LocalGroup, RouteTable, SharedRoutes, SharedStrategy, SubTrie};
-use crate::session::{Session, SessionLimits, SubOptions};
+use crate::session::{SessionLimits, SubOptions};
+use crate::small_map::SmallMap;
 
 pub(crate) use clients::AuthOutcome;
 pub(crate) use messages::{ApiPublish, CtrlMsg, DataMsg, Handoff};
 use outbox::Batches;
 use rate::TokenBucket;
 use retained::Retained;
+use sessions::{SessionEntry, SessionKey, Sessions};
 use timers::{Timer, Wheel};
 
 /// How many written output buffers a shard keeps for reuse, and the largest it
@@ -225,27 +229,31 @@ pub(crate) struct CoreConfig {
 
 /// The MQTT state of one connection. The socket and its read state stay with the
 /// IO layer; output is encoded into `out` and taken by the IO layer.
+///
+/// Every idle connection pays for each field here: what few connections use (MQTT
+/// 5 topic aliases, re-authentication, rate limits, a close decision) is boxed,
+/// and what the session or `info` already knows is not stored again.
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// Tells this connection from a later one in the same slot.
     serial: u32,
-    pub client_id: ByteString,
-    /// What hooks are told about the client.
+    /// SUBACKs of this connection held for route acknowledgements. While any is
+    /// pending the connection processes no further packet, so the client's own
+    /// packets keep their order relative to the SUBACK.
+    subacks_pending: u32,
+    /// What hooks are told about the client; also the connection's client id,
+    /// protocol level (the layout of every packet after CONNECT) and keep-alive.
     pub info: ClientInfo,
-    /// The protocol level: decides the layout of every packet after CONNECT.
-    pub protocol: ProtocolVersion,
-    /// The session the connection's messages come from (No Local).
-    source: Publisher,
+    /// The session the connection is attached to: its messages come from it (No
+    /// Local). The connection owns it while the session's `conn` names it.
+    session: SessionKey,
     /// Topic aliases the client set (MQTT 5), at most `topic_alias_max`; they live
-    /// as long as the connection [MQTT-3.3.2-7].
-    aliases_in: HashMap<u16, TopicName>,
+    /// as long as the connection [MQTT-3.3.2-7]. Allocated by the first alias.
+    aliases_in: Option<Box<HashMap<u16, TopicName>>>,
     /// The Authentication Method of CONNECT, for re-authentication (MQTT 5).
-    auth_method: Option<ByteString>,
-    /// Rounds of the current re-authentication exchange.
-    auth_round: u32,
-    /// Whether CONNECT's Session Expiry Interval was 0: a DISCONNECT may then not
-    /// set another [MQTT-3.14.2-2].
-    expiry_was_zero: bool,
+    auth: Option<Box<ReAuth>>,
+    /// Publish rate limits, when configured.
+    rates: Option<Box<Rates>>,
     /// Packets encoded for the client, not yet taken by the IO layer. Empty and
     /// without an allocation while there is nothing to send.
     out: BytesMut,
@@ -255,62 +263,47 @@ pub(crate) struct Conn {
     /// message having left this shard).
     ready: usize,
     /// Set when the broker ends the connection; the IO layer closes the socket.
-    close: Option<Close>,
+    close: Option<Box<Close>>,
     /// Milliseconds (of [`Now::ms`]) of the last packet received.
     last_seen_ms: u64,
-    keep_alive_secs: u16,
-    /// SUBACKs of this connection held for route acknowledgements. While any is
-    /// pending the connection processes no further packet, so the client's own
-    /// packets keep their order relative to the SUBACK.
-    subacks_pending: u32,
+    /// When a write to the client last completed: tells a busy subscriber from a
+    /// stuck one.
+    last_progress_ms: u64,
+    /// Whether CONNECT's Session Expiry Interval was 0: a DISCONNECT may then not
+    /// set another [MQTT-3.14.2-2].
+    expiry_was_zero: bool,
     /// Whether the connection is in `to_wake`.
     dirty: bool,
     /// Whether the connection is in `backlogged`.
     in_backlog: bool,
-    /// When a write to the client last completed: tells a busy subscriber from a
-    /// stuck one.
-    last_progress_ms: u64,
     /// Whether the client has published: only publishers pause for backpressure,
     /// so a subscriber's acknowledgements are always read.
     publisher: bool,
-    /// Publish rate limits (messages, payload bytes), when configured.
-    rates: Option<Box<(Option<TokenBucket>, Option<TokenBucket>)>>,
-    /// Set when a rate limit is exceeded: no reading before then (ms).
-    paused_until_ms: Option<u64>,
 }
 
-/// A session and what ties it to a connection.
-#[derive(Debug)]
-struct SessionEntry {
-    session: Session,
-    /// This shard's serial number of the session, for [`Publisher`].
-    serial: u64,
-    conn: Option<ConnId>,
-    /// The will of the current connection (boxed: most clients have none, and
-    /// every idle session pays for the space).
-    will: Option<Box<LastWill>>,
-    /// A will waiting for its Will Delay Interval (MQTT 5) while the session is
-    /// offline, and the tick it is due at [MQTT-3.1.3-9].
-    pending_will: Option<Box<(LastWill, ClientInfo, u64)>>,
-    /// Seconds the session outlives its connection: `None` forever, `Some(0)` not
-    /// at all (a clean session).
-    expiry_secs: Option<u64>,
-    /// Shard clock tick at which an offline persistent session is removed.
-    expires_at: Option<u64>,
-}
-
-impl SessionEntry {
-    /// Whether the session outlives its connection.
-    fn persistent(&self) -> bool {
-        self.expiry_secs != Some(0)
+impl Conn {
+    /// The time before which the connection is not read (over a rate limit).
+    fn paused_until_ms(&self) -> Option<u64> {
+        self.rates.as_ref().and_then(|r| r.paused_until_ms)
     }
 }
 
-/// One local subscription: its options and the serial of its session.
-#[derive(Clone, Copy, Debug)]
-struct LocalSub {
-    options: SubOptions,
-    session: u64,
+/// A connection's MQTT 5 re-authentication state [MQTT-4.12.1].
+#[derive(Debug)]
+struct ReAuth {
+    /// The Authentication Method of CONNECT: re-authentication must use it.
+    method: ByteString,
+    /// Rounds of the current re-authentication exchange.
+    round: u32,
+}
+
+/// A connection's publish rate limits.
+#[derive(Debug)]
+struct Rates {
+    messages: Option<TokenBucket>,
+    payload_bytes: Option<TokenBucket>,
+    /// Set when a limit is exceeded: no reading before then (ms).
+    paused_until_ms: Option<u64>,
 }
 
 /// Why [`Core::handle_input`] stopped before the end of the input.
@@ -336,11 +329,10 @@ pub(crate) struct Core {
     hooks: Arc<Hooks>,
     conns: Slab<Conn>,
     next_conn_serial: u32,
-    /// Boxed entries: a table of pointers keeps its load-factor slack small, and
-    /// growing it moves 40-byte buckets, not whole sessions.
-    sessions: HashMap<ByteString, Box<SessionEntry>>,
-    /// Filter -> this shard's subscribed clients, their options and session serial.
-    local_subs: SubTrie<HashMap<ByteString, LocalSub>>,
+    sessions: Sessions,
+    /// Filter -> this shard's subscribed sessions and their options (most filters
+    /// have one subscriber: inline, or a vector until they have many).
+    local_subs: SubTrie<SmallMap<SessionKey, SubOptions>>,
     /// The serial number of the last session created.
     session_serial: u64,
     routes: RouteTable,
@@ -370,8 +362,8 @@ pub(crate) struct Core {
     ids: MessageIdGen,
     wheel: Wheel<Timer>,
     next_assigned_id: u64,
-    /// Scratch for matching: (client id, options), reused across publishes.
-    scratch: Vec<(ByteString, SubOptions)>,
+    /// Scratch for matching: (session, options), reused across publishes.
+    scratch: Vec<(SessionKey, SubOptions)>,
     /// Closed while a local subscriber that is still reading is backlogged, or
     /// too many ring batches overflowed: the shard stops reading publishers.
     readers_paused: bool,
@@ -411,7 +403,7 @@ impl Core {
             hooks,
             conns: Slab::new(),
             next_conn_serial: 0,
-            sessions: HashMap::new(),
+            sessions: Sessions::default(),
             local_subs: SubTrie::new(),
             session_serial: 0,
             routes: RouteTable::new(shards),
@@ -480,7 +472,7 @@ impl Core {
         let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.serial == id.serial) else {
             return;
         };
-        codec::encode(packet, conn.protocol, out_buffer(conn, &mut self.spare_out));
+        codec::encode(packet, conn.info.protocol, out_buffer(conn, &mut self.spare_out));
         self.mark_dirty(id);
     }
 
@@ -488,7 +480,7 @@ impl Core {
     /// closes the socket when it sees it.
     pub fn close(&mut self, id: ConnId, reason: Close) {
         let Some(conn) = self.conn_mut(id) else { return };
-        conn.close.get_or_insert(reason);
+        conn.close.get_or_insert_with(|| Box::new(reason));
         self.mark_dirty(id);
     }
 
@@ -527,7 +519,7 @@ impl Core {
 
     /// Why the broker ends `id`, once it decided to.
     pub fn close_reason(&self, id: ConnId) -> Option<&Close> {
-        self.conn(id).and_then(|c| c.close.as_ref())
+        self.conn(id).and_then(|c| c.close.as_deref())
     }
 
     /// The next ring batch for another shard: control batches first, as route
@@ -551,7 +543,7 @@ impl Core {
 
     /// The client id of connection `id` (empty once it ended), for logs.
     pub fn client_id(&self, id: ConnId) -> ByteString {
-        self.conn(id).map(|c| c.client_id.clone()).unwrap_or_default()
+        self.conn(id).map(|c| c.info.client_id.clone()).unwrap_or_default()
     }
 
     /// End of a processing pass: cut the batches filled during it and decide the
@@ -604,7 +596,7 @@ impl Core {
     pub fn handle_input(&mut self, now: Now, id: ConnId, buf: &mut BytesMut) -> Held {
         self.now = now;
         let Some(conn) = self.conn(id) else { return Held::Closing };
-        let limits = self.limits(conn.protocol);
+        let limits = self.limits(conn.info.protocol);
         loop {
             let Some(conn) = self.conn(id) else { return Held::Closing };
             if conn.close.is_some() {
@@ -616,12 +608,13 @@ impl Core {
             // A backlogged subscriber is not paused even if it publishes: its
             // acknowledgements are what drains it.
             let (paused_until, pausable) =
-                (conn.paused_until_ms, conn.publisher && !conn.in_backlog);
+                (conn.paused_until_ms(), conn.publisher && !conn.in_backlog);
             if let Some(until) = paused_until {
                 if until > now.ms {
                     return Held::RateLimited(until);
                 }
-                self.conn_mut(id).expect("live").paused_until_ms = None;
+                let rates = self.conn_mut(id).and_then(|c| c.rates.as_mut());
+                rates.expect("paused by a rate limit").paused_until_ms = None;
             }
             // A publisher stops mid-buffer when backpressure starts; the rest of its
             // buffer waits for the gate, so nothing more is read meanwhile.
@@ -670,10 +663,10 @@ impl Core {
     /// why [MQTT-4.13.2-1]. Returns what is left to write.
     pub fn take_last_words(&mut self, id: ConnId) -> Option<BytesMut> {
         let conn = self.conn_mut(id)?;
-        if conn.protocol.is_v5() {
-            if let Some(reason) = conn.close.as_ref().and_then(Close::reason_code) {
+        if conn.info.protocol.is_v5() {
+            if let Some(reason) = conn.close.as_deref().and_then(Close::reason_code) {
                 let packet = Packet::Disconnect(Disconnect::new(reason));
-                codec::encode(&packet, conn.protocol, &mut conn.out);
+                codec::encode(&packet, conn.info.protocol, &mut conn.out);
             }
         }
         conn.ready = 0;
@@ -722,5 +715,29 @@ impl Core {
     /// Checks the invariants of the module docs; O(sessions + subscriptions).
     pub fn check_invariants(&self) -> bool {
         invariants::check(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::{SessionKey, SmallMap, SubOptions};
+
+    /// Every idle connection holds one `Conn`, one `SessionEntry` and, per
+    /// subscription, an entry of each of its subscription maps: these bounds keep
+    /// them from growing back unnoticed (issue 19: memory per idle connection).
+    #[test]
+    fn per_connection_state_stays_small() {
+        let sizes = [
+            ("Conn", size_of::<super::Conn>(), 184),
+            ("SessionEntry", size_of::<super::SessionEntry>(), 224),
+            ("Session", size_of::<crate::session::Session>(), 152),
+            ("local_subs value", size_of::<SmallMap<SessionKey, SubOptions>>(), 24),
+            ("wheel entry", size_of::<(u64, super::Timer)>(), 24),
+        ];
+        for (name, size, max) in sizes {
+            assert!(size <= max, "{name} grew to {size} bytes (at most {max})");
+        }
     }
 }

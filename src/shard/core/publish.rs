@@ -30,7 +30,7 @@ impl Core {
     pub(super) fn on_publish(&mut self, id: ConnId, mut publish: Publish) -> Result<(), Close> {
         let conn = &mut self.conns[id.slot()];
         conn.publisher = true;
-        let v5 = conn.protocol.is_v5();
+        let v5 = conn.info.protocol.is_v5();
         self.stats.messages_in[publish.qos.qos() as usize] += 1;
         self.stats.bytes_in += publish.payload.len() as u64;
         let topic = self.resolve_topic(id, &mut publish, v5)?;
@@ -78,13 +78,17 @@ impl Core {
             }
         };
         if route {
-            let source = self.conns[id.slot()].source;
+            // The session the connection owns (a connection taken over reads no
+            // more packets, so it always owns one here).
+            let conn = &self.conns[id.slot()];
+            let serial = self.sessions.by_key(conn.session).filter(|e| e.conn == Some(id));
+            let source = serial.map(|e| Publisher { shard: self.id as u32, session: e.serial });
             let message = self.new_message(
                 topic,
                 publish.payload,
                 publish.qos.qos(),
                 publish.retain,
-                Some(source),
+                source,
                 publish.properties,
             );
             // The hooks see the connection's client info; cloned only when a hook
@@ -141,13 +145,13 @@ impl Core {
             PublishTopic::Name(topic) => {
                 if let Some(alias) = set_alias {
                     alias_valid(alias, max)?;
-                    aliases.insert(alias, topic.detached());
+                    aliases.get_or_insert_with(Box::default).insert(alias, topic.detached());
                 }
                 Ok(topic.clone())
             }
             PublishTopic::Alias(alias) => {
                 alias_valid(*alias, max)?;
-                aliases.get(alias).cloned().ok_or(Close::Violation(
+                aliases.as_ref().and_then(|a| a.get(alias)).cloned().ok_or(Close::Violation(
                     ProtocolViolation::protocol_error(
                         "MQTT-3.3.2-12",
                         "an empty topic name with a topic alias that was never set",
@@ -168,13 +172,14 @@ impl Core {
         let now_ms = self.now.ms;
         let conn = &mut self.conns[id.slot()];
         let Some(rates) = conn.rates.as_mut() else { return };
-        let wait_msgs = rates.0.as_mut().and_then(|b| b.take(1, now_ms));
-        let wait_bytes = rates.1.as_mut().and_then(|b| b.take(payload_len as u64, now_ms));
+        let wait_msgs = rates.messages.as_mut().and_then(|b| b.take(1, now_ms));
+        let wait_bytes =
+            rates.payload_bytes.as_mut().and_then(|b| b.take(payload_len as u64, now_ms));
         if let Some(wait) = wait_msgs.max(wait_bytes) {
-            if conn.paused_until_ms.is_none() {
+            if rates.paused_until_ms.is_none() {
                 self.stats.limit_publish_rate += 1;
             }
-            conn.paused_until_ms = Some(now_ms + wait.max(1));
+            rates.paused_until_ms = Some(now_ms + wait.max(1));
         }
     }
 

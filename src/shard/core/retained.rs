@@ -194,7 +194,7 @@ impl Core {
     pub(super) fn query_retained(
         &mut self,
         client_id: &ByteString,
-        filter: TopicFilter,
+        filter: &TopicFilter,
         qos: QoS,
         sub_id: Option<u32>,
         query: u64,
@@ -207,7 +207,7 @@ impl Core {
         let mut remote = 0;
         for shard in targets {
             if shard == self.id {
-                let messages = self.retained.matching(&filter, self.now.unix_us);
+                let messages = self.retained.matching(filter, self.now.unix_us);
                 self.deliver_retained(client_id, qos, sub_id, messages);
             } else {
                 remote += 1;
@@ -232,12 +232,13 @@ impl Core {
         sub_id: Option<u32>,
         messages: Vec<Arc<Message>>,
     ) {
+        let Some(session) = self.sessions.key(client_id) else { return };
         for message in messages {
             let qos = message.qos.min(qos);
             // [MQTT-3.3.1-8]: sent because of a new subscription, so RETAIN is set.
             let mut delivery = Delivery::new(message, qos, true);
             delivery.sub_ids.extend(sub_id);
-            self.deliver_to(client_id, delivery);
+            self.deliver_to(session, delivery);
         }
     }
 }

@@ -109,8 +109,10 @@ impl Core {
             }
             return;
         };
-        let Some(options) = self.sessions.get(&member).and_then(|e| e.session.subscription(filter))
-        else {
+        let session = self.sessions.key(&member);
+        let options =
+            session.and_then(|key| self.sessions.by_key(key)?.session.subscription(filter));
+        let (Some(session), Some(options)) = (session, options) else {
             debug_assert!(false, "a group member without its subscription: {member}");
             self.stats.dropped_no_subscribers += 1;
             return;
@@ -122,7 +124,7 @@ impl Core {
             shared: Some(filter.clone()),
             message,
         };
-        self.deliver_to(&member, delivery);
+        self.deliver_to(session, delivery);
     }
 
     /// What shared subscriptions dispatched to a member that left, and it did not

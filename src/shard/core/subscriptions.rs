@@ -12,16 +12,16 @@
 //! - While a connection has a held SUBACK it processes no further packet.
 
 use bytestring::ByteString;
-use hashbrown::HashMap;
 
 use crate::protocol::{
     Filter, Packet, Props, ProtocolViolation, ReasonCode, RetainHandling, SubAck, Subscribe,
     TopicFilter, UnsubAck, Unsubscribe,
 };
 use crate::session::SubOptions;
+use crate::small_map::SmallMap;
 
 use super::messages::CtrlMsg;
-use super::{Close, ConnId, Core, LocalSub};
+use super::{Close, ConnId, Core, SessionKey};
 
 /// A SUBACK held until other shards acknowledge route revision `rev`.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ pub(super) struct PendingSubAck {
 impl Core {
     pub(super) fn on_subscribe(&mut self, id: ConnId, subscribe: Subscribe) -> Result<(), Close> {
         let conn = &self.conns[id.slot()];
-        let client_id = conn.client_id.clone();
+        let (client_id, session) = (conn.info.client_id.clone(), conn.session);
         // One identifier for every filter of the SUBSCRIBE [MQTT-3.8.2.1.2].
         let sub_id = subscribe.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
@@ -90,8 +90,7 @@ impl Core {
             };
             // Kept as long as the session: detach it from the read buffer.
             let filter = request.filter.detached();
-            let Some(previous) = self.with_session(id, |s, _| s.subscribe(filter.clone(), options))
-            else {
+            let Some(previous) = self.with_session(id, |s, _| s.subscription(&filter)) else {
                 return Ok(());
             };
             codes.push(ReasonCode::granted(request.qos));
@@ -101,17 +100,21 @@ impl Core {
                 if previous.is_none() {
                     self.join_shared(&filter, &client_id);
                 }
-                continue;
+            } else {
+                self.add_local_sub(&filter, session, options);
+                let send_retained = match request.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => previous.is_none(),
+                    RetainHandling::DoNotSend => false,
+                };
+                if send_retained {
+                    answers_due +=
+                        self.query_retained(&client_id, &filter, request.qos, sub_id, query);
+                }
             }
-            self.add_local_sub(&filter, &client_id, options);
-            let send_retained = match request.retain_handling {
-                RetainHandling::SendAtSubscribe => true,
-                RetainHandling::SendIfNew => previous.is_none(),
-                RetainHandling::DoNotSend => false,
-            };
-            if send_retained {
-                answers_due += self.query_retained(&client_id, filter, request.qos, sub_id, query);
-            }
+            // The session takes the filter last, by move: a clone would give its
+            // bytes a shared header for as long as the subscription lives.
+            self.with_session(id, |s, _| s.subscribe(filter, options));
         }
         let suback = SubAck { packet_id: subscribe.packet_id, codes, properties: Props::default() };
         if self.route_rev_acked() && answers_due == 0 {
@@ -130,7 +133,8 @@ impl Core {
     }
 
     pub(super) fn on_unsubscribe(&mut self, id: ConnId, unsubscribe: Unsubscribe) {
-        let client_id = self.conns[id.slot()].client_id.clone();
+        let conn = &self.conns[id.slot()];
+        let (client_id, session) = (conn.info.client_id.clone(), conn.session);
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in unsubscribe.filters {
             let Some(filter) = self.hooks.client_unsubscribe(&self.conns[id.slot()].info, filter)
@@ -140,7 +144,7 @@ impl Core {
             };
             let existed = self.with_session(id, |s, _| s.unsubscribe(&filter));
             if existed == Some(true) {
-                self.remove_local_sub(&filter, &client_id);
+                self.remove_local_sub(&filter, session, &client_id);
                 codes.push(ReasonCode::SUCCESS);
             } else {
                 codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
@@ -151,24 +155,30 @@ impl Core {
         self.send(id, &Packet::UnsubAck(unsuback));
     }
 
-    fn add_local_sub(&mut self, filter: &TopicFilter, client_id: &ByteString, options: SubOptions) {
-        let Some(session) = self.sessions.get(client_id).map(|e| e.serial) else { return };
-        let clients = self.local_subs.get_or_insert_with(filter.as_str(), HashMap::new);
-        let first = clients.is_empty();
-        clients.insert(client_id.clone(), LocalSub { options, session });
+    fn add_local_sub(&mut self, filter: &TopicFilter, session: SessionKey, options: SubOptions) {
+        let subscribers = self.local_subs.get_or_insert_with(filter.as_str(), SmallMap::new);
+        let first = subscribers.is_empty();
+        subscribers.insert(session, options);
         if first {
             self.announce_route(filter, true);
         }
     }
 
-    pub(super) fn remove_local_sub(&mut self, filter: &TopicFilter, client_id: &ByteString) {
+    /// Removes the subscription of `session` (of `client_id`) to `filter` from
+    /// this shard's index or its shared group.
+    pub(super) fn remove_local_sub(
+        &mut self,
+        filter: &TopicFilter,
+        session: SessionKey,
+        client_id: &ByteString,
+    ) {
         if filter.is_shared() {
             self.leave_shared(filter, client_id);
             return;
         }
-        let Some(clients) = self.local_subs.get_mut(filter.as_str()) else { return };
-        clients.remove(client_id);
-        if clients.is_empty() {
+        let Some(subscribers) = self.local_subs.get_mut(filter.as_str()) else { return };
+        subscribers.remove(&session);
+        if subscribers.is_empty() {
             self.local_subs.remove(filter.as_str());
             self.announce_route(filter, false);
         }

@@ -12,6 +12,10 @@
 
 const SLOTS: usize = 256;
 
+/// Entries a slot may keep room for without holding them: below this, shrinking
+/// would cost more allocations than it frees memory.
+const SLOT_SPARE_MIN: usize = 64;
+
 /// The wheel; `K` identifies what a deadline belongs to.
 #[derive(Debug)]
 pub(super) struct Wheel<K> {
@@ -44,6 +48,11 @@ impl<K> Wheel<K> {
                     i += 1;
                 }
             }
+            // A slot that held a burst of deadlines (a connection storm) gives the
+            // room back once they are due, rather than keep it for good.
+            if slot.capacity() > SLOT_SPARE_MIN && slot.len() < slot.capacity() / 4 {
+                slot.shrink_to(slot.len() * 2);
+            }
         }
         self.now = self.now.max(now);
     }
@@ -68,5 +77,18 @@ mod tests {
         assert!(due.is_empty(), "same slot, next turn: not yet");
         wheel.advance(1000, &mut due);
         assert_eq!(due, vec!["b"]);
+    }
+
+    #[test]
+    fn a_slot_gives_back_the_room_of_a_burst() {
+        let mut wheel = Wheel::new(0);
+        for i in 0..1000 {
+            wheel.schedule(5, i);
+        }
+        wheel.schedule(5 + SLOTS as u64, 1000);
+        let mut due = Vec::new();
+        wheel.advance(5, &mut due);
+        assert_eq!(due.len(), 1000);
+        assert!(wheel.slots[5].capacity() <= SLOT_SPARE_MIN.max(2), "room kept for one entry");
     }
 }

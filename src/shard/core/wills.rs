@@ -52,7 +52,7 @@ impl Core {
         let client_id = info.client_id.clone();
         let Some(entry) = self.sessions.get_mut(&client_id) else { return };
         entry.pending_will = Some(Box::new((will, info, at)));
-        self.wheel.schedule(at, Timer::Will(client_id));
+        self.wheel.schedule(at, Timer::Will(Box::new(client_id)));
     }
 
     /// A delayed will may be due.
