@@ -52,6 +52,9 @@ use super::Shard;
 /// arrive between two reaps. 4 MiB per shard by default, whatever the number of
 /// connections.
 pub(crate) const RECV_BUFFER_BYTES: u32 = 4096;
+/// Completions one reap takes before it lets the pass run.
+const REAP_SLICE: usize = 256;
+
 /// Submission slots of the socket ring: sends and re-armed receives of one pass.
 pub(crate) const RING_ENTRIES: u32 = 1024;
 
@@ -280,9 +283,17 @@ impl Sockets {
 
 impl Shard {
     /// Takes every completion the ring has and processes the input it brought.
-    pub(super) fn reap(&mut self) {
+    ///
+    /// At most [`REAP_SLICE`] completions at a time: under a flood the ring always
+    /// has more, and a reaper that never stops starves the pass, so output waits
+    /// and input piles up (measured: 145 ms p99 latency and 5x the RSS in a QoS 0
+    /// fan-in). Returns whether it stopped with completions left.
+    pub(super) fn reap(&mut self) -> bool {
         let mut any = false;
-        while let Some(completion) = self.sockets.ring.next(&mut self.pool) {
+        let mut left = REAP_SLICE;
+        while left > 0 {
+            let Some(completion) = self.sockets.ring.next(&mut self.pool) else { break };
+            left -= 1;
             any = true;
             match completion {
                 Completion::Accepted { listener, result, more } => {
@@ -300,6 +311,7 @@ impl Shard {
         if any {
             self.schedule_pass();
         }
+        left == 0
     }
 
     /// The socket side of the end of a pass, after the ring batches left: every
@@ -321,8 +333,12 @@ impl Shard {
             warn!("socket ring: submit failed: {e}");
         }
         // Sends usually complete within the submission: take them now, so their
-        // buffers come back and the next pass can refill the connections.
-        self.reap();
+        // buffers come back and the next pass can refill the connections. What is
+        // left was posted during the submission, which signals nothing: wake the
+        // reaper for it.
+        if self.reap() {
+            self.sockets.ring.signal();
+        }
     }
 
     /// The timers of the sockets, at every tick: handshakes past their deadline,

@@ -168,6 +168,18 @@ impl Ring {
         &self.eventfd
     }
 
+    /// Signals the eventfd as a completion would: the reaper wakes for completions
+    /// that are left and signalled nothing.
+    pub fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
+        let written =
+            unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if written != 8 {
+            tracing::error!("socket ring: eventfd write failed: {}", io::Error::last_os_error());
+        }
+    }
+
     /// Arms a multishot accept on listener `fd` (index `listener`).
     pub fn accept(&mut self, fd: RawFd, listener: usize) {
         let entry = opcode::AcceptMulti::new(Fd(fd))
