@@ -142,6 +142,9 @@ pub struct ShardSnapshot {
     pub socket_receives: u64,
     /// Receives that ended because every provided buffer was in use (re-armed).
     pub socket_buffers_exhausted: u64,
+    /// Closing sockets shut down because their last send did not end within
+    /// `connect_timeout` (a peer that stopped reading).
+    pub socket_closes_forced: u64,
     /// The worst lateness of the shard's tick during the last second, in
     /// microseconds: how long ready work waited for the event loop.
     pub lag_max_us: u64,
@@ -200,6 +203,7 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         t.socket_enters += s.socket_enters;
         t.socket_receives += s.socket_receives;
         t.socket_buffers_exhausted += s.socket_buffers_exhausted;
+        t.socket_closes_forced += s.socket_closes_forced;
         t.lag_max_us = t.lag_max_us.max(s.lag_max_us);
     }
     t
@@ -334,6 +338,13 @@ pub fn prometheus_text(
         "Receives ended because every provided buffer was in use",
         snapshots,
         |s| s.socket_buffers_exhausted,
+    );
+    counter(
+        &mut r,
+        "socket_closes_forced",
+        "Closing sockets shut down because their last send did not end in time",
+        snapshots,
+        |s| s.socket_closes_forced,
     );
     counter(
         &mut r,

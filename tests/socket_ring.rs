@@ -187,3 +187,40 @@ fn a_publisher_paused_by_a_slow_subscriber_resumes_and_loses_nothing() {
         "the publisher was never paused: the test did not test backpressure"
     );
 }
+
+#[test]
+fn a_taken_over_subscriber_that_stopped_reading_is_shut_down_in_time() {
+    // The old connection of a takeover has a send in flight that never ends: its
+    // client reads nothing. Within `connect_timeout` the broker shuts its socket
+    // down instead of keeping the descriptor and the send for ever.
+    let broker = start(Config {
+        connect_timeout: Duration::from_secs(1),
+        metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..Config::test()
+    });
+    let addr = addr(&broker);
+    let id = client_id_on_shard("mute-sub", 1, SHARDS);
+    let topic = topic_on_shard("ring-mute", 1, SHARDS);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut mute = Raw::from_stream(socket.into());
+    mute.send(&Packet::Connect(common::connect_packet(&id, true)));
+    assert!(matches!(mute.recv(), Packet::ConnAck(_)));
+    mute.subscribe(&[(&topic, QoS::AtMostOnce)]);
+    // 16 MB of QoS 0 toward it: far more than its socket buffers take.
+    let (mut publisher, _) = Raw::connect(addr, &client_id_on_shard("mute-pub", 0, SHARDS), true);
+    let packet =
+        encode(&publish_packet(&topic, &[1u8; 16 * 1024], QoS::AtMostOnce, None, false, false));
+    for _ in 0..1024 {
+        publisher.send_bytes(&packet);
+    }
+    publisher.sync();
+    let metrics = broker.metrics_addr().expect("metrics listener");
+    let before = metric(metrics, "socket_closes_forced_total", 1);
+    // The takeover closes the old connection while its send is stuck.
+    let (_new, _) = Raw::connect(addr, &id, true);
+    let forced = metric_reaches(metrics, "socket_closes_forced_total", 1, before + 1);
+    assert!(forced > before, "the stuck connection was never shut down");
+    drop(mute);
+}

@@ -212,6 +212,7 @@ impl Shard {
         snapshot.socket_enters = ring.enters;
         snapshot.socket_receives = ring.recv_completions;
         snapshot.socket_buffers_exhausted = ring.buffers_exhausted;
+        snapshot.socket_closes_forced = self.sockets.closes_forced;
         snapshot.lag_max_us = self.lag_max_us;
         self.lag_max_us = 0;
         snapshot

@@ -22,6 +22,8 @@
 //! - A link whose input is held (SUBACK pending, rate limit, backpressure) has its
 //!   receive cancelled: what the client sends next waits in the kernel's socket
 //!   buffer, and TCP backpressure reaches the client.
+//! - A closing link waits at most `connect_timeout` for its last operations; then
+//!   its socket is shut down, which ends them.
 //! - A hand-off moves a socket with no receive armed (the handshake reads one
 //!   completion at a time), so no byte is read by the shard that gives it away.
 
@@ -162,6 +164,11 @@ pub(crate) struct Sockets {
     accept_bucket: Option<TokenBucket>,
     /// Set at shutdown: no more accepting.
     stopped: bool,
+    /// Closing links still waiting for the kernel (a last send to a peer that does
+    /// not read), and the ticks they have waited.
+    lingering: Vec<(LinkId, u32)>,
+    /// Closing links shut down because their last operations did not end in time.
+    pub closes_forced: u64,
 }
 
 impl Sockets {
@@ -181,6 +188,8 @@ impl Sockets {
                 .collect(),
             accept_bucket,
             stopped: false,
+            lingering: Vec::new(),
+            closes_forced: 0,
         }
     }
 
@@ -272,12 +281,31 @@ impl Sockets {
     /// `last` is sent.
     fn close_link(&mut self, id: LinkId, last: Option<BytesMut>) {
         let Some(link) = self.link(id) else { return };
+        let already = matches!(link.phase, Phase::Closing);
         link.phase = Phase::Closing;
         if let Some(last) = last {
             self.send_extra(id, last);
         }
         self.stop_reading(id);
         self.free_if_done(id);
+        if !already && self.link(id).is_some() {
+            self.lingering.push((id, 0));
+        }
+    }
+
+    /// Shuts down closing links that waited `limit` ticks: a peer that stopped
+    /// reading would otherwise hold its descriptor and last send for ever. The
+    /// shutdown ends their operations (EPIPE), and their completions free them.
+    fn shut_lingering(&mut self, limit: u32) {
+        for (id, ticks) in std::mem::take(&mut self.lingering) {
+            let Some(link) = self.link(id) else { continue };
+            if ticks + 1 < limit {
+                self.lingering.push((id, ticks + 1));
+                continue;
+            }
+            let _ = socket2::SockRef::from(&link.fd).shutdown(std::net::Shutdown::Both);
+            self.closes_forced += 1;
+        }
     }
 }
 
@@ -379,6 +407,8 @@ impl Shard {
         for id in due {
             self.sockets.queue(id);
         }
+        let limit = (self.config.connect_timeout.as_millis() as u64).div_ceil(super::TICK_MS);
+        self.sockets.shut_lingering(u32::try_from(limit).unwrap_or(u32::MAX));
         self.sockets.arm_listeners(now_ms);
         self.process_pending();
         self.schedule_pass();
