@@ -260,6 +260,18 @@ impl Sockets {
         self.ring.recv(fd, id.token(), once);
     }
 
+    /// Before CONNACK, a packet is still partial: read the rest, or close the link
+    /// if the client ended its side.
+    fn await_more(&mut self, id: LinkId) {
+        let Some(link) = self.link(id) else { return };
+        link.tail.settle();
+        if link.ended {
+            self.close_link(id, None);
+        } else {
+            self.read(id);
+        }
+    }
+
     /// Stops the link's multishot receive (its input is held or it closes).
     fn stop_reading(&mut self, id: LinkId) {
         let Some(link) = self.link(id) else { return };
@@ -618,20 +630,21 @@ impl Shard {
 
     /// Processes the input of every queued link.
     fn process_pending(&mut self) {
+        // One clock read for the batch: it is processed within one turn.
+        let now = self.now();
         while let Some(id) = self.sockets.pending.pop() {
             let Some(link) = self.sockets.link(id) else { continue };
             link.queued = false;
             match link.phase {
                 Phase::Handshake => self.process_handshake(id),
                 Phase::Auth(_) => self.process_auth(id),
-                Phase::Connected(conn) => self.process_connected(id, conn),
+                Phase::Connected(conn) => self.process_connected(now, id, conn),
                 Phase::Closing => self.sockets.free_if_done(id),
             }
         }
     }
 
-    fn process_connected(&mut self, id: LinkId, conn: ConnId) {
-        let now = self.now();
+    fn process_connected(&mut self, now: super::core::Now, id: LinkId, conn: ConnId) {
         let link = self.sockets.link(id).expect("queued link is live");
         let held = if link.tail.is_empty() {
             Held::No
@@ -677,12 +690,7 @@ impl Shard {
         let connect = match decoded {
             Ok(Some(Packet::Connect(connect))) => connect,
             Ok(None) => {
-                link.tail.settle();
-                if link.ended {
-                    self.sockets.close_link(id, None);
-                } else {
-                    self.sockets.read(id);
-                }
+                self.sockets.await_more(id);
                 return;
             }
             Ok(Some(other)) => {
@@ -807,12 +815,7 @@ impl Shard {
         let link = self.sockets.link(id).expect("queued link is live");
         let next = match codec::decode(link.tail.bytes(), &limits) {
             Ok(None) => {
-                link.tail.settle();
-                if link.ended {
-                    self.sockets.close_link(id, None);
-                } else {
-                    self.sockets.read(id);
-                }
+                self.sockets.await_more(id);
                 return;
             }
             Ok(Some(packet)) => Some(packet),
