@@ -19,6 +19,7 @@
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,7 +32,7 @@ use glommio::{
 };
 use tracing::info;
 
-use crate::config::{Config, ConfigError, SharedStrategy};
+use crate::config::{Config, ConfigError, ListenerConfig, SharedStrategy};
 use crate::hooks::Hooks;
 use crate::net;
 use crate::protocol::{ProtocolViolation, QoS, TopicName};
@@ -120,6 +121,13 @@ impl BrokerBuilder {
     /// Starts from `config` instead of the defaults.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Adds a listener, as a `[[listener]]` block of the file does (beside those of
+    /// `listen`).
+    pub fn listener(mut self, listener: ListenerConfig) -> Self {
+        self.config.listeners.push(listener);
         self
     }
 

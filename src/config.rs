@@ -19,7 +19,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZero, NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize, ParseIntError};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -96,6 +96,157 @@ impl fmt::Display for SharedStrategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let value = clap::ValueEnum::to_possible_value(self).expect("no variant is skipped");
         f.write_str(value.get_name())
+    }
+}
+
+/// How the clients of a listener speak to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// MQTT over TCP.
+    #[default]
+    Mqtt,
+    /// MQTT over TLS.
+    Mqtts,
+    /// MQTT over WebSocket (subprotocol `mqtt`).
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl ListenerKind {
+    /// Whether the listener speaks TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, ListenerKind::Mqtts | ListenerKind::Wss)
+    }
+
+    /// Whether the listener speaks WebSocket.
+    pub fn websocket(self) -> bool {
+        matches!(self, ListenerKind::Ws | ListenerKind::Wss)
+    }
+}
+
+impl fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ListenerKind::Mqtt => "mqtt",
+            ListenerKind::Mqtts => "mqtts",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Wss => "wss",
+        })
+    }
+}
+
+/// One `[[listener]]` block of the config file, in the spirit of Mosquitto's
+/// `listener` sections:
+///
+/// ```toml
+/// [[listener]]
+/// kind = "mqtts"
+/// bind = "0.0.0.0:8883"
+/// cert = "/etc/shardmq/server.pem"
+/// key = "/etc/shardmq/server.key"
+/// ```
+///
+/// Unset settings take the broker-wide ones (`allow_anonymous`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `mqtt` (the default), `mqtts`, `ws` or `wss`.
+    #[serde(default)]
+    pub kind: ListenerKind,
+    /// The address to listen on.
+    pub bind: SocketAddr,
+    /// Whether clients without a user name may connect here.
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
+    /// Whether every connection starts with a PROXY protocol (v1 or v2) header, as
+    /// load balancers send it; one without a valid header is closed.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Most connections on this listener, each shard an equal share (rounded up).
+    #[serde(default)]
+    pub max_connections: Option<NonZeroUsize>,
+    /// WebSocket: the HTTP path clients connect to.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// TLS: the certificate chain (PEM).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// TLS: the private key of the certificate (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// TLS: the CAs client certificates are verified against (PEM).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// TLS: revoked client certificates (PEM CRLs).
+    #[serde(default)]
+    pub crl_file: Option<PathBuf>,
+    /// TLS: whether a client must present a certificate `ca_file` verifies.
+    #[serde(default)]
+    pub require_certificate: bool,
+    /// TLS: the client certificate's subject CN (or first SAN) is the user name,
+    /// and the certificate its credential.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+}
+
+impl ListenerConfig {
+    /// A plain MQTT listener on `bind` with the broker-wide settings.
+    pub fn mqtt(bind: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            kind: ListenerKind::Mqtt,
+            bind,
+            allow_anonymous: None,
+            proxy_protocol: false,
+            max_connections: None,
+            path: None,
+            cert: None,
+            key: None,
+            ca_file: None,
+            crl_file: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+        }
+    }
+
+    /// The WebSocket path, `/mqtt` unless set.
+    pub fn ws_path(&self) -> &str {
+        self.path.as_deref().unwrap_or("/mqtt")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let at = |reason: String| invalid("listener", format!("{} {}: {reason}", self.kind, self.bind));
+        if self.kind.tls() {
+            if self.cert.is_none() || self.key.is_none() {
+                return Err(at("a TLS listener needs `cert` and `key`".to_owned()));
+            }
+        } else {
+            let tls_only = [
+                ("cert", self.cert.is_some()),
+                ("key", self.key.is_some()),
+                ("ca_file", self.ca_file.is_some()),
+                ("crl_file", self.crl_file.is_some()),
+                ("require_certificate", self.require_certificate),
+                ("use_identity_as_username", self.use_identity_as_username),
+            ];
+            if let Some((name, _)) = tls_only.iter().find(|(_, set)| *set) {
+                return Err(at(format!("`{name}` is for TLS listeners (kind mqtts or wss)")));
+            }
+        }
+        if (self.require_certificate || self.crl_file.is_some()) && self.ca_file.is_none() {
+            return Err(at("client certificates need `ca_file` to verify them".to_owned()));
+        }
+        if self.use_identity_as_username && !self.require_certificate {
+            return Err(at("`use_identity_as_username` needs `require_certificate`".to_owned()));
+        }
+        match &self.path {
+            Some(_) if !self.kind.websocket() => {
+                Err(at("`path` is for WebSocket listeners (kind ws or wss)".to_owned()))
+            }
+            Some(path) if !path.starts_with('/') => Err(at(format!("path {path:?} must start with /"))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -177,6 +328,22 @@ macro_rules! for_each_setting {
             /// authentication).
             connect_timeout: Duration = Duration::from_secs(10)
                 => connect_timeout_secs: Secs, { value_name = "SECS" };
+            /// Password file (`user:hash` lines; `shardmq passwd` writes it, Mosquitto's
+            /// `mosquitto_passwd` files read as they are). Reloaded on SIGHUP.
+            password_file: Option<PathBuf> = None
+                => password_file: PathBuf, { value_name = "FILE" } "none";
+            /// ACL file in Mosquitto's `acl_file` syntax; with one, a client may use only
+            /// the topics it grants. Reloaded on SIGHUP.
+            acl_file: Option<PathBuf> = None
+                => acl_file: PathBuf, { value_name = "FILE" } "none";
+            /// Whether clients without a user name may connect, on listeners that do not
+            /// say otherwise.
+            allow_anonymous: Option<bool> = None
+                => allow_anonymous: bool, { value_name = "BOOL" }
+                "true without a password_file, false with one";
+            /// Failed logins per minute from one address (per shard) after which its
+            /// further CONNECTs are refused until the minute passes; 0: no limit.
+            login_failures_max: u32 = 10 => login_failures_max: u32, {};
             /// Seconds an offline persistent MQTT 3 session is kept, and the cap on an
             /// MQTT 5 client's Session Expiry Interval; 0 keeps sessions forever.
             session_expiry: Option<Duration> = Some(Duration::from_secs(2 * 60 * 60))
@@ -279,11 +446,13 @@ macro_rules! declare_settings {
         #[derive(Clone, Debug, PartialEq)]
         pub struct Config {
             $( $(#[doc = $doc])* pub $field: $ty, )*
+            /// Listeners of the file's `[[listener]]` blocks, beside those of `listen`.
+            pub listeners: Vec<ListenerConfig>,
         }
 
         impl Default for Config {
             fn default() -> Self {
-                Config { $( $field: $default, )* }
+                Config { $( $field: $default, )* listeners: Vec::new() }
             }
         }
 
@@ -293,11 +462,17 @@ macro_rules! declare_settings {
         #[serde(default, deny_unknown_fields)]
         pub struct ConfigLayer {
             $( $(#[doc = $doc])* #[arg(long, $($arg)*)] $key: Option<$written>, )*
+            /// `[[listener]]` blocks: the file only, a flag cannot hold one.
+            #[arg(skip)]
+            listener: Option<Vec<ListenerConfig>>,
         }
 
         impl Config {
             /// Overrides every setting `layer` sets.
             fn apply_each(&mut self, layer: ConfigLayer) {
+                if let Some(listeners) = layer.listener {
+                    self.listeners = listeners;
+                }
                 $(
                     if let Some(written) = layer.$key {
                         self.$field = <$written as Written<$ty>>::value(written);
@@ -344,7 +519,7 @@ macro_rules! written_as_is {
         }
     )*};
 }
-written_as_is!(u16, u64, usize, f64, bool, String, SocketAddr, SharedStrategy);
+written_as_is!(u16, u32, u64, usize, f64, bool, String, SocketAddr, SharedStrategy);
 written_as_is!(NonZeroU16, NonZeroU32, NonZeroUsize);
 
 /// Optional settings written as their value when set, absent when not.
@@ -360,7 +535,7 @@ macro_rules! written_when_set {
         }
     )*};
 }
-written_when_set!(NonZeroUsize, SocketAddr);
+written_when_set!(NonZeroUsize, SocketAddr, bool);
 
 /// Optional settings written as a count, 0 for `None`.
 macro_rules! written_zero_is_none {
@@ -402,6 +577,15 @@ impl Written<Option<String>> for String {
     }
     fn written(value: &Option<String>) -> Option<String> {
         value.clone()
+    }
+}
+
+impl Written<Option<PathBuf>> for PathBuf {
+    fn value(self) -> Option<PathBuf> {
+        Some(self).filter(|path| !path.as_os_str().is_empty())
+    }
+    fn written(value: &Option<PathBuf>) -> Option<String> {
+        value.as_ref().map(|path| path.display().to_string())
     }
 }
 
@@ -485,12 +669,18 @@ impl Config {
     }
 
     /// Overrides the settings `layer` sets. A layer setting `cores` without `cpus`
-    /// also drops the `cpus` below it: `--cores 4` wins over a file's CPU list.
+    /// also drops the `cpus` below it: `--cores 4` wins over a file's CPU list. A
+    /// layer with `[[listener]]` blocks and no `listen` drops the `listen` below it:
+    /// a file that declares its listeners gets those, not 1883 as well.
     pub fn apply(&mut self, layer: ConfigLayer) {
         let cores_alone = layer.cores.is_some() && layer.cpus.is_none();
+        let listeners_alone = layer.listener.is_some() && layer.listen.is_none();
         self.apply_each(layer);
         if cores_alone {
             self.cpus = None;
+        }
+        if listeners_alone {
+            self.listen.clear();
         }
     }
 
@@ -575,18 +765,23 @@ impl Config {
 
     /// Every listener gets its own address: the same one twice cannot be bound.
     fn validate_addresses(&self) -> Result<(), ConfigError> {
-        if self.listen.is_empty() {
-            return Err(invalid("listen", "at least one address is needed"));
+        let listeners = self.listeners_effective();
+        if listeners.is_empty() {
+            return Err(invalid("listen", "at least one address (or [[listener]]) is needed"));
         }
+        for listener in &self.listeners {
+            listener.validate()?;
+        }
+        let binds: Vec<SocketAddr> = listeners.iter().map(|l| l.bind).collect();
         // Port 0 binds a fresh port each time, so it may repeat.
         let fixed = |addr: &&SocketAddr| addr.port() != 0;
-        for (i, addr) in self.listen.iter().enumerate().filter(|(_, a)| fixed(a)) {
-            if self.listen[..i].contains(addr) {
+        for (i, addr) in binds.iter().enumerate().filter(|(_, a)| fixed(a)) {
+            if binds[..i].contains(addr) {
                 return Err(invalid("listen", format!("{addr} is listed twice")));
             }
         }
         if let Some(metrics) = self.metrics_listen.as_ref().filter(fixed) {
-            if self.listen.contains(metrics) {
+            if binds.contains(metrics) {
                 return Err(conflict(
                     "metrics_listen",
                     "listen",
@@ -595,6 +790,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Every listener: one plain MQTT listener per `listen` address, then the
+    /// `[[listener]]` blocks, in that order (the order of
+    /// [`BrokerHandle::local_addrs`](crate::BrokerHandle::local_addrs)).
+    pub fn listeners_effective(&self) -> Vec<ListenerConfig> {
+        let plain = self.listen.iter().map(|addr| ListenerConfig::mqtt(*addr));
+        plain.chain(self.listeners.iter().cloned()).collect()
+    }
+
+    /// Whether `listener` admits clients without a user name: its own setting, else
+    /// `allow_anonymous`, else only when there is no password file.
+    pub fn anonymous_allowed(&self, listener: &ListenerConfig) -> bool {
+        listener.allow_anonymous.or(self.allow_anonymous).unwrap_or(self.password_file.is_none())
     }
 
     pub(crate) fn session_limits(&self) -> SessionLimits {
@@ -781,6 +990,10 @@ mod tests {
             alarm_connections_ratio = 0.5
             alarm_mqueue_drops_per_sec = 10
             alarm_lag_ms = 100
+            password_file = "/etc/shardmq/passwd"
+            acl_file = "/etc/shardmq/acl"
+            allow_anonymous = false
+            login_failures_max = 5
         "#;
         let config = resolved([file(text).expect("parses")]).expect("valid");
         let expected = Config {
@@ -828,8 +1041,81 @@ mod tests {
             alarm_connections_ratio: 0.5,
             alarm_mqueue_drops_per_sec: 10,
             alarm_lag: Duration::from_millis(100),
+            password_file: Some("/etc/shardmq/passwd".into()),
+            acl_file: Some("/etc/shardmq/acl".into()),
+            allow_anonymous: Some(false),
+            login_failures_max: 5,
+            listeners: Vec::new(),
         };
         assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn listener_blocks_replace_the_default_listen_unless_it_is_set() {
+        let blocks = r#"
+            [[listener]]
+            kind = "mqtts"
+            bind = "0.0.0.0:8883"
+            cert = "server.pem"
+            key = "server.key"
+
+            [[listener]]
+            kind = "ws"
+            bind = "0.0.0.0:8080"
+            proxy_protocol = true
+            allow_anonymous = true
+        "#;
+        let config = resolved([file(blocks).expect("parses")]).expect("valid");
+        let listeners = config.listeners_effective();
+        assert_eq!(listeners.len(), 2, "no 1883: the file declares its listeners");
+        assert_eq!(listeners[0].kind, ListenerKind::Mqtts);
+        assert_eq!(listeners[1].ws_path(), "/mqtt");
+        assert!(listeners[1].proxy_protocol);
+        assert!(config.anonymous_allowed(&listeners[1]));
+        let with_listen = format!("listen = [\"127.0.0.1:1883\"]\n{blocks}");
+        let config = resolved([file(&with_listen).expect("parses")]).expect("valid");
+        assert_eq!(config.listeners_effective().len(), 3);
+        assert_eq!(config.listeners_effective()[0].kind, ListenerKind::Mqtt);
+    }
+
+    #[test]
+    fn anonymous_clients_are_refused_by_default_once_there_is_a_password_file() {
+        let mut config = Config::default();
+        let plain = ListenerConfig::mqtt("127.0.0.1:1883".parse().expect("addr"));
+        assert!(config.anonymous_allowed(&plain));
+        config.password_file = Some("passwd".into());
+        assert!(!config.anonymous_allowed(&plain));
+        config.allow_anonymous = Some(true);
+        assert!(config.anonymous_allowed(&plain));
+        let closed = ListenerConfig { allow_anonymous: Some(false), ..plain };
+        assert!(!config.anonymous_allowed(&closed));
+    }
+
+    #[test]
+    fn listener_settings_that_cannot_work_are_refused() {
+        let cases = [
+            ("kind = \"mqtts\"\nbind = \"0.0.0.0:8883\"", "needs `cert` and `key`"),
+            ("bind = \"0.0.0.0:1884\"\ncert = \"c.pem\"", "`cert` is for TLS listeners"),
+            ("bind = \"0.0.0.0:1884\"\npath = \"/mqtt\"", "`path` is for WebSocket"),
+            ("kind = \"ws\"\nbind = \"0.0.0.0:8080\"\npath = \"mqtt\"", "must start with /"),
+            (
+                "kind = \"mqtts\"\nbind = \"0.0.0.0:8883\"\ncert = \"c\"\nkey = \"k\"\n\
+                 require_certificate = true",
+                "need `ca_file`",
+            ),
+            ("bind = \"0.0.0.0:1884\"\nkind = \"quic\"", "unknown variant"),
+        ];
+        for (block, reason) in cases {
+            let text = format!("[[listener]]\n{block}");
+            let error = match file(&text) {
+                Err(e) => e.to_string(),
+                Ok(layer) => resolved([layer]).expect_err(block).to_string(),
+            };
+            assert!(error.contains(reason), "{block}: {error}");
+        }
+        let twice = "listen = [\"127.0.0.1:1883\"]\n[[listener]]\nbind = \"127.0.0.1:1883\"";
+        let error = resolved([file(twice).expect("parses")]).expect_err("same address twice");
+        assert!(error.to_string().contains("listed twice"), "{error}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Sockets: listener creation.
 //! No MQTT here.
 
+pub(crate) mod proxy;
+
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
