@@ -1,5 +1,10 @@
-//! Sockets: listener creation.
+//! Sockets and the transports over them: listener creation, and the sans-IO
+//! layers (TLS, WebSocket) between a socket's bytes and the MQTT codec.
 //! No MQTT here.
+
+pub(crate) mod layer;
+pub(crate) mod tls;
+pub(crate) mod ws;
 
 use std::io;
 use std::net::SocketAddr;
