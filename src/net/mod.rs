@@ -1,7 +1,11 @@
-//! Sockets: listener creation.
+//! Sockets and the transports over them: listener creation, and the sans-IO
+//! layers (TLS, WebSocket) between a socket's bytes and the MQTT codec.
 //! No MQTT here.
 
 pub(crate) mod proxy;
+pub(crate) mod layer;
+pub(crate) mod tls;
+pub(crate) mod ws;
 
 use std::io;
 use std::net::SocketAddr;
