@@ -25,7 +25,7 @@ deps: ## install what lint and the tests need when missing (rustfmt, clippy, Deb
 test: deps build test-rust test-python test-tuning ## everything: unit, property and integration tests (installs what it needs)
 
 test-core: ## sans-IO unit and property tests, and the tidy rules; run anywhere, no io_uring needed
-	$(CARGO) test --lib -- protocol:: session:: router:: message::
+	$(CARGO) test --lib -- protocol:: session:: router:: message:: security::
 	$(CARGO) test --test tidy
 
 test-rust: ## cargo tests of the whole workspace
