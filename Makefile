@@ -57,8 +57,8 @@ bench-peers: ## only the external-generator cases (nanomq_cli, emqtt-bench from 
 bench-connections: ## only the device-fleet cases (8,000 and 19,000 connections, reconnect storm)
 	BENCH_PARTS=connections $(MAKE) bench
 
-bench-micro: ## micro-benchmarks of the codec and the trie
-	$(CARGO) bench --bench codec --bench trie
+bench-micro: ## micro-benchmarks of the codec, the trie and the ACL
+	$(CARGO) bench --bench codec --bench trie --bench acl
 
 sweep: ## scaling sweep over shard counts; results in target/sweep/
 	bash tuning/sweep

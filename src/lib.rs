@@ -7,8 +7,8 @@
 //! - [`message`]: messages and their 128-bit ids. Sans-IO.
 //! - `small_map`: the map per client that stays a vector while small. Sans-IO.
 //! - [`metrics`], [`sys`]: counters, `$SYS` topics, alarms, Prometheus text. Sans-IO.
-//! - [`security`]: password files (Mosquitto's format). Sans-IO apart from reading
-//!   and writing those files.
+//! - [`security`]: password files and ACL files (Mosquitto's formats), the ACL
+//!   compiled for the data path. Sans-IO apart from reading and writing those files.
 //! - `shard`: the pinned executors, their tasks and rings (the only glommio user,
 //!   with `net`).
 //! - [`broker`]: the embedding API; [`hooks`]: code run at events; [`config`]: every

@@ -1,20 +1,26 @@
-//! Who may connect: Mosquitto's `password_file`, read as Mosquitto reads it.
+//! Who may connect, and what they may publish and receive: Mosquitto's
+//! `password_file` and `acl_file`, read as Mosquitto reads them.
 //!
 //! - [`passwords`]: `username:hash` lines; PBKDF2-SHA512 (`$7$`, Mosquitto 2.0),
 //!   salted SHA-512 (`$6$`, Mosquitto 1.x, read only) and argon2id PHC strings
 //!   (Mosquitto 2.1). [`set_password`] and [`delete_user`] edit a file in place for
 //!   `shardmq passwd`.
+//! - [`acl`]: `user` / `topic` / `pattern` lines compiled into tries, so that the
+//!   check a PUBLISH or a delivery makes walks the topic's levels once, without
+//!   allocating.
 //!
 //! Sans-IO apart from reading and writing the files themselves: no executor, no
 //! clock, no logging. Nothing here prints or formats a password or a hash: errors
 //! name the file, the line and the user, never the secret, and `Debug` of a
 //! [`PasswordHash`] shows its scheme and cost only.
 
+pub mod acl;
 pub mod passwords;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use acl::{Access, Acl, SubscribeCheck, Who};
 pub use passwords::{delete_user, set_password, PasswordFile, PasswordHash};
 
 /// Why a password or ACL file, or one hash, cannot be used.
