@@ -25,7 +25,7 @@ deps: ## install what lint and the tests need when missing (rustfmt, clippy, Deb
 test: deps build test-rust test-python test-tuning ## everything: unit, property and integration tests (installs what it needs)
 
 test-core: ## sans-IO unit and property tests, and the tidy rules; run anywhere, no io_uring needed
-	$(CARGO) test --lib -- protocol:: session:: router:: message::
+	$(CARGO) test --lib -- protocol:: session:: router:: message:: security::
 	$(CARGO) test --test tidy
 
 test-rust: ## cargo tests of the whole workspace
@@ -57,8 +57,8 @@ bench-peers: ## only the external-generator cases (nanomq_cli, emqtt-bench from 
 bench-connections: ## only the device-fleet cases (8,000 and 19,000 connections, reconnect storm)
 	BENCH_PARTS=connections $(MAKE) bench
 
-bench-micro: ## micro-benchmarks of the codec and the trie
-	$(CARGO) bench --bench codec --bench trie
+bench-micro: ## micro-benchmarks of the codec, the trie and the ACL
+	$(CARGO) bench --bench codec --bench trie --bench acl
 
 sweep: ## scaling sweep over shard counts; results in target/sweep/
 	bash tuning/sweep

@@ -7,6 +7,8 @@
 //! - [`message`]: messages and their 128-bit ids. Sans-IO.
 //! - `small_map`: the map per client that stays a vector while small. Sans-IO.
 //! - [`metrics`], [`sys`]: counters, `$SYS` topics, alarms, Prometheus text. Sans-IO.
+//! - [`security`]: password files and ACL files (Mosquitto's formats), the ACL
+//!   compiled for the data path. Sans-IO apart from reading and writing those files.
 //! - `shard`: the pinned executors, their tasks and rings (the only glommio user,
 //!   with `net`).
 //! - [`broker`]: the embedding API; [`hooks`]: code run at events; [`config`]: every
@@ -28,6 +30,7 @@ pub mod metrics;
 mod net;
 pub mod protocol;
 pub mod router;
+pub mod security;
 pub mod session;
 mod shard;
 mod small_map;

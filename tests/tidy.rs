@@ -11,6 +11,7 @@ const SANS_IO: &[&str] = &[
     "src/protocol",
     "src/session",
     "src/router",
+    "src/security",
     "src/message.rs",
     "src/small_map.rs",
     "src/shard/core",

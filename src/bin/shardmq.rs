@@ -1,24 +1,58 @@
-//! The `shardmq` command: flags and an optional TOML file -> `Config` -> `Broker`.
-//! Nothing else lives here.
+//! The `shardmq` command: flags and an optional TOML file -> `Config` -> `Broker`;
+//! and `shardmq passwd`, which reads a password and hands it to `security`. Nothing
+//! else lives here.
 
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use shardmq::config::ConfigLayer;
+use shardmq::security::{self, PasswordHash};
 use shardmq::{Broker, Config};
 use tracing_subscriber::EnvFilter;
 
 /// A thread-per-core MQTT broker for MQTT 3.1, 3.1.1 and 5.0. Every setting has a
 /// built-in default, shown below; flags override the config file.
 #[derive(Debug, Parser)]
-#[command(version, long_about = None)]
+// The settings start the broker; a subcommand does something else, so they don't mix.
+#[command(version, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// TOML file with any of the settings below (snake_case keys, e.g. `inflight_max = 64`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
     settings: ConfigLayer,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Adds, changes or removes a user in a password file.
+    ///
+    /// Adds or changes USER in the password file FILE (created if missing, mode 0600), or
+    /// removes USER; other lines stay as they are. The password is asked twice on the
+    /// terminal, or read as one line of standard input when that is not a terminal
+    /// (`echo secret | shardmq passwd FILE USER`).
+    Passwd(Passwd),
+}
+
+#[derive(Debug, clap::Args)]
+struct Passwd {
+    /// Removes USER instead.
+    #[arg(long, conflicts_with = "pbkdf2")]
+    delete: bool,
+    /// Writes PBKDF2-SHA512 with this many iterations (`$7$`, which Mosquitto 2.0 reads
+    /// too; it writes 101) instead of argon2id.
+    #[arg(long, value_name = "ITERATIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pbkdf2: Option<u32>,
+    /// The password file (Mosquitto's `password_file` format).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The username.
+    #[arg(value_name = "USER")]
+    user: String,
 }
 
 /// Parses the command line; exits with the usage status on bad flags, as clap does.
@@ -29,6 +63,15 @@ fn parse_cli() -> Cli {
 
 fn main() -> ExitCode {
     let cli = parse_cli();
+    if let Some(Command::Passwd(passwd)) = cli.command {
+        return match passwd.run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("shardmq: {message}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = match Config::resolve(cli.config.as_deref(), cli.settings) {
         Ok(config) => config,
         Err(e) => {
@@ -72,4 +115,51 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+impl Passwd {
+    fn run(&self) -> Result<(), String> {
+        security::passwords::check_username(&self.user).map_err(|e| e.to_string())?;
+        if self.delete {
+            return match security::delete_user(&self.file, &self.user) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("no user `{}` in {}", self.user, self.file.display())),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        let password = read_password()?;
+        let hash = match self.pbkdf2 {
+            Some(iterations) => PasswordHash::pbkdf2_sha512(password.as_bytes(), iterations),
+            None => PasswordHash::argon2id(password.as_bytes()),
+        };
+        security::set_password(&self.file, &self.user, &hash).map_err(|e| e.to_string())
+    }
+}
+
+/// The new password: asked twice on the terminal, not echoed; or, when standard input
+/// is not a terminal, its first line (without the line end: blanks are part of it).
+fn read_password() -> Result<String, String> {
+    let stdin = std::io::stdin();
+    let password = if stdin.is_terminal() {
+        let ask = |prompt| {
+            rpassword::prompt_password(prompt).map_err(|e| format!("cannot read the password: {e}"))
+        };
+        let password = ask("Password: ")?;
+        if ask("Password again: ")? != password {
+            return Err("the passwords do not match".into());
+        }
+        password
+    } else {
+        let mut line = String::new();
+        let read = stdin.lock().read_line(&mut line);
+        if read.map_err(|e| format!("cannot read the password from standard input: {e}"))? == 0 {
+            return Err("no password on standard input".into());
+        }
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        line.strip_suffix('\r').unwrap_or(line).to_owned()
+    };
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    Ok(password)
 }
