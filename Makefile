@@ -19,8 +19,8 @@ deps: ## install what lint and the tests need when missing (rustfmt, clippy, Deb
 		rustup component add rustfmt clippy
 	@command -v mosquitto_pub >/dev/null && command -v mosquitto >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
-	@$(PYTHON) -c 'import paho.mqtt, pytest, pytest_timeout, prometheus_client' 2>/dev/null || \
-		$(PYTHON) -m pip install -q 'paho-mqtt>=2,<3' pytest pytest-timeout prometheus-client
+	@$(PYTHON) -c 'import paho.mqtt, pytest, pytest_timeout, prometheus_client, cryptography' 2>/dev/null || \
+		$(PYTHON) -m pip install -q 'paho-mqtt>=2,<3' pytest pytest-timeout prometheus-client cryptography
 
 test: deps build test-rust test-python test-tuning ## everything: unit, property and integration tests (installs what it needs)
 

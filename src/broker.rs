@@ -76,6 +76,9 @@ pub enum StartError {
         /// The bind error.
         source: std::io::Error,
     },
+    /// The password file, the ACL file or a certificate could not be read.
+    #[error("{0}")]
+    Security(String),
     /// A shard thread could not be spawned; holds the reason.
     #[error("cannot start the shard threads: {0}")]
     Threads(String),
@@ -186,6 +189,7 @@ impl Broker {
         let io_memory = io_memory_per_shard(shards)?;
         check_io_uring(io_memory)?;
 
+        let loaded = shard::Reload::load(&config).map_err(StartError::Security)?;
         let (listeners, local_addrs) = bind_all(&config, shards)?;
         let (metrics, metrics_addr) = match config.metrics_listen {
             Some(addr) => {
@@ -198,6 +202,7 @@ impl Broker {
             None => (None, None),
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let reload = Arc::new(AtomicBool::new(false));
         // Bounded: a program that publishes faster than the broker routes blocks in
         // `publish` instead of growing a queue.
         let (api_tx, api_rx): (Vec<_>, Vec<_>) = (0..shards)
@@ -215,6 +220,8 @@ impl Broker {
             listeners: Arc::new(Mutex::new(listeners)),
             metrics: Arc::new(Mutex::new(metrics)),
             stop: Arc::clone(&stop),
+            reload: Arc::clone(&reload),
+            loaded: Arc::new(loaded),
         };
         let online = CpuSet::online().map_err(|e| StartError::Threads(e.to_string()))?;
         let placement = cpus
@@ -257,7 +264,14 @@ impl Broker {
                 None => "memlock unlimited".to_owned(),
             }
         );
-        Ok(BrokerHandle { local_addrs, metrics_addr, stop, api: api_tx, threads: Some(threads) })
+        Ok(BrokerHandle {
+            local_addrs,
+            metrics_addr,
+            stop,
+            reload,
+            api: api_tx,
+            threads: Some(threads),
+        })
     }
 }
 
@@ -267,6 +281,7 @@ pub struct BrokerHandle {
     local_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
     /// Per shard, the way in for [`BrokerHandle::publish`].
     api: Vec<crossbeam_channel::Sender<ApiPublish>>,
     threads: Option<PoolThreadHandles<()>>,
@@ -302,6 +317,19 @@ impl BrokerHandle {
     /// A flag that stops the broker when set (e.g. from a signal handler).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.stop)
+    }
+
+    /// Rereads the password file, the ACL file and the listeners' certificates
+    /// within a tick, without dropping a connection. A file that does not read is
+    /// logged and everything stays as it was.
+    pub fn reload(&self) {
+        self.reload.store(true, Ordering::Release);
+    }
+
+    /// A flag that reloads the files when set (e.g. from a SIGHUP handler); see
+    /// [`BrokerHandle::reload`].
+    pub fn reload_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.reload)
     }
 
     /// Stops accepting, closes every connection, and joins the shard threads.
@@ -355,9 +383,9 @@ fn bind_all(
 ) -> Result<(Vec<Vec<OwnedFd>>, Vec<SocketAddr>), StartError> {
     let mut per_shard: Vec<Vec<OwnedFd>> = (0..shards).map(|_| Vec::new()).collect();
     let mut addrs = Vec::new();
-    for requested in &config.listen {
+    for listener in config.listeners_effective() {
         // The first bind resolves port 0; the other shards bind the same port.
-        let mut addr = *requested;
+        let mut addr = listener.bind;
         if addr.port() != 0 {
             net::ensure_port_free(addr).map_err(|source| StartError::Bind { addr, source })?;
         }

@@ -216,7 +216,8 @@ impl ListenerConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let at = |reason: String| invalid("listener", format!("{} {}: {reason}", self.kind, self.bind));
+        let at =
+            |reason: String| invalid("listener", format!("{} {}: {reason}", self.kind, self.bind));
         if self.kind.tls() {
             if self.cert.is_none() || self.key.is_none() {
                 return Err(at("a TLS listener needs `cert` and `key`".to_owned()));
@@ -244,7 +245,9 @@ impl ListenerConfig {
             Some(_) if !self.kind.websocket() => {
                 Err(at("`path` is for WebSocket listeners (kind ws or wss)".to_owned()))
             }
-            Some(path) if !path.starts_with('/') => Err(at(format!("path {path:?} must start with /"))),
+            Some(path) if !path.starts_with('/') => {
+                Err(at(format!("path {path:?} must start with /")))
+            }
             _ => Ok(()),
         }
     }

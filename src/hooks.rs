@@ -10,6 +10,8 @@
 //! | `message.publish` | foldl | a message enters the broker (client, will, or `BrokerHandle::publish`) | rewrite or drop it |
 //! | `message.acked` | foldl | a client acknowledged a QoS 1/2 message (PUBACK / PUBCOMP) | observe, stop the chain |
 //! | `client.authenticate` | one | MQTT 5 enhanced authentication: a CONNECT or AUTH with an Authentication Method | accept, continue the exchange, refuse |
+//! | `client.authenticate` (password form) | one | any other CONNECT, before the password file | accept, refuse, or leave it to the broker |
+//! | `client.authorize` | one | each PUBLISH and each SUBSCRIBE filter, before the ACL file | allow, deny, or leave it to the ACL |
 //!
 //! `client.authenticate` is a single authenticator, not a chain: it implements the
 //! methods it knows (SCRAM, Kerberos, ...) and answers [`AuthStep`]s; the broker
@@ -48,6 +50,7 @@
 //! ```
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytestring::ByteString;
@@ -125,7 +128,49 @@ pub enum AuthStep {
     Fail(ReasonCode),
 }
 
+/// A CONNECT's credentials, for the password form of `client.authenticate`.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginRequest<'a> {
+    /// The client id as CONNECT sent it (possibly empty).
+    pub client_id: &'a str,
+    /// The user name from CONNECT, or the TLS client certificate's identity on a
+    /// listener with `use_identity_as_username`.
+    pub username: Option<&'a str>,
+    /// The password from CONNECT.
+    pub password: Option<&'a [u8]>,
+    /// The client's address (the one a PROXY header gave, behind a load balancer).
+    pub peer: Option<SocketAddr>,
+    /// The index of the listener the client came in through (in the order of
+    /// [`BrokerHandle::local_addrs`](crate::BrokerHandle::local_addrs)).
+    pub listener: usize,
+    /// Whether `username` comes from a verified client certificate.
+    pub certificate: bool,
+}
+
+/// The password authenticator's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginVerdict {
+    /// Accept the client; the password file is not consulted.
+    Allow,
+    /// Refuse with this code (e.g. 0x86 Bad User Name or Password, 0x87 Not
+    /// authorized; MQTT 3 clients get the matching return code).
+    Deny(ReasonCode),
+    /// The broker's own checks decide: the password file, `allow_anonymous`.
+    Ignore,
+}
+
+/// What a client asks to do with a topic, for `client.authorize`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// PUBLISH to this topic (a will included, checked at CONNECT).
+    Publish(&'a str),
+    /// SUBSCRIBE to this filter.
+    Subscribe(&'a str),
+}
+
 type Foreach = Arc<dyn Fn(&ClientInfo) + Send + Sync>;
+type LoginHook = Arc<dyn Fn(&LoginRequest<'_>) -> LoginVerdict + Send + Sync>;
+type AuthorizeHook = Arc<dyn Fn(&ClientInfo, Action<'_>) -> Option<bool> + Send + Sync>;
 type AuthHook = Arc<dyn Fn(&AuthRequest<'_>) -> AuthStep + Send + Sync>;
 type Disconnected = Arc<dyn Fn(&ClientInfo, &str) + Send + Sync>;
 type SubscribeHook = Arc<
@@ -146,6 +191,8 @@ pub struct Hooks {
     publish: Vec<PublishHook>,
     acked: Vec<AckedHook>,
     authenticate: Option<AuthHook>,
+    login: Option<LoginHook>,
+    authorize: Option<AuthorizeHook>,
 }
 
 impl fmt::Debug for Hooks {
@@ -158,6 +205,8 @@ impl fmt::Debug for Hooks {
             .field("message.publish", &self.publish.len())
             .field("message.acked", &self.acked.len())
             .field("client.authenticate", &self.authenticate.is_some())
+            .field("client.authenticate (password)", &self.login.is_some())
+            .field("client.authorize", &self.authorize.is_some())
             .finish()
     }
 }
@@ -236,6 +285,37 @@ impl Hooks {
         f: impl Fn(&AuthRequest<'_>) -> AuthStep + Send + Sync + 'static,
     ) {
         self.authenticate = Some(Arc::new(f));
+    }
+
+    /// `client.authenticate`, password form: sees every CONNECT without an
+    /// Authentication Method, before the password file (replaces any earlier one).
+    /// Runs on the shard's thread: keep it short; a slow check (a network call)
+    /// stalls every client of the shard.
+    pub fn on_client_password(
+        &mut self,
+        f: impl Fn(&LoginRequest<'_>) -> LoginVerdict + Send + Sync + 'static,
+    ) {
+        self.login = Some(Arc::new(f));
+    }
+
+    /// `client.authorize`: each PUBLISH topic and SUBSCRIBE filter, before the ACL
+    /// file; `Some(true)` allows it, `Some(false)` denies it (as the ACL does),
+    /// `None` leaves it to the ACL (allowed when there is none). Replaces any
+    /// earlier one. Deliveries to wildcard subscriptions are checked against the ACL
+    /// file only.
+    pub fn on_client_authorize(
+        &mut self,
+        f: impl Fn(&ClientInfo, Action<'_>) -> Option<bool> + Send + Sync + 'static,
+    ) {
+        self.authorize = Some(Arc::new(f));
+    }
+
+    pub(crate) fn client_password(&self, request: &LoginRequest<'_>) -> LoginVerdict {
+        self.login.as_ref().map_or(LoginVerdict::Ignore, |hook| hook(request))
+    }
+
+    pub(crate) fn client_authorize(&self, client: &ClientInfo, action: Action<'_>) -> Option<bool> {
+        self.authorize.as_ref().and_then(|hook| hook(client, action))
     }
 
     /// Runs the authenticator; without one, every method is unknown (0x8C).

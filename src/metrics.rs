@@ -85,6 +85,20 @@ pub struct ShardStats {
     pub limit_accept_rate: u64,
     /// Bytes held by session queues now.
     pub queued_bytes: u64,
+    /// CONNECTs refused for their credentials (or lack of them).
+    pub login_failures: u64,
+    /// CONNECTs refused because their address failed `login_failures_max` times
+    /// within a minute.
+    pub logins_rate_limited: u64,
+    /// Failed logins not counted against their address: the table was full.
+    pub login_failures_untracked: u64,
+    /// PUBLISHes (wills included) the ACL or `client.authorize` denied.
+    pub acl_denied_publish: u64,
+    /// SUBSCRIBE filters the ACL or `client.authorize` denied.
+    pub acl_denied_subscribe: u64,
+    /// Deliveries the ACL withheld from a subscriber (wildcard subscriptions that
+    /// match denied topics, retained messages).
+    pub acl_denied_delivery: u64,
 }
 
 impl ShardStats {
@@ -113,8 +127,25 @@ impl ShardStats {
     }
 }
 
-/// What one shard reports once a second.
+/// What one listener of one shard counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Open connections it accepted (or that were handed over to this shard).
+    pub links: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed at accept: over the listener's `max_connections`.
+    pub refused_full: u64,
+    /// Connections closed for lack of a valid PROXY header.
+    pub proxy_refused: u64,
+    /// TLS or WebSocket handshakes that failed.
+    pub handshake_failures: u64,
+    /// CONNECTs refused for their credentials.
+    pub auth_failures: u64,
+}
+
+/// What one shard reports once a second.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardSnapshot {
     /// Index of the shard that took the snapshot.
     pub shard: usize,
@@ -148,6 +179,8 @@ pub struct ShardSnapshot {
     /// The worst lateness of the shard's tick during the last second, in
     /// microseconds: how long ready work waited for the event loop.
     pub lag_max_us: u64,
+    /// Per listener (`kind address`), in listener order.
+    pub listeners: Vec<(String, ListenerStats)>,
 }
 
 /// Node-wide sums of the snapshots.
@@ -192,6 +225,12 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         a.limit_publish_rate += b.limit_publish_rate;
         a.limit_accept_rate += b.limit_accept_rate;
         a.queued_bytes += b.queued_bytes;
+        a.login_failures += b.login_failures;
+        a.logins_rate_limited += b.logins_rate_limited;
+        a.login_failures_untracked += b.login_failures_untracked;
+        a.acl_denied_publish += b.acl_denied_publish;
+        a.acl_denied_subscribe += b.acl_denied_subscribe;
+        a.acl_denied_delivery += b.acl_denied_delivery;
         t.sessions += s.sessions;
         t.sessions_offline += s.sessions_offline;
         t.subscriptions += s.subscriptions;
@@ -205,6 +244,18 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         t.socket_buffers_exhausted += s.socket_buffers_exhausted;
         t.socket_closes_forced += s.socket_closes_forced;
         t.lag_max_us = t.lag_max_us.max(s.lag_max_us);
+        if t.listeners.len() < s.listeners.len() {
+            t.listeners.resize(s.listeners.len(), Default::default());
+        }
+        for ((name, a), (other, b)) in t.listeners.iter_mut().zip(&s.listeners) {
+            name.clone_from(other);
+            a.links += b.links;
+            a.accepted += b.accepted;
+            a.refused_full += b.refused_full;
+            a.proxy_refused += b.proxy_refused;
+            a.handshake_failures += b.handshake_failures;
+            a.auth_failures += b.auth_failures;
+        }
     }
     t
 }
@@ -267,6 +318,40 @@ fn gauge(
             .set(i64::try_from(value(s)).unwrap_or(i64::MAX));
     }
     registry.register(name, help, family);
+}
+
+/// Per-listener series, labelled by shard and listener (`kind address`).
+fn listener_families(registry: &mut Registry, snapshots: &[ShardSnapshot]) {
+    type Value = fn(&ListenerStats) -> u64;
+    let counters: [(&str, &str, Value); 5] = [
+        ("listener_accepted", "Connections accepted", |l| l.accepted),
+        ("listener_refused_full", "Connections over max_connections", |l| l.refused_full),
+        ("listener_proxy_refused", "Connections without a valid PROXY header", |l| l.proxy_refused),
+        ("listener_handshake_failures", "TLS or WebSocket handshakes that failed", |l| {
+            l.handshake_failures
+        }),
+        ("listener_auth_failures", "CONNECTs refused for their credentials", |l| l.auth_failures),
+    ];
+    let labels = |shard: usize, name: &str| {
+        vec![("shard".to_owned(), shard.to_string()), ("listener".to_owned(), name.to_owned())]
+    };
+    let open = Family::<Labels, Gauge>::default();
+    for s in snapshots {
+        for (name, l) in &s.listeners {
+            open.get_or_create(&labels(s.shard, name))
+                .set(i64::try_from(l.links).unwrap_or(i64::MAX));
+        }
+    }
+    registry.register("listener_connections", "Open connections per listener", open);
+    for (metric, help, value) in counters {
+        let family = Family::<Labels, Counter>::default();
+        for s in snapshots {
+            for (name, l) in &s.listeners {
+                family.get_or_create(&labels(s.shard, name)).inc_by(value(l));
+            }
+        }
+        registry.register(metric, help, family);
+    }
 }
 
 /// The Prometheus text exposition of the latest snapshots (one series per shard).
@@ -392,9 +477,27 @@ pub fn prometheus_text(
         snapshots,
         |s| s.stats.retained_superseded,
     );
+    counter(&mut r, "login_failures", "CONNECTs refused for their credentials", snapshots, |s| {
+        s.stats.login_failures
+    });
+    counter(
+        &mut r,
+        "logins_rate_limited",
+        "CONNECTs refused after too many failed logins from their address",
+        snapshots,
+        |s| s.stats.logins_rate_limited,
+    );
+    labelled(&mut r, "acl_denied", "Actions the ACL denied, by action", "action", snapshots, |s| {
+        vec![
+            ("publish", s.stats.acl_denied_publish),
+            ("subscribe", s.stats.acl_denied_subscribe),
+            ("deliver", s.stats.acl_denied_delivery),
+        ]
+    });
     gauge(&mut r, "queued_bytes", "Bytes held by session queues", snapshots, |s| {
         s.stats.queued_bytes
     });
+    listener_families(&mut r, snapshots);
     let uptime = Gauge::<i64>::default();
     uptime.set(i64::try_from(uptime_secs).unwrap_or(i64::MAX));
     r.register("uptime_seconds", "Seconds since start", uptime);
@@ -419,10 +522,11 @@ mod tests {
         let mut b = ShardSnapshot { shard: 1, ..Default::default() };
         b.stats.connections = 4;
         b.stats.messages_in = [0, 2, 7];
-        let total = totals(&[a, b]);
+        let both = [a, b];
+        let total = totals(&both);
         assert_eq!(total.stats.connections, 7);
         assert_eq!(total.stats.messages_in_total(), 15);
-        let text = prometheus_text(&[a, b], 12, 1);
+        let text = prometheus_text(&both, 12, 1);
         assert!(text.contains("shardmq_connections{shard=\"0\"} 3"), "{text}");
         assert!(text.contains("shardmq_connections{shard=\"1\"} 4"));
         assert!(text.contains("shardmq_messages_received_total{shard=\"1\",qos=\"2\"} 7"));

@@ -263,6 +263,11 @@ pub fn sys_topics(
         ("clients/refused".into(), s.connects_refused.to_string()),
         ("clients/protocol_errors".into(), s.protocol_errors.to_string()),
         ("clients/connect_timeouts".into(), s.connect_timeouts.to_string()),
+        ("clients/login_failures".into(), s.login_failures.to_string()),
+        ("clients/logins_rate_limited".into(), s.logins_rate_limited.to_string()),
+        ("acl/denied/publish".into(), s.acl_denied_publish.to_string()),
+        ("acl/denied/subscribe".into(), s.acl_denied_subscribe.to_string()),
+        ("acl/denied/deliver".into(), s.acl_denied_delivery.to_string()),
         ("sessions/count".into(), t.sessions.to_string()),
         ("sessions/offline".into(), t.sessions_offline.to_string()),
         ("subscriptions/count".into(), t.subscriptions.to_string()),
@@ -286,6 +291,15 @@ pub fn sys_topics(
     for q in 0..3 {
         topics.push((format!("messages/qos{q}/received"), s.messages_in[q].to_string()));
         topics.push((format!("messages/qos{q}/sent"), s.messages_out[q].to_string()));
+    }
+    for (index, (name, l)) in t.listeners.iter().enumerate() {
+        let at = format!("listeners/{index}");
+        topics.push((format!("{at}/name"), name.clone()));
+        topics.push((format!("{at}/connections"), l.links.to_string()));
+        topics.push((format!("{at}/accepted"), l.accepted.to_string()));
+        topics.push((format!("{at}/handshake_failures"), l.handshake_failures.to_string()));
+        topics.push((format!("{at}/auth_failures"), l.auth_failures.to_string()));
+        topics.push((format!("{at}/proxy_refused"), l.proxy_refused.to_string()));
     }
     for shard in snapshots {
         let n = shard.shard;
@@ -332,11 +346,15 @@ mod tests {
         let mut alarms = Alarms::default();
         let mut snap = ShardSnapshot::default();
         snap.stats.connections = 9;
-        let ev = alarms.evaluate(&input(1, 10, 1.0, &[snap], &[snap]), &thresholds());
+        let ev =
+            alarms.evaluate(&input(1, 10, 1.0, &[snap.clone()], &[snap.clone()]), &thresholds());
         assert!(matches!(&ev[..], [AlarmEvent::Activate(a)] if a.name == "connections_high"));
-        assert!(alarms.evaluate(&input(2, 10, 1.0, &[snap], &[snap]), &thresholds()).is_empty());
+        assert!(alarms
+            .evaluate(&input(2, 10, 1.0, &[snap.clone()], &[snap.clone()]), &thresholds())
+            .is_empty());
         snap.stats.connections = 2;
-        let ev = alarms.evaluate(&input(3, 10, 1.0, &[snap], &[snap]), &thresholds());
+        let ev =
+            alarms.evaluate(&input(3, 10, 1.0, &[snap.clone()], &[snap.clone()]), &thresholds());
         match &ev[..] {
             [AlarmEvent::Deactivate(a)] => {
                 assert_eq!(a.name, "connections_high");
@@ -351,7 +369,7 @@ mod tests {
     fn per_shard_and_rate_conditions() {
         let mut alarms = Alarms::default();
         let before = ShardSnapshot { shard: 1, ..Default::default() };
-        let mut now = before;
+        let mut now = before.clone();
         now.ring_batches_overflowed = 3;
         now.lag_max_us = 500_000;
         now.stats.dropped_mqueue = 1000;

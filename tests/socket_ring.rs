@@ -170,7 +170,7 @@ fn a_publisher_paused_by_a_slow_subscriber_resumes_and_loses_nothing() {
     // progress (a subscriber that reads nothing is not waited for).
     let mut received = 0u16;
     while received < MESSAGES {
-        if received < 200 && received % 10 == 0 {
+        if received < 200 && received.is_multiple_of(10) {
             std::thread::sleep(Duration::from_millis(5));
         }
         let publish = sub.recv_publish();

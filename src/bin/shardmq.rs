@@ -98,6 +98,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // SIGHUP rereads the password file, the ACL and the certificates.
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, broker.reload_flag()) {
+        eprintln!("shardmq: cannot install a handler for SIGHUP: {e}");
+        return ExitCode::from(1);
+    }
     let stop = broker.stop_flag();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, std::sync::Arc::clone(&stop)) {

@@ -95,7 +95,6 @@ impl std::fmt::Debug for Stack {
     }
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // used by the socket integration
 impl Stack {
     pub fn new(layers: Vec<Box<dyn Layer>>) -> Stack {
         Stack { layers: layers.into_boxed_slice() }

@@ -2,8 +2,8 @@
 //! layers (TLS, WebSocket) between a socket's bytes and the MQTT codec.
 //! No MQTT here.
 
-pub(crate) mod proxy;
 pub(crate) mod layer;
+pub(crate) mod proxy;
 pub(crate) mod tls;
 pub(crate) mod ws;
 

@@ -36,7 +36,9 @@ pub(crate) fn parse(bytes: &[u8]) -> ProxyHeader {
         let line = &bytes[..bytes.len().min(V1_MAX)];
         if !line.windows(2).any(|w| w == b"\r\n") {
             if bytes.len() >= V1_MAX {
-                return ProxyHeader::Invalid(format!("a PROXY v1 header longer than {V1_MAX} bytes"));
+                return ProxyHeader::Invalid(format!(
+                    "a PROXY v1 header longer than {V1_MAX} bytes"
+                ));
             }
             return ProxyHeader::Incomplete;
         }
@@ -51,14 +53,12 @@ pub(crate) fn parse(bytes: &[u8]) -> ProxyHeader {
     match result {
         HeaderResult::V1(Ok(header)) => {
             let source = match header.addresses {
-                v1::Addresses::Tcp4(ip) => Some(SocketAddr::new(
-                    IpAddr::V4(ip.source_address),
-                    ip.source_port,
-                )),
-                v1::Addresses::Tcp6(ip) => Some(SocketAddr::new(
-                    IpAddr::V6(ip.source_address),
-                    ip.source_port,
-                )),
+                v1::Addresses::Tcp4(ip) => {
+                    Some(SocketAddr::new(IpAddr::V4(ip.source_address), ip.source_port))
+                }
+                v1::Addresses::Tcp6(ip) => {
+                    Some(SocketAddr::new(IpAddr::V6(ip.source_address), ip.source_port))
+                }
                 v1::Addresses::Unknown => None,
             };
             ProxyHeader::Done { len: header.header.len(), source }
@@ -66,14 +66,12 @@ pub(crate) fn parse(bytes: &[u8]) -> ProxyHeader {
         HeaderResult::V2(Ok(header)) => {
             let source = match (header.command, header.addresses) {
                 (v2::Command::Local, _) => None,
-                (_, v2::Addresses::IPv4(ip)) => Some(SocketAddr::new(
-                    IpAddr::V4(ip.source_address),
-                    ip.source_port,
-                )),
-                (_, v2::Addresses::IPv6(ip)) => Some(SocketAddr::new(
-                    IpAddr::V6(ip.source_address),
-                    ip.source_port,
-                )),
+                (_, v2::Addresses::IPv4(ip)) => {
+                    Some(SocketAddr::new(IpAddr::V4(ip.source_address), ip.source_port))
+                }
+                (_, v2::Addresses::IPv6(ip)) => {
+                    Some(SocketAddr::new(IpAddr::V6(ip.source_address), ip.source_port))
+                }
                 (_, v2::Addresses::Unspecified | v2::Addresses::Unix(_)) => None,
             };
             ProxyHeader::Done { len: header.len(), source }
@@ -147,7 +145,8 @@ mod tests {
             }
         );
         let mut addresses = [0u8; 36];
-        addresses[..16].copy_from_slice(&"2001:db8::7".parse::<std::net::Ipv6Addr>().expect("ip").octets());
+        addresses[..16]
+            .copy_from_slice(&"2001:db8::7".parse::<std::net::Ipv6Addr>().expect("ip").octets());
         addresses[32..34].copy_from_slice(&51000u16.to_be_bytes());
         let header = v2(0x1, 0x21, &addresses);
         assert_eq!(

@@ -94,7 +94,6 @@ pub enum TlsError {
 
 /// What a listener's TLS connections carry, which decides the ALPN protocols offered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))] // used by the socket integration
 pub(crate) enum Carrying {
     /// MQTT bytes: ALPN `mqtt` offered.
     Mqtt,
@@ -114,9 +113,9 @@ pub(crate) struct TlsAcceptor {
     use_identity_as_username: bool,
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // used by the socket integration
 impl TlsAcceptor {
     /// Reads the files of `settings` for a listener of MQTT over TLS.
+    #[cfg(test)]
     pub fn load(settings: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
         Self::load_carrying(settings, Carrying::Mqtt)
     }

@@ -43,7 +43,6 @@ impl Default for WsSettings {
 
 /// A new server-side WebSocket connection, waiting for the upgrade request. Data
 /// frames longer than `max_frame_bytes` end it.
-#[cfg_attr(not(test), allow(dead_code))] // used by the socket integration
 pub(crate) fn ws_layer(settings: &WsSettings, max_frame_bytes: usize) -> Box<dyn Layer> {
     Box::new(WsLayer {
         state: State::Upgrade(Box::new(Upgrade {

@@ -231,7 +231,7 @@ pub struct Props(Option<Box<Properties>>);
 impl Props {
     /// Whether no property is set.
     pub fn is_empty(&self) -> bool {
-        self.0.as_deref().map_or(true, Properties::is_empty)
+        self.0.as_deref().is_none_or(Properties::is_empty)
     }
 
     /// The properties by value.

@@ -127,12 +127,14 @@ pub struct SubOptions {
     pub retain_as_published: bool,
     /// The Subscription Identifier the client gave it [MQTT-3.8.2.1.2].
     pub id: Option<u32>,
+    /// The ACL denies some topics the filter matches: each delivery is checked.
+    pub acl_check: bool,
 }
 
 impl SubOptions {
     /// MQTT 3's only option: the QoS.
     pub fn qos(qos: QoS) -> SubOptions {
-        SubOptions { qos, no_local: false, retain_as_published: false, id: None }
+        SubOptions { qos, no_local: false, retain_as_published: false, id: None, acl_check: false }
     }
 }
 
@@ -660,7 +662,7 @@ impl Session {
         let traffic = self
             .traffic
             .as_deref()
-            .map_or(true, |t| t.inflight.check_invariants() && t.mqueue.check_invariants());
+            .is_none_or(|t| t.inflight.check_invariants() && t.mqueue.check_invariants());
         traffic && self.subscriptions.check_invariants()
     }
 }

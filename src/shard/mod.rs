@@ -26,6 +26,7 @@ mod mesh;
 mod notify;
 mod observe;
 mod pool;
+mod reload;
 mod sockets;
 mod uring;
 
@@ -47,6 +48,7 @@ use tracing::error;
 use crate::config::Config;
 use crate::hooks::Hooks;
 pub use crate::metrics::ShardStats;
+pub(crate) use reload::Reload;
 
 use self::core::rate::TokenBucket;
 use self::core::timers::TICK_MS;
@@ -55,7 +57,7 @@ use self::core::{Core, CoreConfig, Now};
 use mesh::Outbox;
 use notify::{Gate, Latch, Notify};
 use observe::SysState;
-use sockets::Sockets;
+use sockets::{ListenerSpec, Sockets};
 use uring::Ring;
 
 /// Creates (and drops) a socket ring as the shards make them, to fail at start-up
@@ -82,6 +84,11 @@ pub(crate) struct ShardContext {
     /// The Prometheus listener, for shard 0.
     pub metrics: Arc<Mutex<Option<OwnedFd>>>,
     pub stop: Arc<AtomicBool>,
+    /// Set to reload the password file, the ACL and the certificates (shard 0
+    /// watches it).
+    pub reload: Arc<AtomicBool>,
+    /// What the files held at start-up, each shard taking its own copy.
+    pub loaded: Arc<Reload>,
 }
 
 /// The settings of the core, resolved from the broker's: this shard's shares of
@@ -110,6 +117,7 @@ fn core_config(config: &Config, shards: usize) -> CoreConfig {
         retained_bytes_max: per_shard(config.retained_bytes_max_effective()),
         queued_bytes_max: per_shard(config.queued_bytes_max_effective()),
         session: config.session_limits(),
+        login_failures_max: config.login_failures_max,
     }
 }
 
@@ -147,6 +155,10 @@ pub(crate) struct Shard {
     pub connect_timeouts: u64,
     pub early_protocol_errors: u64,
     pub accept_rate_limited: u64,
+    /// Slow password verifications in flight on the blocking pool.
+    verifying: usize,
+    /// The shard itself, for tasks a synchronous path spawns (a verification).
+    me: std::rc::Weak<RefCell<Shard>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -195,6 +207,12 @@ impl Shard {
         set_gate(&self.rings_gate, self.core.rings_paused());
     }
 
+    /// Takes the reloaded credentials (and certificates) for new connections.
+    fn apply_reload(&mut self, reload: Reload) {
+        self.core.set_security(reload.passwords, reload.acl);
+        self.sockets.set_tls(reload.tls);
+    }
+
     /// This shard's figures, with the IO layer's own.
     fn snapshot(&mut self) -> crate::metrics::ShardSnapshot {
         let mut snapshot = self.core.snapshot();
@@ -213,6 +231,7 @@ impl Shard {
         snapshot.socket_receives = ring.recv_completions;
         snapshot.socket_buffers_exhausted = ring.buffers_exhausted;
         snapshot.socket_closes_forced = self.sockets.closes_forced;
+        snapshot.listeners = self.sockets.listener_stats();
         snapshot.lag_max_us = self.lag_max_us;
         self.lag_max_us = 0;
         snapshot
@@ -228,6 +247,15 @@ fn set_gate(gate: &Gate, closed: bool) {
 }
 
 type ShardRc = Rc<RefCell<Shard>>;
+
+/// What one shard's IO layer sends another's, through the core's control ring.
+#[derive(Debug)]
+enum IoMsg {
+    /// A connection whose CONNECT arrived here, for the shard owning its client id.
+    Handoff(sockets::Handoff),
+    /// Reloaded credentials and certificates, from shard 0.
+    Reload(Reload),
+}
 
 /// Runs one shard until the broker stops.
 pub(crate) async fn run(ctx: ShardContext) {
@@ -264,6 +292,12 @@ pub(crate) async fn run(ctx: ShardContext) {
         // `accept_rate_max` per shard, on the shard's clock (which starts at 0).
         TokenBucket::new(rate.get().div_ceil(shards as u64), 0)
     });
+    let specs = ctx.config.listeners_effective();
+    let listeners = listeners
+        .into_iter()
+        .zip(&specs)
+        .map(|(fd, listener)| (fd, ListenerSpec::new(&ctx.config, listener, shards)))
+        .collect();
     let sockets = Sockets::new(ring, listeners, accept_bucket);
     let mut shard = Shard {
         core: Core::new(
@@ -290,11 +324,15 @@ pub(crate) async fn run(ctx: ShardContext) {
         connect_timeouts: 0,
         early_protocol_errors: 0,
         accept_rate_limited: 0,
+        verifying: 0,
+        me: std::rc::Weak::new(),
     };
+    shard.apply_reload(Reload::clone(&ctx.loaded));
     // The core starts on the same clock the shard reads from now on.
     let now = shard.now();
     shard.core.handle_tick(now);
     let shard = Rc::new(RefCell::new(shard));
+    shard.borrow_mut().me = Rc::downgrade(&shard);
 
     spawn_local(passes(Rc::clone(&shard))).detach();
     for (_, receiver) in data_rx.streams() {
@@ -326,7 +364,7 @@ pub(crate) async fn run(ctx: ShardContext) {
         spawn_local(receive_api(Rc::clone(&shard), api)).detach();
     }
 
-    tick_until_stopped(&shard, &ctx.stop).await;
+    tick_until_stopped(&shard, &ctx.stop, &ctx.reload).await;
     let s = shard.borrow();
     s.data_out.close();
     s.ctrl_out.close();
@@ -422,7 +460,11 @@ async fn receive_ctrl_forever(shard: ShardRc, receiver: ConnectedReceiver<Vec<Ct
             let now = s.now();
             for msg in batch {
                 match msg {
-                    CtrlMsg::Handoff(handoff) => s.adopt(*handoff),
+                    CtrlMsg::Io(payload) => match payload.downcast::<IoMsg>().map(|m| *m) {
+                        Ok(IoMsg::Handoff(handoff)) => s.adopt(handoff),
+                        Ok(IoMsg::Reload(reload)) => s.apply_reload(reload),
+                        Err(_) => debug_assert!(false, "a control message of another layer"),
+                    },
                     CtrlMsg::Stats(snapshot) => {
                         if let Some(sys) = s.sys.as_mut() {
                             sys.record(*snapshot);
@@ -501,10 +543,14 @@ async fn drain<T: Send + 'static>(shard: &ShardRc, outbox: impl Fn(&mut Shard) -
     }
 }
 
-async fn tick_until_stopped(shard: &ShardRc, stop: &AtomicBool) {
+async fn tick_until_stopped(shard: &ShardRc, stop: &AtomicBool, reload: &AtomicBool) {
     let period = Duration::from_millis(TICK_MS);
     let mut ticks: u64 = 0;
+    let reloads = shard.borrow().core.id == 0;
     while !stop.load(Ordering::Acquire) {
+        if reloads && reload.swap(false, Ordering::AcqRel) {
+            reload::start(shard);
+        }
         let asleep = Instant::now();
         glommio::timer::sleep(period).await;
         // How late the timer fired: the time ready work waits for this event loop.
@@ -515,7 +561,7 @@ async fn tick_until_stopped(shard: &ShardRc, stop: &AtomicBool) {
         s.core.handle_tick(now);
         s.tick_sockets();
         ticks += 1;
-        if ticks % (1000 / TICK_MS) == 0 {
+        if ticks.is_multiple_of(1000 / TICK_MS) {
             observe::every_second(&mut s);
         }
         s.schedule_pass();

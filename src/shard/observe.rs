@@ -104,7 +104,7 @@ impl SysState {
                 serde_json::to_string(&active).expect("serializes"),
             ));
         }
-        if self.sys_interval_secs > 0 && (self.seconds - 1) % self.sys_interval_secs == 0 {
+        if self.sys_interval_secs > 0 && (self.seconds - 1).is_multiple_of(self.sys_interval_secs) {
             let figures = NodeFigures {
                 uptime_secs: self.started.elapsed().as_secs(),
                 now_us,

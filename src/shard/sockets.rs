@@ -28,14 +28,21 @@
 //!   completion at a time), so no byte is read by the shard that gives it away.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use slab::Slab;
 use tracing::{debug, info, warn};
 
+use crate::config::{Config, ListenerConfig, ListenerKind};
 use crate::hooks::{AuthRequest, AuthStep};
+use crate::metrics::ListenerStats;
+use crate::net::layer::{Layer, LayerError, Stack};
+use crate::net::proxy::{self, ProxyHeader};
+use crate::net::tls::TlsAcceptor;
+use crate::net::ws::{ws_layer, WsSettings};
 use crate::protocol::{
     codec, Auth, ConnAck, Connect, DecodeError, Packet, Properties, Props, ProtocolVersion,
     ReasonCode,
@@ -43,9 +50,10 @@ use crate::protocol::{
 use crate::router::owner_shard;
 
 use super::core::rate::TokenBucket;
-use super::core::{AuthOutcome, Close, ConnId, CtrlMsg, Handoff, Held};
+use super::core::{AuthOutcome, Close, ConnId, CtrlMsg, Held, Login, LoginContext};
 use super::pool::Tail;
 use super::uring::{Completion, Ring, Token};
+use super::IoMsg;
 use super::Shard;
 
 /// The size of a provided buffer (their number is `recv_buffers`): a receive
@@ -59,6 +67,10 @@ const REAP_SLICE: usize = 256;
 
 /// Submission slots of the socket ring: sends and re-armed receives of one pass.
 pub(crate) const RING_ENTRIES: u32 = 1024;
+
+/// Slow password verifications (argon2) in flight per shard; beyond, CONNECTs
+/// that need one are refused with Server busy rather than queued without bound.
+const VERIFY_PENDING_MAX: usize = 64;
 
 /// How long a listener waits after an accept error (EMFILE and the like) before it
 /// accepts again, instead of spinning on the error.
@@ -97,6 +109,8 @@ enum Recv {
 #[derive(Debug)]
 enum Phase {
     Handshake,
+    /// Its password is being verified off the shard's thread (a slow hash).
+    Verifying,
     Auth(Box<AuthState>),
     Connected(ConnId),
     Closing,
@@ -131,15 +145,100 @@ struct Link {
     ended: bool,
     /// Input is held: no receive is armed until it is processed again.
     held: bool,
+    /// A PROXY listener's link whose header has not been read yet.
+    awaiting_proxy: bool,
+    /// The listener that accepted it (an index into `Sockets::listeners`, the
+    /// same on every shard).
+    listener: u16,
+    /// The client's address as a PROXY header gave it; otherwise the socket's
+    /// peer is the client.
+    proxied: Option<Box<SocketAddr>>,
+    /// TLS and WebSocket between the socket and MQTT; `None` for plain TCP, whose
+    /// bytes go straight through.
+    stack: Option<Box<Stack>>,
 }
 
 #[derive(Debug)]
 struct Listener {
-    fd: OwnedFd,
+    /// `None` once stopped.
+    fd: Option<OwnedFd>,
     armed: bool,
     /// No accepting before this time (ms): over `accept_rate_max`, or backing off
     /// from an error.
     paused_until_ms: Option<u64>,
+    spec: ListenerSpec,
+    stats: ListenerStats,
+}
+
+/// A connection moving to the shard that owns its client id.
+#[derive(Debug)]
+pub(super) struct Handoff {
+    /// The accepted socket, which the accepting shard no longer reads.
+    pub fd: OwnedFd,
+    pub connect: Connect,
+    /// Bytes read after the CONNECT packet.
+    pub buffered: Bytes,
+    /// The listener that accepted it (the same index on every shard).
+    pub listener: u16,
+    /// The client's address from a PROXY header.
+    pub proxied: Option<SocketAddr>,
+    /// Its TLS and WebSocket state, mid-stream.
+    pub stack: Option<Box<Stack>>,
+}
+
+/// What a listener does with its connections.
+#[derive(Debug)]
+pub(crate) struct ListenerSpec {
+    /// `kind address`, for logs and metric labels.
+    pub name: String,
+    pub kind: ListenerKind,
+    pub proxy_protocol: bool,
+    /// Whether clients without a user name may connect.
+    pub anonymous: bool,
+    /// This shard's share of the listener's `max_connections`.
+    pub links_max: Option<usize>,
+    /// The client certificate's identity is the user name.
+    pub use_identity: bool,
+    /// The TLS configuration of a TLS listener (replaced on reload).
+    pub tls: Option<TlsAcceptor>,
+    /// The WebSocket settings of a WebSocket listener.
+    pub ws: Option<WsSettings>,
+    /// The largest WebSocket frame accepted: a packet and its frame header.
+    pub ws_frame_max: usize,
+}
+
+impl ListenerSpec {
+    pub fn new(config: &Config, listener: &ListenerConfig, shards: usize) -> ListenerSpec {
+        ListenerSpec {
+            name: format!("{} {}", listener.kind, listener.bind),
+            kind: listener.kind,
+            proxy_protocol: listener.proxy_protocol,
+            anonymous: config.anonymous_allowed(listener),
+            links_max: listener.max_connections.map(|max| max.get().div_ceil(shards)),
+            use_identity: listener.use_identity_as_username,
+            tls: None,
+            ws: listener
+                .kind
+                .websocket()
+                .then(|| WsSettings { path: listener.ws_path().to_owned() }),
+            ws_frame_max: config.packet_size_max + 14,
+        }
+    }
+
+    /// The layers of a new connection, socket first.
+    fn stack(&self) -> Result<Option<Box<Stack>>, LayerError> {
+        let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+        if self.kind.tls() {
+            let tls = self.tls.as_ref().ok_or_else(|| {
+                LayerError::Handshake("the listener has no certificate loaded".to_owned())
+            })?;
+            layers.push(tls.layer()?);
+        }
+        if let Some(ws) = &self.ws {
+            layers.push(ws_layer(ws, self.ws_frame_max));
+        }
+        Ok((!layers.is_empty()).then(|| Box::new(Stack::new(layers))))
+    }
 }
 
 /// Every socket of one shard and the ring they go through.
@@ -172,7 +271,11 @@ pub(crate) struct Sockets {
 }
 
 impl Sockets {
-    pub fn new(ring: Ring, listeners: Vec<OwnedFd>, accept_bucket: Option<TokenBucket>) -> Self {
+    pub fn new(
+        ring: Ring,
+        listeners: Vec<(OwnedFd, ListenerSpec)>,
+        accept_bucket: Option<TokenBucket>,
+    ) -> Self {
         Sockets {
             ring,
             links: Slab::new(),
@@ -184,7 +287,13 @@ impl Sockets {
             deadlines: VecDeque::new(),
             listeners: listeners
                 .into_iter()
-                .map(|fd| Listener { fd, armed: false, paused_until_ms: None })
+                .map(|(fd, spec)| Listener {
+                    fd: Some(fd),
+                    armed: false,
+                    paused_until_ms: None,
+                    spec,
+                    stats: ListenerStats::default(),
+                })
                 .collect(),
             accept_bucket,
             stopped: false,
@@ -196,6 +305,33 @@ impl Sockets {
     /// Open links (handshakes, connections and closing ones).
     pub fn links(&self) -> usize {
         self.links.len()
+    }
+
+    /// The listeners' TLS configurations, in listener order: new connections
+    /// use them, established ones keep theirs.
+    pub fn set_tls(&mut self, tls: Vec<Option<TlsAcceptor>>) {
+        for (listener, acceptor) in self.listeners.iter_mut().zip(tls) {
+            listener.spec.tls = acceptor;
+        }
+    }
+
+    /// Each listener's name and figures, in listener order.
+    pub fn listener_stats(&self) -> Vec<(String, ListenerStats)> {
+        self.listeners.iter().map(|l| (l.spec.name.clone(), l.stats)).collect()
+    }
+
+    fn listener_stats_mut(&mut self, id: LinkId) -> Option<&mut ListenerStats> {
+        let index = self.links.get(id.slot as usize)?.listener;
+        self.listeners.get_mut(usize::from(index)).map(|l| &mut l.stats)
+    }
+
+    /// Forgets link `slot` (its descriptor closes with it, unless moved out).
+    fn remove_link(&mut self, slot: usize) -> Link {
+        let link = self.links.remove(slot);
+        if let Some(listener) = self.listeners.get_mut(usize::from(link.listener)) {
+            listener.stats.links -= 1;
+        }
+        link
     }
 
     fn link(&mut self, id: LinkId) -> Option<&mut Link> {
@@ -226,12 +362,13 @@ impl Sockets {
             return;
         }
         for (index, listener) in self.listeners.iter_mut().enumerate() {
+            let Some(fd) = &listener.fd else { continue };
             if listener.armed || listener.paused_until_ms.is_some_and(|until| until > now_ms) {
                 continue;
             }
             listener.paused_until_ms = None;
             listener.armed = true;
-            self.ring.accept(listener.fd.as_raw_fd(), index);
+            self.ring.accept(fd.as_raw_fd(), index);
         }
     }
 
@@ -246,6 +383,25 @@ impl Sockets {
         link.sending = true;
         let fd = link.fd.as_raw_fd();
         self.ring.send(fd, id.token(), bytes);
+    }
+
+    /// Sends MQTT bytes the IO layer itself has for link `id` (a refusing CONNACK,
+    /// an AUTH, last words): through the link's layers.
+    fn send_mqtt(&mut self, id: LinkId, bytes: BytesMut) {
+        let Some(link) = self.link(id) else { return };
+        let wire = match link.stack.as_mut() {
+            None => bytes,
+            Some(stack) => {
+                let mut wire = BytesMut::with_capacity(bytes.len() + 64);
+                if let Err(e) = stack.output(&bytes, &mut wire) {
+                    debug!("closing connection: {e}");
+                    link.ended = true;
+                    return;
+                }
+                wire
+            }
+        };
+        self.send_extra(id, wire);
     }
 
     /// Arms the link's receive if nothing is armed: multishot once connected.
@@ -285,7 +441,7 @@ impl Sockets {
     fn free_if_done(&mut self, id: LinkId) {
         let Some(link) = self.link(id) else { return };
         if matches!(link.phase, Phase::Closing) && link.recv == Recv::Idle && !link.sending {
-            self.links.remove(id.slot as usize);
+            self.remove_link(id.slot as usize);
         }
     }
 
@@ -296,7 +452,17 @@ impl Sockets {
         let already = matches!(link.phase, Phase::Closing);
         link.phase = Phase::Closing;
         if let Some(last) = last {
-            self.send_extra(id, last);
+            self.send_mqtt(id, last);
+        }
+        // TLS close_notify, a WebSocket Close: the client learns the end was meant.
+        let goodbye =
+            self.link(id).and_then(|l| l.stack.as_mut()).filter(|s| !already && s.ready());
+        if let Some(stack) = goodbye {
+            let mut bye = BytesMut::new();
+            stack.close(&mut bye);
+            if !bye.is_empty() {
+                self.send_extra(id, bye);
+            }
         }
         self.stop_reading(id);
         self.free_if_done(id);
@@ -392,7 +558,7 @@ impl Shard {
             self.sockets.deadlines.pop_front();
             let Some(link) = self.sockets.link(id) else { continue };
             match link.phase {
-                Phase::Handshake => {
+                Phase::Handshake | Phase::Verifying => {
                     self.connect_timeouts += 1;
                     debug!(peer = ?peer(&link.fd), "closing connection: no CONNECT in time");
                     self.sockets.close_link(id, None);
@@ -437,7 +603,9 @@ impl Shard {
     /// close through [`Core::close_all`](super::core::Core::close_all).
     pub(super) fn stop_sockets(&mut self) {
         self.sockets.stopped = true;
-        for (index, listener) in std::mem::take(&mut self.sockets.listeners).iter().enumerate() {
+        for (index, listener) in self.sockets.listeners.iter_mut().enumerate() {
+            // Closed now: the port is free as soon as every shard stopped.
+            listener.fd = None;
             if listener.armed {
                 self.sockets.ring.cancel_accept(index);
             }
@@ -446,7 +614,9 @@ impl Shard {
             .sockets
             .links
             .iter()
-            .filter(|(_, l)| matches!(l.phase, Phase::Handshake | Phase::Auth(_)))
+            .filter(|(_, l)| {
+                matches!(l.phase, Phase::Handshake | Phase::Verifying | Phase::Auth(_))
+            })
             .map(|(slot, l)| LinkId { slot: slot as u32, serial: l.serial })
             .collect();
         for id in handshakes {
@@ -458,16 +628,21 @@ impl Shard {
     /// A connection handed over by the shard that accepted it.
     pub(super) fn adopt(&mut self, handoff: Handoff) {
         self.handoffs_in += 1;
-        let Handoff { fd, connect, buffered } = handoff;
-        let id = self.new_link(fd);
+        let Handoff { fd, connect, buffered, listener, proxied, stack } = handoff;
+        let id = self.new_link(fd, listener);
         if let Some(link) = self.sockets.link(id) {
             link.tail = Tail::from_owned(BytesMut::from(&buffered[..]));
+            link.proxied = proxied.map(Box::new);
+            link.stack = stack;
         }
         self.connect_here(id, connect);
         self.schedule_pass();
     }
 
-    fn new_link(&mut self, fd: OwnedFd) -> LinkId {
+    fn new_link(&mut self, fd: OwnedFd, listener: u16) -> LinkId {
+        if let Some(entry) = self.sockets.listeners.get_mut(usize::from(listener)) {
+            entry.stats.links += 1;
+        }
         let serial = self.sockets.next_serial;
         self.sockets.next_serial = serial.wrapping_add(1);
         let slot = self.sockets.links.insert(Link {
@@ -481,13 +656,18 @@ impl Shard {
             queued: false,
             ended: false,
             held: false,
+            awaiting_proxy: false,
+            listener,
+            proxied: None,
+            stack: None,
         });
         LinkId { slot: slot as u32, serial }
     }
 
     fn accepted(&mut self, listener: usize, result: std::io::Result<OwnedFd>, more: bool) {
         let now_ms = self.now().ms;
-        let Some(entry) = self.sockets.listeners.get_mut(listener) else {
+        let Some(entry) = self.sockets.listeners.get_mut(listener).filter(|l| l.fd.is_some())
+        else {
             // Stopped: the listener is gone, and so is what it accepted last.
             return;
         };
@@ -495,13 +675,33 @@ impl Shard {
             entry.armed = false;
         }
         match result {
+            Ok(fd) if entry.spec.links_max.is_some_and(|max| entry.stats.links >= max as u64) => {
+                // Over the listener's max_connections: closed at once, as Mosquitto
+                // does; the client sees the connection end before CONNACK.
+                entry.stats.refused_full += 1;
+                drop(fd);
+            }
             Ok(fd) => {
+                entry.stats.accepted += 1;
+                let awaiting_proxy = entry.spec.proxy_protocol;
+                let stack = match entry.spec.stack() {
+                    Ok(stack) => stack,
+                    Err(e) => {
+                        warn!(listener = %entry.spec.name, "closing connection: {e}");
+                        entry.stats.handshake_failures += 1;
+                        return;
+                    }
+                };
                 // MQTT traffic is small packets whose latency matters; Nagle only
                 // delays them.
                 if let Err(e) = socket2::SockRef::from(&fd).set_nodelay(true) {
                     debug!("set_nodelay: {e}");
                 }
-                let id = self.new_link(fd);
+                let id = self.new_link(fd, listener as u16);
+                if let Some(link) = self.sockets.link(id) {
+                    link.awaiting_proxy = awaiting_proxy;
+                    link.stack = stack;
+                }
                 let deadline = now_ms + self.config.connect_timeout.as_millis() as u64;
                 self.sockets.deadlines.push_back((deadline, id));
                 self.sockets.read(id);
@@ -534,7 +734,7 @@ impl Shard {
         }
         match result {
             Ok(bytes) if bytes.is_empty() => link.ended = true,
-            Ok(bytes) => link.tail.push(bytes),
+            Ok(bytes) => self.feed(id, bytes),
             Err(e) => match e.raw_os_error() {
                 // Cancelled by us, or no provided buffer was free: read again once the
                 // link is processed (and not held).
@@ -545,11 +745,68 @@ impl Shard {
         self.sockets.queue(id);
     }
 
+    /// Bytes from the socket into the link's tail: through its layers, if any
+    /// (not before a PROXY header, which precedes TLS). What the layers answer
+    /// themselves (handshakes, pongs) goes out at once.
+    fn feed(&mut self, id: LinkId, bytes: BytesMut) {
+        let Some(link) = self.sockets.link(id) else { return };
+        if link.awaiting_proxy || link.stack.is_none() {
+            link.tail.push(bytes);
+            return;
+        }
+        let stack = link.stack.as_mut().expect("checked above");
+        let (mut app, mut wire) = (BytesMut::new(), BytesMut::new());
+        let result = stack.input(&bytes, &mut app, &mut wire);
+        let (closed, ready) = (stack.peer_closed(), stack.ready());
+        if !app.is_empty() {
+            link.tail.push(app);
+        }
+        if closed {
+            link.ended = true;
+        }
+        if let Err(e) = result {
+            debug!(peer = ?client_addr(link), "closing connection: {e}");
+            link.ended = true;
+            if !ready {
+                if let Some(stats) = self.sockets.listener_stats_mut(id) {
+                    stats.handshake_failures += 1;
+                }
+            }
+        }
+        if !wire.is_empty() {
+            self.sockets.send_extra(id, wire);
+        }
+    }
+
+    /// Hands a connection's output to its socket. Through layers, the core's
+    /// buffer is done with once encoded: it goes back to the core at once, and
+    /// the send carries the layers' bytes.
+    fn send_output(&mut self, id: LinkId, conn: ConnId, out: BytesMut) {
+        let Some(stack) = self.sockets.link(id).and_then(|l| l.stack.as_mut()) else {
+            self.sockets.send_extra(id, out);
+            return;
+        };
+        let mut wire = BytesMut::with_capacity(out.len() + out.len() / 64 + 64);
+        if let Err(e) = stack.output(&out, &mut wire) {
+            debug!("closing connection: {e}");
+            self.core.close(conn, Close::Io);
+            return;
+        }
+        let now = self.now();
+        self.core.handle_written(now, conn, out);
+        self.sockets.send_extra(id, wire);
+    }
+
     fn sent(&mut self, id: LinkId, result: std::io::Result<usize>, mut buf: BytesMut) {
         let now = self.now();
         let Some(link) = self.sockets.link(id) else { return };
         link.sending = false;
+        // Through layers, the core had its buffer back when it was encoded.
         let conn = match link.phase {
+            Phase::Connected(conn) if link.stack.is_none() => Some(conn),
+            _ => None,
+        };
+        let output_of = match link.phase {
             Phase::Connected(conn) => Some(conn),
             _ => None,
         };
@@ -572,17 +829,17 @@ impl Shard {
                 let extra = std::mem::take(&mut link.extra);
                 if !extra.is_empty() {
                     self.sockets.send_extra(id, extra);
-                } else if let Some(conn) = conn {
+                } else if let Some(conn) = output_of {
                     // Output a pass released while this send was in flight.
                     if let Some(out) = self.core.take_output(conn) {
-                        self.sockets.send_extra(id, out);
+                        self.send_output(id, conn, out);
                     }
                 }
             }
             Err(_) => {
                 link.extra = BytesMut::new();
                 link.ended = true;
-                match conn {
+                match output_of {
                     Some(conn) => self.core.close(conn, Close::Io),
                     None => self.sockets.close_link(id, None),
                 }
@@ -607,7 +864,7 @@ impl Shard {
         let link = self.sockets.link(id).expect("live link");
         if !link.sending {
             if let Some(out) = self.core.take_output(conn) {
-                self.sockets.send_extra(id, out);
+                self.send_output(id, conn, out);
             }
         }
     }
@@ -637,6 +894,8 @@ impl Shard {
             link.queued = false;
             match link.phase {
                 Phase::Handshake => self.process_handshake(id),
+                // Input waits for the verdict.
+                Phase::Verifying => {}
                 Phase::Auth(_) => self.process_auth(id),
                 Phase::Connected(conn) => self.process_connected(now, id, conn),
                 Phase::Closing => self.sockets.free_if_done(id),
@@ -685,8 +944,39 @@ impl Shard {
     fn process_handshake(&mut self, id: LinkId) {
         let limits = self.core.limits(ProtocolVersion::V311);
         let link = self.sockets.link(id).expect("queued link is live");
+        if link.awaiting_proxy {
+            match proxy::parse(link.tail.bytes()) {
+                ProxyHeader::Incomplete => {
+                    self.sockets.await_more(id);
+                    return;
+                }
+                ProxyHeader::Invalid(reason) => {
+                    warn!(peer = ?peer(&link.fd), "closing connection: {reason}");
+                    if let Some(stats) = self.sockets.listener_stats_mut(id) {
+                        stats.proxy_refused += 1;
+                    }
+                    self.sockets.close_link(id, None);
+                    return;
+                }
+                ProxyHeader::Done { len, source } => {
+                    bytes::Buf::advance(link.tail.bytes(), len);
+                    link.proxied = source.map(Box::new);
+                    link.awaiting_proxy = false;
+                    if link.stack.is_some() {
+                        // What followed the header is TLS or WebSocket: through the
+                        // layers with it.
+                        let rest = std::mem::take(link.tail.bytes());
+                        link.tail.settle();
+                        if !rest.is_empty() {
+                            self.feed(id, rest);
+                        }
+                    }
+                }
+            }
+        }
+        let link = self.sockets.link(id).expect("queued link is live");
         let decoded = codec::decode(link.tail.bytes(), &limits);
-        let who = || peer(&link.fd);
+        let who = || client_addr(link);
         let connect = match decoded {
             Ok(Some(Packet::Connect(connect))) => connect,
             Ok(None) => {
@@ -728,11 +1018,18 @@ impl Shard {
         // The session lives on `owner`: move the socket there with the bytes read
         // after CONNECT. No receive is armed (one completion at a time), none can
         // be in flight.
-        let link = self.sockets.links.remove(id.slot as usize);
+        let link = self.sockets.remove_link(id.slot as usize);
         debug_assert!(link.recv == Recv::Idle && !link.sending);
-        let handoff = Handoff { fd: link.fd, connect, buffered: link.tail.into_bytes().freeze() };
+        let handoff = Handoff {
+            fd: link.fd,
+            connect,
+            buffered: link.tail.into_bytes().freeze(),
+            listener: link.listener,
+            proxied: link.proxied.map(|addr| *addr),
+            stack: link.stack,
+        };
         self.handoffs_out += 1;
-        self.core.push_ctrl(owner, CtrlMsg::Handoff(Box::new(handoff)));
+        self.core.push_ctrl(owner, CtrlMsg::Io(Box::new(IoMsg::Handoff(handoff))));
         self.schedule_pass();
     }
 
@@ -745,8 +1042,82 @@ impl Shard {
                 let state = AuthState { connect, method, round: 0, deadline_ms: 0 };
                 self.authenticate(id, Box::new(state), data);
             }
-            _ => self.finish_connect(id, connect, None),
+            _ => self.login(id, connect),
         }
+    }
+
+    /// The password check [MQTT-3.1.4-2]: inline for fast hashes, off the shard's
+    /// thread for slow ones (an argon2 verification takes tens of milliseconds,
+    /// which would stall every client of the shard).
+    fn login(&mut self, id: LinkId, connect: Connect) {
+        let now = self.now();
+        let link = self.sockets.links.get(id.slot as usize).expect("live link");
+        let listener = usize::from(link.listener);
+        let peer = client_addr(link);
+        let spec = self.sockets.listeners.get(listener).map(|l| &l.spec);
+        let anonymous = spec.is_some_and(|s| s.anonymous);
+        let identity = match (spec.is_some_and(|s| s.use_identity), &link.stack) {
+            (true, Some(stack)) => stack.peer_identity(),
+            _ => None,
+        };
+        let context = LoginContext { listener, anonymous, identity: identity.as_deref(), peer };
+        let mut connect = connect;
+        match self.core.login(now, &connect, context) {
+            Login::Allowed => {
+                if let Some(identity) = identity {
+                    connect.username = Some(identity.into());
+                }
+                self.finish_connect(id, connect, None);
+            }
+            Login::Refused(reason) => self.refuse_login(id, &connect, reason),
+            Login::Verify(hash, password) => {
+                if self.verifying >= VERIFY_PENDING_MAX {
+                    self.refuse_login(id, &connect, ReasonCode::SERVER_BUSY);
+                    return;
+                }
+                self.verifying += 1;
+                if let Some(link) = self.sockets.link(id) {
+                    link.phase = Phase::Verifying;
+                }
+                let me = self.me.clone();
+                glommio::spawn_local(async move {
+                    let ok =
+                        glommio::executor().spawn_blocking(move || hash.verify(&password)).await;
+                    let Some(shard) = me.upgrade() else { return };
+                    let mut s = shard.borrow_mut();
+                    s.verifying -= 1;
+                    s.verified(id, connect, peer, ok);
+                    s.schedule_pass();
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// A slow password verification ended.
+    fn verified(&mut self, id: LinkId, connect: Connect, peer: Option<SocketAddr>, ok: bool) {
+        let now = self.now();
+        self.core.login_verified(now, peer, ok);
+        // Closed meanwhile (timed out, or the broker stops): nothing to answer.
+        let Some(link) = self.sockets.link(id).filter(|l| matches!(l.phase, Phase::Verifying))
+        else {
+            return;
+        };
+        link.phase = Phase::Handshake;
+        if ok {
+            self.finish_connect(id, connect, None);
+        } else {
+            self.refuse_login(id, &connect, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+        }
+    }
+
+    fn refuse_login(&mut self, id: LinkId, connect: &Connect, reason: ReasonCode) {
+        let peer = self.sockets.link(id).and_then(|l| client_addr(l));
+        info!(client_id = %connect.client_id, username = ?connect.username, ?peer, "refusing connection: {reason} [MQTT-3.2.2-8]");
+        if let Some(stats) = self.sockets.listener_stats_mut(id) {
+            stats.auth_failures += 1;
+        }
+        self.sockets.close_link(id, Some(connack(reason, connect.protocol)));
     }
 
     fn finish_connect(&mut self, id: LinkId, connect: Connect, auth: Option<AuthOutcome>) {
@@ -802,7 +1173,7 @@ impl Shard {
                 codec::encode(&auth, ProtocolVersion::V5, &mut out);
                 state.deadline_ms = self.now().ms + self.config.connect_timeout.as_millis() as u64;
                 self.sockets.deadlines.push_back((state.deadline_ms, id));
-                self.sockets.send_extra(id, out);
+                self.sockets.send_mqtt(id, out);
                 let link = self.sockets.link(id).expect("live link");
                 link.phase = Phase::Auth(state);
                 self.sockets.queue(id);
@@ -853,9 +1224,14 @@ fn connack(reason: ReasonCode, protocol: ProtocolVersion) -> BytesMut {
     out
 }
 
-/// The client's address, for a log line.
-fn peer(fd: &OwnedFd) -> Option<std::net::SocketAddr> {
+/// The socket's peer address, for a log line.
+fn peer(fd: &OwnedFd) -> Option<SocketAddr> {
     socket2::SockRef::from(fd).peer_addr().ok().and_then(|a| a.as_socket())
+}
+
+/// The client's address: the one a PROXY header named, else the socket's peer.
+fn client_addr(link: &Link) -> Option<SocketAddr> {
+    link.proxied.as_deref().copied().or_else(|| peer(&link.fd))
 }
 
 fn log_close(client_id: &str, close: &Close) {

@@ -206,6 +206,42 @@ class Broker:
         return f"<Broker {self.kind} {self.host}:{self.port} shards={self.shards}>"
 
 
+class ConfigBroker(Broker):
+    """A shardmq broker started from a config file (plus its plain listener on a
+    free port); its readiness probe accepts any CONNACK, since an anonymous probe is
+    refused once a password file is set."""
+
+    def __init__(self, config: str, cores: int = 2):
+        super().__init__("shardmq", cores=cores)
+        self.config_text = config
+
+    def _command(self) -> list[str]:
+        conf = Path(self.tmpdir.name) / "shardmq.toml"
+        conf.write_text(self.config_text)
+        return [_broker_binary(), "--config", str(conf), "--listen", f"{self.host}:{self.port}",
+                "--cores", str(self.cores)]
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"broker exited during startup with code {self.proc.returncode}")
+            try:
+                raw = RawClient(self.host, self.port, timeout=1.0)
+            except OSError:
+                time.sleep(0.05)  # polling interval while the process binds its port
+                continue
+            try:
+                raw.connect(f"probe-{time.monotonic_ns() % 10**9}", timeout=2.0)
+                return
+            except (ConnectionClosed, TimeoutError, OSError):
+                pass
+            finally:
+                raw.close()
+        raise AssertionError("broker not ready within 10 s")
+
+
+
 def _log_tail(text: str, lines: int = 200) -> str:
     ls = text.splitlines()
     if len(ls) > lines:

@@ -120,6 +120,13 @@ impl Core {
             keep_alive_secs: terms.keep_alive_secs,
             shard: self.id,
         };
+        if let Some(will) = &connect.will {
+            if !self.may_publish_will(&info, will.topic.as_str()) {
+                self.stats.connects_refused += 1;
+                tracing::info!(client_id = %client_id, topic = %will.topic, "refusing connection: the ACL denies its will topic");
+                return refuse(ReasonCode::NOT_AUTHORIZED);
+            }
+        }
         let session_present = self.take_over(&client_id, connect.clean_session);
         let key = if session_present {
             self.sessions.key(&client_id).expect("resumed")
@@ -134,6 +141,7 @@ impl Core {
                 pending_will: None,
                 expiry_secs: terms.expiry_secs,
                 expires_at: None,
+                username: None,
             }))
         };
         let id = self.new_conn(now, info, key, &terms, auth.as_ref());
@@ -153,6 +161,7 @@ impl Core {
             })
         });
         entry.expires_at = None;
+        entry.username = connect.username.as_deref().map(Box::from);
         let connack =
             ConnAck { session_present, reason: ReasonCode::SUCCESS, properties: properties.into() };
         codec::encode(&Packet::ConnAck(connack), protocol, out_buffer(conn, &mut self.spare_out));

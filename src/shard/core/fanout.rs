@@ -51,11 +51,17 @@ impl Core {
             let mut qos = first.qos;
             let mut retain = first.retain_as_published;
             let mut sub_ids: Vec<u32> = first.id.into_iter().collect();
+            // A subscription the ACL covers whole grants the topic on its own.
+            let mut acl_check = first.acl_check;
             // Overlapping subscriptions of one client: one copy [MQTT-3.3.5-1].
             while let Some((_, more)) = targets_iter.next_if(|(next, _)| *next == key) {
                 qos = qos.max(more.qos);
                 retain |= more.retain_as_published;
                 sub_ids.extend(more.id);
+                acl_check &= more.acl_check;
+            }
+            if acl_check && !self.may_read(key, message.topic.as_str()) {
+                continue;
             }
             let delivery = Delivery {
                 message: Arc::clone(message),

@@ -43,7 +43,7 @@ impl Core {
                 self.shared_routes.set(&filter, origin, members);
                 self.ctrl_out.push(origin, CtrlMsg::RouteAck { from: self.id, rev });
             }
-            CtrlMsg::Handoff(_) | CtrlMsg::Stats(_) => {
+            CtrlMsg::Io(_) | CtrlMsg::Stats(_) => {
                 debug_assert!(false, "the IO layer keeps hand-offs and figures");
             }
         }
@@ -52,7 +52,7 @@ impl Core {
     /// Adds an item of the IO layer (a hand-off, figures for shard 0) to the
     /// control batch for `dest`, so it travels batched with the core's own.
     pub fn push_ctrl(&mut self, dest: usize, msg: CtrlMsg) {
-        debug_assert!(matches!(msg, CtrlMsg::Handoff(_) | CtrlMsg::Stats(_)));
+        debug_assert!(matches!(msg, CtrlMsg::Io(_) | CtrlMsg::Stats(_)));
         debug_assert_ne!(dest, self.id, "nothing is sent to the own shard");
         self.ctrl_out.push(dest, msg);
     }

@@ -2,7 +2,6 @@
 //! the embedding program publishes. Plain data: `Send`, cheap to move (`Arc`,
 //! `Bytes`, ids).
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,7 +9,7 @@ use bytestring::ByteString;
 
 use crate::message::Message;
 use crate::metrics::ShardSnapshot;
-use crate::protocol::{Connect, QoS, TopicFilter, TopicName};
+use crate::protocol::{QoS, TopicFilter, TopicName};
 
 /// A message published by the embedding program.
 #[derive(Debug)]
@@ -58,8 +57,10 @@ pub(crate) enum CtrlMsg {
     Route { origin: usize, rev: u64, filter: TopicFilter, present: bool },
     /// `from` has applied every route update of the receiver up to `rev`.
     RouteAck { from: usize, rev: u64 },
-    /// A connection whose CONNECT arrived on another shard, for its owner shard.
-    Handoff(Box<Handoff>),
+    /// What the IO layers of two shards pass between them (a connection moving to
+    /// the shard that owns its client id, reloaded credentials): the core carries
+    /// it without looking inside.
+    Io(Box<dyn std::any::Any + Send>),
     /// "Send the retained messages matching `filter` to `client_id` on `origin`."
     RetainedQuery {
         origin: usize,
@@ -75,14 +76,4 @@ pub(crate) enum CtrlMsg {
     SharedRoute { origin: usize, rev: u64, filter: TopicFilter, members: u32 },
     /// A shard's figures, once a second, for shard 0.
     Stats(Box<ShardSnapshot>),
-}
-
-/// A connection moving to the shard that owns its client id.
-#[derive(Debug)]
-pub(crate) struct Handoff {
-    /// The accepted socket, which the accepting shard no longer reads.
-    pub fd: OwnedFd,
-    pub connect: Connect,
-    /// Bytes read after the CONNECT packet.
-    pub buffered: Bytes,
 }

@@ -47,6 +47,7 @@ mod outbox;
 mod publish;
 pub(crate) mod rate;
 mod retained;
+mod security;
 mod sessions;
 mod shared;
 #[cfg(test)]
@@ -73,10 +74,12 @@ use crate::session::{SessionLimits, SubOptions};
 use crate::small_map::SmallMap;
 
 pub(crate) use clients::AuthOutcome;
-pub(crate) use messages::{ApiPublish, CtrlMsg, DataMsg, Handoff};
+pub(crate) use messages::{ApiPublish, CtrlMsg, DataMsg};
 use outbox::Batches;
 use rate::TokenBucket;
 use retained::Retained;
+use security::Security;
+pub(crate) use security::{Login, LoginContext};
 use sessions::{SessionEntry, SessionKey, Sessions};
 use timers::{Timer, Wheel};
 
@@ -225,6 +228,9 @@ pub(crate) struct CoreConfig {
     pub retained_bytes_max: u64,
     pub queued_bytes_max: u64,
     pub session: SessionLimits,
+    /// Failed logins per minute from one address before its CONNECTs are refused;
+    /// 0: no limit.
+    pub login_failures_max: u32,
 }
 
 /// The MQTT state of one connection. The socket and its read state stay with the
@@ -381,6 +387,8 @@ pub(crate) struct Core {
     /// second.
     last_limit_log_ms: Option<u64>,
     stopping: bool,
+    /// Credentials, ACL and failed logins (see `security`).
+    security: Security,
 }
 
 impl std::fmt::Debug for Core {
@@ -432,6 +440,7 @@ impl Core {
             stats: ShardStats::default(),
             last_limit_log_ms: None,
             stopping: false,
+            security: Security::default(),
             config,
         }
     }
@@ -676,7 +685,7 @@ impl Core {
     /// Logs that a limit was hit, at most once a second per shard.
     fn log_limit(&mut self, name: &str) {
         let now = self.now.ms;
-        if self.last_limit_log_ms.map_or(true, |last| now >= last + 1000) {
+        if self.last_limit_log_ms.is_none_or(|last| now >= last + 1000) {
             self.last_limit_log_ms = Some(now);
             tracing::warn!(
                 shard = self.id,
@@ -731,7 +740,8 @@ mod tests {
     fn per_connection_state_stays_small() {
         let sizes = [
             ("Conn", size_of::<super::Conn>(), 184),
-            ("SessionEntry", size_of::<super::SessionEntry>(), 224),
+            // 224 + the user name the ACL checks offline deliveries against.
+            ("SessionEntry", size_of::<super::SessionEntry>(), 240),
             ("Session", size_of::<crate::session::Session>(), 152),
             ("local_subs value", size_of::<SmallMap<SessionKey, SubOptions>>(), 24),
             ("wheel entry", size_of::<(u64, super::Timer)>(), 24),

@@ -40,12 +40,21 @@ impl Core {
             return Err(Close::Limit("topic_length_max/topic_levels_max"));
         }
         self.charge_publish_rate(id, publish.payload.len());
+        // A denied message is dropped; an MQTT 5 client is told so in its PUBACK or
+        // PUBREC, an MQTT 3 one is acknowledged as if it went through (its protocol
+        // has no way to say no, and a client that is never answered resends).
+        let allowed = self.may_publish(id, topic.as_str());
         let receive_maximum = usize::from(self.config.receive_maximum);
         let route = match publish.qos {
-            PublishQoS::AtMostOnce => true,
+            PublishQoS::AtMostOnce => allowed,
             PublishQoS::AtLeastOnce(packet_id) => {
-                self.send(id, &Packet::PubAck(Ack::new(packet_id)));
-                true
+                self.send(id, &Packet::PubAck(refused_if(!allowed && v5, packet_id)));
+                allowed
+            }
+            PublishQoS::ExactlyOnce(packet_id) if !allowed && v5 => {
+                // A PUBREC with a failure code ends the exchange: no PUBREL follows.
+                self.send(id, &Packet::PubRec(refused_if(true, packet_id)));
+                false
             }
             PublishQoS::ExactlyOnce(packet_id) => {
                 let first = self.with_session(id, |s, out| {
@@ -72,7 +81,7 @@ impl Core {
                     Ok(first)
                 });
                 match first {
-                    Some(first) => first?,
+                    Some(first) => first? && allowed,
                     None => false,
                 }
             }
@@ -291,5 +300,14 @@ impl Core {
             }
         }
         self.shared_scratch = picks;
+    }
+}
+
+/// An acknowledgement: 0x87 Not authorized when `refused`, else success.
+fn refused_if(refused: bool, packet_id: crate::protocol::PacketId) -> Ack {
+    if refused {
+        Ack { reason: ReasonCode::NOT_AUTHORIZED, ..Ack::new(packet_id) }
+    } else {
+        Ack::new(packet_id)
     }
 }

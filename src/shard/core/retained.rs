@@ -234,6 +234,9 @@ impl Core {
     ) {
         let Some(session) = self.sessions.key(client_id) else { return };
         for message in messages {
+            if !self.may_read(session, message.topic.as_str()) {
+                continue;
+            }
             let qos = message.qos.min(qos);
             // [MQTT-3.3.1-8]: sent because of a new subscription, so RETAIN is set.
             let mut delivery = Delivery::new(message, qos, true);

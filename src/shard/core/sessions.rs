@@ -46,6 +46,9 @@ pub(super) struct SessionEntry {
     pub(super) expiry_secs: Option<u64>,
     /// Shard clock tick at which an offline persistent session is removed.
     pub(super) expires_at: Option<u64>,
+    /// The user name of its last connection: what the ACL checks deliveries
+    /// against while it is offline too.
+    pub(super) username: Option<Box<str>>,
 }
 
 impl SessionEntry {

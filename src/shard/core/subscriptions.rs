@@ -61,6 +61,15 @@ impl Core {
                     continue;
                 }
             };
+            let inner = match request.filter.kind() {
+                Filter::Shared { filter, .. } => filter,
+                _ => request.filter.as_str(),
+            };
+            let Some(acl_check) = self.may_subscribe(id, inner, shared) else {
+                tracing::debug!(client_id = %client_id, filter = %request.filter, "the ACL denies the filter");
+                codes.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            };
             if shared && request.no_local {
                 return Err(Close::Violation(ProtocolViolation::protocol_error(
                     "MQTT-3.8.3-4",
@@ -87,6 +96,7 @@ impl Core {
                 no_local: request.no_local,
                 retain_as_published: request.retain_as_published,
                 id: sub_id,
+                acl_check,
             };
             // Kept as long as the session: detach it from the read buffer.
             let filter = request.filter.detached();

@@ -49,6 +49,9 @@ impl Core {
         self.now = now;
         let tick = ticks(now);
         self.retained.sweep(now);
+        if tick.is_multiple_of(secs_to_ticks(60)) {
+            self.sweep_login_failures(now.ms);
+        }
         let mut due = Vec::new();
         self.wheel.advance(tick, &mut due);
         for timer in due {

@@ -8,7 +8,7 @@ use super::*;
 /// Parses hex, ignoring whitespace and `|` (used to mark field boundaries).
 fn hex(s: &str) -> Vec<u8> {
     let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b'|').collect();
-    assert!(digits.len() % 2 == 0, "odd number of hex digits in {s:?}");
+    assert!(digits.len().is_multiple_of(2), "odd number of hex digits in {s:?}");
     digits
         .chunks(2)
         .map(|pair| {

@@ -226,7 +226,7 @@ fn run_traffic(traffic: &Traffic) {
             if *seen == 1 {
                 let previous = last.insert((p, topic, q), s);
                 assert!(
-                    previous.map_or(true, |prev| prev < s),
+                    previous.is_none_or(|prev| prev < s),
                     "subscriber {n}: {p}:{s} after {p}:{previous:?} on {} at {q:?} [MQTT-4.6.0-5]",
                     TOPICS[topic]
                 );
