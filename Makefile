@@ -21,6 +21,9 @@ deps: ## install what lint and the tests need when missing (rustfmt, clippy, Deb
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
 	@$(PYTHON) -c 'import paho.mqtt, pytest, pytest_timeout, prometheus_client, cryptography' 2>/dev/null || \
 		$(PYTHON) -m pip install -q 'paho-mqtt>=2,<3' pytest pytest-timeout prometheus-client cryptography
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@test -d tests/js/node_modules/mqtt || npm ci --prefix tests/js --no-audit --no-fund --silent
 
 test: deps build test-rust test-python test-tuning ## everything: unit, property and integration tests (installs what it needs)
 

@@ -169,6 +169,29 @@ def test_paho_over_tls_ws_and_wss_reach_each_other_across_shards(tls_broker, pki
         c.stop()
 
 
+JS = Path(__file__).resolve().parent.parent / "js"
+
+
+def test_mqttjs_over_ws_and_wss_as_a_browser_connects(tls_broker, pki):
+    """MQTT.js (what browser dashboards use) over ws:// and wss://, MQTT 3.1.1 and
+    5, each client's messages coming back through the other shard's route."""
+    if shutil.which("node") is None or not (JS / "node_modules" / "mqtt").is_dir():
+        pytest.fail("MQTT.js is missing: `make deps` installs node and tests/js", pytrace=False)
+    b = tls_broker()
+    cases = [
+        (f"ws://127.0.0.1:{b.ports.ws}/mqtt", 4, None),
+        (f"ws://127.0.0.1:{b.ports.ws}/mqtt", 5, None),
+        (f"wss://localhost:{b.ports.wss}/mqtt", 4, str(pki["ca"].pem)),
+        (f"wss://localhost:{b.ports.wss}/mqtt", 5, str(pki["ca"].pem)),
+    ]
+    for n, (url, version, ca) in enumerate(cases):
+        cid = b.client_id(f"js{version}", n % 2)
+        args = ["node", str(JS / "roundtrip.js"), url, cid, f"js/{n}/t", "100", str(version)]
+        out = subprocess.run(args + ([ca] if ca else []), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, f"{url} v{version}: {out.stdout} {out.stderr}"
+        assert '"ok":true' in out.stdout
+
+
 def test_mosquitto_clients_with_cafile_and_a_password(tls_broker, pki):
     """The README's example: a TLS listener, a password file, mosquitto_sub/pub."""
     if shutil.which("mosquitto_sub") is None:
@@ -295,3 +318,54 @@ def test_certificates_reload_on_sighup_without_dropping_connections(tls_broker, 
     assert again.connect() == 0
     again.stop()
     kept.stop()
+
+
+def test_listener_max_connections_and_per_listener_figures(pki):
+    """max_connections closes what is over it at accept; /metrics and $SYS count per
+    listener (connections, handshake failures, auth failures, PROXY refusals)."""
+    import urllib.request
+
+    from mqtt_helpers import RawClient
+
+    capped, metrics = free_port(), free_port()
+    config = f"""
+sys_interval_secs = 1
+metrics_listen = "127.0.0.1:{metrics}"
+[[listener]]
+bind = "127.0.0.1:{capped}"
+max_connections = 2
+"""
+    b = ConfigBroker(config, cores=1).start()
+    try:
+        held = [RawClient(b.host, capped) for _ in range(2)]
+        for n, raw in enumerate(held):
+            assert raw.connect(f"capped{n}")[1] == 0
+        over = RawClient(b.host, capped)
+        over.wait_closed()
+        name = f'listener="mqtt 127.0.0.1:{capped}"'
+        deadline = time.monotonic() + 5
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            lines = [line for line in text.splitlines() if name in line]
+            if f"shardmq_listener_refused_full_total{{shard=\"0\",{name}}} 1" in lines and \
+                    f"shardmq_listener_connections{{shard=\"0\",{name}}} 2" in lines:
+                break
+            assert time.monotonic() < deadline, "\n".join(lines) or text[-3000:]
+            time.sleep(0.2)  # snapshots are taken once a second
+        sub = Paho("sysreader", b.port)
+        assert sub.connect() == 0
+        assert sub.subscribe("$SYS/brokers/+/listeners/1/#", qos=0) == [0]
+        seen = {}
+        deadline = time.monotonic() + 5
+        while "connections" not in seen or "name" not in seen:
+            m = sub.messages.get(timeout=max(0.1, deadline - time.monotonic()))
+            seen[m.topic.rsplit("/", 1)[1]] = m.payload.decode()
+        assert seen["name"] == f"mqtt 127.0.0.1:{capped}"
+        assert seen["connections"] == "2"
+        sub.stop()
+        for raw in held:
+            raw.close()
+    finally:
+        b.kill()
+        b.tmpdir.cleanup()
