@@ -96,12 +96,12 @@ fn connect(addr: SocketAddr, pki: &Pki, id: &str, user: &str, password: &str) ->
 }
 
 /// The next incoming packet that is not a ping answer or an outgoing event.
-fn next_incoming(events: &Events) -> Result<Incoming, rumqttc::ConnectionError> {
+fn next_incoming(events: &Events) -> Result<Incoming, Box<rumqttc::ConnectionError>> {
     loop {
         match events.recv_timeout(WAIT).expect("an event in time") {
             Ok(Event::Incoming(Incoming::PingResp)) | Ok(Event::Outgoing(_)) => {}
             Ok(Event::Incoming(incoming)) => return Ok(incoming),
-            Err(e) => return Err(e),
+            Err(e) => return Err(Box::new(e)),
         }
     }
 }
@@ -153,7 +153,7 @@ fn a_wrong_password_over_tls_is_refused_with_code_4() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_broker, addr, pki) = start(dir.path());
     let (_client, events) = connect(addr, &pki, "intruder", "meter", "guess");
-    match next_incoming(&events) {
+    match next_incoming(&events).map_err(|e| *e) {
         Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
             assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
         }
