@@ -111,6 +111,8 @@ enum Phase {
     Handshake,
     /// Its password is being verified off the shard's thread (a slow hash).
     Verifying,
+    /// CONNECT read, for another shard; waiting for its last send to complete.
+    HandingOff(Box<(usize, Connect)>),
     Auth(Box<AuthState>),
     Connected(ConnId),
     Closing,
@@ -558,7 +560,7 @@ impl Shard {
             self.sockets.deadlines.pop_front();
             let Some(link) = self.sockets.link(id) else { continue };
             match link.phase {
-                Phase::Handshake | Phase::Verifying => {
+                Phase::Handshake | Phase::Verifying | Phase::HandingOff(_) => {
                     self.connect_timeouts += 1;
                     debug!(peer = ?peer(&link.fd), "closing connection: no CONNECT in time");
                     self.sockets.close_link(id, None);
@@ -615,7 +617,10 @@ impl Shard {
             .links
             .iter()
             .filter(|(_, l)| {
-                matches!(l.phase, Phase::Handshake | Phase::Verifying | Phase::Auth(_))
+                matches!(
+                    l.phase,
+                    Phase::Handshake | Phase::Verifying | Phase::HandingOff(_) | Phase::Auth(_)
+                )
             })
             .map(|(slot, l)| LinkId { slot: slot as u32, serial: l.serial })
             .collect();
@@ -829,6 +834,15 @@ impl Shard {
                 let extra = std::mem::take(&mut link.extra);
                 if !extra.is_empty() {
                     self.sockets.send_extra(id, extra);
+                } else if matches!(link.phase, Phase::HandingOff(_)) {
+                    let Phase::HandingOff(next) =
+                        std::mem::replace(&mut link.phase, Phase::Handshake)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    let (owner, connect) = *next;
+                    self.hand_off(id, owner, connect);
+                    return;
                 } else if let Some(conn) = output_of {
                     // Output a pass released while this send was in flight.
                     if let Some(out) = self.core.take_output(conn) {
@@ -894,8 +908,8 @@ impl Shard {
             link.queued = false;
             match link.phase {
                 Phase::Handshake => self.process_handshake(id),
-                // Input waits for the verdict.
-                Phase::Verifying => {}
+                // Input waits for the verdict, or for the owner shard.
+                Phase::Verifying | Phase::HandingOff(_) => {}
                 Phase::Auth(_) => self.process_auth(id),
                 Phase::Connected(conn) => self.process_connected(now, id, conn),
                 Phase::Closing => self.sockets.free_if_done(id),
@@ -1015,9 +1029,21 @@ impl Shard {
             self.connect_here(id, connect);
             return;
         }
-        // The session lives on `owner`: move the socket there with the bytes read
-        // after CONNECT. No receive is armed (one completion at a time), none can
-        // be in flight.
+        let link = self.sockets.link(id).expect("queued link is live");
+        if link.sending {
+            // What the layers said last (TLS 1.3 session tickets, sent as the
+            // handshake ends) must reach the client before anything the owner says:
+            // the socket moves once that send completes.
+            link.phase = Phase::HandingOff(Box::new((owner, connect)));
+            return;
+        }
+        self.hand_off(id, owner, connect);
+    }
+
+    /// Moves the socket to `owner`, the shard of its session, with the bytes read
+    /// after CONNECT and its layers. No receive is armed (one completion at a time)
+    /// and no send is in flight, so no byte is read or written out of order.
+    fn hand_off(&mut self, id: LinkId, owner: usize, connect: Connect) {
         let link = self.sockets.remove_link(id.slot as usize);
         debug_assert!(link.recv == Recv::Idle && !link.sending);
         let handoff = Handoff {
