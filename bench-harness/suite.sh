@@ -5,8 +5,9 @@
 #   BENCH_BROKERS=mosquitto bench-harness/suite.sh
 #   BENCH_DURATION=3 BENCH_WARMUP=1 bench-harness/suite.sh   # quick
 #   PEERS=/path/to/peers BENCH_PARTS=peers bench-harness/suite.sh
+#   BENCH_PARTS=security bench-harness/suite.sh             # TLS and ACL only
 #
-# Three parts, each case against every broker one after the other:
+# Four parts, each case against every broker one after the other:
 #   harness      shardmq-bench cases: target/bench/<broker>-<case>.json (+ .hlog,
 #                broker logs), target/bench/compare.md and compare.svg
 #   peers        external generators (NanoMQ's nanomq_cli, emqtt-bench), which
@@ -17,10 +18,17 @@
 #                a case whose tool is missing is skipped, with a message.
 #   connections  a device fleet (shardmq-bench connections) at each count of
 #                BENCH_CONNECTIONS, with a reconnect storm; in compare.md
+#   security     TLS handshakes (conn --tls at BENCH_SEC_CONN_RATE and flat
+#                out), fan-in over TLS, and fan-in with an ACL file of
+#                BENCH_ACL_RULES rules against the same fan-in without one;
+#                certificates (openssl) and the ACL are made in
+#                target/bench/security/. target/bench/security.md (the
+#                figures and the TLS/plain and ACL/no-ACL ratios) and
+#                security.svg
 #
 # Environment (all optional):
 #   BENCH_BROKERS          brokers to run, comma-separated   [shardmq,mosquitto]
-#   BENCH_PARTS            parts to run, comma-separated     [harness,peers,connections]
+#   BENCH_PARTS            parts to run, comma-separated     [harness,peers,connections,security]
 #   PEERS                  folder with bin/nanomq_cli and bin/emqtt_bench []
 #   BENCH_PEER_DURATION    seconds per external-generator run [15]
 #   BENCH_PEER_WARMUP      of which warmup                   [3]
@@ -30,6 +38,9 @@
 #   BENCH_KEEPALIVE        the devices' keep-alive, seconds  [30]
 #   BENCH_TRICKLE_PER_MIN  publishes per device per minute   [0]
 #   BENCH_SETTLE           seconds after the storm before RSS is sampled [60]
+#   BENCH_SEC_CONN_RATE    TLS handshakes/s offered (security) [500]
+#   BENCH_ACL_RULES        rules in the security part's ACL  [1000]
+#   BENCH_TLS_KEY          the broker's key: ec (P-256) or rsa (2048 bits) [ec]
 #   BENCH_OUT              where results go                  [target/bench]
 #   BENCH_DURATION         measured seconds per case         [10]
 #   BENCH_WARMUP           warmup seconds per case           [2]
@@ -41,6 +52,7 @@
 #                          shardmq sets TCP_NODELAY too      [1]
 #   MOSQUITTO              path of the mosquitto binary      [/usr/sbin/mosquitto]
 #   SHARDMQ_ARGS           extra arguments for shardmq (and baseline) []
+#   CARGO_TARGET_DIR       where cargo builds, as for cargo   [target]
 #   BENCH_BASELINE         a saved shardmq binary, run as the broker
 #                          `baseline` (add it to BENCH_BROKERS) to compare
 #                          a change with the build before it, same run []
@@ -53,8 +65,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${BENCH_OUT:-$ROOT/target/bench}"
-BENCH="$ROOT/target/release/shardmq-bench"
-SHARDMQ="$ROOT/target/release/shardmq"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BENCH="$TARGET/release/shardmq-bench"
+SHARDMQ="$TARGET/release/shardmq"
 MOSQUITTO="${MOSQUITTO:-/usr/sbin/mosquitto}"
 BROKERS="${BENCH_BROKERS:-shardmq,mosquitto}"
 DURATION="${BENCH_DURATION:-10}"
@@ -62,7 +75,7 @@ WARMUP="${BENCH_WARMUP:-2}"
 LATENCY_RATE="${BENCH_LATENCY_RATE:-20000}"
 CONN_RATE="${BENCH_CONN_RATE:-2000}"
 NODELAY="${BENCH_MOSQUITTO_NODELAY:-1}"
-PARTS=",${BENCH_PARTS:-harness,peers,connections},"
+PARTS=",${BENCH_PARTS:-harness,peers,connections,security},"
 PEER_DURATION="${BENCH_PEER_DURATION:-15}"
 PEER_WARMUP="${BENCH_PEER_WARMUP:-3}"
 PEER_RATE_QOS="${BENCH_PEER_RATE_QOS:-0}"
@@ -71,6 +84,10 @@ CONN_WINDOW="${BENCH_CONN_WINDOW:-30}"
 KEEPALIVE="${BENCH_KEEPALIVE:-30}"
 TRICKLE="${BENCH_TRICKLE_PER_MIN:-0}"
 SETTLE="${BENCH_SETTLE:-60}"
+SEC_CONN_RATE="${BENCH_SEC_CONN_RATE:-500}"
+ACL_RULES="${BENCH_ACL_RULES:-1000}"
+TLS_KEY="${BENCH_TLS_KEY:-ec}"
+SEC="$OUT/security"
 # Every connection is a descriptor, in the broker and in the generator: the
 # fleet needs the hard limit (20,000 per process on the reference machine).
 ulimit -n "$(ulimit -Hn)"
@@ -93,7 +110,8 @@ say() { printf '\n=== %s\n' "$*" >&2; }
 warn() { printf '\n!!! %s\n' "$*" >&2; }
 
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.hlog "$OUT"/compare.md "$OUT"/compare.svg "$OUT"/peers.jsonl "$OUT"/peers.md
+rm -f "$OUT"/*.json "$OUT"/*.hlog "$OUT"/compare.md "$OUT"/compare.svg "$OUT"/peers.jsonl "$OUT"/peers.md \
+    "$OUT"/security.md "$OUT"/security.svg
 
 BROKER_PID=""
 stop_broker() {
@@ -141,18 +159,31 @@ wait_listening() {
     return 1
 }
 
-# start_broker NAME LOGFILE -> sets BROKER_PID and PORT; returns 1 on failure.
+# start_broker NAME LOGFILE [SECURITY] -> sets BROKER_PID and PORT; returns 1 on
+# failure. SECURITY: `tls` (an mqtts listener with $SEC's certificate) or `acl`
+# (plain, with $SEC/acl); none: plain.
 start_broker() {
-    local name="$1" log="$2"
+    local name="$1" log="$2" security="${3:-}"
     PORT="$(free_port)"
+    local args=(--listen "127.0.0.1:$PORT")
+    case "$security" in
+    tls)
+        # A config file with only a [[listener]] block serves only that listener.
+        local toml="$SEC/$name-tls.toml"
+        printf '[[listener]]\nkind = "mqtts"\nbind = "127.0.0.1:%s"\ncert = "%s"\nkey = "%s"\n' \
+            "$PORT" "$SEC/server.pem" "$SEC/server.key" >"$toml"
+        args=(--config "$toml")
+        ;;
+    acl) args+=(--acl-file "$SEC/acl") ;;
+    esac
     case "$name" in
     shardmq)
         # shellcheck disable=SC2086 # SHARDMQ_ARGS is a list of words
-        "${PIN[@]}" "$SHARDMQ" --listen "127.0.0.1:$PORT" ${SHARDMQ_ARGS:-} >"$log" 2>&1 &
+        "${PIN[@]}" "$SHARDMQ" "${args[@]}" ${SHARDMQ_ARGS:-} >"$log" 2>&1 &
         ;;
     baseline)
         # shellcheck disable=SC2086 # SHARDMQ_ARGS is a list of words
-        "${PIN[@]}" "$BENCH_BASELINE" --listen "127.0.0.1:$PORT" ${SHARDMQ_ARGS:-} >"$log" 2>&1 &
+        "${PIN[@]}" "$BENCH_BASELINE" "${args[@]}" ${SHARDMQ_ARGS:-} >"$log" 2>&1 &
         ;;
     mosquitto)
         local conf="$OUT/mosquitto.conf"
@@ -162,6 +193,11 @@ start_broker() {
             echo "persistence false"
             echo "max_queued_messages 100000"
             if [[ "$NODELAY" == 1 ]]; then echo "set_tcp_nodelay true"; fi
+            if [[ "$security" == tls ]]; then
+                echo "certfile $SEC/server.pem"
+                echo "keyfile $SEC/server.key"
+            fi
+            if [[ "$security" == acl ]]; then echo "acl_file $SEC/acl"; fi
         } >"$conf"
         "${PIN[@]}" "$MOSQUITTO" -c "$conf" >"$log" 2>&1 &
         ;;
@@ -325,6 +361,135 @@ if [[ "$PARTS" == *,peers,* ]]; then
     fi
 fi
 
+# --- security --------------------------------------------------------------------
+# The same certificate and the same ACL for every broker, made for this run.
+ACL_USER=bench
+ACL_PREFIX=secbench
+
+# A CA and a server certificate for 127.0.0.1 (an IP SAN) signed by it, in $SEC.
+make_certificates() {
+    local newkey
+    case "$TLS_KEY" in
+    ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    rsa) newkey=(-newkey rsa:2048) ;;
+    *)
+        warn "BENCH_TLS_KEY must be ec or rsa, not '$TLS_KEY'"
+        return 1
+        ;;
+    esac
+    openssl req -x509 "${newkey[@]}" -nodes -days 2 -subj "/CN=shardmq-bench CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout "$SEC/ca.key" -out "$SEC/ca.pem" 2>>"$SEC/openssl.log" || return 1
+    openssl req "${newkey[@]}" -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$SEC/server.key" -out "$SEC/server.csr" 2>>"$SEC/openssl.log" || return 1
+    printf '%s\n' "subjectAltName=IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$SEC/server.ext"
+    openssl x509 -req -in "$SEC/server.csr" -CA "$SEC/ca.pem" -CAkey "$SEC/ca.key" -CAcreateserial \
+        -days 2 -extfile "$SEC/server.ext" -out "$SEC/server.pem" 2>>"$SEC/openssl.log" || return 1
+    # Mosquitto started as root reads its files as the `mosquitto` user; the key
+    # is made for this run and thrown away with it.
+    chmod 644 "$SEC/server.key"
+}
+
+# An ACL of $ACL_RULES rules in Mosquitto's syntax: 30% `pattern` lines, 30% the
+# `topic` rules of 100 other users, and the rest the bench user's, whose grant of
+# $ACL_PREFIX/# is the middle rule of its section, the section in the middle of
+# the file. No pattern matches the bench topics.
+write_acl() {
+    local patterns=$((ACL_RULES * 3 / 10)) users=100
+    local per_user=$((ACL_RULES * 3 / 10 / users))
+    local mine=$((ACL_RULES - patterns - users * per_user)) i u k
+    {
+        echo "# $ACL_RULES rules, made by bench-harness/suite.sh"
+        for ((i = 0; i < patterns; i++)); do echo "pattern readwrite fleet/$i/%u/#"; done
+        for ((u = 0; u < users; u++)); do
+            if ((u == users / 2)); then
+                echo "user $ACL_USER"
+                for ((k = 0; k < mine; k++)); do
+                    if ((k == mine / 2)); then
+                        echo "topic readwrite $ACL_PREFIX/#"
+                    else
+                        echo "topic readwrite other/$k/#"
+                    fi
+                done
+            fi
+            echo "user device$u"
+            for ((k = 0; k < per_user; k++)); do echo "topic readwrite devices/device$u/$k/#"; done
+        done
+    } >"$1"
+    chmod 644 "$1"
+}
+
+SEC_CASES=()
+if [[ "$PARTS" == *,security,* ]]; then
+    rm -rf "$SEC"
+    mkdir -p "$SEC"
+    if ! command -v openssl >/dev/null 2>&1; then
+        warn "OPENSSL NOT FOUND: the security cases are skipped (apt-get install openssl)"
+    elif ! make_certificates; then
+        warn "COULD NOT MAKE THE CERTIFICATES (see $SEC/openssl.log): the security cases are skipped"
+    elif ((ACL_RULES < 10)); then
+        warn "BENCH_ACL_RULES must be at least 10: the security cases are skipped"
+    else
+        write_acl "$SEC/acl"
+        fanin="fan-in --write-mode coalesced --qos 0 --payload 64 --clients 8 --subscribers 1"
+        storm="conn --concurrency 256 --source-addrs 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4"
+        tls="--tls --cafile $SEC/ca.pem"
+        user="--username $ACL_USER --topic-prefix $ACL_PREFIX"
+        # file|broker listener (tls, acl or plain)|case name|arguments
+        SEC_CASES=(
+            "sec-conn-tls|tls|conn tls @${SEC_CONN_RATE}/s|$storm --rate $SEC_CONN_RATE $tls"
+            "sec-conn-tls-max|tls|conn tls max|$storm --rate 0 $tls"
+            "sec-conn-max||conn max|$storm --rate 0"
+            "sec-fanin-q0-tls|tls|fan-in qos0 coalesced tls|$fanin $tls"
+            "sec-fanin-q0-user||fan-in qos0 coalesced user, no ACL|$fanin $user"
+            "sec-fanin-q0-acl|acl|fan-in qos0 coalesced user, ACL of $ACL_RULES rules|$fanin $user"
+        )
+    fi
+fi
+# Each case against every broker, one right after the other.
+for c in "${SEC_CASES[@]}"; do
+    IFS='|' read -r name security case_name args <<<"$c"
+    for b in ${BROKERS//,/ }; do
+        [[ -n "${AVAILABLE[$b]:-}" ]] || continue
+        log="$OUT/$b-$name.broker.log"
+        say "$b: $name ($case_name)"
+        if ! start_broker "$b" "$log" "$security"; then
+            warn "${b^^} FAILED TO START for security case $name"
+            FAILED+=("$b/$name")
+            continue
+        fi
+        # shellcheck disable=SC2086 # the case arguments are words
+        if ! "$BENCH" $args "${COMMON[@]}" --duration "$DURATION" --port "$PORT" --broker-pid "$BROKER_PID" \
+            --label "$b" --case "$case_name" --json "$OUT/$b-$name.json" --hdr-log "$OUT/$b-$name.hlog"; then
+            warn "$b: $name FAILED"
+            FAILED+=("$b/$name")
+        fi
+        stop_broker
+    done
+done
+sec_reports=()
+for c in "${SEC_CASES[@]}"; do
+    for b in ${BROKERS//,/ }; do
+        f="$OUT/$b-${c%%|*}.json"
+        if [[ -f "$f" ]]; then sec_reports+=("$f"); fi
+    done
+done
+if ((${#sec_reports[@]} > 0)); then
+    python3 "$ROOT/bench-harness/scripts/security_table.py" --dir "$OUT" --brokers "$BROKERS" \
+        --acl-rules "$ACL_RULES" --tls-key "$TLS_KEY" >"$OUT/security.md"
+    "$BENCH" compare "${sec_reports[@]}" --md "$OUT/security-cases.md" --svg "$OUT/security.svg"
+    {
+        printf '\n## Every figure, per case\n\n'
+        cat "$OUT/security-cases.md"
+    } >>"$OUT/security.md"
+    rm -f "$OUT/security-cases.md"
+    say "wrote $OUT/security.md and $OUT/security.svg"
+    cat "$OUT/security.md"
+elif ((${#SEC_CASES[@]} > 0)); then
+    warn "no security results"
+fi
+
 # --- comparison ----------------------------------------------------------------
 # Reports in suite order (case, then broker), so the table and chart follow it.
 reports=()
@@ -351,7 +516,7 @@ if ((${#FAILED[@]} > 0)); then
     warn "failed runs: ${FAILED[*]}"
     status=1
 fi
-if ((${#reports[@]} == 0)) && [[ ! -s "$PEER_RESULTS" ]]; then
+if ((${#reports[@]} == 0 && ${#sec_reports[@]} == 0)) && [[ ! -s "$PEER_RESULTS" ]]; then
     status=1
 fi
 exit "$status"

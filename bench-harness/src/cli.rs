@@ -200,6 +200,27 @@ pub struct Common {
     /// MQTT password.
     #[arg(long)]
     pub password: Option<String>,
+    /// Connect with TLS (mqtts; with --ws, wss). Every connection makes a full
+    /// handshake (no session resumption).
+    #[arg(long)]
+    pub tls: bool,
+    /// --tls: the CA certificates (PEM) the broker's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
+    /// --tls: the name the broker's certificate must be valid for, a DNS name or
+    /// an IP address. Default: the broker's IP address (an IP SAN).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// --tls: a client certificate chain (PEM), with --key.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// --tls: the client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// MQTT over WebSocket at this HTTP path (default /mqtt): one binary frame
+    /// per write. With --tls, over wss.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "/mqtt")]
+    pub ws: Option<String>,
     /// Never draw the live progress line.
     #[arg(long)]
     pub no_progress: bool,

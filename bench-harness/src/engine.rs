@@ -22,6 +22,7 @@ use crate::payload::HEADER_LEN;
 use crate::schedule::Schedule;
 use crate::stats::{new_histogram, Tally};
 use crate::sys::{self, mono_ns};
+use crate::transport::Transport;
 
 /// The scenario being run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +69,8 @@ pub struct Plan {
     /// conn: cap on attempts (0 = none); idle, connections: connections to hold.
     pub connections: u32,
     pub broker: SocketAddr,
+    /// TLS and WebSocket settings, loaded once (certificates, keys).
+    pub transport: Arc<Transport>,
     pub cpus: Vec<usize>,
     pub run_id: String,
     pub topic_names: Vec<String>,
@@ -143,6 +146,7 @@ impl Plan {
             .with_context(|| format!("resolving {}:{}", c.host, c.port))?
             .next()
             .ok_or_else(|| anyhow!("{} resolves to no address", c.host))?;
+        let transport = Arc::new(Transport::from_flags(&c, broker)?);
         let cpus = choose_cpus(c.cores, c.cpus.as_deref())?;
         let run_id =
             format!("{:x}", (mono_ns() ^ (std::process::id() as u64) << 40) & 0xff_ffff_ffff);
@@ -170,6 +174,10 @@ impl Plan {
             if kind.is_pubsub() && c.write_mode == WriteMode::Coalesced {
                 s.push_str(" coalesced");
             }
+            if transport.name() != "tcp" {
+                s.push(' ');
+                s.push_str(transport.name());
+            }
             if matches!(kind, Kind::Conn) || kind.is_pubsub() {
                 if c.rate > 0 {
                     s.push_str(&format!(" @{}/s", c.rate));
@@ -195,6 +203,7 @@ impl Plan {
             topics,
             connections,
             broker,
+            transport,
             cpus,
             run_id,
             topic_names,
@@ -265,6 +274,7 @@ impl Plan {
             keepalive: self.c.keepalive,
             username: self.c.username.clone(),
             password: self.c.password.clone(),
+            transport: self.transport.clone(),
             read_buf: if self.kind.is_pubsub() {
                 (256 * 1024).max(2 * self.c.payload + 1024)
             } else {
@@ -335,9 +345,22 @@ pub struct SharedState {
     pub pubs_done: AtomicUsize,
     pub progress: bool,
     pub shards: Vec<ShardCounters>,
+    /// TLS: the version and cipher suite of the first connection made.
+    tls_session: Mutex<Option<String>>,
+    tls_noted: AtomicBool,
 }
 
 impl SharedState {
+    /// Keeps the TLS version and cipher suite of the first TLS connection.
+    fn note_tls(&self, conn: &Conn) {
+        if self.plan.transport.tls.is_none() || self.tls_noted.swap(true, Relaxed) {
+            return;
+        }
+        if let Ok(mut slot) = self.tls_session.lock() {
+            *slot = conn.stream.tls_session();
+        }
+    }
+
     fn fail(&self, e: &anyhow::Error) {
         let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
@@ -422,6 +445,7 @@ async fn connect_all(
                 .await
                 .with_context(|| format!("{what} connecting to {}", plan.broker))?;
             let lat = mono_ns() - t0;
+            ctx.shared.note_tls(&conn);
             if let Some(f) = filters {
                 // A resumed session keeps its subscriptions: a device does not
                 // subscribe again.
@@ -598,6 +622,7 @@ async fn conn_attempt(ctx: Rc<ShardCtx>, idx: u64, intended: u64, ws: u64, we: u
     match with_timeout(timeout, "connect", Conn::connect(&opts, &id)).await {
         Ok(conn) => {
             let lat = mono_ns().saturating_sub(intended).max(1);
+            ctx.shared.note_tls(&conn);
             if in_w {
                 ctx.conn_ok_w.set(ctx.conn_ok_w.get() + 1);
                 let _ = ctx.connack.borrow_mut().record(lat);
@@ -914,6 +939,8 @@ pub struct Outcome {
     pub conn_attempts_w: u64,
     pub conn_failures: u64,
     pub conn_errors: Vec<String>,
+    /// TLS: the version and cipher suite agreed on.
+    pub tls_session: Option<String>,
 }
 
 struct Progress {
@@ -1053,6 +1080,8 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
         pubs_done: AtomicUsize::new(0),
         progress,
         shards: (0..shards).map(|_| ShardCounters::default()).collect(),
+        tls_session: Mutex::new(None),
+        tls_noted: AtomicBool::new(false),
     });
     let plan = &shared.plan;
     let mut obs = Observed {
@@ -1243,6 +1272,7 @@ pub fn execute(plan: Arc<Plan>) -> anyhow::Result<Outcome> {
         conn_attempts_w: 0,
         conn_failures: shared.shards.iter().map(|s| s.conn_fail.load(Relaxed)).sum(),
         conn_errors: Vec::new(),
+        tls_session: shared.tls_session.lock().ok().and_then(|s| s.clone()),
     };
     for r in results {
         let r =

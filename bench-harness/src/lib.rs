@@ -13,3 +13,5 @@ pub mod report;
 pub mod schedule;
 pub mod stats;
 pub mod sys;
+pub mod transport;
+pub mod ws;

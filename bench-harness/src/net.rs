@@ -1,6 +1,7 @@
 //! Connection plumbing: connecting from a chosen source address, a read
 //! buffer that survives partial packets, a single-waiter notification, a
 //! shared-stream wrapper for one reader + one writer task, and timeouts.
+//! What runs above the socket (TLS, WebSocket) is `transport`'s.
 
 use anyhow::{bail, Context as _};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -12,10 +13,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::FromRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::mqtt::{self, Packet};
+use crate::transport::{Stream, Transport};
 
 /// Runs `fut`, failing with a timeout error after `dur`.
 pub async fn with_timeout<T>(
@@ -238,7 +241,7 @@ impl Events {
 /// A stream shared by one reading and one writing task on the same executor.
 /// Each poll borrows the stream only for its own duration.
 #[derive(Debug, Clone)]
-pub struct Shared(pub Rc<RefCell<TcpStream>>);
+pub struct Shared(pub Rc<RefCell<Stream>>);
 
 impl AsyncRead for Shared {
     fn poll_read(
@@ -269,7 +272,7 @@ impl AsyncWrite for Shared {
 /// An MQTT client connection after a successful CONNACK.
 #[derive(Debug)]
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub rbuf: ReadBuf,
     /// Scratch for outgoing packets.
     pub out: Vec<u8>,
@@ -288,12 +291,19 @@ pub struct ConnectOpts {
     pub username: Option<String>,
     pub password: Option<String>,
     pub read_buf: usize,
+    /// TLS and WebSocket, or plain TCP.
+    pub transport: Arc<Transport>,
 }
 
 impl Conn {
     /// Connects, sends CONNECT and waits for an accepting CONNACK.
     pub async fn connect(opts: &ConnectOpts, client_id: &str) -> anyhow::Result<Conn> {
-        let mut stream = start_connect(opts.broker, opts.source)?;
+        let tcp = start_connect(opts.broker, opts.source)?;
+        let mut stream = opts
+            .transport
+            .open(tcp)
+            .await
+            .with_context(|| format!("connecting to {}", opts.broker))?;
         let mut out = Vec::with_capacity(256);
         mqtt::encode_connect(
             &mut out,

@@ -61,6 +61,16 @@ pub struct Config {
     pub concurrency: usize,
     pub source_addrs: Vec<String>,
     pub run_id: String,
+    /// `tcp`, `tls`, `ws` or `wss` (absent in reports written before TLS: tcp).
+    #[serde(default = "tcp")]
+    pub transport: String,
+    /// TLS: the version and cipher suite agreed on.
+    #[serde(default)]
+    pub tls_session: Option<String>,
+}
+
+fn tcp() -> String {
+    "tcp".into()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -419,6 +429,8 @@ impl Report {
                 concurrency: plan.concurrency,
                 source_addrs: c.source_addrs.iter().map(ToString::to_string).collect(),
                 run_id: plan.run_id.clone(),
+                transport: plan.transport.name().to_string(),
+                tls_session: o.tls_session.clone(),
             },
             results,
             broker,
@@ -433,7 +445,14 @@ impl Report {
         let r = &self.results;
         let c = &self.config;
         t.row("case", format!("{}  [{}]", self.case, self.label));
-        t.row("broker", c.broker_addr.clone());
+        t.row(
+            "broker",
+            match (c.transport.as_str(), &c.tls_session) {
+                ("tcp", _) => c.broker_addr.clone(),
+                (name, Some(session)) => format!("{} ({name}, {session})", c.broker_addr),
+                (name, None) => format!("{} ({name})", c.broker_addr),
+            },
+        );
         match self.scenario {
             Kind::Conn => {
                 let cap = match c.connections {

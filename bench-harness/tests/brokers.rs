@@ -92,29 +92,42 @@ fn start_mosquitto(name: &str) -> Option<Broker> {
     panic!("could not start mosquitto");
 }
 
-/// Starts the shardmq broker built beside this crate (2 shards). `cargo test
-/// --workspace` builds it; `SHARDMQ_BIN` points elsewhere.
+/// Starts the shardmq broker built beside this crate (2 shards) on a free port.
 fn start_shardmq(name: &str) -> Broker {
-    let bin = std::env::var("SHARDMQ_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/shardmq"));
-    assert!(bin.exists(), "{} not found: build the workspace first (cargo build)", bin.display());
+    let port = free_port();
+    let args = ["--listen", &format!("127.0.0.1:{port}"), "--cores", "2"];
+    spawn_shardmq(name, &args, &[port], |_| {})
+}
+
+/// Starts the shardmq binary built beside this harness (same target directory and
+/// profile: `cargo build` builds it; `SHARDMQ_BIN` points elsewhere) with `args`,
+/// after `setup` wrote what they name into the broker's directory, and waits until
+/// every port of `ports` accepts. The harness talks to `ports[0]`.
+fn spawn_shardmq(name: &str, args: &[&str], ports: &[u16], setup: impl FnOnce(&Path)) -> Broker {
+    let bin = std::env::var("SHARDMQ_BIN").map(PathBuf::from).unwrap_or_else(|_| {
+        Path::new(env!("CARGO_BIN_EXE_shardmq-bench")).with_file_name("shardmq")
+    });
+    assert!(bin.exists(), "{} not found: build the broker first (cargo build)", bin.display());
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = std::env::temp_dir().join(format!("shardmq-bench-sq-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
+    setup(&dir);
     let child = Command::new(&bin)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--cores", "2", "--log-level", "warn"])
+        .args(args)
+        .args(["--log-level", "warn"])
+        .current_dir(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "shardmq did not start");
-        std::thread::sleep(Duration::from_millis(20));
+    for &port in ports {
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "shardmq did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    Broker { _serial: serial, child, port, dir, label: "shardmq" }
+    Broker { _serial: serial, child, port: ports[0], dir, label: "shardmq" }
 }
 
 /// Runs the harness, returns its JSON report.
@@ -358,4 +371,74 @@ fn shardmq_fan_in_qos1_has_no_loss() {
     let args = ["fan-in", "--qos", "1", "--clients", "4", "--subscribers", "2", "--duration", "2"];
     let r = bench(&b, "fanin", &[&args[..], &["--warmup", "0.5"]].concat());
     check_exact_delivery(&r, 2);
+}
+
+/// Writes a CA and a server certificate for 127.0.0.1 (an IP SAN) signed by it,
+/// made for this run: `ca.pem`, `server.pem` and `server.key` in `dir`.
+fn write_test_certificates(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name.push(DnType::CommonName, "shardmq-bench test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = server.signed_by(&key, &Issuer::from_params(&ca, &ca_key)).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn shardmq_fan_in_over_tls_websocket_and_both() {
+    let (mqtts, ws, wss) = (free_port(), free_port(), free_port());
+    let config = format!(
+        "[[listener]]\nkind = \"mqtts\"\nbind = \"127.0.0.1:{mqtts}\"\n\
+         cert = \"server.pem\"\nkey = \"server.key\"\n\
+         [[listener]]\nkind = \"ws\"\nbind = \"127.0.0.1:{ws}\"\n\
+         [[listener]]\nkind = \"wss\"\nbind = \"127.0.0.1:{wss}\"\n\
+         cert = \"server.pem\"\nkey = \"server.key\"\n"
+    );
+    // One shard: with two, a debug build of the broker trips the assertion of
+    // `process_handshake` (src/shard/sockets.rs) that a link handed to the shard
+    // owning its client id is not sending, when the TLS handshake's last records
+    // are still going out as CONNECT arrives.
+    let args = ["--config", "shardmq.toml", "--cores", "1"];
+    let mut b = spawn_shardmq("tls", &args, &[mqtts, ws, wss], |dir| {
+        write_test_certificates(dir);
+        std::fs::write(dir.join("shardmq.toml"), config).unwrap();
+    });
+    let ca = b.dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let fan_in = ["fan-in", "--qos", "1", "--clients", "2", "--rate", "2000", "--duration", "1"];
+    for (port, transport, flags) in [
+        (mqtts, "tls", &["--tls", "--cafile", ca][..]),
+        (ws, "ws", &["--ws"][..]),
+        (wss, "wss", &["--ws", "/mqtt", "--tls", "--cafile", ca][..]),
+    ] {
+        b.port = port;
+        let r = bench(&b, transport, &[&fan_in[..], &["--warmup", "0.2"], flags].concat());
+        check_exact_delivery(&r, 1);
+        assert_eq!(r.pointer("/config/transport").and_then(Value::as_str), Some(transport));
+        assert!(r
+            .pointer("/case")
+            .and_then(Value::as_str)
+            .unwrap()
+            .ends_with(&format!("{transport} @2000/s")));
+        let session = r.pointer("/config/tls_session").and_then(Value::as_str);
+        assert_eq!(session.is_some(), transport != "ws", "{session:?}");
+    }
+    // A certificate that the CA does not vouch for fails the handshake.
+    b.port = mqtts;
+    let out = Command::new(env!("CARGO_BIN_EXE_shardmq-bench"))
+        .args(["conn", "--clients", "1", "--duration", "0.5", "--warmup", "0", "--cores", "1"])
+        .args(["--port", &mqtts.to_string(), "--no-progress", "--tls", "--cafile", ca])
+        .args(["--tls-server-name", "broker.example"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 connection attempts failed") && stdout.contains("TLS"), "{stdout}");
 }
