@@ -167,6 +167,11 @@ pub struct ListenerConfig {
     /// Most connections on this listener, each shard an equal share (rounded up).
     #[serde(default)]
     pub max_connections: Option<NonZeroUsize>,
+    /// A prefix put before every topic and filter of this listener's clients and
+    /// taken off the topics they receive, as Mosquitto's `mount_point`: clients of
+    /// two listeners with different mount points share no topic.
+    #[serde(default)]
+    pub mount_point: Option<String>,
     /// WebSocket: the HTTP path clients connect to.
     #[serde(default)]
     pub path: Option<String>,
@@ -200,6 +205,7 @@ impl ListenerConfig {
             allow_anonymous: None,
             proxy_protocol: false,
             max_connections: None,
+            mount_point: None,
             path: None,
             cert: None,
             key: None,
@@ -240,6 +246,17 @@ impl ListenerConfig {
         }
         if self.use_identity_as_username && !self.require_certificate {
             return Err(at("`use_identity_as_username` needs `require_certificate`".to_owned()));
+        }
+        if let Some(mount) = &self.mount_point {
+            let bad = mount.is_empty()
+                || mount.starts_with('$')
+                || mount.contains(['+', '#', '\0'])
+                || mount.len() > usize::from(u16::MAX);
+            if bad {
+                return Err(at(format!(
+                    "mount_point {mount:?} must be a non-empty topic prefix without +, # or a leading $"
+                )));
+            }
         }
         match &self.path {
             Some(_) if !self.kind.websocket() => {
@@ -1107,6 +1124,8 @@ mod tests {
                 "need `ca_file`",
             ),
             ("bind = \"0.0.0.0:1884\"\nkind = \"quic\"", "unknown variant"),
+            ("bind = \"0.0.0.0:1884\"\nmount_point = \"a/#\"", "mount_point"),
+            ("bind = \"0.0.0.0:1884\"\nmount_point = \"$SYS/\"", "mount_point"),
         ];
         for (block, reason) in cases {
             let text = format!("[[listener]]\n{block}");

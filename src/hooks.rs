@@ -84,6 +84,9 @@ pub struct ClientInfo {
     pub keep_alive_secs: u16,
     /// The shard the client's session lives on.
     pub shard: usize,
+    /// The index of the listener the client came in through (in the order of
+    /// [`BrokerHandle::local_addrs`](crate::BrokerHandle::local_addrs)).
+    pub listener: u16,
 }
 
 /// Where a message entered the broker.
@@ -377,6 +380,7 @@ mod tests {
             clean_session: true,
             keep_alive_secs: 60,
             shard: 0,
+            listener: 0,
         }
     }
 

@@ -92,12 +92,21 @@ pub struct Link {
     /// The client's Receive Maximum: how many unacknowledged QoS 1/2 PUBLISHes it
     /// accepts at once [MQTT-3.3.4-9].
     pub receive_max: u16,
+    /// Bytes taken off the front of every topic sent: its listener's mount point,
+    /// which every topic it can receive starts with.
+    pub topic_strip: u16,
 }
 
 impl Link {
     /// An MQTT 3.1.1 connection: no limits of its own, no aliases.
     pub fn v3(protocol: ProtocolVersion) -> Link {
-        Link { protocol, packet_size_max: usize::MAX, topic_alias_max: 0, receive_max: u16::MAX }
+        Link {
+            protocol,
+            packet_size_max: usize::MAX,
+            topic_alias_max: 0,
+            receive_max: u16::MAX,
+            topic_strip: 0,
+        }
     }
 
     /// The link a CONNECT asks for: MQTT 5 clients state their limits in its
@@ -112,6 +121,7 @@ impl Link {
             packet_size_max: p.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
             topic_alias_max: p.topic_alias_maximum.unwrap_or(0),
             receive_max: p.receive_maximum.unwrap_or(u16::MAX),
+            topic_strip: 0,
         }
     }
 }
@@ -409,10 +419,12 @@ impl Session {
         dup: bool,
     ) -> PublishView<'d> {
         let message = &delivery.message;
+        let full = message.topic.as_str();
+        let topic = full.get(usize::from(self.link.topic_strip)..).unwrap_or(full);
         let (topic, topic_alias) = match alias {
-            AliasOut::None => (message.topic.as_str(), None),
+            AliasOut::None => (topic, None),
             AliasOut::Known(alias) => ("", Some(alias)),
-            AliasOut::New(alias) => (message.topic.as_str(), Some(alias)),
+            AliasOut::New(alias) => (topic, Some(alias)),
         };
         PublishView {
             topic,

@@ -12,7 +12,13 @@ use crate::protocol::{codec, Limits, Packet, Properties, PublishTopic, QoS, Topi
 
 /// An MQTT 5 connection with its own Receive Maximum and topic aliases.
 fn v5_link(receive_max: u16, topic_alias_max: u16) -> Link {
-    Link { protocol: ProtocolVersion::V5, packet_size_max: 1 << 20, topic_alias_max, receive_max }
+    Link {
+        protocol: ProtocolVersion::V5,
+        packet_size_max: 1 << 20,
+        topic_alias_max,
+        receive_max,
+        topic_strip: 0,
+    }
 }
 
 fn decode_all(out: &mut BytesMut, protocol: ProtocolVersion) -> Vec<Packet> {

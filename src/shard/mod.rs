@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytestring::ByteString;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use glommio::io::BufferedFile;
@@ -118,6 +119,11 @@ fn core_config(config: &Config, shards: usize) -> CoreConfig {
         queued_bytes_max: per_shard(config.queued_bytes_max_effective()),
         session: config.session_limits(),
         login_failures_max: config.login_failures_max,
+        mount_points: config
+            .listeners_effective()
+            .into_iter()
+            .map(|listener| listener.mount_point.map(ByteString::from))
+            .collect(),
     }
 }
 

@@ -1148,7 +1148,8 @@ impl Shard {
 
     fn finish_connect(&mut self, id: LinkId, connect: Connect, auth: Option<AuthOutcome>) {
         let now = self.now();
-        let result = self.core.handle_connect(now, connect, auth);
+        let listener = self.sockets.link(id).map_or(0, |l| l.listener);
+        let result = self.core.handle_connect(now, connect, auth, listener);
         self.schedule_pass();
         match result {
             Ok(conn) => {

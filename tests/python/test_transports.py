@@ -369,3 +369,34 @@ max_connections = 2
     finally:
         b.kill()
         b.tmpdir.cleanup()
+
+
+def test_mount_point_puts_a_listener_s_clients_under_a_prefix():
+    """mount_point as in Mosquitto: the listener's clients publish and subscribe
+    under the prefix without knowing it; clients of other listeners see the prefix."""
+    tenant = free_port()
+    config = f'[[listener]]\nbind = "127.0.0.1:{tenant}"\nmount_point = "tenant-a/"\n'
+    b = ConfigBroker(config).start()
+    try:
+        inside = Paho(b.client_id("in", 0), tenant)
+        assert inside.connect() == 0
+        assert inside.subscribe("meters/+") == [1]
+        outside = Paho(b.client_id("out", 1), b.port)
+        assert outside.connect() == 0
+        assert outside.subscribe("tenant-a/#") == [1]
+        # From inside: the outside sees the prefix.
+        inside.publish("meters/1", b"in")
+        got = outside.messages.get(timeout=10)
+        assert (got.topic, got.payload) == ("tenant-a/meters/1", b"in")
+        got = inside.messages.get(timeout=10)
+        assert (got.topic, got.payload) == ("meters/1", b"in"), "delivered without the prefix"
+        # From outside: only the prefixed topic reaches the inside, stripped.
+        outside.publish("meters/2", b"not for tenants")
+        outside.publish("tenant-a/meters/3", b"for tenant a", qos=1)
+        got = inside.messages.get(timeout=10)
+        assert (got.topic, got.payload) == ("meters/3", b"for tenant a")
+        inside.stop()
+        outside.stop()
+    finally:
+        b.kill()
+        b.tmpdir.cleanup()

@@ -15,7 +15,7 @@ use bytestring::ByteString;
 use crate::hooks::{AuthRequest, AuthStep, ClientInfo};
 use crate::protocol::{
     codec, Auth, ConnAck, Connect, Disconnect, LastWill, Packet, Properties, Props,
-    ProtocolVersion, ProtocolViolation, ReasonCode,
+    ProtocolVersion, ProtocolViolation, ReasonCode, TopicName,
 };
 use crate::router::owner_shard;
 use crate::session::{Link, Session};
@@ -43,7 +43,19 @@ struct Terms {
     server_keep_alive: Option<u16>,
 }
 
+/// `topic` under a listener's mount point; `None` when the result is not a valid
+/// topic name (too long).
+pub(super) fn mounted_topic(mount: &str, topic: &TopicName) -> Option<TopicName> {
+    TopicName::try_from(format!("{mount}{topic}").as_str()).ok()
+}
+
 impl Core {
+    /// The mount point of connection `id`'s listener, if it has one.
+    pub(super) fn mount_point(&self, id: ConnId) -> Option<ByteString> {
+        let conn = self.conn(id)?;
+        self.config.mount_points.get(usize::from(conn.info.listener))?.clone()
+    }
+
     /// A client id for a client that sent an empty one: unique on this node, and
     /// owned by this shard, so a later client choosing the same id lands here too.
     fn assign_client_id(&mut self) -> ByteString {
@@ -66,10 +78,12 @@ impl Core {
     pub fn handle_connect(
         &mut self,
         now: Now,
-        connect: Connect,
+        mut connect: Connect,
         auth: Option<AuthOutcome>,
+        listener: u16,
     ) -> Result<ConnId, BytesMut> {
         self.now = now;
+        let mount = self.config.mount_points.get(usize::from(listener)).cloned().flatten();
         let protocol = connect.protocol;
         let refuse = |reason| {
             let mut out = BytesMut::new();
@@ -119,7 +133,17 @@ impl Core {
             clean_session: connect.clean_session,
             keep_alive_secs: terms.keep_alive_secs,
             shard: self.id,
+            listener,
         };
+        if let (Some(mount), Some(will)) = (&mount, connect.will.as_mut()) {
+            match mounted_topic(mount, &will.topic) {
+                Some(topic) => will.topic = topic,
+                None => {
+                    self.stats.connects_refused += 1;
+                    return refuse(ReasonCode::TOPIC_NAME_INVALID);
+                }
+            }
+        }
         if let Some(will) = &connect.will {
             if !self.may_publish_will(&info, will.topic.as_str()) {
                 self.stats.connects_refused += 1;
@@ -145,7 +169,9 @@ impl Core {
             }))
         };
         let id = self.new_conn(now, info, key, &terms, auth.as_ref());
-        let link = Link::of(&connect);
+        let mut link = Link::of(&connect);
+        // Checked at start-up: a mount point is at most 65535 bytes.
+        link.topic_strip = mount.map_or(0, |m| m.len() as u16);
         let properties = self.connack_properties(assigned.then(|| client_id.clone()), &terms, auth);
         let entry = self.sessions.by_key_mut(key).expect("inserted or present above");
         let conn = &mut self.conns[id.slot()];

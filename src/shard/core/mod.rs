@@ -231,6 +231,8 @@ pub(crate) struct CoreConfig {
     /// Failed logins per minute from one address before its CONNECTs are refused;
     /// 0: no limit.
     pub login_failures_max: u32,
+    /// Per listener (in listener order), its mount point.
+    pub mount_points: Vec<Option<ByteString>>,
 }
 
 /// The MQTT state of one connection. The socket and its read state stay with the

@@ -34,6 +34,11 @@ impl Core {
         self.stats.messages_in[publish.qos.qos() as usize] += 1;
         self.stats.bytes_in += publish.payload.len() as u64;
         let topic = self.resolve_topic(id, &mut publish, v5)?;
+        let topic = match self.mount_point(id) {
+            None => topic,
+            Some(mount) => super::clients::mounted_topic(&mount, &topic)
+                .ok_or(Close::Limit("topic_length_max/topic_levels_max"))?,
+        };
         if !self.topic_within_limits(topic.as_str()) {
             self.stats.limit_topic += 1;
             self.log_limit("topic_length_max/topic_levels_max");

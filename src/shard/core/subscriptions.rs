@@ -35,6 +35,17 @@ pub(super) struct PendingSubAck {
     suback: SubAck,
 }
 
+/// `filter` under a listener's mount point (for a shared filter, the filter after
+/// `$share/{group}/`); `None` when the result is not a valid filter.
+fn mounted_filter(mount: &str, filter: &TopicFilter) -> Option<TopicFilter> {
+    let mounted = match filter.kind() {
+        Filter::Plain(f) => format!("{mount}{f}"),
+        Filter::Shared { group, filter } => format!("$share/{group}/{mount}{filter}"),
+        Filter::BadShare(_) => return Some(filter.clone()),
+    };
+    TopicFilter::try_from(mounted.as_str()).ok()
+}
+
 impl Core {
     pub(super) fn on_subscribe(&mut self, id: ConnId, subscribe: Subscribe) -> Result<(), Close> {
         let conn = &self.conns[id.slot()];
@@ -45,7 +56,15 @@ impl Core {
         self.retained_query += 1;
         let query = self.retained_query;
         let mut answers_due = 0;
-        for request in subscribe.filters {
+        let mount = self.mount_point(id);
+        for mut request in subscribe.filters {
+            if let Some(mount) = &mount {
+                let Some(filter) = mounted_filter(mount, &request.filter) else {
+                    codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                };
+                request.filter = filter;
+            }
             let Some(request) = self.hooks.client_subscribe(&self.conns[id.slot()].info, request)
             else {
                 // MQTT 3 clients read every refusal as 0x80 (mapped by the codec).
@@ -146,7 +165,13 @@ impl Core {
         let conn = &self.conns[id.slot()];
         let (client_id, session) = (conn.info.client_id.clone(), conn.session);
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
+        let mount = self.mount_point(id);
         for filter in unsubscribe.filters {
+            let filter = match &mount {
+                // Nothing can be subscribed under a filter that cannot be mounted.
+                Some(mount) => mounted_filter(mount, &filter).unwrap_or(filter),
+                None => filter,
+            };
             let Some(filter) = self.hooks.client_unsubscribe(&self.conns[id.slot()].info, filter)
             else {
                 codes.push(ReasonCode::NOT_AUTHORIZED);

@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             packet_size_max: 1 << 20,
             topic_alias_max: u16::from((flags >> 2) & 3),
             receive_max: u16::from(window >> 4) + 1,
+            topic_strip: 0,
         }
     } else {
         Link::v3(ProtocolVersion::V311)

@@ -355,7 +355,7 @@ impl Sim {
         if connect.clean_session {
             client.qos2_received.clear();
         }
-        match self.cores[shard].handle_connect(self.now, connect, None) {
+        match self.cores[shard].handle_connect(self.now, connect, None, 0) {
             Ok(id) => {
                 client.conn = Some((shard, id));
                 self.conns.insert((shard, id), Some(c));
