@@ -216,6 +216,28 @@ def test_sighup_reloads_the_password_file_without_dropping_connections(secure):
 
 # -- ACL --------------------------------------------------------------------
 
+def test_an_acl_reload_takes_back_a_grant_from_connected_clients(secure):
+    """Answers the shard remembered from the old ACL do not outlive a reload."""
+    b = secure()
+    alice = client(b, b.client_id("reacl", 1), "alice", "wonderland")
+    alice.connect()
+    assert alice.subscribe("alice/#", qos=1) == [1]
+    assert alice.subscribe("inbox/alice/#", qos=1) == [1]
+    alice.publish("alice/1", b"before", qos=1)
+    assert alice.messages.get(timeout=5).payload == b"before"
+    b.acl.write_text(ACL.replace("topic readwrite alice/#", "topic read alice/#"))
+    os.kill(b.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "reloaded the password file" not in b.log():
+        assert time.monotonic() < deadline, b.log()[-2000:]
+        time.sleep(0.1)  # waiting for the log line of the reload
+    alice.publish("alice/2", b"after", qos=1)
+    alice.publish("inbox/alice/barrier", b"barrier", qos=1)
+    got = alice.messages.get(timeout=5)
+    assert (got.topic, got.payload) == ("inbox/alice/barrier", b"barrier"), "a revoked grant was used"
+    alice.stop()
+
+
 def test_acl_grants_and_denies_publish_and_subscribe_across_shards(secure):
     b = secure()
     root = unique_topic_root("acl")

