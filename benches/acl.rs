@@ -5,9 +5,12 @@
 //! indicative (a few passes, best pass reported next to the median so noise from a
 //! shared machine is visible).
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use shardmq::security::{Access, Acl, Who};
 
 const ANONYMOUS: u32 = 20;
@@ -19,23 +22,6 @@ const SECRET_PATTERNS: u32 = 50;
 const SITE_PATTERNS: u32 = 30;
 const CHECKS: usize = 300_000;
 const PASSES: usize = 5;
-
-/// xorshift64*: deterministic, dependency-free choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u32) -> u32 {
-        // The modulo bias is irrelevant for picking benchmark checks.
-        (self.next() % u64::from(n)) as u32
-    }
-}
 
 /// The ACL file: 20 anonymous rules, 300 users with 2 rules each, 380 patterns.
 fn acl_text() -> String {

@@ -4,9 +4,12 @@
 //! figures are indicative (single run of a few passes, best pass reported
 //! next to the median so noise from a shared machine is visible).
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use shardmq::router::SubTrie;
 
 const EXACT: u32 = 90_000;
@@ -15,23 +18,6 @@ const SITE_WILD: u32 = 3_000;
 const STATUS_WILD: u32 = 3_000;
 const TOPICS: usize = 300_000;
 const MATCH_PASSES: usize = 5;
-
-/// xorshift64*: deterministic, dependency-free topic selection.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u32) -> u32 {
-        // The modulo bias is irrelevant for picking benchmark topics.
-        (self.next() % u64::from(n)) as u32
-    }
-}
 
 fn filters() -> (Vec<String>, Vec<String>) {
     let exact = (0..EXACT).map(|id| format!("devices/{id}/telemetry")).collect();

@@ -242,6 +242,14 @@ class ConfigBroker(Broker):
 
 
 
+def wait_for_log(broker: Broker, text: str, timeout: float = 5.0) -> None:
+    """Waits until the broker's stderr contains ``text``."""
+    deadline = time.monotonic() + timeout
+    while text not in broker.log():
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{broker.log()[-2000:]}"
+        time.sleep(0.1)  # polling interval for the log file
+
+
 def _log_tail(text: str, lines: int = 200) -> str:
     ls = text.splitlines()
     if len(ls) > lines:
@@ -282,6 +290,27 @@ def broker(_module_broker, request):
     if problems and not getattr(request.node, "_mqtt_problems_reported", False):
         pytest.fail("; ".join(problems) + "\n--- broker stderr ---\n" + _log_tail(b.log_since(offset)),
                     pytrace=False)
+
+
+@pytest.fixture
+def config_broker():
+    """Factory: ``config_broker(config_text, cores=2)`` starts a ConfigBroker for this
+    test; at teardown it is killed, and the test fails if it exited by itself or
+    panicked."""
+    started: list[Broker] = []
+
+    def _start(config: str, cores: int = 2) -> Broker:
+        b = ConfigBroker(config, cores=cores)
+        started.append(b)
+        return b.start()
+
+    yield _start
+    for b in started:
+        problems = b.problems()
+        b.kill()
+        b.tmpdir.cleanup()
+        if problems:
+            pytest.fail("; ".join(problems) + "\n" + _log_tail(b.log()), pytrace=False)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import BROKER_KIND, Broker, ConfigBroker, _broker_binary, free_port
+from conftest import BROKER_KIND, Broker, _broker_binary, free_port, wait_for_log
 from mqtt_helpers import (
     ConnectionClosed,
     MqttClient,
@@ -68,10 +68,8 @@ def write_password_file(path: Path, users: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def secure(tmp_path, request):
+def secure(tmp_path, config_broker):
     """Factory: a broker with USERS in a password file, ACL, and `extra` config."""
-    started: list[Broker] = []
-
     def _start(extra: str = "", users=USERS, acl: str | None = ACL, cores: int = 2) -> Broker:
         passwd = tmp_path / "passwd"
         write_password_file(passwd, users)
@@ -79,18 +77,11 @@ def secure(tmp_path, request):
         if acl is not None:
             (tmp_path / "acl").write_text(acl)
             config += f'acl_file = "{tmp_path / "acl"}"\n'
-        b = ConfigBroker(config + extra, cores=cores)
+        b = config_broker(config + extra, cores=cores)
         b.passwd, b.acl = passwd, tmp_path / "acl"
-        started.append(b)
-        return b.start()
+        return b
 
-    yield _start
-    for b in started:
-        problems = b.problems()
-        b.kill()
-        b.tmpdir.cleanup()
-        if problems:
-            pytest.fail("; ".join(problems) + "\n" + b.log()[-4000:], pytrace=False)
+    return _start
 
 
 def client(b: Broker, cid: str, user=None, password=None, protocol=mqtt.MQTTv311) -> MqttClient:
@@ -148,27 +139,23 @@ def test_a_refused_client_is_closed_and_others_are_undisturbed(secure):
     good.stop()
 
 
-def test_mosquitto_passwd_files_are_read_as_they_are(secure, tmp_path):
+def test_mosquitto_passwd_files_are_read_as_they_are(secure, tmp_path, config_broker):
     if shutil.which("mosquitto_passwd") is None:
         pytest.skip("mosquitto_passwd is not installed")
     theirs = tmp_path / "theirs"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(theirs), "carol", "c4rol"], check=True,
                    capture_output=True, timeout=30)
-    b = ConfigBroker(f'password_file = "{theirs}"\n').start()
-    try:
-        for shard in (0, 1):
-            cid = b.client_id("mosq", shard)
-            assert connack(b, cid, username="carol", password="c4rol") == 0
-            assert connack(b, cid, username="carol", password="carol") == 4
-        out = subprocess.run(["mosquitto_pub", "-h", b.host, "-p", str(b.port), "-u", "carol",
-                              "-P", "c4rol", "-t", "any", "-m", "x"], capture_output=True, timeout=10)
-        assert out.returncode == 0, out.stderr
-        out = subprocess.run(["mosquitto_pub", "-h", b.host, "-p", str(b.port), "-u", "carol",
-                              "-P", "wrong", "-t", "any", "-m", "x"], capture_output=True, timeout=10)
-        assert out.returncode != 0
-    finally:
-        b.kill()
-        b.tmpdir.cleanup()
+    b = config_broker(f'password_file = "{theirs}"\n')
+    for shard in (0, 1):
+        cid = b.client_id("mosq", shard)
+        assert connack(b, cid, username="carol", password="c4rol") == 0
+        assert connack(b, cid, username="carol", password="carol") == 4
+    out = subprocess.run(["mosquitto_pub", "-h", b.host, "-p", str(b.port), "-u", "carol",
+                          "-P", "c4rol", "-t", "any", "-m", "x"], capture_output=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run(["mosquitto_pub", "-h", b.host, "-p", str(b.port), "-u", "carol",
+                          "-P", "wrong", "-t", "any", "-m", "x"], capture_output=True, timeout=10)
+    assert out.returncode != 0
 
 
 def test_failed_logins_from_one_address_are_rate_limited(secure):
@@ -206,10 +193,7 @@ def test_sighup_reloads_the_password_file_without_dropping_connections(secure):
     # A file that does not read keeps what the broker has, and says why.
     b.acl.write_text("topic sideways nowhere\n")
     os.kill(b.proc.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while "reload refused" not in b.log():
-        assert time.monotonic() < deadline, b.log()[-2000:]
-        time.sleep(0.1)  # waiting for the log line of the refused reload
+    wait_for_log(b, "reload refused")
     assert connack(b, cid, username="dave", password="d4ve") == 0
     kept.stop()
 
@@ -227,10 +211,7 @@ def test_an_acl_reload_takes_back_a_grant_from_connected_clients(secure):
     assert alice.messages.get(timeout=5).payload == b"before"
     b.acl.write_text(ACL.replace("topic readwrite alice/#", "topic read alice/#"))
     os.kill(b.proc.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while "reloaded the password file" not in b.log():
-        assert time.monotonic() < deadline, b.log()[-2000:]
-        time.sleep(0.1)  # waiting for the log line of the reload
+    wait_for_log(b, "reloaded the password file")
     alice.publish("alice/2", b"after", qos=1)
     alice.publish("inbox/alice/barrier", b"barrier", qos=1)
     got = alice.messages.get(timeout=5)

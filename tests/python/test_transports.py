@@ -24,7 +24,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from certs import Authority
-from conftest import BROKER_KIND, ConfigBroker, free_port
+from conftest import BROKER_KIND, free_port, wait_for_log
 from test_security import write_password_file
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "shardmq", reason="shardmq configuration files")
@@ -74,23 +74,14 @@ use_identity_as_username = true
 
 
 @pytest.fixture
-def tls_broker(pki):
-    started = []
-
+def tls_broker(pki, config_broker):
     def _start(extra: str = "", cores: int = 2):
         ports = Ports()
-        b = ConfigBroker(listeners(ports, pki, extra), cores=cores)
+        b = config_broker(listeners(ports, pki, extra), cores=cores)
         b.ports = ports
-        started.append(b)
-        return b.start()
+        return b
 
-    yield _start
-    for b in started:
-        problems = b.problems()
-        b.kill()
-        b.tmpdir.cleanup()
-        if problems:
-            pytest.fail("; ".join(problems) + "\n" + b.log()[-4000:], pytrace=False)
+    return _start
 
 
 class Paho:
@@ -314,17 +305,14 @@ def test_certificates_reload_on_sighup_without_dropping_connections(tls_broker, 
     # A broken file: the broker keeps serving the certificate it has.
     pki["server"].key.write_text("not a key\n")
     os.kill(b.proc.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while "reload refused" not in b.log():
-        assert time.monotonic() < deadline, b.log()[-2000:]
-        time.sleep(0.1)  # waiting for the log line of the refused reload
+    wait_for_log(b, "reload refused")
     again = Paho(b.client_id("again", 1), b.ports.mqtts, tls={"ca_certs": str(new_ca.pem)})
     assert again.connect() == 0
     again.stop()
     kept.stop()
 
 
-def test_listener_max_connections_and_per_listener_figures(pki):
+def test_listener_max_connections_and_per_listener_figures(pki, config_broker):
     """max_connections closes what is over it at accept; /metrics and $SYS count per
     listener (connections, handshake failures, auth failures, PROXY refusals)."""
     import urllib.request
@@ -339,68 +327,60 @@ metrics_listen = "127.0.0.1:{metrics}"
 bind = "127.0.0.1:{capped}"
 max_connections = 2
 """
-    b = ConfigBroker(config, cores=1).start()
-    try:
-        held = [RawClient(b.host, capped) for _ in range(2)]
-        for n, raw in enumerate(held):
-            assert raw.connect(f"capped{n}")[1] == 0
-        over = RawClient(b.host, capped)
-        over.wait_closed()
-        name = f'listener="mqtt 127.0.0.1:{capped}"'
-        deadline = time.monotonic() + 5
-        while True:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
-                text = r.read().decode()
-            lines = [line for line in text.splitlines() if name in line]
-            if f"shardmq_listener_refused_full_total{{shard=\"0\",{name}}} 1" in lines and \
-                    f"shardmq_listener_connections{{shard=\"0\",{name}}} 2" in lines:
-                break
-            assert time.monotonic() < deadline, "\n".join(lines) or text[-3000:]
-            time.sleep(0.2)  # snapshots are taken once a second
-        sub = Paho("sysreader", b.port)
-        assert sub.connect() == 0
-        assert sub.subscribe("$SYS/brokers/+/listeners/1/#", qos=0) == [0]
-        seen = {}
-        deadline = time.monotonic() + 5
-        while "connections" not in seen or "name" not in seen:
-            m = sub.messages.get(timeout=max(0.1, deadline - time.monotonic()))
-            seen[m.topic.rsplit("/", 1)[1]] = m.payload.decode()
-        assert seen["name"] == f"mqtt 127.0.0.1:{capped}"
-        assert seen["connections"] == "2"
-        sub.stop()
-        for raw in held:
-            raw.close()
-    finally:
-        b.kill()
-        b.tmpdir.cleanup()
+    b = config_broker(config, cores=1)
+    held = [RawClient(b.host, capped) for _ in range(2)]
+    for n, raw in enumerate(held):
+        assert raw.connect(f"capped{n}")[1] == 0
+    over = RawClient(b.host, capped)
+    over.wait_closed()
+    name = f'listener="mqtt 127.0.0.1:{capped}"'
+    deadline = time.monotonic() + 5
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        lines = [line for line in text.splitlines() if name in line]
+        if f"shardmq_listener_refused_full_total{{shard=\"0\",{name}}} 1" in lines and \
+                f"shardmq_listener_connections{{shard=\"0\",{name}}} 2" in lines:
+            break
+        assert time.monotonic() < deadline, "\n".join(lines) or text[-3000:]
+        time.sleep(0.2)  # snapshots are taken once a second
+    sub = Paho("sysreader", b.port)
+    assert sub.connect() == 0
+    assert sub.subscribe("$SYS/brokers/+/listeners/1/#", qos=0) == [0]
+    seen = {}
+    deadline = time.monotonic() + 5
+    while "connections" not in seen or "name" not in seen:
+        m = sub.messages.get(timeout=max(0.1, deadline - time.monotonic()))
+        seen[m.topic.rsplit("/", 1)[1]] = m.payload.decode()
+    assert seen["name"] == f"mqtt 127.0.0.1:{capped}"
+    assert seen["connections"] == "2"
+    sub.stop()
+    for raw in held:
+        raw.close()
 
 
-def test_mount_point_puts_a_listener_s_clients_under_a_prefix():
+def test_mount_point_puts_a_listener_s_clients_under_a_prefix(config_broker):
     """mount_point as in Mosquitto: the listener's clients publish and subscribe
     under the prefix without knowing it; clients of other listeners see the prefix."""
     tenant = free_port()
     config = f'[[listener]]\nbind = "127.0.0.1:{tenant}"\nmount_point = "tenant-a/"\n'
-    b = ConfigBroker(config).start()
-    try:
-        inside = Paho(b.client_id("in", 0), tenant)
-        assert inside.connect() == 0
-        assert inside.subscribe("meters/+") == [1]
-        outside = Paho(b.client_id("out", 1), b.port)
-        assert outside.connect() == 0
-        assert outside.subscribe("tenant-a/#") == [1]
-        # From inside: the outside sees the prefix.
-        inside.publish("meters/1", b"in")
-        got = outside.messages.get(timeout=10)
-        assert (got.topic, got.payload) == ("tenant-a/meters/1", b"in")
-        got = inside.messages.get(timeout=10)
-        assert (got.topic, got.payload) == ("meters/1", b"in"), "delivered without the prefix"
-        # From outside: only the prefixed topic reaches the inside, stripped.
-        outside.publish("meters/2", b"not for tenants")
-        outside.publish("tenant-a/meters/3", b"for tenant a", qos=1)
-        got = inside.messages.get(timeout=10)
-        assert (got.topic, got.payload) == ("meters/3", b"for tenant a")
-        inside.stop()
-        outside.stop()
-    finally:
-        b.kill()
-        b.tmpdir.cleanup()
+    b = config_broker(config)
+    inside = Paho(b.client_id("in", 0), tenant)
+    assert inside.connect() == 0
+    assert inside.subscribe("meters/+") == [1]
+    outside = Paho(b.client_id("out", 1), b.port)
+    assert outside.connect() == 0
+    assert outside.subscribe("tenant-a/#") == [1]
+    # From inside: the outside sees the prefix.
+    inside.publish("meters/1", b"in")
+    got = outside.messages.get(timeout=10)
+    assert (got.topic, got.payload) == ("tenant-a/meters/1", b"in")
+    got = inside.messages.get(timeout=10)
+    assert (got.topic, got.payload) == ("meters/1", b"in"), "delivered without the prefix"
+    # From outside: only the prefixed topic reaches the inside, stripped.
+    outside.publish("meters/2", b"not for tenants")
+    outside.publish("tenant-a/meters/3", b"for tenant a", qos=1)
+    got = inside.messages.get(timeout=10)
+    assert (got.topic, got.payload) == ("meters/3", b"for tenant a")
+    inside.stop()
+    outside.stop()

@@ -229,16 +229,10 @@ impl Core {
         let Some(conn) = self.conns.get(id.slot()).filter(|c| c.serial == id.serial) else {
             return false;
         };
-        let info = &conn.info;
-        let allowed = match self.hooks.client_authorize(info, Action::Publish(topic)) {
-            Some(allowed) => allowed,
-            None => {
-                // Connections and sessions ask apart: the top bit tells them.
-                let asker = 1 << 63 | u64::from(id.slot) << 32 | u64::from(id.serial);
-                let who = who(&info.client_id, info.username.as_deref());
-                self.security.acl_allows(asker, who, topic, Access::Write)
-            }
-        };
+        // Connections and sessions ask apart: the top bit tells them.
+        let asker = 1 << 63 | u64::from(id.slot) << 32 | u64::from(id.serial);
+        let allowed =
+            publish_allowed(&self.hooks, &mut self.security, Some(asker), &conn.info, topic);
         if !allowed {
             self.stats.acl_denied_publish += 1;
         }
@@ -247,7 +241,7 @@ impl Core {
 
     /// Whether a connecting client's will may be published to `topic`.
     pub(super) fn may_publish_will(&mut self, info: &ClientInfo, topic: &str) -> bool {
-        let allowed = publish_allowed(&self.hooks, &self.security, info, topic);
+        let allowed = publish_allowed(&self.hooks, &mut self.security, None, info, topic);
         if !allowed {
             self.stats.acl_denied_publish += 1;
         }
@@ -303,12 +297,22 @@ impl Core {
     }
 }
 
-fn publish_allowed(hooks: &Hooks, security: &Security, info: &ClientInfo, topic: &str) -> bool {
-    match hooks.client_authorize(info, Action::Publish(topic)) {
-        Some(allowed) => allowed,
-        None => security.acl.as_ref().is_none_or(|acl| {
-            acl.check(who(&info.client_id, info.username.as_deref()), topic, Access::Write)
-        }),
+/// The `client.authorize` hook, then the ACL: through the memo for an asker with a
+/// number (a connection), straight for one without (a client still connecting).
+fn publish_allowed(
+    hooks: &Hooks,
+    security: &mut Security,
+    asker: Option<u64>,
+    info: &ClientInfo,
+    topic: &str,
+) -> bool {
+    if let Some(allowed) = hooks.client_authorize(info, Action::Publish(topic)) {
+        return allowed;
+    }
+    let who = who(&info.client_id, info.username.as_deref());
+    match asker {
+        Some(asker) => security.acl_allows(asker, who, topic, Access::Write),
+        None => security.acl.as_ref().is_none_or(|acl| acl.check(who, topic, Access::Write)),
     }
 }
 
