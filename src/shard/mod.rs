@@ -10,10 +10,11 @@
 //! shared ring of provided buffers, sends submitted together once per pass. A
 //! connection is a `Link` in `sockets`, not a task.
 //!
-//! Tasks of one shard: the reaper (waits on the socket ring's eventfd and feeds what
-//! arrived to the core), a receiver per peer and mesh, a drain task per mesh for
-//! overflowed batches, the pass task, and a tick that drives the core's timer wheel
-//! and watches for shutdown.
+//! Tasks of one shard: the reaper (woken by the park hook when the socket ring has
+//! completions, feeds what arrived to the core), a receiver per peer and mesh, a
+//! drain task per mesh for overflowed batches, the pass task, and a tick that drives
+//! the core's timer wheel and watches for shutdown. The shard sleeps in its socket
+//! ring: glommio calls the park hook (`Park`) instead of sleeping in its own.
 //!
 //! A pass is one executor turn: tasks feed the core and ask for the pass
 //! ([`Shard::schedule_pass`]); the pass task, queued behind every task already
@@ -41,7 +42,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytestring::ByteString;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::channels::shared_channel::ConnectedReceiver;
-use glommio::io::BufferedFile;
 use glommio::net::TcpListener;
 use glommio::{spawn_local, yield_if_needed};
 use tracing::error;
@@ -144,6 +144,8 @@ pub(crate) struct Shard {
     pub rings_gate: Rc<Gate>,
     /// Wakes the pass task.
     pass: Rc<Notify>,
+    /// Wakes the reaper: the socket ring has something to reap.
+    reaper: Rc<Notify>,
     pass_scheduled: bool,
     /// Where received bytes are gathered.
     pool: pool::ReadPool,
@@ -320,6 +322,7 @@ pub(crate) async fn run(ctx: ShardContext) {
         sockets,
         rings_gate: Rc::new(Gate::default()),
         pass: Rc::new(Notify::default()),
+        reaper: Rc::new(Notify::default()),
         pass_scheduled: false,
         pool: pool::ReadPool::new(ctx.config.read_buffer_bytes.get()),
         stopped: Rc::new(Latch::default()),
@@ -350,6 +353,8 @@ pub(crate) async fn run(ctx: ShardContext) {
     spawn_local(drain_data(Rc::clone(&shard))).detach();
     spawn_local(drain_ctrl(Rc::clone(&shard))).detach();
     spawn_local(reap(Rc::clone(&shard))).detach();
+    let reaper = Rc::clone(&shard.borrow().reaper);
+    glommio::park::set_park_hook(Some(Rc::new(Park { shard: Rc::downgrade(&shard), reaper })));
     shard.borrow_mut().start_sockets();
 
     if id == 0 {
@@ -371,6 +376,7 @@ pub(crate) async fn run(ctx: ShardContext) {
     }
 
     tick_until_stopped(&shard, &ctx.stop, &ctx.reload).await;
+    glommio::park::set_park_hook(None);
     let s = shard.borrow();
     s.data_out.close();
     s.ctrl_out.close();
@@ -397,26 +403,51 @@ async fn until_stopped(shard: &ShardRc, work: impl std::future::Future<Output = 
     futures_lite::future::or(work, stopped.wait()).await;
 }
 
-/// The reaper: waits until the socket ring has completions, then feeds them to the
-/// core. Waiting is a read of the ring's eventfd through glommio, so the shard
-/// still parks in one place (glommio's ring) with everything else it waits on.
-async fn reap(shard: ShardRc) {
-    let eventfd = match shard.borrow().sockets.ring.eventfd().try_clone() {
-        Ok(fd) => fd,
-        Err(e) => {
-            error!("socket ring: cannot wait on its eventfd: {e}");
-            return;
+/// The shard's park hook: the executor sleeps in the socket ring, which is the
+/// only place an arrival wakes a shard (`uring`: the ring defers its task work),
+/// and glommio's own rings are watched from there.
+struct Park {
+    shard: std::rc::Weak<RefCell<Shard>>,
+    reaper: Rc<Notify>,
+}
+
+impl Park {
+    /// Wakes the reaper if the ring has anything; whether it did.
+    fn wake_reaper(&self, shard: &mut Shard) -> bool {
+        let ready = shard.sockets.ring.ready();
+        if ready {
+            self.reaper.notify();
         }
-    };
-    // SAFETY: a descriptor this task alone owns from here on.
-    let eventfd = unsafe { BufferedFile::from_raw_fd(eventfd.into_raw_fd()) };
+        ready
+    }
+}
+
+impl glommio::park::ParkHook for Park {
+    fn poll(&self) -> usize {
+        let Some(shard) = self.shard.upgrade() else { return 0 };
+        // The executor polls between tasks, never inside one: a borrow that fails
+        // means nothing to do here.
+        let Ok(mut shard) = shard.try_borrow_mut() else { return 0 };
+        usize::from(self.wake_reaper(&mut shard))
+    }
+
+    fn sleep(&self, rings: &[std::os::fd::RawFd]) {
+        let Some(shard) = self.shard.upgrade() else { return };
+        let Ok(mut shard) = shard.try_borrow_mut() else { return };
+        if !self.wake_reaper(&mut shard) {
+            shard.sockets.ring.park(rings);
+            self.wake_reaper(&mut shard);
+        }
+    }
+}
+
+/// The reaper: woken by the park hook when the socket ring has completions, feeds
+/// them to the core.
+async fn reap(shard: ShardRc) {
+    let reaper = Rc::clone(&shard.borrow().reaper);
     until_stopped(&shard.clone(), async move {
         loop {
-            // The counter's value does not matter: only that completions arrived.
-            if let Err(e) = eventfd.read_at(0, 8).await {
-                error!("socket ring: waiting on its eventfd failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
+            reaper.notified().await;
             // A flood leaves completions after every slice: let the pass send what
             // the slice produced, then take the next.
             while shard.borrow_mut().reap() {

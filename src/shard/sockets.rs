@@ -542,10 +542,9 @@ impl Shard {
         }
         // Sends usually complete within the submission: take them now, so their
         // buffers come back and the next pass can refill the connections. What is
-        // left was posted during the submission, which signals nothing: wake the
-        // reaper for it.
+        // left, the reaper takes.
         if self.reap() {
-            self.sockets.ring.signal();
+            self.reaper.notify();
         }
     }
 

@@ -14,24 +14,26 @@
 //! - Writes are sends queued during a pass and submitted together: one
 //!   `io_uring_enter` per pass for every connection with output.
 //! - Listeners use multishot accept.
-//! - An arrival's work runs as task work of the shard's thread without an
-//!   interrupt (`IORING_SETUP_COOP_TASKRUN`): while the shard is busy it waits for
-//!   the shard's next syscall, so a busy shard takes arrivals in batches; an idle
-//!   shard is woken. The ring flags pending work (`IORING_SQ_TASKRUN`), and
-//!   reaping runs it when set.
-//! - Completions are reaped from shared memory, without a syscall, and signal an
-//!   eventfd that one glommio task of the shard waits on (the reaper), so the
-//!   executor still parks in one place. Completions posted during the shard's own
-//!   submission do not signal: it reaps right after.
+//! - An arrival's work is deferred task work (`IORING_SETUP_DEFER_TASKRUN`): it
+//!   neither interrupts nor wakes the shard, and runs when the shard enters the
+//!   ring with `GETEVENTS`, so a busy shard takes arrivals in batches. The ring
+//!   flags pending work (`IORING_SQ_TASKRUN`), and reaping runs it when set.
+//! - The kernel wakes only a thread that waits in this ring, so an idle shard
+//!   sleeps here ([`Ring::park`], called by the executor through the shard's park
+//!   hook), with a poll armed on each of glommio's rings: whatever glommio waits
+//!   for (timers, wake-ups from other shards) also ends the park.
+//! - Completions are reaped from shared memory, without a syscall.
 //!
 //! Measured alternatives (10k msgs/s from 100 one-packet-per-write clients, broker
 //! on one core, same run against the glommio-socket build and Mosquitto): the
 //! ring's default task work (an interrupt per arrival) cost as much CPU per message
-//! as glommio's sockets; `IORING_SETUP_DEFER_TASKRUN` batches arrivals until the
-//! shard enters the ring, but its eventfd signal is deferred by the kernel (6.18)
-//! through RCU, 15-26 ms measured, so an idle shard would see a message that
-//! late; polling the deferred ring on a timer costs a wake-up per period even when
-//! idle (48 us of CPU per wake-up on this VM: 9.6% of a core at 500 us).
+//! as glommio's sockets; cooperative task work (`COOP_TASKRUN`) with an eventfd
+//! that a glommio task read, the previous design, cost a wake-up of glommio's
+//! ring and a re-armed read per message (1k msgs/s: 55.8 CPU-us per message
+//! against 40.4 now, same run); a deferred ring's eventfd signal is deferred by
+//! the kernel (6.18) through RCU, 15-26 ms measured, too late for an idle
+//! shard; polling the deferred ring on a timer costs a wake-up per period even
+//! when idle (48 us of CPU per wake-up on this VM: 9.6% of a core at 500 us).
 //!
 //! Owner: one shard; nothing here is `Send`.
 //!
@@ -46,7 +48,7 @@
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -66,7 +68,10 @@ const TAG_SHIFT: u32 = 62;
 const TAG_ACCEPT: u64 = 0;
 const TAG_RECV: u64 = 1;
 const TAG_SEND: u64 = 2;
+/// Cancellations (key 0) and the polls of the executor's rings (key 1 + index).
 const TAG_CANCEL: u64 = 3;
+/// The most rings [`Ring::park`] watches.
+const WATCHED_MAX: usize = 2;
 const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
 
 /// What a caller names an operation by: at most 62 bits.
@@ -91,6 +96,8 @@ pub(crate) enum Completion {
 pub(crate) struct RingStats {
     /// `io_uring_enter` calls (submissions and task work).
     pub enters: u64,
+    /// Times the shard slept in this ring ([`Ring::park`]).
+    pub parks: u64,
     pub recv_completions: u64,
     /// Receives that ended because every provided buffer was in use.
     pub buffers_exhausted: u64,
@@ -103,8 +110,8 @@ pub(crate) struct Ring {
     buffers: BufRing,
     /// Send buffers in flight, and the token of their sender.
     sends: Slab<(Token, BytesMut)>,
-    /// Signalled when completions arrive outside the shard's own submission.
-    eventfd: OwnedFd,
+    /// Which of the executor's rings have a poll armed here ([`Ring::park`]).
+    watching: [bool; WATCHED_MAX],
     in_flight: usize,
     pub stats: RingStats,
 }
@@ -125,9 +132,10 @@ impl Ring {
             // keeps what overflows, so nothing is lost when one happens).
             .setup_cqsize(entries * 8)
             .setup_single_issuer()
-            // No interrupt for an arrival: a busy shard takes them at its next
-            // syscall, a batch at a time.
-            .setup_coop_taskrun()
+            // An arrival neither interrupts nor wakes the shard unless it sleeps
+            // in this ring ([`Ring::park`]): a busy shard takes arrivals at its
+            // next enter, a batch at a time.
+            .setup_defer_taskrun()
             // ... and the ring says when such work waits, so reaping runs it.
             .setup_taskrun_flag()
             .build(entries)?;
@@ -142,41 +150,53 @@ impl Ring {
                 0,
             )?;
         }
-        // SAFETY: eventfd returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor owned by nothing else.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // Every completion signals, also those posted during a submission (the
-        // `_async` variant signals only for io-wq completions, which network
-        // operations never are: the reaper would sleep through arrivals).
-        ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
         Ok(Ring {
             ring,
             buffers,
             sends: Slab::new(),
-            eventfd,
+            watching: [false; WATCHED_MAX],
             in_flight: 0,
             stats: RingStats::default(),
         })
     }
 
-    /// The descriptor signalled when completions arrive (see the module docs).
-    pub fn eventfd(&self) -> &OwnedFd {
-        &self.eventfd
+    /// Whether reaping would find anything: a completion, an arrival's task work,
+    /// or completions the kernel kept aside for lack of room. Shared memory only.
+    pub fn ready(&mut self) -> bool {
+        let (taskrun, overflow) = {
+            let sq = self.ring.submission();
+            (sq.taskrun(), sq.cq_overflow())
+        };
+        taskrun || overflow || !self.ring.completion().is_empty()
     }
 
-    /// Signals the eventfd as a completion would: the reaper wakes for completions
-    /// that are left and signalled nothing.
-    pub fn signal(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
-        let written =
-            unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        if written != 8 {
-            tracing::error!("socket ring: eventfd write failed: {}", io::Error::last_os_error());
+    /// Sleeps in this ring until a completion arrives here or in one of `rings`
+    /// (io_uring descriptors of the executor, watched with a poll apiece), after
+    /// handing every queued operation to the kernel.
+    ///
+    /// It waits for one completion: a park that waits longer for a batch
+    /// (`min_wait_usec`) costs a timer per park, which on this VM costs more
+    /// than the wake-ups it saves (10k msgs/s from 100 publishers: 12.4 CPU-us
+    /// per message without, 23.9 with a 100 us wait, 14.8 with 300 us, 11.0
+    /// with 1 ms but twice the p99 latency).
+    pub fn park(&mut self, rings: &[RawFd]) {
+        for (index, &fd) in rings.iter().enumerate().take(WATCHED_MAX) {
+            if !self.watching[index] {
+                self.watching[index] = true;
+                let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+                    .build()
+                    .user_data(TAG_CANCEL << TAG_SHIFT | (1 + index as u64));
+                self.push(entry);
+            }
+        }
+        self.stats.enters += 1;
+        self.stats.parks += 1;
+        match self.ring.submit_and_wait(1) {
+            Ok(_) => {}
+            // A signal, or a full completion queue: the caller reaps and parks
+            // again.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => tracing::error!("socket ring: park failed: {e}"),
         }
     }
 
@@ -251,10 +271,6 @@ impl Ring {
     /// Hands every queued operation to the kernel and runs the task work that
     /// arrivals left: one `io_uring_enter`, none when there is neither (and no
     /// overflowed completion waits to be flushed).
-    ///
-    /// Completions posted during the submission (sends usually complete in it) do
-    /// not signal the eventfd: the caller reaps right after, and a signal would
-    /// wake the reaper once more per pass for nothing.
     pub fn submit(&mut self) -> io::Result<()> {
         let idle = {
             let sq = self.ring.submission();
@@ -264,10 +280,7 @@ impl Ring {
             return Ok(());
         }
         self.stats.enters += 1;
-        self.ring.completion().disable_eventfd();
-        let submitted = self.ring.submit();
-        self.ring.completion().enable_eventfd();
-        match submitted {
+        match self.ring.submit() {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
             Err(e) => Err(e),
@@ -327,7 +340,13 @@ impl Ring {
                     let (token, buf) = self.sends.remove(key as usize);
                     return Some(Completion::Sent { token, result: result(res), buf });
                 }
-                _ => {}
+                _ => {
+                    // One of the executor's rings has completions: its poll is
+                    // spent (the executor reaps them itself).
+                    if let Some(watched) = (key as usize).checked_sub(1) {
+                        self.watching[watched] = false;
+                    }
+                }
             }
         }
     }
