@@ -1829,13 +1829,20 @@ impl Reactor {
         // a wake-up from sleep that finds nothing to do, is harmless; a late one
         // is not, so a timer that may fire too late is replaced as before.
 
+        // Only an executor with a park hook keeps its timers (PATCHES.md); any
+        // other cancels the old latency timer here, as the release does.
+        let keep_timers = park_hook.is_some();
+        if !keep_timers {
+            drop(self.latency_preemption_timeout_src.take());
+        }
+
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping. One still pending counts from when it was armed, and so
         // fires no later than a new one would.
         let throughput = self
             .throughput_preemption_timeout_src
             .take()
-            .filter(|src| src.result().is_none())
+            .filter(|src| keep_timers && src.result().is_none())
             .unwrap_or_else(|| {
                 main_ring.prepare_throughput_preemption_timer(
                     self.ring_depth() as u32,
@@ -1867,7 +1874,7 @@ impl Reactor {
                 // A pending timer that fired and was consumed since is not
                 // pending: `latency_timer_fires_by` looks at its result now, and
                 // nothing consumes completions from here until the sleep.
-                if !self.latency_timer_fires_by(Instant::now() + dur) {
+                if !(keep_timers && self.latency_timer_fires_by(Instant::now() + dur)) {
                     self.arm_latency_timer(&mut lat_ring, dur);
                     assert!(flush_rings!(lat_ring)? > 0);
                 }
@@ -1903,7 +1910,7 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            if !self.latency_timer_fires_by(Instant::now() + preempt) {
+            if !(keep_timers && self.latency_timer_fires_by(Instant::now() + preempt)) {
                 self.arm_latency_timer(&mut lat_ring, preempt);
                 flush_rings!(lat_ring, main_ring)?;
             }
