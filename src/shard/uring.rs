@@ -292,9 +292,15 @@ impl Ring {
     pub fn next(&mut self, pool: &mut ReadPool) -> Option<Completion> {
         loop {
             let mut cqe = self.ring.completion().next();
-            if cqe.is_none() && self.ring.submission().taskrun() {
-                // Task work waits (data arrived while the shard was busy): run
-                // it, which posts its completions.
+            let waiting = {
+                let sq = self.ring.submission();
+                sq.taskrun() || sq.cq_overflow()
+            };
+            if cqe.is_none() && waiting {
+                // Task work waits (data arrived while the shard was busy), or
+                // completions the kernel kept aside for lack of room: run it, or
+                // flush them, which posts the completions. (`ready` reports both,
+                // so leaving either would wake the reaper for nothing, again.)
                 if let Err(e) = self.submit() {
                     tracing::error!("io_uring enter failed: {e}");
                     return None;
