@@ -20,8 +20,13 @@ if (caFile) {
 }
 
 const received = [];
+// Set once every message came back in order: what the close does after that (the
+// broker closes without waiting for the WebSocket closing handshake, so the client's
+// answer to its Close frame can meet a closed socket) is not what this checks.
+let passed = false;
 const client = mqtt.connect(url, options);
 const fail = (why) => {
+  if (passed) return;
   console.log(JSON.stringify({ ok: false, why: String(why), received: received.length }));
   process.exit(1);
 };
@@ -31,6 +36,7 @@ client.on("message", (t, payload) => {
   received.push(payload.toString());
   if (received.length === count) {
     const inOrder = received.every((p, i) => p === `m${i}`);
+    passed = inOrder;
     console.log(JSON.stringify({ ok: inOrder, received: received.length, topic: t }));
     client.end(false, () => process.exit(inOrder ? 0 : 1));
   }
