@@ -169,6 +169,8 @@ pub struct ShardSnapshot {
     pub ring_overflow_now: u64,
     /// `io_uring_enter` calls on the shard's socket ring (submissions, task work).
     pub socket_enters: u64,
+    /// Times the shard slept in its socket ring (one wake-up each).
+    pub socket_parks: u64,
     /// Receive completions on the socket ring (one per arrival, or per buffer).
     pub socket_receives: u64,
     /// Receives that ended because every provided buffer was in use (re-armed).
@@ -240,6 +242,7 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         t.ring_batches_overflowed += s.ring_batches_overflowed;
         t.ring_overflow_now += s.ring_overflow_now;
         t.socket_enters += s.socket_enters;
+        t.socket_parks += s.socket_parks;
         t.socket_receives += s.socket_receives;
         t.socket_buffers_exhausted += s.socket_buffers_exhausted;
         t.socket_closes_forced += s.socket_closes_forced;
@@ -413,6 +416,9 @@ pub fn prometheus_text(
     });
     counter(&mut r, "socket_enters", "io_uring_enter calls on the socket rings", snapshots, |s| {
         s.socket_enters
+    });
+    counter(&mut r, "socket_parks", "Sleeps of the shards in their socket rings", snapshots, |s| {
+        s.socket_parks
     });
     counter(&mut r, "socket_receives", "Receive completions on the socket rings", snapshots, |s| {
         s.socket_receives

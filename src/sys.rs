@@ -312,6 +312,7 @@ pub fn sys_topics(
             .push((format!("shards/{n}/ring/overflow"), shard.ring_batches_overflowed.to_string()));
         topics.push((format!("shards/{n}/lag_us"), shard.lag_max_us.to_string()));
         topics.push((format!("shards/{n}/sockets/enters"), shard.socket_enters.to_string()));
+        topics.push((format!("shards/{n}/sockets/parks"), shard.socket_parks.to_string()));
         topics.push((format!("shards/{n}/sockets/receives"), shard.socket_receives.to_string()));
     }
     topics.into_iter().map(|(suffix, payload)| (format!("{root}/{suffix}"), payload)).collect()

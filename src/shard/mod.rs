@@ -236,6 +236,7 @@ impl Shard {
             (self.data_out.overflow_len() + self.ctrl_out.overflow_len()) as u64;
         let ring = self.sockets.ring.stats;
         snapshot.socket_enters = ring.enters;
+        snapshot.socket_parks = ring.parks;
         snapshot.socket_receives = ring.recv_completions;
         snapshot.socket_buffers_exhausted = ring.buffers_exhausted;
         snapshot.socket_closes_forced = self.sockets.closes_forced;

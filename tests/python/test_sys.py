@@ -138,6 +138,8 @@ def test_metrics_endpoint_parses_and_counts(start_broker, mqtt_client, topic_roo
     # (one completion per arrival) on shard 0, through at least one enter.
     assert s[("shardmq_socket_receives_total", (("shard", "0"),))] >= 7, s
     assert s[("shardmq_socket_enters_total", (("shard", "0"),))] >= 1, s
+    # An idle shard sleeps in its socket ring; the test's pauses leave it idle.
+    assert s[("shardmq_socket_parks_total", (("shard", "1"),))] >= 1, s
     assert ("shardmq_socket_buffers_exhausted_total", (("shard", "0"),)) in s
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)

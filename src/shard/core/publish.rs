@@ -34,16 +34,16 @@ impl Core {
         self.stats.messages_in[publish.qos.qos() as usize] += 1;
         self.stats.bytes_in += publish.payload.len() as u64;
         let topic = self.resolve_topic(id, &mut publish, v5)?;
+        // Under a mount point: too long to mount is over the same limit.
         let topic = match self.mount_point(id) {
-            None => topic,
-            Some(mount) => super::clients::mounted_topic(&mount, &topic)
-                .ok_or(Close::Limit("topic_length_max/topic_levels_max"))?,
+            None => Some(topic),
+            Some(mount) => super::clients::mounted_topic(&mount, &topic),
         };
-        if !self.topic_within_limits(topic.as_str()) {
+        let Some(topic) = topic.filter(|t| self.topic_within_limits(t.as_str())) else {
             self.stats.limit_topic += 1;
             self.log_limit("topic_length_max/topic_levels_max");
             return Err(Close::Limit("topic_length_max/topic_levels_max"));
-        }
+        };
         self.charge_publish_rate(id, publish.payload.len());
         // A denied message is dropped; an MQTT 5 client is told so in its PUBACK or
         // PUBREC, an MQTT 3 one is acknowledged as if it went through (its protocol
