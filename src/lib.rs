@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod hooks;
 pub mod message;

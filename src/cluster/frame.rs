@@ -1,0 +1,368 @@
+//! The node link's wire format: what one node sends another over TCP.
+//!
+//! A link carries one direction: the node that opened it sends, the node that
+//! accepted it reads. Every frame is
+//!
+//! ```text
+//! length: u32 (big endian, the bytes after it) | kind: u8 | body
+//! ```
+//!
+//! - `Hello` (first, once): protocol version, node id, boot, cluster address, name;
+//! - `Reset`: "forget every route of mine": the sender's routes follow in full;
+//! - `Route`: the sender has (or no longer has) subscribers for a filter;
+//! - `Publish`: a message for the receiver's subscribers (and, when it is
+//!   retained, for its retained store): its 128-bit id, then the message as an
+//!   MQTT 5 PUBLISH packet, written and read by the broker's own codec, so topics,
+//!   payloads and MQTT 5 properties cross the link as clients send them.
+//!
+//! # Invariants
+//! - Sans-IO: bytes in, frames out; a frame is never partly consumed.
+//! - A frame over [`Limits::frame_max`] or one that does not decode is an error that
+//!   ends the link, never a panic.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::message::{Message, MessageId};
+use crate::protocol::codec::{self, PublishProperties, PublishView};
+use crate::protocol::{
+    Limits as CodecLimits, Packet, PacketId, ProtocolVersion, PublishTopic, QoS, TopicFilter,
+};
+
+/// The version of this format; a link from a node speaking another is refused.
+pub const VERSION: u8 = 1;
+
+const HELLO: u8 = 1;
+const RESET: u8 = 2;
+const ROUTE: u8 = 3;
+const PUBLISH: u8 = 4;
+
+/// The length prefix and the kind byte.
+const HEAD: usize = 5;
+
+/// What one node says to another.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    /// Who is sending, first on every link.
+    Hello(Hello),
+    /// The sender's routes are replaced by those that follow.
+    Reset,
+    /// The sender has (`present`) or no longer has subscribers for `filter`.
+    Route { filter: TopicFilter, present: bool },
+    /// A message for the receiver's subscribers (and retained store).
+    Publish(Message),
+}
+
+/// The sender of a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u8,
+    /// Its `node_id`, part of its message ids.
+    pub node_id: u16,
+    /// When it started (unix microseconds): tells a restarted node from the last.
+    pub boot: u64,
+    /// Its cluster address, as membership names it.
+    pub addr: String,
+    /// Its node name.
+    pub name: String,
+}
+
+/// Why a link's bytes were refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is over the limit")]
+    TooLarge(usize),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("malformed {0} frame")]
+    Malformed(&'static str),
+}
+
+/// What the decoder accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The largest frame, length prefix excluded.
+    pub frame_max: usize,
+}
+
+impl Limits {
+    /// Frames large enough for any packet the broker accepts from a client.
+    pub fn for_packets(packet_size_max: usize) -> Self {
+        Limits { frame_max: packet_size_max + 64 * 1024 }
+    }
+}
+
+/// Appends a `Hello`.
+pub fn put_hello(buf: &mut BytesMut, hello: &Hello) {
+    let body = 1 + 2 + 8 + 2 + hello.addr.len() + 2 + hello.name.len();
+    put_head(buf, HELLO, body);
+    buf.put_u8(hello.version);
+    buf.put_u16(hello.node_id);
+    buf.put_u64(hello.boot);
+    put_str(buf, &hello.addr);
+    put_str(buf, &hello.name);
+}
+
+/// Appends a `Reset`.
+pub fn put_reset(buf: &mut BytesMut) {
+    put_head(buf, RESET, 0);
+}
+
+/// Appends a `Route`.
+pub fn put_route(buf: &mut BytesMut, filter: &str, present: bool) {
+    put_head(buf, ROUTE, 1 + 2 + filter.len());
+    buf.put_u8(u8::from(present));
+    put_str(buf, filter);
+}
+
+/// Appends a `Publish`; `false` (nothing written) when the message cannot be
+/// framed as an MQTT 5 PUBLISH (larger than the protocol allows).
+pub fn put_publish(buf: &mut BytesMut, message: &Message) -> bool {
+    let view = PublishView {
+        topic: message.topic.as_str(),
+        payload: &message.payload,
+        qos: message.qos,
+        // Any id: the link is not an MQTT session, the receiver never answers it.
+        packet_id: (message.qos != QoS::AtMostOnce).then(|| PacketId::new(1).expect("non-zero")),
+        retain: message.retain,
+        dup: false,
+        properties: message
+            .properties
+            .as_deref()
+            .map_or_else(PublishProperties::default, PublishProperties::of),
+    };
+    let measured = view.measure(ProtocolVersion::V5);
+    if measured.size() > codec::PACKET_SIZE_MAX {
+        return false;
+    }
+    put_head(buf, PUBLISH, 16 + measured.size());
+    buf.put_u128(message.id.0);
+    measured.encode(buf);
+    true
+}
+
+fn put_head(buf: &mut BytesMut, kind: u8, body: usize) {
+    buf.reserve(HEAD + body);
+    buf.put_u32((1 + body) as u32);
+    buf.put_u8(kind);
+}
+
+fn put_str(buf: &mut BytesMut, s: &str) {
+    debug_assert!(s.len() <= usize::from(u16::MAX), "names and filters fit a u16");
+    buf.put_u16(s.len() as u16);
+    buf.put_slice(s.as_bytes());
+}
+
+/// Decodes one frame from the front of `buf`: `Ok(None)`, consuming nothing, while
+/// it holds no whole frame.
+pub fn decode(buf: &mut BytesMut, limits: Limits) -> Result<Option<Frame>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > limits.frame_max {
+        return Err(FrameError::TooLarge(len));
+    }
+    if len == 0 {
+        return Err(FrameError::Malformed("empty"));
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    buf.advance(4);
+    let mut body = buf.split_to(len);
+    let kind = body.get_u8();
+    match kind {
+        HELLO => decode_hello(body.freeze()).map(|h| Some(Frame::Hello(h))),
+        RESET if body.is_empty() => Ok(Some(Frame::Reset)),
+        RESET => Err(FrameError::Malformed("reset")),
+        ROUTE => decode_route(body.freeze()).map(Some),
+        PUBLISH => decode_publish(body).map(|m| Some(Frame::Publish(m))),
+        other => Err(FrameError::UnknownKind(other)),
+    }
+}
+
+fn get_str(body: &mut Bytes, what: &'static str) -> Result<String, FrameError> {
+    if body.remaining() < 2 {
+        return Err(FrameError::Malformed(what));
+    }
+    let len = usize::from(body.get_u16());
+    if body.remaining() < len {
+        return Err(FrameError::Malformed(what));
+    }
+    String::from_utf8(body.split_to(len).to_vec()).map_err(|_| FrameError::Malformed(what))
+}
+
+fn decode_hello(mut body: Bytes) -> Result<Hello, FrameError> {
+    if body.remaining() < 1 + 2 + 8 {
+        return Err(FrameError::Malformed("hello"));
+    }
+    let version = body.get_u8();
+    let node_id = body.get_u16();
+    let boot = body.get_u64();
+    let addr = get_str(&mut body, "hello")?;
+    let name = get_str(&mut body, "hello")?;
+    if body.has_remaining() {
+        return Err(FrameError::Malformed("hello"));
+    }
+    Ok(Hello { version, node_id, boot, addr, name })
+}
+
+fn decode_route(mut body: Bytes) -> Result<Frame, FrameError> {
+    if body.remaining() < 1 {
+        return Err(FrameError::Malformed("route"));
+    }
+    let present = match body.get_u8() {
+        0 => false,
+        1 => true,
+        _ => return Err(FrameError::Malformed("route")),
+    };
+    let filter = get_str(&mut body, "route")?;
+    if body.has_remaining() {
+        return Err(FrameError::Malformed("route"));
+    }
+    let filter =
+        TopicFilter::try_from(filter.as_str()).map_err(|_| FrameError::Malformed("route"))?;
+    Ok(Frame::Route { filter, present })
+}
+
+fn decode_publish(mut body: BytesMut) -> Result<Message, FrameError> {
+    if body.len() < 16 {
+        return Err(FrameError::Malformed("publish"));
+    }
+    let id = MessageId(body.get_u128());
+    let limits =
+        CodecLimits { packet_size_max: codec::PACKET_SIZE_MAX, protocol: ProtocolVersion::V5 };
+    let whole = body.len();
+    let publish = match codec::decode(&mut body, &limits) {
+        Ok(Some(Packet::Publish(publish))) if body.is_empty() && whole > 0 => publish,
+        _ => return Err(FrameError::Malformed("publish")),
+    };
+    let PublishTopic::Name(topic) = publish.topic else {
+        return Err(FrameError::Malformed("publish"));
+    };
+    Ok(Message {
+        id,
+        topic,
+        payload: publish.payload,
+        qos: publish.qos.qos(),
+        retain: publish.retain,
+        // A remote publisher is no local session: No Local never matches it.
+        publisher: None,
+        properties: publish.properties,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Properties, TopicName};
+    use proptest::prelude::*;
+
+    fn limits() -> Limits {
+        Limits::for_packets(1 << 20)
+    }
+
+    fn message(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Message {
+        Message {
+            id: MessageId(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+            topic: TopicName::try_from(topic).unwrap(),
+            payload: Bytes::copy_from_slice(payload),
+            qos,
+            retain,
+            publisher: None,
+            properties: None,
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips_and_partial_frames_wait() {
+        let hello = Hello {
+            version: VERSION,
+            node_id: 7,
+            boot: 42,
+            addr: "127.0.0.1:4370".into(),
+            name: "a".into(),
+        };
+        let mut props = Properties::default();
+        props.content_type = Some("text/plain".into());
+        props.user_properties.push(("k".into(), "v".into()));
+        let mut with_props = message("t/1", b"hi", QoS::ExactlyOnce, true);
+        with_props.properties = Some(Box::new(props));
+        let mut buf = BytesMut::new();
+        put_hello(&mut buf, &hello);
+        put_reset(&mut buf);
+        put_route(&mut buf, "a/+/c", true);
+        put_route(&mut buf, "#", false);
+        assert!(put_publish(&mut buf, &message("x", b"", QoS::AtMostOnce, false)));
+        assert!(put_publish(&mut buf, &with_props));
+        let whole = buf.clone();
+        // Byte by byte: nothing decodes before its last byte arrives.
+        let mut fed = BytesMut::new();
+        let mut frames = Vec::new();
+        for b in whole.iter() {
+            fed.put_u8(*b);
+            while let Some(frame) = decode(&mut fed, limits()).unwrap() {
+                frames.push(frame);
+            }
+        }
+        assert!(fed.is_empty());
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Hello(hello),
+                Frame::Reset,
+                Frame::Route { filter: TopicFilter::try_from("a/+/c").unwrap(), present: true },
+                Frame::Route { filter: TopicFilter::try_from("#").unwrap(), present: false },
+                Frame::Publish(message("x", b"", QoS::AtMostOnce, false)),
+                Frame::Publish(with_props),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 2, 99, 0][..]);
+        assert_eq!(decode(&mut buf, limits()), Err(FrameError::UnknownKind(99)));
+        let mut buf = BytesMut::from(&[0xffu8, 0, 0, 0][..]);
+        assert!(matches!(decode(&mut buf, limits()), Err(FrameError::TooLarge(_))));
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
+        assert_eq!(decode(&mut buf, limits()), Err(FrameError::Malformed("empty")));
+        // A route whose filter is not a valid filter [MQTT-4.7.1-1].
+        let mut buf = BytesMut::new();
+        put_route(&mut buf, "a/#/b", true);
+        assert_eq!(decode(&mut buf, limits()), Err(FrameError::Malformed("route")));
+        // A publish whose packet is cut short inside its frame.
+        let mut buf = BytesMut::new();
+        put_publish(&mut buf, &message("t", b"payload", QoS::AtLeastOnce, false));
+        let len = buf.len();
+        buf[3] -= 3;
+        buf.truncate(len - 3);
+        assert_eq!(decode(&mut buf, limits()), Err(FrameError::Malformed("publish")));
+    }
+
+    proptest! {
+        /// Any message survives the link as it was sent.
+        #[test]
+        fn publish_round_trips(
+            topic in "[a-z]{1,8}(/[a-z0-9]{1,8}){0,4}",
+            payload in proptest::collection::vec(any::<u8>(), 0..2000),
+            qos in 0u8..3,
+            retain in any::<bool>(),
+            id in any::<u128>(),
+        ) {
+            let mut m = message(&topic, &payload, QoS::from_bits(qos).unwrap(), retain);
+            m.id = MessageId(id);
+            let mut buf = BytesMut::new();
+            prop_assert!(put_publish(&mut buf, &m));
+            prop_assert_eq!(decode(&mut buf, limits()).unwrap(), Some(Frame::Publish(m)));
+            prop_assert!(buf.is_empty());
+        }
+
+        /// Arbitrary bytes never panic the decoder.
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = decode(&mut buf, limits()) {}
+        }
+    }
+}
