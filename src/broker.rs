@@ -201,6 +201,16 @@ impl Broker {
             }
             None => (None, None),
         };
+        let cluster = match config.cluster_listen {
+            Some(addr) => {
+                let (udp, tcp, bound) =
+                    net::bind_cluster(addr).map_err(|source| StartError::Bind { addr, source })?;
+                let seeds = resolve_seeds(&config.cluster_seeds);
+                Some(shard::ClusterSockets { udp, tcp, addr: bound, seeds })
+            }
+            None => None,
+        };
+        let cluster_addr = cluster.as_ref().map(|c| c.addr);
         let stop = Arc::new(AtomicBool::new(false));
         let reload = Arc::new(AtomicBool::new(false));
         // Bounded: a program that publishes faster than the broker routes blocks in
@@ -222,6 +232,7 @@ impl Broker {
             stop: Arc::clone(&stop),
             reload: Arc::clone(&reload),
             loaded: Arc::new(loaded),
+            cluster: Arc::new(Mutex::new(cluster)),
         };
         let online = CpuSet::online().map_err(|e| StartError::Threads(e.to_string()))?;
         let placement = cpus
@@ -252,6 +263,7 @@ impl Broker {
             io_memory_kib = io_memory / 1024,
             listen = ?local_addrs,
             metrics = ?metrics_addr,
+            cluster = ?cluster_addr,
             "shardmq started"
         );
         info!(
@@ -267,6 +279,7 @@ impl Broker {
         Ok(BrokerHandle {
             local_addrs,
             metrics_addr,
+            cluster_addr,
             stop,
             reload,
             api: api_tx,
@@ -280,6 +293,7 @@ impl Broker {
 pub struct BrokerHandle {
     local_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    cluster_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
     /// Per shard, the way in for [`BrokerHandle::publish`].
@@ -291,6 +305,11 @@ impl BrokerHandle {
     /// The addresses the broker listens on (ports resolved when 0 was asked).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The cluster address (port resolved), when the broker is a cluster node.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster_addr
     }
 
     /// Publishes a message as if a client had, from this program. Messages to one
@@ -446,4 +465,18 @@ fn check_io_uring(io_memory: usize) -> Result<(), StartError> {
         Ok(Err(reason)) => Err(StartError::IoUring { reason }),
         Err(_) => Err(StartError::IoUring { reason: "the probe thread panicked".to_owned() }),
     }
+}
+
+/// The cluster seeds as addresses; a seed that does not resolve is logged and
+/// skipped (the node still joins through the others, or is joined by them).
+fn resolve_seeds(seeds: &[String]) -> Vec<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let mut resolved = Vec::new();
+    for seed in seeds {
+        match seed.to_socket_addrs() {
+            Ok(addrs) => resolved.extend(addrs),
+            Err(e) => tracing::warn!(seed = %seed, "cluster seed does not resolve: {e}"),
+        }
+    }
+    resolved
 }

@@ -36,6 +36,23 @@ enum Command {
     /// terminal, or read as one line of standard input when that is not a terminal
     /// (`echo secret | shardmq passwd FILE USER`).
     Passwd(Passwd),
+    /// Shows a cluster node's view of the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// The members, their state and their links, from a node's metrics endpoint
+    /// (`GET /cluster`).
+    Status {
+        /// The node's metrics address (its `metrics_listen`).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        metrics: std::net::SocketAddr,
+        /// Prints the JSON as the node sent it.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +80,15 @@ fn parse_cli() -> Cli {
 
 fn main() -> ExitCode {
     let cli = parse_cli();
+    if let Some(Command::Cluster(ClusterCommand::Status { metrics, json })) = cli.command {
+        return match cluster_status(metrics, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("shardmq: {message}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Some(Command::Passwd(passwd)) = cli.command {
         return match passwd.run() {
             Ok(()) => ExitCode::SUCCESS,
@@ -120,6 +146,49 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `shardmq cluster status`: one HTTP request, a table (or the JSON).
+fn cluster_status(metrics: std::net::SocketAddr, json: bool) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let fail = |e: std::io::Error| format!("{metrics}: {e}");
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&metrics, std::time::Duration::from_secs(5))
+            .map_err(fail)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).map_err(fail)?;
+    write!(stream, "GET /cluster HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n")
+        .map_err(fail)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(fail)?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("not an HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{metrics}: {}", body.trim()));
+    }
+    if json {
+        print!("{body}");
+        return Ok(());
+    }
+    let status: shardmq::cluster::ClusterStatus =
+        serde_json::from_str(body).map_err(|e| format!("{metrics}: {e}"))?;
+    println!(
+        "{:<24} {:<22} {:>7} {:<6} {:>8} {:<10} {:>12} {:>12} {:>9}",
+        "NODE", "ADDRESS", "NODE_ID", "STATE", "SINCE_S", "LINK", "MSGS_OUT", "MSGS_IN", "DROPPED"
+    );
+    for m in status.members {
+        println!(
+            "{:<24} {:<22} {:>7} {:<6} {:>8} {:<10} {:>12} {:>12} {:>9}",
+            m.name,
+            m.addr,
+            m.node_id,
+            m.state,
+            m.since_secs,
+            m.link,
+            m.messages_out,
+            m.messages_in,
+            m.messages_dropped
+        );
+    }
+    Ok(())
 }
 
 impl Passwd {

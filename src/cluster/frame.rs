@@ -283,9 +283,11 @@ mod tests {
             addr: "127.0.0.1:4370".into(),
             name: "a".into(),
         };
-        let mut props = Properties::default();
-        props.content_type = Some("text/plain".into());
-        props.user_properties.push(("k".into(), "v".into()));
+        let props = Properties {
+            content_type: Some("text/plain".into()),
+            user_properties: vec![("k".into(), "v".into())],
+            ..Properties::default()
+        };
         let mut with_props = message("t/1", b"hi", QoS::ExactlyOnce, true);
         with_props.properties = Some(Box::new(props));
         let mut buf = BytesMut::new();

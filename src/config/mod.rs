@@ -835,6 +835,12 @@ impl Config {
         if let Some(seed) = self.cluster_seeds.iter().find(|seed| !seed.contains(':')) {
             return Err(invalid("cluster_seeds", format!("{seed:?} is not host:port")));
         }
+        if self.cluster_listen.is_some_and(|addr| addr.ip().is_unspecified()) {
+            return Err(invalid(
+                "cluster_listen",
+                "other nodes reach this one at this address: give a specific IP, not 0.0.0.0 or ::",
+            ));
+        }
         if self.cluster_failure_timeout < Duration::from_millis(200) {
             return Err(invalid("cluster_failure_timeout_ms", "must be at least 200 ms"));
         }

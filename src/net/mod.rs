@@ -27,6 +27,25 @@ pub(crate) fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<OwnedF
     Ok(socket.into())
 }
 
+/// The cluster's sockets on `addr`: UDP for membership, then a TCP listener for
+/// node links on the same port (the UDP socket resolves port 0). No SO_REUSEPORT:
+/// one process per cluster address.
+pub(crate) fn bind_cluster(addr: SocketAddr) -> io::Result<(OwnedFd, OwnedFd, SocketAddr)> {
+    let udp = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    udp.set_nonblocking(true)?;
+    udp.bind(&addr.into())?;
+    let bound = udp
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))?;
+    let tcp = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    tcp.set_reuse_address(true)?;
+    tcp.set_nonblocking(true)?;
+    tcp.bind(&bound.into())?;
+    tcp.listen(128)?;
+    Ok((udp.into(), tcp.into(), bound))
+}
+
 /// Fails with `AddrInUse` when another socket already listens on `addr`.
 ///
 /// SO_REUSEPORT would otherwise let a second broker (of the same user) bind the same

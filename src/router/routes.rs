@@ -47,6 +47,11 @@ impl ShardSet {
         ShardSet(self.0 | other.0)
     }
 
+    /// The shards in both sets.
+    pub fn intersection(self, other: ShardSet) -> ShardSet {
+        ShardSet(self.0 & other.0)
+    }
+
     /// The shard indexes, lowest first.
     pub fn iter(self) -> impl Iterator<Item = usize> {
         let mut bits = self.0;
@@ -94,6 +99,30 @@ impl RouteTable {
             }
         }
         true
+    }
+
+    /// Forgets every filter of `origin` (a node that restarted or went down); its
+    /// revisions go on where they were.
+    pub fn clear_origin(&mut self, origin: usize) {
+        let filters: Vec<String> = self
+            .trie
+            .iter()
+            .filter(|(_, set)| set.contains(origin))
+            .map(|(filter, _)| filter.to_owned())
+            .collect();
+        for filter in filters {
+            if let Some(set) = self.trie.get_mut(&filter) {
+                set.remove(origin);
+                if set.is_empty() {
+                    self.trie.remove(&filter);
+                }
+            }
+        }
+    }
+
+    /// Every filter routed, with the origins that have it.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, ShardSet)> {
+        self.trie.iter().map(|(filter, set)| (filter, *set))
     }
 
     /// Every shard with a subscription matching `topic`.
@@ -151,6 +180,21 @@ mod tests {
         assert!(routes.apply(0, 2, "a/+", false));
         assert!(routes.matching_shards("a/b").is_empty());
         assert!(routes.is_empty());
+        assert!(routes.check_invariants());
+    }
+
+    #[test]
+    fn clearing_an_origin_leaves_the_others() {
+        let mut routes = RouteTable::new(3);
+        routes.apply(1, 1, "a/#", true);
+        routes.apply(1, 2, "b", true);
+        routes.apply(2, 1, "b", true);
+        routes.clear_origin(1);
+        assert!(routes.matching_shards("a/x").is_empty());
+        assert_eq!(routes.matching_shards("b").iter().collect::<Vec<_>>(), vec![2]);
+        assert!(!routes.apply(1, 2, "c", true), "revisions go on where they were");
+        assert!(routes.apply(1, 3, "c", true));
+        assert_eq!(routes.iter().count(), 2);
         assert!(routes.check_invariants());
     }
 }

@@ -22,6 +22,7 @@
 //! send for every connection with output, submits them with one `io_uring_enter`,
 //! and sets the gates.
 
+mod cluster;
 pub(crate) mod core;
 mod mesh;
 mod notify;
@@ -55,6 +56,7 @@ use self::core::rate::TokenBucket;
 use self::core::timers::TICK_MS;
 pub(crate) use self::core::{ApiPublish, CtrlMsg, DataMsg};
 use self::core::{Core, CoreConfig, Now};
+pub(crate) use cluster::ClusterSockets;
 use mesh::Outbox;
 use notify::{Gate, Latch, Notify};
 use observe::SysState;
@@ -90,6 +92,8 @@ pub(crate) struct ShardContext {
     pub reload: Arc<AtomicBool>,
     /// What the files held at start-up, each shard taking its own copy.
     pub loaded: Arc<Reload>,
+    /// The cluster's sockets, for shard 0 (`None`: a single node).
+    pub cluster: Arc<Mutex<Option<ClusterSockets>>>,
 }
 
 /// The settings of the core, resolved from the broker's: this shard's shares of
@@ -124,6 +128,7 @@ fn core_config(config: &Config, shards: usize) -> CoreConfig {
             .into_iter()
             .map(|listener| listener.mount_point.map(ByteString::from))
             .collect(),
+        cluster: config.cluster_listen.is_some(),
     }
 }
 
@@ -167,6 +172,8 @@ pub(crate) struct Shard {
     verifying: usize,
     /// The shard itself, for tasks a synchronous path spawns (a verification).
     me: std::rc::Weak<RefCell<Shard>>,
+    /// Shard 0 of a cluster node: membership and node links.
+    cluster: Option<cluster::ClusterIo>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -206,6 +213,7 @@ impl Shard {
             }
         }
         self.core.set_ring_overflow(self.data_out.overflow_len() + self.ctrl_out.overflow_len());
+        self.end_pass_cluster();
         self.end_pass_sockets();
         self.sync_gates();
     }
@@ -336,7 +344,16 @@ pub(crate) async fn run(ctx: ShardContext) {
         accept_rate_limited: 0,
         verifying: 0,
         me: std::rc::Weak::new(),
+        cluster: None,
     };
+    let cluster_sockets = match id {
+        0 => ctx.cluster.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take(),
+        _ => None,
+    };
+    if let Some(sockets) = &cluster_sockets {
+        let boot = shard.now().unix_us;
+        shard.cluster = Some(cluster::ClusterIo::new(&ctx.config, sockets, boot));
+    }
     shard.apply_reload(Reload::clone(&ctx.loaded));
     // The core starts on the same clock the shard reads from now on.
     let now = shard.now();
@@ -357,6 +374,9 @@ pub(crate) async fn run(ctx: ShardContext) {
     let reaper = Rc::clone(&shard.borrow().reaper);
     glommio::park::set_park_hook(Some(Rc::new(Park { shard: Rc::downgrade(&shard), reaper })));
     shard.borrow_mut().start_sockets();
+    if let Some(sockets) = cluster_sockets {
+        cluster::start(&shard, sockets);
+    }
 
     if id == 0 {
         let metrics = ctx.metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
@@ -604,6 +624,7 @@ async fn tick_until_stopped(shard: &ShardRc, stop: &AtomicBool, reload: &AtomicB
         }
         s.schedule_pass();
     }
+    cluster::leave(shard);
     {
         let mut s = shard.borrow_mut();
         s.core.close_all();

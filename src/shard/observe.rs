@@ -137,7 +137,15 @@ pub(crate) fn every_second(s: &mut Shard) {
     }
     let Some(mut sys) = s.sys.take() else { return };
     sys.record(snapshot);
-    let messages = sys.step();
+    let mut messages = sys.step();
+    let sys_tick = messages.iter().any(|(topic, _)| topic == "$SYS/brokers");
+    if let Some(cluster) = s.cluster.as_ref().filter(|_| sys_tick) {
+        let status = cluster.status(s.now().ms);
+        messages.push((
+            format!("$SYS/brokers/{}/cluster/members", sys.node),
+            serde_json::to_string(&status.members).expect("serializes"),
+        ));
+    }
     s.sys = Some(sys);
     let now = s.now();
     for (topic, payload) in messages {
@@ -165,10 +173,25 @@ async fn answer(shard: ShardRc, mut stream: TcpStream) {
     }
     let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
     let (status, content_type, body) = if line.starts_with(b"GET /metrics ") {
-        let text = shard.borrow().sys.as_ref().map(SysState::metrics_text).unwrap_or_default();
+        let s = shard.borrow();
+        let mut text = s.sys.as_ref().map(SysState::metrics_text).unwrap_or_default();
+        if let Some(cluster) = &s.cluster {
+            // The cluster's figures go before the exposition's closing `# EOF`.
+            let end = text.rfind("# EOF").unwrap_or(text.len());
+            text.insert_str(end, &cluster.metrics_text());
+        }
         ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+    } else if line.starts_with(b"GET /cluster ") {
+        match super::cluster::status(&shard) {
+            Some(status) => (
+                "200 OK",
+                "application/json",
+                serde_json::to_string_pretty(&status).expect("serializes") + "\n",
+            ),
+            None => ("404 Not Found", "text/plain", "this node is not in a cluster\n".to_owned()),
+        }
     } else {
-        ("404 Not Found", "text/plain", "try GET /metrics\n".to_owned())
+        ("404 Not Found", "text/plain", "try GET /metrics or GET /cluster\n".to_owned())
     };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

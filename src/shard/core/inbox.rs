@@ -18,6 +18,7 @@ impl Core {
             DataMsg::Shared { filter, message, hops, exclude } => {
                 self.dispatch_shared(&filter, message, hops, exclude.as_ref());
             }
+            DataMsg::Forward { nodes, message } => self.forward_from_shard(nodes, message),
         }
     }
 
@@ -27,8 +28,7 @@ impl Core {
         self.now = now;
         match msg {
             CtrlMsg::Route { origin, rev, filter, present } => {
-                // A stale update is dropped and counted by the table itself.
-                self.routes.apply(origin, rev, filter.as_str(), present);
+                self.apply_route(origin, rev, &filter, present);
                 self.ctrl_out.push(origin, CtrlMsg::RouteAck { from: self.id, rev });
             }
             CtrlMsg::RouteAck { from, rev } => self.route_ack(from, rev),
@@ -43,6 +43,7 @@ impl Core {
                 self.shared_routes.set(&filter, origin, members);
                 self.ctrl_out.push(origin, CtrlMsg::RouteAck { from: self.id, rev });
             }
+            CtrlMsg::Node(msg) => self.apply_node(&msg),
             CtrlMsg::Io(_) | CtrlMsg::Stats(_) => {
                 debug_assert!(false, "the IO layer keeps hand-offs and figures");
             }

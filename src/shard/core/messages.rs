@@ -10,6 +10,7 @@ use bytestring::ByteString;
 use crate::message::Message;
 use crate::metrics::ShardSnapshot;
 use crate::protocol::{QoS, TopicFilter, TopicName};
+use crate::router::ShardSet;
 
 /// A message published by the embedding program.
 #[derive(Debug)]
@@ -48,6 +49,22 @@ pub(crate) enum DataMsg {
     /// (`$share/{group}/{filter}`) on the destination. `hops` counts how often it
     /// was passed on because the chosen shard had no member left.
     Shared { filter: TopicFilter, message: Arc<Message>, hops: u8, exclude: Option<ByteString> },
+    /// For shard 0: a message that entered here, for the node links of `nodes`
+    /// (node slots).
+    Forward { nodes: ShardSet, message: Arc<Message> },
+}
+
+/// A change of the other nodes of the cluster, from shard 0 to every shard.
+#[derive(Clone, Debug)]
+pub(crate) enum NodeMsg {
+    /// The node in this slot is up.
+    Up(usize),
+    /// The node in this slot is down: its routes are gone.
+    Down(usize),
+    /// The node's route summary follows in full: forget what it had.
+    Reset(usize),
+    /// The node has (or no longer has) subscribers for `filter`.
+    Route { node: usize, filter: TopicFilter, present: bool },
 }
 
 /// Messages on the control mesh.
@@ -76,4 +93,6 @@ pub(crate) enum CtrlMsg {
     SharedRoute { origin: usize, rev: u64, filter: TopicFilter, members: u32 },
     /// A shard's figures, once a second, for shard 0.
     Stats(Box<ShardSnapshot>),
+    /// A change of the other nodes, from shard 0.
+    Node(NodeMsg),
 }

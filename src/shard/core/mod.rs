@@ -43,6 +43,7 @@ mod fanout;
 mod inbox;
 mod invariants;
 pub(crate) mod messages;
+mod nodes;
 mod outbox;
 mod publish;
 pub(crate) mod rate;
@@ -74,7 +75,8 @@ use crate::session::{SessionLimits, SubOptions};
 use crate::small_map::SmallMap;
 
 pub(crate) use clients::AuthOutcome;
-pub(crate) use messages::{ApiPublish, CtrlMsg, DataMsg};
+pub(crate) use messages::{ApiPublish, CtrlMsg, DataMsg, NodeMsg};
+use nodes::Nodes;
 use outbox::Batches;
 use rate::TokenBucket;
 use retained::Retained;
@@ -233,6 +235,8 @@ pub(crate) struct CoreConfig {
     pub login_failures_max: u32,
     /// Per listener (in listener order), its mount point.
     pub mount_points: Vec<Option<ByteString>>,
+    /// Whether this node is in a cluster (forwards to other nodes).
+    pub cluster: bool,
 }
 
 /// The MQTT state of one connection. The socket and its read state stay with the
@@ -391,6 +395,8 @@ pub(crate) struct Core {
     stopping: bool,
     /// Credentials, ACL and failed logins (see `security`).
     security: Security,
+    /// The other nodes of the cluster (see `nodes`).
+    nodes: Nodes,
 }
 
 impl std::fmt::Debug for Core {
@@ -443,6 +449,7 @@ impl Core {
             last_limit_log_ms: None,
             stopping: false,
             security: Security::default(),
+            nodes: Nodes::new(config.cluster),
             config,
         }
     }

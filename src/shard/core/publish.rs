@@ -260,8 +260,16 @@ impl Core {
         self.route(Arc::new(message));
     }
 
-    /// Sends a message everywhere it has subscribers, and to its retained partition.
+    /// Sends a message everywhere it has subscribers (other nodes included), and to
+    /// its retained partition.
     pub(super) fn route(&mut self, message: Arc<Message>) {
+        self.route_here(message, true);
+    }
+
+    /// Sends a message to this node's subscribers and retained partition; one that
+    /// `entered` here also to the other nodes that want it, and to its shared
+    /// subscriptions (which stay within a node).
+    pub(super) fn route_here(&mut self, message: Arc<Message>, entered: bool) {
         if message.retain {
             let owner = owner_shard(message.topic.as_str().as_bytes(), self.shards);
             if owner == self.id {
@@ -272,7 +280,8 @@ impl Core {
         }
         let shards = self.routes.matching_shards(message.topic.as_str());
         let mut picks = std::mem::take(&mut self.shared_scratch);
-        if !self.shared_routes.is_empty() {
+        let remote = entered && self.forward(&message);
+        if entered && !self.shared_routes.is_empty() {
             let rng = &mut self.rng;
             self.shared_routes.pick(
                 message.topic.as_str(),
@@ -281,7 +290,7 @@ impl Core {
                 &mut picks,
             );
         }
-        if shards.is_empty() && picks.is_empty() {
+        if shards.is_empty() && picks.is_empty() && !remote {
             self.stats.dropped_no_subscribers += 1;
         }
         for shard in shards.iter() {

@@ -224,7 +224,7 @@ impl Core {
     fn announce_route(&mut self, filter: &TopicFilter, present: bool) {
         self.route_rev += 1;
         let rev = self.route_rev;
-        self.routes.apply(self.id, rev, filter.as_str(), present);
+        self.apply_route(self.id, rev, filter, present);
         for shard in (0..self.shards).filter(|s| *s != self.id) {
             let msg = CtrlMsg::Route { origin: self.id, rev, filter: filter.clone(), present };
             self.ctrl_out.push(shard, msg);

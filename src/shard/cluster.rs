@@ -1,0 +1,646 @@
+//! The cluster's IO, on shard 0: the membership socket and its timers, the node
+//! links (one TCP connection to every other up node, which this node writes), and
+//! the links other nodes opened to this one (which it reads).
+//!
+//! Membership ([`Membership`]) and the link format ([`frame`]) are sans-IO; here
+//! they meet glommio: a UDP socket, a task per timer foca asks for, a writer task
+//! per outgoing link, a reader task per incoming link. What they learn goes to the
+//! core ([`Core::handle_node`], [`Core::handle_remote_publish`]); what the core
+//! forwards leaves in [`Shard::end_pass_cluster`], encoded once per message and
+//! appended to the buffer of each link it goes to.
+//!
+//! # Invariants
+//! - A link's buffer holds at most `cluster_link_buffer_bytes` of messages; a
+//!   message beyond is dropped and counted. Route changes are never dropped: a
+//!   link that reconnects starts over with `Hello`, `Reset` and the whole summary,
+//!   then what its buffer still holds, so the receiver ends on the current summary.
+//! - Frames are written whole or the link is dropped and reconnected: a reader
+//!   never sees half a frame followed by another.
+//! - A message is at most once on a link: one that was in the socket when the
+//!   link broke is lost (counted by the sender as sent).
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream, UdpSocket};
+use glommio::spawn_local;
+use tracing::{debug, info, warn};
+
+use crate::cluster::frame::{self, Frame, Hello};
+use crate::cluster::membership::{Event, Membership, Peer};
+use crate::cluster::{ClusterStatus, MemberStatus};
+use crate::config::Config;
+use crate::message::Message;
+use crate::protocol::TopicFilter;
+use crate::router::ShardSet;
+
+use super::core::NodeMsg;
+use super::notify::Notify;
+use super::{until_stopped, Shard, ShardRc};
+
+/// What `Broker::start` binds for the cluster, taken by shard 0.
+#[derive(Debug)]
+pub(crate) struct ClusterSockets {
+    pub udp: OwnedFd,
+    pub tcp: OwnedFd,
+    /// The bound address (its port resolved).
+    pub addr: SocketAddr,
+    /// The seeds, resolved.
+    pub seeds: Vec<SocketAddr>,
+}
+
+/// How long a link waits to connect, and then before trying again.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RECONNECT_DELAY: Duration = Duration::from_millis(200);
+/// What one read of an incoming link takes at most.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// An outgoing link: what waits to be written to one node.
+#[derive(Debug)]
+struct LinkOut {
+    buf: BytesMut,
+    /// Messages in `buf` (route frames are not counted).
+    connected: bool,
+    /// Cleared when the node goes down: the writer ends.
+    wanted: bool,
+    wake: Rc<Notify>,
+}
+
+/// Figures per node slot.
+#[derive(Clone, Copy, Debug, Default)]
+struct LinkFigures {
+    messages_out: u64,
+    messages_in: u64,
+    messages_dropped: u64,
+}
+
+/// Shard 0's cluster state.
+pub(crate) struct ClusterIo {
+    me: Peer,
+    membership: Membership,
+    /// Per node slot, its outgoing link while it is up.
+    links: Vec<Option<LinkOut>>,
+    figures: Vec<LinkFigures>,
+    link_bytes_max: usize,
+    frame_limits: frame::Limits,
+    /// Datagrams to send, for the membership socket's sender.
+    datagrams: Vec<(SocketAddr, bytes::Bytes)>,
+    send_wake: Rc<Notify>,
+    /// Scratch for the end of a pass.
+    out: Vec<(ShardSet, Arc<Message>)>,
+    changes: Vec<(TopicFilter, bool)>,
+    encoded: BytesMut,
+    /// Incoming links refused (bad hello, bad frame).
+    pub links_refused: u64,
+}
+
+impl std::fmt::Debug for ClusterIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterIo").field("me", &self.me).finish_non_exhaustive()
+    }
+}
+
+impl ClusterIo {
+    pub fn new(config: &Config, sockets: &ClusterSockets, boot: u64) -> Self {
+        let me = Peer { addr: sockets.addr, boot, node_id: config.node_id, name: config.node() };
+        let membership =
+            Membership::new(me.clone(), config.cluster_failure_timeout, &sockets.seeds, boot);
+        ClusterIo {
+            me,
+            membership,
+            links: Vec::new(),
+            figures: Vec::new(),
+            link_bytes_max: config.cluster_link_buffer_bytes.get(),
+            frame_limits: frame::Limits::for_packets(config.packet_size_max),
+            datagrams: Vec::new(),
+            send_wake: Rc::new(Notify::default()),
+            out: Vec::new(),
+            changes: Vec::new(),
+            encoded: BytesMut::new(),
+            links_refused: 0,
+        }
+    }
+
+    fn figures_mut(&mut self, slot: usize) -> &mut LinkFigures {
+        if self.figures.len() <= slot {
+            self.figures.resize(slot + 1, LinkFigures::default());
+        }
+        &mut self.figures[slot]
+    }
+
+    /// The cluster as this node sees it.
+    pub fn status(&self, now_ms: u64) -> ClusterStatus {
+        let mut members = vec![MemberStatus {
+            name: self.me.name.clone(),
+            addr: self.me.addr.to_string(),
+            node_id: self.me.node_id,
+            state: "self".to_owned(),
+            since_secs: 0,
+            link: "none".to_owned(),
+            messages_out: 0,
+            messages_in: 0,
+            messages_dropped: 0,
+            queued_bytes: 0,
+        }];
+        for (slot, node) in self.membership.nodes().iter().enumerate() {
+            let figures = self.figures.get(slot).copied().unwrap_or_default();
+            let link = self.links.get(slot).and_then(Option::as_ref);
+            members.push(MemberStatus {
+                name: node.peer.name.clone(),
+                addr: node.peer.addr.to_string(),
+                node_id: node.peer.node_id,
+                state: if node.up { "up" } else { "down" }.to_owned(),
+                since_secs: now_ms.saturating_sub(node.since_ms) / 1000,
+                link: match link {
+                    Some(l) if l.connected => "connected",
+                    Some(_) => "connecting",
+                    None => "none",
+                }
+                .to_owned(),
+                messages_out: figures.messages_out,
+                messages_in: figures.messages_in,
+                messages_dropped: figures.messages_dropped,
+                queued_bytes: link.map_or(0, |l| l.buf.len() as u64),
+            });
+        }
+        ClusterStatus { node: self.me.name.clone(), members }
+    }
+
+    /// Node-wide figures for `/metrics`, in the OpenMetrics text format.
+    pub fn metrics_text(&self) -> String {
+        let up = self.membership.nodes().iter().filter(|n| n.up).count();
+        let sum = |f: fn(&LinkFigures) -> u64| self.figures.iter().map(f).sum::<u64>();
+        let queued: usize = self.links.iter().flatten().map(|l| l.buf.len()).sum();
+        let rows = [
+            ("cluster_nodes_up", "gauge", "Other nodes up.", up as u64),
+            (
+                "cluster_messages_forwarded",
+                "counter",
+                "Messages written to node links.",
+                sum(|f| f.messages_out),
+            ),
+            (
+                "cluster_messages_received",
+                "counter",
+                "Messages received from node links.",
+                sum(|f| f.messages_in),
+            ),
+            (
+                "cluster_messages_dropped",
+                "counter",
+                "Messages dropped because a node link's buffer was full.",
+                sum(|f| f.messages_dropped),
+            ),
+            ("cluster_link_queued_bytes", "gauge", "Bytes waiting for node links.", queued as u64),
+            (
+                "cluster_links_refused",
+                "counter",
+                "Incoming node links refused (bad hello or frame).",
+                self.links_refused,
+            ),
+            (
+                "cluster_bad_datagrams",
+                "counter",
+                "Membership datagrams that did not decode.",
+                self.membership.bad_datagrams,
+            ),
+        ];
+        let mut text = String::new();
+        for (name, kind, help, value) in rows {
+            let sample = if kind == "counter" { format!("{name}_total") } else { name.to_owned() };
+            text.push_str(&format!(
+                "# HELP shardmq_{name} {help}\n# TYPE shardmq_{name} {kind}\nshardmq_{sample} {value}\n"
+            ));
+        }
+        text
+    }
+}
+
+impl Shard {
+    /// The end of a pass on shard 0 of a cluster node: route changes and messages
+    /// for the node links.
+    pub(super) fn end_pass_cluster(&mut self) {
+        let Some(cluster) = self.cluster.as_mut() else { return };
+        self.core.take_route_changes(&mut cluster.changes);
+        self.core.take_node_out(&mut cluster.out);
+        if cluster.changes.is_empty() && cluster.out.is_empty() {
+            return;
+        }
+        let mut woken = ShardSet::default();
+        for (filter, present) in cluster.changes.drain(..) {
+            for (slot, link) in cluster.links.iter_mut().enumerate() {
+                if let Some(link) = link {
+                    frame::put_route(&mut link.buf, filter.as_str(), present);
+                    woken.insert(slot);
+                }
+            }
+        }
+        let mut out = std::mem::take(&mut cluster.out);
+        for (nodes, message) in out.drain(..) {
+            cluster.encoded.clear();
+            if !frame::put_publish(&mut cluster.encoded, &message) {
+                continue;
+            }
+            for slot in nodes.iter() {
+                let max = cluster.link_bytes_max;
+                let Some(Some(link)) = cluster.links.get_mut(slot) else { continue };
+                let fits = link.buf.len() + cluster.encoded.len() <= max;
+                if fits {
+                    link.buf.extend_from_slice(&cluster.encoded);
+                    woken.insert(slot);
+                }
+                let figures = cluster.figures_mut(slot);
+                if fits {
+                    figures.messages_out += 1;
+                } else {
+                    figures.messages_dropped += 1;
+                }
+            }
+        }
+        cluster.out = out;
+        for slot in woken.iter() {
+            if let Some(Some(link)) = cluster.links.get(slot) {
+                link.wake.notify();
+            }
+        }
+    }
+}
+
+/// Shard 0 of a cluster node: starts membership, the listener for incoming links
+/// and the membership socket's tasks.
+pub(crate) fn start(shard: &ShardRc, sockets: ClusterSockets) {
+    // SAFETY: sockets bound by `Broker::start` for shard 0 alone.
+    let udp = Rc::new(unsafe { UdpSocket::from_raw_fd(sockets.udp.into_raw_fd()) });
+    let listener = unsafe { TcpListener::from_raw_fd(sockets.tcp.into_raw_fd()) };
+    info!(addr = %sockets.addr, seeds = ?sockets.seeds, "cluster: joining");
+    drive(shard);
+    spawn_local(receive_datagrams(Rc::clone(shard), Rc::clone(&udp))).detach();
+    spawn_local(send_datagrams(Rc::clone(shard), udp)).detach();
+    spawn_local(accept_links(Rc::clone(shard), listener)).detach();
+}
+
+/// Tells the other nodes this one leaves (shutdown), best effort.
+pub(crate) fn leave(shard: &ShardRc) {
+    if let Some(cluster) = shard.borrow_mut().cluster.as_mut() {
+        cluster.membership.leave();
+    }
+    drive(shard);
+}
+
+/// Acts on what membership produced: datagrams to send, timers to set, nodes up
+/// and down.
+fn drive(shard: &ShardRc) {
+    let mut timers = Vec::new();
+    let mut writers = Vec::new();
+    {
+        let mut s = shard.borrow_mut();
+        drive_membership(&mut s, &mut timers, &mut writers);
+    }
+    // Spawned with the shard released: glommio may run a new task at once.
+    for (after, timer) in timers {
+        let shard = Rc::clone(shard);
+        spawn_local(async move {
+            glommio::timer::sleep(after).await;
+            {
+                let mut s = shard.borrow_mut();
+                let now_ms = s.now().ms;
+                if let Some(cluster) = s.cluster.as_mut() {
+                    cluster.membership.handle_timer(now_ms, timer);
+                }
+            }
+            drive(&shard);
+        })
+        .detach();
+    }
+    for (slot, addr, wake) in writers {
+        spawn_local(write_link(Rc::clone(shard), slot, addr, wake)).detach();
+    }
+}
+
+type Timers = Vec<(Duration, foca::Timer<Peer>)>;
+type Writers = Vec<(usize, SocketAddr, Rc<Notify>)>;
+
+fn drive_membership(s: &mut Shard, timers: &mut Timers, writers: &mut Writers) {
+    let now = s.now();
+    let Some(cluster) = s.cluster.as_mut() else { return };
+    let mut sent = false;
+    while let Some(datagram) = cluster.membership.poll_send() {
+        cluster.datagrams.push(datagram);
+        sent = true;
+    }
+    if sent {
+        cluster.send_wake.notify();
+    }
+    while let Some(timer) = cluster.membership.poll_timer() {
+        timers.push(timer);
+    }
+    let mut changed = false;
+    while let Some(event) = cluster.membership.poll_event() {
+        changed = true;
+        match event {
+            Event::Up(slot) => {
+                let peer = cluster.membership.nodes()[slot].peer.clone();
+                info!(node = %peer.name, addr = %peer.addr, "cluster: node up");
+                if cluster.links.len() <= slot {
+                    cluster.links.resize_with(slot + 1, || None);
+                }
+                // A node that went down and up again before its writer noticed gets
+                // a fresh link: the old writer sees it is no longer wanted.
+                if let Some(old) = cluster.links[slot].take() {
+                    old.wake.notify();
+                }
+                let wake = Rc::new(Notify::default());
+                cluster.links[slot] = Some(LinkOut {
+                    buf: BytesMut::new(),
+                    connected: false,
+                    wanted: true,
+                    wake: Rc::clone(&wake),
+                });
+                s.core.handle_node(now, NodeMsg::Up(slot));
+                writers.push((slot, peer.addr, wake));
+            }
+            Event::Down(slot) => {
+                let peer = &cluster.membership.nodes()[slot].peer;
+                warn!(node = %peer.name, addr = %peer.addr, "cluster: node down");
+                if let Some(Some(link)) = cluster.links.get_mut(slot).map(Option::take) {
+                    link.wake.notify();
+                }
+                s.core.handle_node(now, NodeMsg::Down(slot));
+            }
+        }
+    }
+    if changed {
+        s.schedule_pass();
+    }
+}
+
+async fn receive_datagrams(shard: ShardRc, udp: Rc<UdpSocket>) {
+    until_stopped(&shard.clone(), async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let Ok((n, _)) = udp.recv_from(&mut buf).await else { continue };
+            {
+                let mut s = shard.borrow_mut();
+                let now_ms = s.now().ms;
+                if let Some(cluster) = s.cluster.as_mut() {
+                    cluster.membership.handle_datagram(now_ms, &buf[..n]);
+                }
+            }
+            drive(&shard);
+        }
+    })
+    .await;
+}
+
+async fn send_datagrams(shard: ShardRc, udp: Rc<UdpSocket>) {
+    let wake = match shard.borrow().cluster.as_ref() {
+        Some(cluster) => Rc::clone(&cluster.send_wake),
+        None => return,
+    };
+    // Not ended by the shard's stop: the leave announcement goes out after it.
+    loop {
+        let datagrams = match shard.borrow_mut().cluster.as_mut() {
+            Some(cluster) => std::mem::take(&mut cluster.datagrams),
+            None => return,
+        };
+        if datagrams.is_empty() {
+            if shard.borrow().stopped.is_set() {
+                return;
+            }
+            futures_lite::future::or(wake.notified(), shard_stopped(&shard)).await;
+            continue;
+        }
+        for (to, data) in datagrams {
+            if let Err(e) = udp.send_to(&data, to).await {
+                debug!(%to, "cluster: membership datagram not sent: {e}");
+            }
+        }
+    }
+}
+
+async fn shard_stopped(shard: &ShardRc) {
+    let stopped = Rc::clone(&shard.borrow().stopped);
+    stopped.wait().await;
+}
+
+/// Writes one node's link: connects (again and again while the node is up), says
+/// who this node is and what it subscribes to, then writes what the passes append.
+async fn write_link(shard: ShardRc, slot: usize, addr: SocketAddr, wake: Rc<Notify>) {
+    let wanted = |shard: &ShardRc| {
+        let s = shard.borrow();
+        let link = s.cluster.as_ref().and_then(|c| c.links.get(slot)).and_then(Option::as_ref);
+        // The same link, not a later one for the same slot.
+        link.is_some_and(|l| l.wanted && Rc::ptr_eq(&l.wake, &wake))
+    };
+    let work = async {
+        while wanted(&shard) {
+            let stream = match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    debug!(%addr, "cluster: link not connected: {e}");
+                    glommio::timer::sleep(RECONNECT_DELAY).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            if let Err(e) = run_link(&shard, slot, stream, &wake, &wanted).await {
+                debug!(%addr, "cluster: link lost: {e}");
+                glommio::timer::sleep(RECONNECT_DELAY).await;
+            }
+            set_connected(&shard, slot, &wake, false);
+        }
+    };
+    until_stopped(&shard.clone(), work).await;
+}
+
+fn set_connected(shard: &ShardRc, slot: usize, wake: &Rc<Notify>, connected: bool) {
+    let mut s = shard.borrow_mut();
+    let link = s.cluster.as_mut().and_then(|c| c.links.get_mut(slot)).and_then(Option::as_mut);
+    if let Some(link) = link.filter(|l| Rc::ptr_eq(&l.wake, wake)) {
+        link.connected = connected;
+    }
+}
+
+async fn run_link(
+    shard: &ShardRc,
+    slot: usize,
+    mut stream: TcpStream,
+    wake: &Rc<Notify>,
+    wanted: &impl Fn(&ShardRc) -> bool,
+) -> std::io::Result<()> {
+    let head = {
+        let s = shard.borrow();
+        let Some(cluster) = s.cluster.as_ref() else { return Ok(()) };
+        let mut head = BytesMut::new();
+        frame::put_hello(
+            &mut head,
+            &Hello {
+                version: frame::VERSION,
+                node_id: cluster.me.node_id,
+                boot: cluster.me.boot,
+                addr: cluster.me.addr.to_string(),
+                name: cluster.me.name.clone(),
+            },
+        );
+        frame::put_reset(&mut head);
+        for filter in s.core.node_filters() {
+            frame::put_route(&mut head, filter.as_str(), true);
+        }
+        head
+    };
+    stream.write_all(&head).await?;
+    set_connected(shard, slot, wake, true);
+    loop {
+        if !wanted(shard) {
+            return Ok(());
+        }
+        let batch = {
+            let mut s = shard.borrow_mut();
+            let link =
+                s.cluster.as_mut().and_then(|c| c.links.get_mut(slot)).and_then(Option::as_mut);
+            link.map(|l| l.buf.split()).unwrap_or_default()
+        };
+        if batch.is_empty() {
+            wake.notified().await;
+            continue;
+        }
+        stream.write_all(&batch).await?;
+    }
+}
+
+/// Accepts the links other nodes open to this one.
+async fn accept_links(shard: ShardRc, listener: TcpListener) {
+    until_stopped(&shard.clone(), async move {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    spawn_local(read_link(Rc::clone(&shard), stream)).detach();
+                }
+                Err(e) => {
+                    debug!("cluster: accept: {e}");
+                    glommio::timer::sleep(RECONNECT_DELAY).await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+async fn read_link(shard: ShardRc, stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    if let Err(reason) = until_stopped_result(&shard, read_frames(&shard, stream)).await {
+        warn!(?peer, "cluster: incoming link closed: {reason}");
+        if let Some(cluster) = shard.borrow_mut().cluster.as_mut() {
+            cluster.links_refused += 1;
+        }
+    }
+}
+
+async fn until_stopped_result(
+    shard: &ShardRc,
+    work: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    let stopped = Rc::clone(&shard.borrow().stopped);
+    futures_lite::future::or(work, async move {
+        stopped.wait().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Reads an incoming link until the other node closes it; an error is a reason to
+/// close it.
+async fn read_frames(shard: &ShardRc, mut stream: TcpStream) -> Result<(), String> {
+    let limits = match shard.borrow().cluster.as_ref() {
+        Some(cluster) => cluster.frame_limits,
+        None => return Ok(()),
+    };
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut slot: Option<usize> = None;
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        take_frames(shard, &mut buf, limits, &mut slot)?;
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Hands every whole frame in `buf` to the core.
+fn take_frames(
+    shard: &ShardRc,
+    buf: &mut BytesMut,
+    limits: frame::Limits,
+    slot: &mut Option<usize>,
+) -> Result<(), String> {
+    let mut guard = shard.borrow_mut();
+    let now = guard.now();
+    let s = &mut *guard;
+    let Some(cluster) = s.cluster.as_mut() else { return Ok(()) };
+    loop {
+        let frame = match frame::decode(buf, limits) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => return Err(e.to_string()),
+        };
+        match (frame, *slot) {
+            (Frame::Hello(hello), None) => {
+                *slot = Some(accept_hello(cluster, &hello)?);
+            }
+            (Frame::Hello(_), Some(_)) => return Err("a second hello".to_owned()),
+            (_, None) => return Err("no hello first".to_owned()),
+            (Frame::Reset, Some(node)) => s.core.handle_node(now, NodeMsg::Reset(node)),
+            (Frame::Route { filter, present }, Some(node)) => {
+                s.core.handle_node(now, NodeMsg::Route { node, filter, present });
+            }
+            (Frame::Publish(message), Some(node)) => {
+                cluster.figures_mut(node).messages_in += 1;
+                s.core.handle_remote_publish(now, message);
+            }
+        }
+    }
+    s.schedule_pass();
+    Ok(())
+}
+
+/// The slot of the node a link says it comes from.
+fn accept_hello(cluster: &mut ClusterIo, hello: &Hello) -> Result<usize, String> {
+    if hello.version != frame::VERSION {
+        return Err(format!(
+            "link protocol version {} (this node speaks {})",
+            hello.version,
+            frame::VERSION
+        ));
+    }
+    let addr: SocketAddr =
+        hello.addr.parse().map_err(|_| format!("bad cluster address {:?}", hello.addr))?;
+    if addr == cluster.me.addr {
+        return Err("a link from this node's own address".to_owned());
+    }
+    if hello.node_id == cluster.me.node_id {
+        warn!(
+            node = %hello.name,
+            node_id = hello.node_id,
+            "cluster: another node has this node's node_id: message ids may repeat; give each node its own"
+        );
+    }
+    let peer = Peer { addr, boot: hello.boot, node_id: hello.node_id, name: hello.name.clone() };
+    cluster.membership.slot_of(&peer).ok_or_else(|| "too many nodes".to_owned())
+}
+
+/// The cluster's part of shard 0's figures, when in a cluster.
+pub(crate) fn status(shard: &RefCell<Shard>) -> Option<ClusterStatus> {
+    let s = shard.borrow();
+    let now_ms = s.now().ms;
+    s.cluster.as_ref().map(|c| c.status(now_ms))
+}

@@ -1,0 +1,245 @@
+//! The other nodes of a cluster, as the core sees them: which are up, which filters
+//! each has subscribers for (its route summary), and which messages go to them.
+//!
+//! Shard 0 hears of nodes (from membership and the node links) and tells every
+//! other shard over the control ring, in order, so every shard matches a message
+//! against the same summaries. A message that entered this node is matched on the
+//! shard it entered; the nodes it goes to travel with it to shard 0
+//! (`DataMsg::Forward`), whose IO layer writes it once per node link. A message
+//! from another node is delivered here only: never forwarded again.
+//!
+//! Shared subscriptions and `$SYS` stay within their node: a shared group's
+//! members get the messages published on their own node, `$SYS/brokers/<node>/`
+//! is each node's own.
+//!
+//! # Invariants
+//! - A message goes to a node at most once, and only to a node that is up.
+//! - Shard 0's list of route changes holds this node's 0 <-> 1 transitions
+//!   (any shard having a filter), in the order its route replica saw them.
+
+use std::sync::Arc;
+
+use crate::message::Message;
+use crate::protocol::TopicFilter;
+use crate::router::{RouteTable, ShardSet, SHARDS_MAX};
+
+use super::messages::{CtrlMsg, DataMsg, NodeMsg};
+use super::retained::is_sys_topic;
+use super::{Core, Now};
+
+/// The core's view of the other nodes.
+#[derive(Debug)]
+pub(super) struct Nodes {
+    /// Whether this node is in a cluster at all.
+    enabled: bool,
+    /// Every other node's filters, by node slot.
+    routes: RouteTable,
+    /// The revision applied last per node slot: updates come in order, so each
+    /// simply takes the next.
+    revs: Vec<u64>,
+    up: ShardSet,
+    /// Shard 0: messages for the node links, with the nodes each goes to.
+    out: Vec<(ShardSet, Arc<Message>)>,
+    /// Shard 0: this node's route summary changes, for the node links.
+    changes: Vec<(TopicFilter, bool)>,
+}
+
+impl Nodes {
+    pub(super) fn new(enabled: bool) -> Self {
+        Nodes {
+            enabled,
+            routes: RouteTable::new(SHARDS_MAX),
+            revs: vec![0; SHARDS_MAX],
+            up: ShardSet::default(),
+            out: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// The nodes a message entering here goes to: those with a matching filter, and
+    /// every node for a retained message (each node keeps every retained message).
+    fn destinations(&self, message: &Message) -> ShardSet {
+        if !self.enabled || self.up.is_empty() || is_sys_topic(message.topic.as_str()) {
+            return ShardSet::default();
+        }
+        let wanted = if message.retain {
+            self.up
+        } else {
+            self.routes.matching_shards(message.topic.as_str())
+        };
+        wanted.intersection(self.up)
+    }
+
+    fn apply(&mut self, msg: &NodeMsg) {
+        match msg {
+            NodeMsg::Up(node) => self.up.insert(*node),
+            NodeMsg::Down(node) => {
+                self.up.remove(*node);
+                self.routes.clear_origin(*node);
+            }
+            NodeMsg::Reset(node) => self.routes.clear_origin(*node),
+            NodeMsg::Route { node, filter, present } => {
+                self.revs[*node] += 1;
+                self.routes.apply(*node, self.revs[*node], filter.as_str(), *present);
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Shard 0: a change of the other nodes (membership, or a node link's route
+    /// summary), applied here and passed to every other shard.
+    pub fn handle_node(&mut self, now: Now, msg: NodeMsg) {
+        self.now = now;
+        debug_assert_eq!(self.id, 0, "shard 0 hears of nodes");
+        let node = match &msg {
+            NodeMsg::Up(node) | NodeMsg::Down(node) | NodeMsg::Reset(node) => *node,
+            NodeMsg::Route { node, .. } => *node,
+        };
+        if node >= SHARDS_MAX {
+            return;
+        }
+        self.nodes.apply(&msg);
+        for shard in 1..self.shards {
+            self.ctrl_out.push(shard, CtrlMsg::Node(msg.clone()));
+        }
+    }
+
+    /// Another shard's copy of a node change from shard 0.
+    pub(super) fn apply_node(&mut self, msg: &NodeMsg) {
+        self.nodes.apply(msg);
+    }
+
+    /// Shard 0: a message from another node, for this node's subscribers only.
+    pub fn handle_remote_publish(&mut self, now: Now, message: Message) {
+        self.now = now;
+        self.route_here(Arc::new(message), false);
+    }
+
+    /// Sends `message` to the other nodes that want it (see [`Nodes::destinations`]);
+    /// whether any does.
+    pub(super) fn forward(&mut self, message: &Arc<Message>) -> bool {
+        let nodes = self.nodes.destinations(message);
+        if nodes.is_empty() {
+            return false;
+        }
+        if self.id == 0 {
+            self.nodes.out.push((nodes, Arc::clone(message)));
+        } else {
+            self.data_out.push(0, DataMsg::Forward { nodes, message: Arc::clone(message) });
+        }
+        true
+    }
+
+    /// Shard 0: a message another shard forwards to other nodes.
+    pub(super) fn forward_from_shard(&mut self, nodes: ShardSet, message: Arc<Message>) {
+        // A node that went down since the other shard matched gets nothing.
+        let nodes = nodes.intersection(self.nodes.up);
+        if !nodes.is_empty() {
+            self.nodes.out.push((nodes, message));
+        }
+    }
+
+    /// Shard 0: the messages for the node links since the last call.
+    pub fn take_node_out(&mut self, into: &mut Vec<(ShardSet, Arc<Message>)>) {
+        into.append(&mut self.nodes.out);
+    }
+
+    /// Shard 0: this node's route summary changes since the last call.
+    pub fn take_route_changes(&mut self, into: &mut Vec<(TopicFilter, bool)>) {
+        into.append(&mut self.nodes.changes);
+    }
+
+    /// Shard 0: every filter this node has subscribers for (a node link's summary
+    /// after it connects).
+    pub fn node_filters(&self) -> Vec<TopicFilter> {
+        self.routes.iter().filter_map(|(filter, _)| TopicFilter::try_from(filter).ok()).collect()
+    }
+
+    /// Applies a shard's route update to this shard's replica; on shard 0 of a
+    /// cluster node, notes the node-wide transitions for the node links.
+    pub(super) fn apply_route(
+        &mut self,
+        origin: usize,
+        rev: u64,
+        filter: &TopicFilter,
+        present: bool,
+    ) {
+        let watch = self.id == 0 && self.nodes.enabled;
+        let before = watch && !self.routes.shards_of(filter.as_str()).is_empty();
+        // A stale update is dropped and counted by the table itself.
+        self.routes.apply(origin, rev, filter.as_str(), present);
+        if watch {
+            let after = !self.routes.shards_of(filter.as_str()).is_empty();
+            if before != after {
+                self.nodes.changes.push((filter.clone(), after));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    use crate::message::MessageId;
+    use crate::protocol::{QoS, TopicName};
+
+    fn message(topic: &str, retain: bool) -> Message {
+        Message {
+            id: MessageId(1),
+            topic: TopicName::try_from(topic).unwrap(),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain,
+            publisher: None,
+            properties: None,
+        }
+    }
+
+    fn route(node: usize, filter: &str, present: bool) -> NodeMsg {
+        NodeMsg::Route { node, filter: TopicFilter::try_from(filter).unwrap(), present }
+    }
+
+    fn set(nodes: &[usize]) -> ShardSet {
+        let mut set = ShardSet::default();
+        nodes.iter().for_each(|n| set.insert(*n));
+        set
+    }
+
+    #[test]
+    fn destinations_follow_routes_of_up_nodes_and_retained_goes_everywhere() {
+        let mut nodes = Nodes::new(true);
+        for msg in [NodeMsg::Up(0), NodeMsg::Up(1), NodeMsg::Up(2), route(0, "a/+", true)] {
+            nodes.apply(&msg);
+        }
+        nodes.apply(&route(2, "a/b", true));
+        assert_eq!(nodes.destinations(&message("a/b", false)), set(&[0, 2]));
+        assert_eq!(nodes.destinations(&message("a/c", false)), set(&[0]));
+        assert_eq!(nodes.destinations(&message("z", false)), set(&[]));
+        assert_eq!(nodes.destinations(&message("z", true)), set(&[0, 1, 2]), "retained");
+        assert_eq!(nodes.destinations(&message("$SYS/x", true)), set(&[]), "$SYS stays");
+        // A node down loses its routes; back up, it has none until it says so.
+        nodes.apply(&NodeMsg::Down(0));
+        assert_eq!(nodes.destinations(&message("a/b", false)), set(&[2]));
+        assert_eq!(nodes.destinations(&message("z", true)), set(&[1, 2]));
+        nodes.apply(&NodeMsg::Up(0));
+        assert_eq!(nodes.destinations(&message("a/c", false)), set(&[]));
+        // A reset forgets a node's routes, and its next summary applies.
+        nodes.apply(&NodeMsg::Reset(2));
+        nodes.apply(&route(2, "a/c", true));
+        nodes.apply(&route(2, "a/c", false));
+        nodes.apply(&route(2, "a/#", true));
+        assert_eq!(nodes.destinations(&message("a/b", false)), set(&[2]));
+        assert_eq!(nodes.destinations(&message("a/c/d", false)), set(&[2]));
+    }
+
+    #[test]
+    fn a_single_node_forwards_nothing() {
+        let mut nodes = Nodes::new(false);
+        nodes.apply(&NodeMsg::Up(0));
+        nodes.apply(&route(0, "#", true));
+        assert!(nodes.destinations(&message("a", true)).is_empty());
+    }
+}
