@@ -171,18 +171,28 @@ fn cluster_status(metrics: std::net::SocketAddr, json: bool) -> Result<(), Strin
     let status: shardmq::cluster::ClusterStatus =
         serde_json::from_str(body).map_err(|e| format!("{metrics}: {e}"))?;
     println!(
-        "{:<24} {:<22} {:>7} {:<6} {:>8} {:<10} {:>12} {:>12} {:>9}",
-        "NODE", "ADDRESS", "NODE_ID", "STATE", "SINCE_S", "LINK", "MSGS_OUT", "MSGS_IN", "DROPPED"
+        "{:<24} {:<22} {:>7} {:<6} {:>8} {:<10} {:>8} {:>12} {:>12} {:>9}",
+        "NODE",
+        "ADDRESS",
+        "NODE_ID",
+        "STATE",
+        "SINCE_S",
+        "LINK",
+        "FILTERS",
+        "MSGS_OUT",
+        "MSGS_IN",
+        "DROPPED"
     );
     for m in status.members {
         println!(
-            "{:<24} {:<22} {:>7} {:<6} {:>8} {:<10} {:>12} {:>12} {:>9}",
+            "{:<24} {:<22} {:>7} {:<6} {:>8} {:<10} {:>8} {:>12} {:>12} {:>9}",
             m.name,
             m.addr,
             m.node_id,
             m.state,
             m.since_secs,
             m.link,
+            m.filters,
             m.messages_out,
             m.messages_in,
             m.messages_dropped

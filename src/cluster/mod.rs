@@ -42,6 +42,9 @@ pub struct MemberStatus {
     pub messages_dropped: u64,
     /// Bytes waiting for its link now.
     pub queued_bytes: u64,
+    /// Filters it has subscribers for, as its route summary says (this node's own
+    /// for `self`).
+    pub filters: u64,
 }
 
 /// The cluster as one node sees it.

@@ -135,7 +135,7 @@ impl ClusterIo {
     }
 
     /// The cluster as this node sees it.
-    pub fn status(&self, now_ms: u64) -> ClusterStatus {
+    pub fn status(&self, now_ms: u64, core: &super::core::Core) -> ClusterStatus {
         let mut members = vec![MemberStatus {
             name: self.me.name.clone(),
             addr: self.me.addr.to_string(),
@@ -147,6 +147,7 @@ impl ClusterIo {
             messages_in: 0,
             messages_dropped: 0,
             queued_bytes: 0,
+            filters: core.node_filter_count(None),
         }];
         for (slot, node) in self.membership.nodes().iter().enumerate() {
             let figures = self.figures.get(slot).copied().unwrap_or_default();
@@ -167,6 +168,7 @@ impl ClusterIo {
                 messages_in: figures.messages_in,
                 messages_dropped: figures.messages_dropped,
                 queued_bytes: link.map_or(0, |l| l.buf.len() as u64),
+                filters: core.node_filter_count(Some(slot)),
             });
         }
         ClusterStatus { node: self.me.name.clone(), members }
@@ -642,5 +644,5 @@ fn accept_hello(cluster: &mut ClusterIo, hello: &Hello) -> Result<usize, String>
 pub(crate) fn status(shard: &RefCell<Shard>) -> Option<ClusterStatus> {
     let s = shard.borrow();
     let now_ms = s.now().ms;
-    s.cluster.as_ref().map(|c| c.status(now_ms))
+    s.cluster.as_ref().map(|c| c.status(now_ms, &s.core))
 }

@@ -140,7 +140,7 @@ pub(crate) fn every_second(s: &mut Shard) {
     let mut messages = sys.step();
     let sys_tick = messages.iter().any(|(topic, _)| topic == "$SYS/brokers");
     if let Some(cluster) = s.cluster.as_ref().filter(|_| sys_tick) {
-        let status = cluster.status(s.now().ms);
+        let status = cluster.status(s.now().ms, &s.core);
         messages.push((
             format!("$SYS/brokers/{}/cluster/members", sys.node),
             serde_json::to_string(&status.members).expect("serializes"),

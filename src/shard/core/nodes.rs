@@ -156,6 +156,15 @@ impl Core {
         self.routes.iter().filter_map(|(filter, _)| TopicFilter::try_from(filter).ok()).collect()
     }
 
+    /// Filters the node in `slot` has subscribers for, as its summary says; `None`:
+    /// this node's own.
+    pub fn node_filter_count(&self, slot: Option<usize>) -> u64 {
+        match slot {
+            Some(slot) => self.nodes.routes.filters_of(slot) as u64,
+            None => self.routes.len() as u64,
+        }
+    }
+
     /// Applies a shard's route update to this shard's replica; on shard 0 of a
     /// cluster node, notes the node-wide transitions for the node links.
     pub(super) fn apply_route(

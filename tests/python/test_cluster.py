@@ -1,0 +1,403 @@
+"""A cluster of shardmq nodes on loopback, with real clients.
+
+Every node runs 2 shards; nodes find each other through the first node's cluster
+address (SWIM over UDP) and forward messages over node links (TCP). Clients are
+placed on chosen shards of chosen nodes, so every test crosses nodes and, within
+them, shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import BROKER_KIND, Broker, _broker_binary
+from mqtt_helpers import MqttClient, unique_topic_root
+
+pytestmark = pytest.mark.skipif(BROKER_KIND != "shardmq", reason="shardmq's own cluster")
+
+FAILURE_TIMEOUT_MS = 1000
+
+
+def free_udp_tcp_port() -> int:
+    """A port free for both UDP (membership) and TCP (node links)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise AssertionError("no port free for both UDP and TCP")
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node(Broker):
+    """A cluster node: a shardmq broker with a cluster address and a metrics port."""
+
+    def __init__(self, name: str, node_id: int, seeds: list[str], cores: int = 2, extra=None):
+        self.name = name
+        self.cluster_port = free_udp_tcp_port()
+        self.metrics_port = free_tcp_port()
+        args = [
+            "--node-name", name,
+            "--node-id", str(node_id),
+            "--cluster-listen", f"127.0.0.1:{self.cluster_port}",
+            "--cluster-failure-timeout-ms", str(FAILURE_TIMEOUT_MS),
+            "--metrics", f"127.0.0.1:{self.metrics_port}",
+            "--sys-interval-secs", "1",
+        ]
+        if seeds:
+            args += ["--cluster-seeds", ",".join(seeds)]
+        super().__init__("shardmq", cores=cores, extra_args=args + list(extra or []))
+
+    @property
+    def cluster_addr(self) -> str:
+        return f"127.0.0.1:{self.cluster_port}"
+
+    def status(self) -> dict:
+        url = f"http://127.0.0.1:{self.metrics_port}/cluster"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+
+    def member(self, name: str) -> dict | None:
+        return next((m for m in self.status()["members"] if m["name"] == name), None)
+
+    def metric(self, name: str) -> float:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        raise AssertionError(f"no {name} in /metrics")
+
+    def sigkill(self) -> None:
+        self.stopped_by_us = True
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+
+def wait_until(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except (OSError, AssertionError) as e:  # a node still starting
+            last = e
+        time.sleep(0.1)  # polling interval for cluster state
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def up_and_linked(node: Node, others: list[str]) -> bool:
+    members = {m["name"]: m for m in node.status()["members"]}
+    return all(members.get(o, {}).get("state") == "up"
+               and members[o]["link"] == "connected" for o in others)
+
+
+@pytest.fixture
+def cluster(request):
+    """Factory: ``cluster(n)`` starts n nodes (a, b, c, ...) joined through a and
+    waits until every node sees every other up with a connected link. Nodes are
+    killed and checked (no panic, no exit of their own) at teardown."""
+    nodes: list[Node] = []
+
+    def start(n: int = 3, extra=None) -> list[Node]:
+        names = [chr(ord("a") + i) for i in range(n)]
+        for i, name in enumerate(names):
+            seeds = [nodes[0].cluster_addr] if nodes else []
+            node = Node(name, i + 1, seeds, extra=extra)
+            nodes.append(node)
+            node.start()
+        for node in nodes:
+            others = [o.name for o in nodes if o is not node]
+            wait_until(lambda: up_and_linked(node, others), 15, f"{node.name} to see {others} up")
+        return nodes
+
+    def add(name: str, node_id: int) -> Node:
+        node = Node(name, node_id, [nodes[0].cluster_addr])
+        nodes.append(node)
+        return node.start()
+
+    start.add = add
+    yield start
+    problems = []
+    for node in nodes:
+        problems += [f"{node.name}: {p}" for p in node.problems()]
+        node.kill()
+    logs = "\n".join(f"--- {n.name} ---\n{n.log()[-3000:]}" for n in nodes)
+    for node in nodes:
+        node.tmpdir.cleanup()
+    if problems:
+        pytest.fail("; ".join(problems) + "\n" + logs, pytrace=False)
+
+
+def client(node: Node, prefix: str, shard: int, **kw) -> MqttClient:
+    c = MqttClient(node.host, node.port, node.client_id(prefix, shard), **kw)
+    c.connect()
+    return c
+
+
+def routed(frm: Node, to: str, filters: int):
+    """Waits until ``frm`` knows that node ``to`` has at least ``filters`` filters."""
+    wait_until(lambda: (frm.member(to) or {}).get("filters", 0) >= filters, 10,
+               f"{frm.name} to learn {to}'s {filters} filter(s)")
+
+
+def test_nodes_join_and_show_each_other(cluster):
+    a, b, c = cluster(3)
+    status = b.status()
+    assert status["node"] == "b"
+    assert [m["name"] for m in status["members"]][0] == "b"
+    assert status["members"][0]["state"] == "self"
+    assert {m["name"]: m["state"] for m in status["members"][1:]} == {"a": "up", "c": "up"}
+    # The command-line view of the same.
+    out = subprocess.run([_broker_binary(), "cluster", "status", "--metrics", f"127.0.0.1:{c.metrics_port}"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:]}
+    assert rows["c"][3] == "self" and rows["a"][3] == "up" and rows["b"][3] == "up", out.stdout
+    assert a.metric("shardmq_cluster_nodes_up") == 2
+    # $SYS carries each node's own view.
+    sub = client(a, "sys", 1)
+    sub.subscribe("$SYS/brokers/a/cluster/members", 0)
+    members = json.loads(sub.get(5).payload)
+    assert sorted(m["name"] for m in members) == ["a", "b", "c"]
+    sub.disconnect()
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_publish_on_one_node_reaches_subscribers_on_the_others_once_and_in_order(cluster, qos):
+    a, b, c = cluster(3)
+    root = unique_topic_root("x")
+    subs = [client(b, "sb", 0), client(b, "sb", 1), client(c, "sc", 1)]
+    subs[0].subscribe(f"{root}/#", qos)
+    subs[1].subscribe(f"{root}/+/n", qos)
+    subs[2].subscribe(f"{root}/p1/n", qos)
+    routed(a, "b", 2)
+    routed(a, "c", 1)
+    # Two publishers on node a, one per shard.
+    pubs = [client(a, "p0", 0), client(a, "p1", 1)]
+    n = 50
+    for i in range(n):
+        for p, pub in enumerate(pubs):
+            pub.publish(f"{root}/p{p}/n", f"{p}:{i}".encode(), qos=qos, wait=qos > 0)
+    got = [sorted_by_publisher(s.expect(want, 10)) for s, want in zip(subs, [2 * n, 2 * n, n])]
+    for s, messages in zip(subs, got):
+        for publisher, payloads in messages.items():
+            assert payloads == list(range(n)), f"{s.client_id}: publisher {publisher} out of order or repeated"
+    assert set(got[2]) == {"1"}, "c's filter matches publisher 1 only"
+    # Delivered once: nothing more arrives.
+    time.sleep(0.5)
+    for s in subs:
+        assert s.messages.empty(), f"{s.client_id}: duplicate deliveries"
+    for s in subs + pubs:
+        s.disconnect()
+    assert b.member("a")["messages_in"] >= 2 * n
+    # Forwarded once per node, whatever the number of subscribers there.
+    assert a.member("b")["messages_out"] == 2 * n
+    assert a.member("c")["messages_out"] == n
+
+
+def sorted_by_publisher(messages) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for m in messages:
+        publisher, i = m.payload.decode().split(":")
+        out.setdefault(publisher, []).append(int(i))
+    return out
+
+
+def test_subscriber_qos_is_granted_per_node(cluster):
+    a, b, _c = cluster(3)
+    root = unique_topic_root("q")
+    s1 = client(b, "s1", 0)
+    s1.subscribe(f"{root}/t", 1)
+    routed(a, "b", 1)
+    pub = client(a, "p", 1)
+    pub.publish(f"{root}/t", b"two", qos=2)
+    pub.publish(f"{root}/t", b"zero", qos=0)
+    got = s1.expect(2, 5)
+    assert [(m.payload, m.qos) for m in got] == [(b"two", 1), (b"zero", 0)]
+    s1.disconnect()
+    pub.disconnect()
+
+
+def test_a_message_from_another_node_is_not_sent_back(cluster):
+    a, b, _c = cluster(3)
+    root = unique_topic_root("loop")
+    sa = client(a, "sa", 0)
+    sb = client(b, "sb", 1)
+    sa.subscribe(f"{root}/#", 1)
+    sb.subscribe(f"{root}/#", 1)
+    routed(a, "b", 1)
+    routed(b, "a", 1)
+    pub = client(a, "p", 1)
+    pub.publish(f"{root}/x", b"once", qos=1)
+    assert [m.payload for m in sa.expect(1, 5)] == [b"once"]
+    assert [m.payload for m in sb.expect(1, 5)] == [b"once"]
+    time.sleep(0.5)
+    assert sa.messages.empty() and sb.messages.empty()
+    assert b.member("a")["messages_out"] == 0, "b forwarded a's message back"
+    for x in (sa, sb, pub):
+        x.disconnect()
+
+
+def test_unsubscribe_withdraws_the_route(cluster):
+    a, b, _c = cluster(3)
+    root = unique_topic_root("u")
+    s = client(b, "s", 0)
+    s.subscribe(f"{root}/t", 1)
+    routed(a, "b", 1)
+    s.unsubscribe(f"{root}/t")
+    wait_until(lambda: a.member("b")["filters"] == 0, 10, "a to forget b's filter")
+    pub = client(a, "p", 0)
+    before = a.member("b")["messages_out"]
+    pub.publish(f"{root}/t", b"nobody", qos=1)
+    time.sleep(0.3)
+    assert a.member("b")["messages_out"] == before, "forwarded with no route"
+    s.disconnect()
+    pub.disconnect()
+
+
+def test_retained_set_on_one_node_is_seen_on_another(cluster):
+    a, _b, c = cluster(3)
+    root = unique_topic_root("r")
+    pub = client(a, "p", 0)
+    pub.publish(f"{root}/state", b"on", qos=1, retain=True)
+    wait_until(lambda: a.member("c")["messages_out"] >= 1, 5, "the retained message to leave for c")
+    s = client(c, "s", 1)
+    s.subscribe(f"{root}/+", 1)
+    m = s.get(5)
+    assert (m.topic, m.payload, m.retain) == (f"{root}/state", b"on", True)
+    # Cleared on a: gone on c too.
+    pub.publish(f"{root}/state", b"", qos=1, retain=True)
+    m = s.get(5)
+    assert m.payload == b""
+    s2 = client(c, "s2", 0)
+    s2.subscribe(f"{root}/+", 1)
+    time.sleep(0.5)
+    assert s2.messages.empty(), "the cleared retained message is still on c"
+    for x in (pub, s, s2):
+        x.disconnect()
+
+
+def test_shared_subscription_members_on_two_nodes_get_each_message_once(cluster):
+    a, b, _c = cluster(3)
+    root = unique_topic_root("sh")
+    ma = client(a, "ma", 0)
+    mb = client(b, "mb", 1)
+    ma.subscribe(f"$share/g/{root}/t", 1)
+    mb.subscribe(f"$share/g/{root}/t", 1)
+    pa = client(a, "pa", 1)
+    pb = client(b, "pb", 0)
+    n = 20
+    for i in range(n):
+        pa.publish(f"{root}/t", f"a{i}".encode(), qos=1)
+        pb.publish(f"{root}/t", f"b{i}".encode(), qos=1)
+    got = [m.payload for m in ma.expect(n, 10)] + [m.payload for m in mb.expect(n, 10)]
+    time.sleep(0.5)
+    assert ma.messages.empty() and mb.messages.empty(), "a message reached two members"
+    assert sorted(got) == sorted([f"a{i}".encode() for i in range(n)] + [f"b{i}".encode() for i in range(n)])
+    for x in (ma, mb, pa, pb):
+        x.disconnect()
+
+
+def test_killed_node_is_declared_down_and_the_others_go_on(cluster):
+    a, b, c = cluster(3)
+    root = unique_topic_root("k")
+    sb = client(b, "sb", 0)
+    sb.subscribe(f"{root}/t", 1)
+    sc = client(c, "sc", 1)
+    sc.subscribe(f"{root}/t", 1)
+    routed(a, "b", 1)
+    routed(a, "c", 1)
+    pub = client(a, "p", 1)
+    sent = 0
+    stop = threading.Event()
+
+    def publish():
+        nonlocal sent
+        while not stop.is_set():
+            pub.publish(f"{root}/t", str(sent).encode(), qos=1)
+            sent += 1
+            time.sleep(0.005)  # a steady trickle, not a flood
+
+    t = threading.Thread(target=publish)
+    t.start()
+    time.sleep(0.5)
+    killed_at = time.monotonic()
+    c.sigkill()
+    wait_until(lambda: a.member("c")["state"] == "down" and b.member("c")["state"] == "down",
+               10, "c to be declared down")
+    detected = time.monotonic() - killed_at
+    assert a.member("c")["filters"] == 0, "the dead node's routes are gone"
+    time.sleep(0.5)
+    stop.set()
+    t.join()
+    # b got every message, in order, without a gap: the dead node disturbed nothing.
+    got = [int(m.payload) for m in sb.expect(sent, 10)]
+    assert got == list(range(sent))
+    # Bounded: about the failure timeout plus probing; generous for a loaded CI.
+    assert detected < 8 * FAILURE_TIMEOUT_MS / 1000, f"declared down after {detected:.1f}s"
+    for x in (sb, pub):
+        x.disconnect()
+
+
+def test_a_node_joining_later_gets_routes_and_messages(cluster):
+    a, b = cluster(2)
+    d = cluster.add("d", 4)
+    wait_until(lambda: up_and_linked(d, ["a", "b"]) and up_and_linked(b, ["d"]), 15, "d to join")
+    root = unique_topic_root("j")
+    s = client(d, "s", 1)
+    s.subscribe(f"{root}/t", 2)
+    routed(b, "d", 1)
+    pub = client(b, "p", 0)
+    for i in range(10):
+        pub.publish(f"{root}/t", str(i).encode(), qos=2)
+    assert [int(m.payload) for m in s.expect(10, 5)] == list(range(10))
+    for x in (s, pub):
+        x.disconnect()
+
+
+def test_a_restarted_node_rejoins_and_resumes_forwarding(cluster):
+    a, b, c = cluster(3)
+    b.sigkill()
+    wait_until(lambda: a.member("b")["state"] == "down", 10, "b down")
+    # The same address again, as a restarted process would.
+    b2 = Node("b", 2, [a.cluster_addr])
+    b2.cluster_port = b.cluster_port
+    b2.extra_args[b2.extra_args.index("--cluster-listen") + 1] = f"127.0.0.1:{b.cluster_port}"
+    b2.start()
+    try:
+        wait_until(lambda: a.member("b")["state"] == "up" and up_and_linked(b2, ["a", "c"]), 15, "b back")
+        root = unique_topic_root("rj")
+        s = client(b2, "s", 0)
+        s.subscribe(f"{root}/t", 1)
+        routed(c, "b", 1)
+        pub = client(c, "p", 1)
+        pub.publish(f"{root}/t", b"again", qos=1)
+        assert s.get(5).payload == b"again"
+        for x in (s, pub):
+            x.disconnect()
+        assert not b2.problems()
+    finally:
+        b2.kill()
+        b2.tmpdir.cleanup()
