@@ -205,7 +205,7 @@ impl Broker {
             Some(addr) => {
                 let (udp, tcp, bound) =
                     net::bind_cluster(addr).map_err(|source| StartError::Bind { addr, source })?;
-                let seeds = resolve_seeds(&config.cluster_seeds);
+                let seeds = resolve_seeds(config.cluster_seeds.as_deref().unwrap_or_default());
                 Some(shard::ClusterSockets { udp, tcp, addr: bound, seeds })
             }
             None => None,

@@ -55,6 +55,13 @@ pub struct ShardStats {
     pub wills_published: u64,
     /// Persistent sessions removed because they expired while offline.
     pub sessions_expired: u64,
+    /// Sessions handed to another node of the cluster (their client connected there).
+    pub sessions_handed_over: u64,
+    /// Sessions taken from another node of the cluster.
+    pub sessions_taken_over: u64,
+    /// Connections refused because another node of the cluster claimed their
+    /// client id later (the later connection wins).
+    pub claims_refused: u64,
     /// Route changes this shard broadcast to the other shards.
     pub route_updates_sent: u64,
     /// Route updates dropped as stale (taken from the route table at snapshot time).
@@ -214,6 +221,9 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         a.wills_published += b.wills_published;
         a.sessions_expired += b.sessions_expired;
         a.route_updates_sent += b.route_updates_sent;
+        a.sessions_handed_over += b.sessions_handed_over;
+        a.sessions_taken_over += b.sessions_taken_over;
+        a.claims_refused += b.claims_refused;
         a.route_updates_stale += b.route_updates_stale;
         a.reader_pauses += b.reader_pauses;
         a.backlog_pauses += b.backlog_pauses;

@@ -13,7 +13,12 @@
 //! - `Publish`: a message for the receiver's subscribers (and, when it is
 //!   retained, for its retained store): its 128-bit id, then the message as an
 //!   MQTT 5 PUBLISH packet, written and read by the broker's own codec, so topics,
-//!   payloads and MQTT 5 properties cross the link as clients send them.
+//!   payloads and MQTT 5 properties cross the link as clients send them;
+//! - `Claim`: a client connected to the sender; the receiver ends its connection
+//!   and answers with
+//! - `Handover`: the session, if the receiver held one (subscriptions, window,
+//!   queue, QoS 2 state, each message as in `Publish`), or a refusal when the
+//!   receiver claimed the same client id later.
 //!
 //! # Invariants
 //! - Sans-IO: bytes in, frames out; a frame is never partly consumed.
@@ -22,11 +27,14 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use std::sync::Arc;
+
 use crate::message::{Message, MessageId};
 use crate::protocol::codec::{self, PublishProperties, PublishView};
 use crate::protocol::{
     Limits as CodecLimits, Packet, PacketId, ProtocolVersion, PublishTopic, QoS, TopicFilter,
 };
+use crate::session::{Delivery, Entry, SessionImage, Stage, SubOptions};
 
 /// The version of this format; a link from a node speaking another is refused.
 pub const VERSION: u8 = 1;
@@ -35,6 +43,12 @@ const HELLO: u8 = 1;
 const RESET: u8 = 2;
 const ROUTE: u8 = 3;
 const PUBLISH: u8 = 4;
+const CLAIM: u8 = 5;
+const HANDOVER: u8 = 6;
+
+/// The largest session image written: beyond, the oldest queued messages stay
+/// behind (counted by the sender).
+pub const IMAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// The length prefix and the kind byte.
 const HEAD: usize = 5;
@@ -50,6 +64,21 @@ pub enum Frame {
     Route { filter: TopicFilter, present: bool },
     /// A message for the receiver's subscribers (and retained store).
     Publish(Message),
+    /// A client connected to the sender at `stamp` (unix microseconds).
+    Claim { claim: u64, stamp: u64, client_id: String, clean_start: bool },
+    /// The answer to the receiver's claim `claim`.
+    Handover { claim: u64, answer: Answer },
+}
+
+/// What a node answers a claim.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    /// No session here (or one that ended: a clean start, a non-persistent one).
+    Nothing,
+    /// This node claimed the same client id later: the claimer gives up.
+    Refused,
+    /// The session, which left this node.
+    Session(Box<SessionImage>),
 }
 
 /// The sender of a link.
@@ -117,6 +146,19 @@ pub fn put_route(buf: &mut BytesMut, filter: &str, present: bool) {
 /// Appends a `Publish`; `false` (nothing written) when the message cannot be
 /// framed as an MQTT 5 PUBLISH (larger than the protocol allows).
 pub fn put_publish(buf: &mut BytesMut, message: &Message) -> bool {
+    let start = buf.len();
+    put_head(buf, PUBLISH, 0);
+    if !put_message(buf, message) {
+        buf.truncate(start);
+        return false;
+    }
+    let len = (buf.len() - start - 4) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    true
+}
+
+/// A message: its id, then its MQTT 5 PUBLISH.
+fn put_message(buf: &mut BytesMut, message: &Message) -> bool {
     let view = PublishView {
         topic: message.topic.as_str(),
         payload: &message.payload,
@@ -134,9 +176,92 @@ pub fn put_publish(buf: &mut BytesMut, message: &Message) -> bool {
     if measured.size() > codec::PACKET_SIZE_MAX {
         return false;
     }
-    put_head(buf, PUBLISH, 16 + measured.size());
+    buf.reserve(16 + measured.size());
     buf.put_u128(message.id.0);
     measured.encode(buf);
+    true
+}
+
+/// Appends a `Claim`.
+pub fn put_claim(buf: &mut BytesMut, claim: u64, stamp: u64, client_id: &str, clean_start: bool) {
+    put_head(buf, CLAIM, 8 + 8 + 1 + 2 + client_id.len());
+    buf.put_u64(claim);
+    buf.put_u64(stamp);
+    buf.put_u8(u8::from(clean_start));
+    put_str(buf, client_id);
+}
+
+/// Appends a `Handover`; returns the queued messages left out to keep the frame
+/// within [`IMAGE_BYTES_MAX`].
+pub fn put_handover(buf: &mut BytesMut, claim: u64, answer: &Answer) -> usize {
+    let start = buf.len();
+    put_head(buf, HANDOVER, 0);
+    buf.put_u64(claim);
+    let mut left_out = 0;
+    match answer {
+        Answer::Nothing => buf.put_u8(0),
+        Answer::Refused => buf.put_u8(1),
+        Answer::Session(image) => {
+            buf.put_u8(2);
+            buf.put_u32(image.subscriptions.len() as u32);
+            for (filter, options) in &image.subscriptions {
+                put_str(buf, filter.as_str());
+                buf.put_u8(options.qos as u8);
+                let flags = u8::from(options.no_local)
+                    | u8::from(options.retain_as_published) << 1
+                    | u8::from(options.acl_check) << 2;
+                buf.put_u8(flags);
+                buf.put_u32(options.id.unwrap_or(0));
+            }
+            buf.put_u32(image.inflight.len() as u32);
+            for entry in &image.inflight {
+                buf.put_u16(entry.packet_id.get());
+                buf.put_u8(match entry.stage {
+                    Stage::PubAckDue => 0,
+                    Stage::PubRecDue => 1,
+                    Stage::PubCompDue => 2,
+                });
+                put_delivery(buf, &entry.delivery);
+            }
+            let count_at = buf.len();
+            buf.put_u32(0);
+            let mut count = 0u32;
+            for delivery in &image.mqueue {
+                if buf.len() - start > IMAGE_BYTES_MAX {
+                    left_out += 1;
+                    continue;
+                }
+                if put_delivery(buf, delivery) {
+                    count += 1;
+                }
+            }
+            buf[count_at..count_at + 4].copy_from_slice(&count.to_be_bytes());
+            buf.put_u32(image.awaiting_rel.len() as u32);
+            for id in &image.awaiting_rel {
+                buf.put_u16(id.get());
+            }
+        }
+    }
+    let len = (buf.len() - start - 4) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    left_out
+}
+
+/// A delivery: its QoS, flags, subscription ids, shared filter and message.
+fn put_delivery(buf: &mut BytesMut, delivery: &Delivery) -> bool {
+    let mut message = BytesMut::new();
+    if !put_message(&mut message, &delivery.message) {
+        return false;
+    }
+    buf.put_u8(delivery.qos as u8);
+    buf.put_u8(u8::from(delivery.retain));
+    buf.put_u16(delivery.sub_ids.len() as u16);
+    for id in &delivery.sub_ids {
+        buf.put_u32(*id);
+    }
+    put_str(buf, delivery.shared.as_ref().map_or("", TopicFilter::as_str));
+    buf.put_u32(message.len() as u32);
+    buf.put_slice(&message);
     true
 }
 
@@ -176,7 +301,9 @@ pub fn decode(buf: &mut BytesMut, limits: Limits) -> Result<Option<Frame>, Frame
         RESET if body.is_empty() => Ok(Some(Frame::Reset)),
         RESET => Err(FrameError::Malformed("reset")),
         ROUTE => decode_route(body.freeze()).map(Some),
-        PUBLISH => decode_publish(body).map(|m| Some(Frame::Publish(m))),
+        PUBLISH => get_message(body).map(|m| Some(Frame::Publish(m))),
+        CLAIM => decode_claim(body.freeze()).map(Some),
+        HANDOVER => decode_handover(body).map(Some),
         other => Err(FrameError::UnknownKind(other)),
     }
 }
@@ -225,7 +352,133 @@ fn decode_route(mut body: Bytes) -> Result<Frame, FrameError> {
     Ok(Frame::Route { filter, present })
 }
 
-fn decode_publish(mut body: BytesMut) -> Result<Message, FrameError> {
+fn decode_claim(mut body: Bytes) -> Result<Frame, FrameError> {
+    if body.remaining() < 8 + 8 + 1 {
+        return Err(FrameError::Malformed("claim"));
+    }
+    let claim = body.get_u64();
+    let stamp = body.get_u64();
+    let clean_start = body.get_u8() != 0;
+    let client_id = get_str(&mut body, "claim")?;
+    if body.has_remaining() {
+        return Err(FrameError::Malformed("claim"));
+    }
+    Ok(Frame::Claim { claim, stamp, client_id, clean_start })
+}
+
+/// Reads `n` bytes of `body` as a `T`, or fails as a malformed `what`.
+fn need(body: &BytesMut, n: usize, what: &'static str) -> Result<(), FrameError> {
+    if body.remaining() < n {
+        return Err(FrameError::Malformed(what));
+    }
+    Ok(())
+}
+
+fn decode_handover(mut body: BytesMut) -> Result<Frame, FrameError> {
+    const WHAT: &str = "handover";
+    need(&body, 9, WHAT)?;
+    let claim = body.get_u64();
+    let answer = match body.get_u8() {
+        0 => Answer::Nothing,
+        1 => Answer::Refused,
+        2 => Answer::Session(Box::new(decode_image(&mut body)?)),
+        _ => return Err(FrameError::Malformed(WHAT)),
+    };
+    if body.has_remaining() {
+        return Err(FrameError::Malformed(WHAT));
+    }
+    Ok(Frame::Handover { claim, answer })
+}
+
+fn get_str_mut(body: &mut BytesMut, what: &'static str) -> Result<String, FrameError> {
+    need(body, 2, what)?;
+    let len = usize::from(body.get_u16());
+    need(body, len, what)?;
+    String::from_utf8(body.split_to(len).to_vec()).map_err(|_| FrameError::Malformed(what))
+}
+
+fn get_filter(body: &mut BytesMut) -> Result<TopicFilter, FrameError> {
+    let filter = get_str_mut(body, "handover")?;
+    TopicFilter::try_from(filter.as_str()).map_err(|_| FrameError::Malformed("handover"))
+}
+
+fn get_qos(body: &mut BytesMut) -> Result<QoS, FrameError> {
+    need(body, 1, "handover")?;
+    QoS::from_bits(body.get_u8()).ok_or(FrameError::Malformed("handover"))
+}
+
+fn decode_image(body: &mut BytesMut) -> Result<SessionImage, FrameError> {
+    const WHAT: &str = "handover";
+    let mut image = SessionImage::default();
+    need(body, 4, WHAT)?;
+    for _ in 0..body.get_u32() {
+        let filter = get_filter(body)?;
+        let qos = get_qos(body)?;
+        need(body, 5, WHAT)?;
+        let flags = body.get_u8();
+        let id = body.get_u32();
+        let options = SubOptions {
+            qos,
+            no_local: flags & 1 != 0,
+            retain_as_published: flags & 2 != 0,
+            acl_check: flags & 4 != 0,
+            id: (id != 0).then_some(id),
+        };
+        image.subscriptions.push((filter, options));
+    }
+    need(body, 4, WHAT)?;
+    for _ in 0..body.get_u32() {
+        need(body, 3, WHAT)?;
+        let packet_id = PacketId::new(body.get_u16()).ok_or(FrameError::Malformed(WHAT))?;
+        let stage = match body.get_u8() {
+            0 => Stage::PubAckDue,
+            1 => Stage::PubRecDue,
+            2 => Stage::PubCompDue,
+            _ => return Err(FrameError::Malformed(WHAT)),
+        };
+        let delivery = get_delivery(body)?;
+        let qos_fits = match stage {
+            Stage::PubAckDue => delivery.qos == QoS::AtLeastOnce,
+            _ => delivery.qos == QoS::ExactlyOnce,
+        };
+        if !qos_fits {
+            return Err(FrameError::Malformed(WHAT));
+        }
+        image.inflight.push(Entry { packet_id, delivery, stage, sent: false });
+    }
+    need(body, 4, WHAT)?;
+    for _ in 0..body.get_u32() {
+        image.mqueue.push(get_delivery(body)?);
+    }
+    need(body, 4, WHAT)?;
+    for _ in 0..body.get_u32() {
+        need(body, 2, WHAT)?;
+        image.awaiting_rel.push(PacketId::new(body.get_u16()).ok_or(FrameError::Malformed(WHAT))?);
+    }
+    Ok(image)
+}
+
+fn get_delivery(body: &mut BytesMut) -> Result<Delivery, FrameError> {
+    const WHAT: &str = "handover";
+    let qos = get_qos(body)?;
+    need(body, 3, WHAT)?;
+    let retain = body.get_u8() != 0;
+    let ids = usize::from(body.get_u16());
+    need(body, ids * 4, WHAT)?;
+    let sub_ids = (0..ids).map(|_| body.get_u32()).collect();
+    let shared = get_str_mut(body, WHAT)?;
+    let shared = match shared.as_str() {
+        "" => None,
+        filter => Some(TopicFilter::try_from(filter).map_err(|_| FrameError::Malformed(WHAT))?),
+    };
+    need(body, 4, WHAT)?;
+    let len = body.get_u32() as usize;
+    need(body, len, WHAT)?;
+    let message = get_message(body.split_to(len))?;
+    Ok(Delivery { message: Arc::new(message), qos, retain, sub_ids, shared })
+}
+
+fn get_message(mut body: BytesMut) -> Result<Message, FrameError> {
     if body.len() < 16 {
         return Err(FrameError::Malformed("publish"));
     }

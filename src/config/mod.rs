@@ -406,8 +406,8 @@ macro_rules! for_each_setting {
                 => cluster_listen: SocketAddr, { value_name = "ADDR" } "off (one node)";
             /// Cluster addresses (`host:port`) of nodes to join through, comma separated;
             /// a node that lists none starts a cluster of its own for others to join.
-            cluster_seeds: Vec<String> = Vec::new()
-                => cluster_seeds: Vec<String>, { value_name = "ADDRS", value_delimiter = ',' };
+            cluster_seeds: Option<Vec<String>> = None
+                => cluster_seeds: Vec<String>, { value_name = "ADDRS", value_delimiter = ',' } "none";
             /// How long a node may stop answering membership probes before the others
             /// declare it down and drop its routes, in milliseconds.
             cluster_failure_timeout: Duration = Duration::from_secs(3)
@@ -603,6 +603,16 @@ impl Written<Option<Vec<usize>>> for Vec<usize> {
     }
     fn written(value: &Option<Vec<usize>>) -> Option<String> {
         value.as_ref().and_then(<Vec<usize> as Written<Vec<usize>>>::written)
+    }
+}
+
+/// An empty list is no list.
+impl Written<Option<Vec<String>>> for Vec<String> {
+    fn value(self) -> Option<Vec<String>> {
+        Some(self).filter(|list| list.iter().any(|s| !s.is_empty()))
+    }
+    fn written(value: &Option<Vec<String>>) -> Option<String> {
+        value.as_ref().and_then(<Vec<String> as Written<Vec<String>>>::written)
     }
 }
 
@@ -825,14 +835,15 @@ impl Config {
                 ));
             }
         }
-        if !self.cluster_seeds.is_empty() && self.cluster_listen.is_none() {
+        let seeds = self.cluster_seeds.as_deref().unwrap_or_default();
+        if !seeds.is_empty() && self.cluster_listen.is_none() {
             return Err(conflict(
                 "cluster_seeds",
                 "cluster_listen",
                 "a node joins a cluster on its own cluster address: set cluster_listen".to_owned(),
             ));
         }
-        if let Some(seed) = self.cluster_seeds.iter().find(|seed| !seed.contains(':')) {
+        if let Some(seed) = seeds.iter().find(|seed| !seed.contains(':')) {
             return Err(invalid("cluster_seeds", format!("{seed:?} is not host:port")));
         }
         if self.cluster_listen.is_some_and(|addr| addr.ip().is_unspecified()) {

@@ -113,7 +113,7 @@ fn every_key_of_existing_files_still_reads() {
         log_level: "debug".to_owned(),
         node_name: None,
         cluster_listen: Some("127.0.0.1:4370".parse().expect("addr")),
-        cluster_seeds: vec!["10.0.0.1:4370".to_owned(), "node-b:4370".to_owned()],
+        cluster_seeds: Some(vec!["10.0.0.1:4370".to_owned(), "node-b:4370".to_owned()]),
         cluster_failure_timeout: Duration::from_millis(1500),
         cluster_link_buffer_bytes: nz!(4096),
         sys_interval: None,

@@ -67,7 +67,7 @@ pub enum Acked {
 }
 
 /// One unacknowledged message.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
     /// Identifier the message was sent under.
     pub packet_id: PacketId,
@@ -228,6 +228,23 @@ impl Inflight {
     /// empty): it keeps the capacity of its largest burst otherwise.
     pub fn release_room(&mut self) {
         self.entries.shrink_to_fit();
+    }
+
+    /// Takes an entry of a session that comes from another node, as the last one:
+    /// unsent on this connection, under its own packet id (the client knows the
+    /// exchange by it). `false` when the window is at its capacity or the id is
+    /// taken: the caller queues the message instead.
+    pub fn restore(&mut self, mut entry: Entry) -> bool {
+        if self.entries.len() >= usize::from(self.capacity)
+            || self.position(entry.packet_id).is_some()
+        {
+            return false;
+        }
+        entry.sent = false;
+        self.next_id = self.next_id.max(entry.packet_id.get());
+        self.entries.push_back(entry);
+        debug_assert!(self.check_invariants());
+        true
     }
 
     /// Removes the entry sent under `id`, whatever its stage.

@@ -32,6 +32,7 @@
 //! - A QoS 2 message from the client is routed once, however often it is resent
 //!   before its PUBREL [MQTT-4.3.3-2].
 
+mod image;
 mod inflight;
 mod mqueue;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -49,6 +50,7 @@ use crate::protocol::{
     PublishProperties, PublishView, QoS, ReasonCode, TopicFilter, TopicName,
 };
 
+pub use image::SessionImage;
 pub use inflight::{AckKind, Acked, Entry, Inflight, Stage};
 pub use mqueue::{Delivery, DropReason, Mqueue};
 

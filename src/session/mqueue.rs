@@ -12,7 +12,7 @@ use crate::message::Message;
 use crate::protocol::{QoS, TopicFilter};
 
 /// A message due to one subscriber, with the QoS and RETAIN flag it goes out with.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Delivery {
     /// The shared message being delivered.
     pub message: Arc<Message>,

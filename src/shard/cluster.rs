@@ -32,16 +32,20 @@ use glommio::net::{TcpListener, TcpStream, UdpSocket};
 use glommio::spawn_local;
 use tracing::{debug, info, warn};
 
-use crate::cluster::frame::{self, Frame, Hello};
+use bytestring::ByteString;
+use hashbrown::HashMap;
+
+use crate::cluster::frame::{self, Answer, Frame, Hello};
 use crate::cluster::membership::{Event, Membership, Peer};
 use crate::cluster::{ClusterStatus, MemberStatus};
 use crate::config::Config;
 use crate::message::Message;
 use crate::protocol::TopicFilter;
-use crate::router::ShardSet;
+use crate::router::{owner_shard, ShardSet};
 
 use super::core::NodeMsg;
 use super::notify::Notify;
+use super::sockets::ClaimMsg;
 use super::{until_stopped, Shard, ShardRc};
 
 /// What `Broker::start` binds for the cluster, taken by shard 0.
@@ -60,6 +64,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RECONNECT_DELAY: Duration = Duration::from_millis(200);
 /// What one read of an incoming link takes at most.
 const READ_CHUNK: usize = 64 * 1024;
+/// How long a claim waits for a node's answer before going on without it (a
+/// frame lost with a broken link, a node that does not see this one up).
+const CLAIM_TIMEOUT_MS: u64 = 5_000;
 
 /// An outgoing link: what waits to be written to one node.
 #[derive(Debug)]
@@ -98,6 +105,9 @@ pub(crate) struct ClusterIo {
     encoded: BytesMut,
     /// Incoming links refused (bad hello, bad frame).
     pub links_refused: u64,
+    /// Claims this node sent: the nodes that have not answered, and until when
+    /// they may.
+    claims_out: HashMap<u64, (ShardSet, u64)>,
 }
 
 impl std::fmt::Debug for ClusterIo {
@@ -124,6 +134,7 @@ impl ClusterIo {
             changes: Vec::new(),
             encoded: BytesMut::new(),
             links_refused: 0,
+            claims_out: HashMap::new(),
         }
     }
 
@@ -175,7 +186,7 @@ impl ClusterIo {
     }
 
     /// Node-wide figures for `/metrics`, in the OpenMetrics text format.
-    pub fn metrics_text(&self) -> String {
+    pub fn metrics_text(&self, stats: &crate::metrics::ShardStats) -> String {
         let up = self.membership.nodes().iter().filter(|n| n.up).count();
         let sum = |f: fn(&LinkFigures) -> u64| self.figures.iter().map(f).sum::<u64>();
         let queued: usize = self.links.iter().flatten().map(|l| l.buf.len()).sum();
@@ -207,6 +218,24 @@ impl ClusterIo {
                 self.links_refused,
             ),
             (
+                "cluster_sessions_handed_over",
+                "counter",
+                "Sessions handed to another node (their client connected there).",
+                stats.sessions_handed_over,
+            ),
+            (
+                "cluster_sessions_taken_over",
+                "counter",
+                "Sessions taken from another node.",
+                stats.sessions_taken_over,
+            ),
+            (
+                "cluster_claims_refused",
+                "counter",
+                "Connections refused because another node claimed the client id later.",
+                stats.claims_refused,
+            ),
+            (
                 "cluster_bad_datagrams",
                 "counter",
                 "Membership datagrams that did not decode.",
@@ -224,7 +253,73 @@ impl ClusterIo {
     }
 }
 
+impl ClusterIo {
+    /// The claims waiting for `slot` (down), or every overdue one (`None`),
+    /// answered with nothing.
+    fn give_up_on(&mut self, slot: Option<usize>, now_ms: u64) -> Vec<(usize, ClaimMsg)> {
+        let mut answers = Vec::new();
+        self.claims_out.retain(|&claim, (nodes, deadline)| {
+            let gone: Vec<usize> = match slot {
+                Some(slot) => nodes.iter().filter(|n| *n == slot).collect(),
+                None if *deadline <= now_ms => nodes.iter().collect(),
+                None => Vec::new(),
+            };
+            for node in gone {
+                nodes.remove(node);
+                let msg = ClaimMsg::Answered { claim, answer: Answer::Nothing };
+                answers.push(((claim >> 48) as usize, msg));
+            }
+            !nodes.is_empty()
+        });
+        answers
+    }
+}
+
 impl Shard {
+    /// Shard 0: writes a claim to every other up node; how many it went to.
+    pub(super) fn cluster_send_claim(
+        &mut self,
+        claim: u64,
+        stamp: u64,
+        client_id: &str,
+        clean_start: bool,
+    ) -> usize {
+        let now_ms = self.now().ms;
+        let Some(cluster) = self.cluster.as_mut() else { return 0 };
+        let mut nodes = ShardSet::default();
+        for (slot, link) in cluster.links.iter_mut().enumerate() {
+            if let Some(link) = link {
+                frame::put_claim(&mut link.buf, claim, stamp, client_id, clean_start);
+                link.wake.notify();
+                nodes.insert(slot);
+            }
+        }
+        if !nodes.is_empty() {
+            cluster.claims_out.insert(claim, (nodes, now_ms + CLAIM_TIMEOUT_MS));
+        }
+        nodes.iter().count()
+    }
+
+    /// Shard 0: writes this node's answer to node `node`'s claim.
+    pub(super) fn cluster_send_answer(&mut self, node: usize, claim: u64, answer: &Answer) {
+        let Some(cluster) = self.cluster.as_mut() else { return };
+        // A node no longer up gets no answer: its claim has given up on this one.
+        if let Some(Some(link)) = cluster.links.get_mut(node) {
+            let left_out = frame::put_handover(&mut link.buf, claim, answer);
+            self.core.stats.dropped_mqueue += left_out as u64;
+            link.wake.notify();
+        }
+    }
+
+    /// Shard 0, every tick: claims whose answers are overdue go on without them.
+    pub(super) fn tick_cluster(&mut self) {
+        let now_ms = self.now().ms;
+        let Some(cluster) = self.cluster.as_mut() else { return };
+        for (dest, msg) in cluster.give_up_on(None, now_ms) {
+            self.send_claim_msg(dest, msg);
+        }
+    }
+
     /// The end of a pass on shard 0 of a cluster node: route changes and messages
     /// for the node links.
     pub(super) fn end_pass_cluster(&mut self) {
@@ -330,6 +425,20 @@ type Writers = Vec<(usize, SocketAddr, Rc<Notify>)>;
 
 fn drive_membership(s: &mut Shard, timers: &mut Timers, writers: &mut Writers) {
     let now = s.now();
+    let mut claims = Vec::new();
+    drive_events(s, now, timers, writers, &mut claims);
+    for (dest, msg) in claims {
+        s.send_claim_msg(dest, msg);
+    }
+}
+
+fn drive_events(
+    s: &mut Shard,
+    now: super::core::Now,
+    timers: &mut Timers,
+    writers: &mut Writers,
+    claims: &mut Vec<(usize, ClaimMsg)>,
+) {
     let Some(cluster) = s.cluster.as_mut() else { return };
     let mut sent = false;
     while let Some(datagram) = cluster.membership.poll_send() {
@@ -373,6 +482,7 @@ fn drive_membership(s: &mut Shard, timers: &mut Timers, writers: &mut Writers) {
                 if let Some(Some(link)) = cluster.links.get_mut(slot).map(Option::take) {
                     link.wake.notify();
                 }
+                claims.extend(cluster.give_up_on(Some(slot), now.ms));
                 s.core.handle_node(now, NodeMsg::Down(slot));
             }
         }
@@ -588,6 +698,23 @@ fn take_frames(
     let mut guard = shard.borrow_mut();
     let now = guard.now();
     let s = &mut *guard;
+    let mut claims = Vec::new();
+    let result = take_frames_into(s, now, buf, limits, slot, &mut claims);
+    for (dest, msg) in claims {
+        s.send_claim_msg(dest, msg);
+    }
+    s.schedule_pass();
+    result
+}
+
+fn take_frames_into(
+    s: &mut Shard,
+    now: super::core::Now,
+    buf: &mut BytesMut,
+    limits: frame::Limits,
+    slot: &mut Option<usize>,
+    claims: &mut Vec<(usize, ClaimMsg)>,
+) -> Result<(), String> {
     let Some(cluster) = s.cluster.as_mut() else { return Ok(()) };
     loop {
         let frame = match frame::decode(buf, limits) {
@@ -609,9 +736,26 @@ fn take_frames(
                 cluster.figures_mut(node).messages_in += 1;
                 s.core.handle_remote_publish(now, message);
             }
+            (Frame::Claim { claim, stamp, client_id, clean_start }, Some(node)) => {
+                let node_id = cluster.membership.nodes().get(node).map_or(0, |n| n.peer.node_id);
+                let client_id = ByteString::from(client_id);
+                let owner = owner_shard(client_id.as_bytes(), s.core.shards);
+                let msg = ClaimMsg::Remote { node, node_id, claim, stamp, client_id, clean_start };
+                claims.push((owner, msg));
+            }
+            (Frame::Handover { claim, answer }, Some(node)) => {
+                let Some((nodes, _)) = cluster.claims_out.get_mut(&claim) else { continue };
+                if !nodes.contains(node) {
+                    continue;
+                }
+                nodes.remove(node);
+                if nodes.is_empty() {
+                    cluster.claims_out.remove(&claim);
+                }
+                claims.push(((claim >> 48) as usize, ClaimMsg::Answered { claim, answer }));
+            }
         }
     }
-    s.schedule_pass();
     Ok(())
 }
 

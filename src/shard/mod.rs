@@ -174,6 +174,8 @@ pub(crate) struct Shard {
     me: std::rc::Weak<RefCell<Shard>>,
     /// Shard 0 of a cluster node: membership and node links.
     cluster: Option<cluster::ClusterIo>,
+    /// Connections whose client id is being claimed from the other nodes.
+    claims: sockets::Claims,
 }
 
 impl std::fmt::Debug for Shard {
@@ -272,6 +274,8 @@ enum IoMsg {
     Handoff(sockets::Handoff),
     /// Reloaded credentials and certificates, from shard 0.
     Reload(Reload),
+    /// A claim of a client id across the cluster, or its answer.
+    Claim(sockets::ClaimMsg),
 }
 
 /// Runs one shard until the broker stops.
@@ -345,6 +349,7 @@ pub(crate) async fn run(ctx: ShardContext) {
         verifying: 0,
         me: std::rc::Weak::new(),
         cluster: None,
+        claims: sockets::Claims::default(),
     };
     let cluster_sockets = match id {
         0 => ctx.cluster.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take(),
@@ -521,6 +526,7 @@ async fn receive_ctrl_forever(shard: ShardRc, receiver: ConnectedReceiver<Vec<Ct
                     CtrlMsg::Io(payload) => match payload.downcast::<IoMsg>().map(|m| *m) {
                         Ok(IoMsg::Handoff(handoff)) => s.adopt(handoff),
                         Ok(IoMsg::Reload(reload)) => s.apply_reload(reload),
+                        Ok(IoMsg::Claim(msg)) => s.handle_claim_msg(msg),
                         Err(_) => debug_assert!(false, "a control message of another layer"),
                     },
                     CtrlMsg::Stats(snapshot) => {
@@ -618,6 +624,7 @@ async fn tick_until_stopped(shard: &ShardRc, stop: &AtomicBool, reload: &AtomicB
         let now = s.now();
         s.core.handle_tick(now);
         s.tick_sockets();
+        s.tick_cluster();
         ticks += 1;
         if ticks.is_multiple_of(1000 / TICK_MS) {
             observe::every_second(&mut s);

@@ -178,7 +178,8 @@ async fn answer(shard: ShardRc, mut stream: TcpStream) {
         if let Some(cluster) = &s.cluster {
             // The cluster's figures go before the exposition's closing `# EOF`.
             let end = text.rfind("# EOF").unwrap_or(text.len());
-            text.insert_str(end, &cluster.metrics_text());
+            let stats = s.sys.as_ref().map(|sys| totals(&sys.latest).stats).unwrap_or_default();
+            text.insert_str(end, &cluster.metrics_text(&stats));
         }
         ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
     } else if line.starts_with(b"GET /cluster ") {

@@ -401,3 +401,124 @@ def test_a_restarted_node_rejoins_and_resumes_forwarding(cluster):
     finally:
         b2.kill()
         b2.tmpdir.cleanup()
+
+
+# -- one client id, one session, in the whole cluster ------------------------------
+
+def test_a_persistent_session_resumes_on_another_node_with_every_message_once(cluster):
+    a, b, c = cluster(3)
+    root = unique_topic_root("ps")
+    dev = MqttClient(a.host, a.port, a.client_id("dev", 1), clean_session=False)
+    assert dev.connect() is False
+    dev.subscribe([(f"{root}/q1", 1), (f"{root}/q2", 2)])
+    routed(c, "a", 2)
+    dev.disconnect()
+    # Offline on a; published on c at QoS 1 and 2.
+    pub = client(c, "p", 0)
+    n = 30
+    for i in range(n):
+        pub.publish(f"{root}/q1", f"1:{i}".encode(), qos=1)
+        pub.publish(f"{root}/q2", f"2:{i}".encode(), qos=2)
+    wait_until(lambda: a.member("c")["messages_in"] >= 2 * n, 10, "a to queue the messages")
+    # Resumed on b: Session Present, the queue in order, each message once.
+    back = MqttClient(b.host, b.port, dev.client_id, clean_session=False)
+    assert back.connect() is True, "Session Present = 1 on the new node [MQTT-3.2.2-2]"
+    got = back.expect(2 * n, 10)
+    assert [m.payload.decode() for m in got if m.qos == 1] == [f"1:{i}" for i in range(n)]
+    assert [m.payload.decode() for m in got if m.qos == 2] == [f"2:{i}" for i in range(n)]
+    time.sleep(0.5)
+    assert back.messages.empty(), "a message came twice"
+    assert a.member("b") is not None
+    # The subscriptions moved too: the next message reaches b, not a.
+    routed(c, "b", 2)
+    wait_until(lambda: (c.member("a") or {}).get("filters") == 0, 10, "a's route to go")
+    pub.publish(f"{root}/q1", b"after", qos=1)
+    assert back.get(5).payload == b"after"
+    # Figures reach /metrics once a second.
+    wait_until(lambda: a.metric("shardmq_cluster_sessions_handed_over_total") == 1, 5, "a's count")
+    wait_until(lambda: b.metric("shardmq_cluster_sessions_taken_over_total") == 1, 5, "b's count")
+    for x in (back, pub):
+        x.disconnect()
+
+
+def test_a_live_connection_is_taken_over_from_another_node(cluster):
+    from mqtt5_helpers import RawClient5, parse_disconnect5, subscribe5, SUBACK, DISCONNECT
+    a, b, _c = cluster(3)
+    root = unique_topic_root("to")
+    cid = a.client_id("live", 0)
+    old = RawClient5(a.host, a.port)
+    old.connect5(cid, clean_start=False, props=[(0x11, 3600)])
+    old.send(subscribe5(1, [(f"{root}/t", 1)]))
+    old.recv_until(SUBACK)
+    routed(b, "a", 1)
+    new = RawClient5(b.host, b.port)
+    connack = new.connect5(cid, clean_start=False, props=[(0x11, 3600)])
+    assert connack.session_present, "the session moved with the takeover"
+    # The old connection is told why and closed [MQTT-3.1.4-3]: 0x8E Session taken over.
+    disconnect, _ = old.recv_until(DISCONNECT)
+    assert parse_disconnect5(disconnect)[0] == 0x8E
+    old.wait_closed()
+    pub = client(a, "p", 1)
+    pub.publish(f"{root}/t", b"to the new one", qos=1)
+    assert new.recv_publish5(5).payload == b"to the new one"
+    new.close()
+    pub.disconnect()
+
+
+def test_an_unacknowledged_message_is_resent_with_its_packet_id_on_the_new_node(cluster):
+    from mqtt_helpers import RawClient, subscribe_packet, SUBACK, PUBLISH, puback_packet
+    a, b, c = cluster(3)
+    root = unique_topic_root("dup")
+    cid = a.client_id("raw", 1)
+    first = RawClient(a.host, a.port)
+    first.connect(cid, clean=False)
+    first.send(subscribe_packet(1, [(f"{root}/t", 1)]))
+    first.recv_until(SUBACK)
+    routed(c, "a", 1)
+    pub = client(c, "p", 0)
+    pub.publish(f"{root}/t", b"unacked", qos=1)
+    p, _ = first.recv_until(PUBLISH)
+    sent = p.publish()
+    assert sent.payload == b"unacked" and not sent.dup
+    first.abort()  # no PUBACK
+    second = RawClient(b.host, b.port)
+    session_present, rc = second.connect(cid, clean=False)
+    assert (session_present, rc) == (1, 0)
+    p, _ = second.recv_until(PUBLISH)
+    again = p.publish()
+    # [MQTT-4.4.0-1]: resent with DUP, under the same packet id.
+    assert (again.payload, again.dup, again.pid) == (b"unacked", True, sent.pid)
+    second.send(puback_packet(again.pid))
+    second.close()
+    pub.disconnect()
+
+
+def test_racing_connects_on_two_nodes_leave_one_connection(cluster):
+    a, b, c = cluster(3)
+    for round_ in range(5):
+        cid = f"race-{round_}-{time.monotonic_ns() % 10**6}"
+        clients = [MqttClient(n.host, n.port, cid, clean_session=False) for n in (b, c)]
+        barrier = threading.Barrier(2)
+        errors = []
+
+        def go(cl):
+            barrier.wait()
+            try:
+                cl.connect(expect_success=False)
+            except AssertionError as e:  # refused or closed before CONNACK
+                errors.append(e)
+
+        threads = [threading.Thread(target=go, args=(cl,)) for cl in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # Let the loser's takeover or refusal land.
+        def one_left():
+            alive = [cl for cl in clients if cl.connected.is_set() and not cl.disconnected.is_set()]
+            return len(alive) == 1
+        wait_until(one_left, 10, f"round {round_}: exactly one connection for {cid}")
+        time.sleep(0.3)
+        assert one_left(), f"round {round_}: a second connection survived"
+        for cl in clients:
+            cl.stop()

@@ -288,7 +288,7 @@ impl Core {
 
     /// The client id is back: close its old connection, and end the old session
     /// unless the client resumes it. Returns whether a session is resumed.
-    fn take_over(&mut self, client_id: &ByteString, clean_start: bool) -> bool {
+    pub(super) fn take_over(&mut self, client_id: &ByteString, clean_start: bool) -> bool {
         let mut ended_wills = Vec::new();
         let mut orphans = Vec::new();
         let Some(old) = self.sessions.get_mut(client_id) else { return false };

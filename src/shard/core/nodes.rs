@@ -19,13 +19,16 @@
 
 use std::sync::Arc;
 
+use bytestring::ByteString;
+
 use crate::message::Message;
 use crate::protocol::TopicFilter;
 use crate::router::{RouteTable, ShardSet, SHARDS_MAX};
+use crate::session::{Session, SessionImage};
 
 use super::messages::{CtrlMsg, DataMsg, NodeMsg};
 use super::retained::is_sys_topic;
-use super::{Core, Now};
+use super::{Core, Now, SessionEntry};
 
 /// The core's view of the other nodes.
 #[derive(Debug)]
@@ -163,6 +166,74 @@ impl Core {
             Some(slot) => self.nodes.routes.filters_of(slot) as u64,
             None => self.routes.len() as u64,
         }
+    }
+
+    /// Whether another node is up: a client that connects here is claimed from
+    /// the others first.
+    pub fn cluster_peers_up(&self) -> bool {
+        self.nodes.enabled && !self.nodes.up.is_empty()
+    }
+
+    /// Another node claims `client_id` (its client connected there): ends the
+    /// connection here (MQTT 5: DISCONNECT 0x8E) as a takeover does, and hands the
+    /// session over when the client resumes it. `None`: no session to resume (none
+    /// here, a clean start, or one that ended with its connection).
+    pub fn hand_over_session(
+        &mut self,
+        now: Now,
+        client_id: &ByteString,
+        clean_start: bool,
+    ) -> Option<SessionImage> {
+        self.now = now;
+        self.sessions.get(client_id)?;
+        if !self.take_over(client_id, clean_start) {
+            return None;
+        }
+        let (key, entry) = self.sessions.remove(client_id)?;
+        self.stats.queued_bytes -= entry.session.queued_bytes() as u64;
+        for (filter, _) in entry.session.subscriptions() {
+            // Shared memberships ended with the connection; plain filters leave
+            // this shard's index (and its route, if it was the last).
+            if !filter.is_shared() {
+                self.remove_local_sub(&filter.clone(), key, client_id);
+            }
+        }
+        self.stats.sessions_handed_over += 1;
+        Some(entry.session.export())
+    }
+
+    /// A session handed over by another node, before its client's CONNECT is
+    /// processed here (which resumes it: Session Present). A session already here
+    /// for the same client id wins (two nodes held one: a partition healed); the
+    /// image is dropped, counted.
+    pub fn import_session(&mut self, now: Now, client_id: ByteString, image: SessionImage) {
+        self.now = now;
+        if self.sessions.get(&client_id).is_some() {
+            self.stats.dropped_mqueue += (image.inflight.len() + image.mqueue.len()) as u64;
+            return;
+        }
+        let subscriptions = image.subscriptions.clone();
+        let (session, dropped) = Session::import(client_id, self.config.session, image);
+        self.stats.dropped_mqueue += dropped as u64;
+        self.stats.queued_bytes += session.queued_bytes() as u64;
+        self.session_serial += 1;
+        let key = self.sessions.insert(Box::new(SessionEntry {
+            session,
+            serial: self.session_serial,
+            conn: None,
+            will: None,
+            pending_will: None,
+            // Persistent until the CONNECT that resumes it sets its terms.
+            expiry_secs: None,
+            expires_at: None,
+            username: None,
+        }));
+        for (filter, options) in subscriptions {
+            if !filter.is_shared() {
+                self.add_local_sub(&filter, key, options);
+            }
+        }
+        self.stats.sessions_taken_over += 1;
     }
 
     /// Applies a shard's route update to this shard's replica; on shard 0 of a

@@ -190,7 +190,12 @@ impl Core {
         self.send(id, &Packet::UnsubAck(unsuback));
     }
 
-    fn add_local_sub(&mut self, filter: &TopicFilter, session: SessionKey, options: SubOptions) {
+    pub(super) fn add_local_sub(
+        &mut self,
+        filter: &TopicFilter,
+        session: SessionKey,
+        options: SubOptions,
+    ) {
         let subscribers = self.local_subs.get_or_insert_with(filter.as_str(), SmallMap::new);
         let first = subscribers.is_empty();
         subscribers.insert(session, options);
