@@ -134,6 +134,17 @@ impl BrokerBuilder {
         self
     }
 
+    /// Makes the broker a node of a cluster: `listen` is its cluster address (UDP
+    /// membership and TCP node links; port 0 picks one, see
+    /// [`BrokerHandle::cluster_addr`]), `seeds` the cluster addresses of nodes to
+    /// join through (none: the first node).
+    pub fn cluster(mut self, listen: SocketAddr, seeds: &[SocketAddr]) -> Self {
+        self.config.cluster_listen = Some(listen);
+        self.config.cluster_seeds =
+            Some(seeds.iter().map(ToString::to_string).collect()).filter(|s: &Vec<_>| !s.is_empty());
+        self
+    }
+
     /// Registers hooks (see [`crate::hooks`]).
     pub fn hooks(mut self, register: impl FnOnce(&mut Hooks)) -> Self {
         register(&mut self.hooks);

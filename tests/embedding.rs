@@ -445,3 +445,45 @@ fn start_and_shutdown_release_sockets_and_rings() {
     // listeners. (glommio 0.9 keeps one eventfd per executor; not counted here.)
     assert!(after <= before + 4, "sockets and rings before {before}, after 3 brokers {after}");
 }
+
+/// Two embedded brokers form a cluster through `Broker::builder().cluster(...)`: a
+/// message the program publishes into one reaches a subscriber of the other.
+#[test]
+fn embedded_brokers_form_a_cluster() {
+    init_logging();
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let first = Broker::builder()
+        .listen([loopback])
+        .cores(NonZeroUsize::new(1))
+        .node_name("first".to_owned())
+        .node_id(1u16)
+        .cluster(loopback, &[])
+        .start()
+        .expect("first node starts");
+    let seed = first.cluster_addr().expect("a cluster node has a cluster address");
+    let second = Broker::builder()
+        .listen([loopback])
+        .cores(NonZeroUsize::new(1))
+        .node_name("second".to_owned())
+        .node_id(2u16)
+        .cluster(loopback, &[seed])
+        .start()
+        .expect("second node starts");
+    let (mut sub, _) = Raw::connect(second.local_addrs()[0], "on-second", true);
+    sub.subscribe(&[("cluster/t", QoS::AtLeastOnce)]);
+    // The nodes find each other and the route reaches the first node within a
+    // bounded time: publish until a message comes through.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut n = 0;
+    let got = loop {
+        assert!(Instant::now() < deadline, "nothing crossed the cluster");
+        n += 1;
+        first.publish("cluster/t", format!("m{n}"), QoS::AtLeastOnce, false).expect("publish");
+        if let Ok(shardmq::protocol::Packet::Publish(p)) = sub.recv_within(Duration::from_millis(200)) {
+            break p;
+        }
+    };
+    assert!(text(&got.payload).starts_with('m'));
+    first.shutdown().expect("first stops");
+    second.shutdown().expect("second stops");
+}
