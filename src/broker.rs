@@ -140,8 +140,8 @@ impl BrokerBuilder {
     /// join through (none: the first node).
     pub fn cluster(mut self, listen: SocketAddr, seeds: &[SocketAddr]) -> Self {
         self.config.cluster_listen = Some(listen);
-        self.config.cluster_seeds =
-            Some(seeds.iter().map(ToString::to_string).collect()).filter(|s: &Vec<_>| !s.is_empty());
+        self.config.cluster_seeds = Some(seeds.iter().map(ToString::to_string).collect())
+            .filter(|s: &Vec<_>| !s.is_empty());
         self
     }
 

@@ -479,7 +479,9 @@ fn embedded_brokers_form_a_cluster() {
         assert!(Instant::now() < deadline, "nothing crossed the cluster");
         n += 1;
         first.publish("cluster/t", format!("m{n}"), QoS::AtLeastOnce, false).expect("publish");
-        if let Ok(shardmq::protocol::Packet::Publish(p)) = sub.recv_within(Duration::from_millis(200)) {
+        if let Ok(shardmq::protocol::Packet::Publish(p)) =
+            sub.recv_within(Duration::from_millis(200))
+        {
             break p;
         }
     };

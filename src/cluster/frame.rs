@@ -14,6 +14,10 @@
 //!   retained, for its retained store): its 128-bit id, then the message as an
 //!   MQTT 5 PUBLISH packet, written and read by the broker's own codec, so topics,
 //!   payloads and MQTT 5 properties cross the link as clients send them;
+//! - `SharedRoute`: the sender has this many connected members of a shared
+//!   subscription (`$share/{group}/{filter}`);
+//! - `SharedPublish`: a message for one member of a shared subscription on the
+//!   receiver, which the group picked;
 //! - `Claim`: a client connected to the sender; the receiver ends its connection
 //!   and answers with
 //! - `Handover`: the session, if the receiver held one (subscriptions, window,
@@ -45,6 +49,8 @@ const ROUTE: u8 = 3;
 const PUBLISH: u8 = 4;
 const CLAIM: u8 = 5;
 const HANDOVER: u8 = 6;
+const SHARED_ROUTE: u8 = 7;
+const SHARED_PUBLISH: u8 = 8;
 
 /// The largest session image written: beyond, the oldest queued messages stay
 /// behind (counted by the sender).
@@ -64,6 +70,10 @@ pub enum Frame {
     Route { filter: TopicFilter, present: bool },
     /// A message for the receiver's subscribers (and retained store).
     Publish(Message),
+    /// The sender has `members` connected members of the shared subscription `filter`.
+    SharedRoute { filter: TopicFilter, members: u32 },
+    /// A message for one member of the shared subscription `filter` on the receiver.
+    SharedPublish { filter: TopicFilter, message: Message },
     /// A client connected to the sender at `stamp` (unix microseconds).
     Claim { claim: u64, stamp: u64, client_id: String, clean_start: bool },
     /// The answer to the receiver's claim `claim`.
@@ -179,6 +189,28 @@ fn put_message(buf: &mut BytesMut, message: &Message) -> bool {
     buf.reserve(16 + measured.size());
     buf.put_u128(message.id.0);
     measured.encode(buf);
+    true
+}
+
+/// Appends a `SharedRoute`.
+pub fn put_shared_route(buf: &mut BytesMut, filter: &str, members: u32) {
+    put_head(buf, SHARED_ROUTE, 4 + 2 + filter.len());
+    buf.put_u32(members);
+    put_str(buf, filter);
+}
+
+/// Appends a `SharedPublish`; `false` (nothing written) when the message cannot be
+/// framed.
+pub fn put_shared_publish(buf: &mut BytesMut, filter: &str, message: &Message) -> bool {
+    let start = buf.len();
+    put_head(buf, SHARED_PUBLISH, 0);
+    put_str(buf, filter);
+    if !put_message(buf, message) {
+        buf.truncate(start);
+        return false;
+    }
+    let len = (buf.len() - start - 4) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
     true
 }
 
@@ -303,6 +335,20 @@ pub fn decode(buf: &mut BytesMut, limits: Limits) -> Result<Option<Frame>, Frame
         ROUTE => decode_route(body.freeze()).map(Some),
         PUBLISH => get_message(body).map(|m| Some(Frame::Publish(m))),
         CLAIM => decode_claim(body.freeze()).map(Some),
+        SHARED_ROUTE => {
+            need(&body, 4, "shared route")?;
+            let members = body.get_u32();
+            let filter = get_shared_filter(&mut body, "shared route")?;
+            if body.has_remaining() {
+                return Err(FrameError::Malformed("shared route"));
+            }
+            Ok(Some(Frame::SharedRoute { filter, members }))
+        }
+        SHARED_PUBLISH => {
+            let filter = get_shared_filter(&mut body, "shared publish")?;
+            let message = get_message(body)?;
+            Ok(Some(Frame::SharedPublish { filter, message }))
+        }
         HANDOVER => decode_handover(body).map(Some),
         other => Err(FrameError::UnknownKind(other)),
     }
@@ -395,6 +441,15 @@ fn get_str_mut(body: &mut BytesMut, what: &'static str) -> Result<String, FrameE
     let len = usize::from(body.get_u16());
     need(body, len, what)?;
     String::from_utf8(body.split_to(len).to_vec()).map_err(|_| FrameError::Malformed(what))
+}
+
+/// A `$share/{group}/{filter}` filter.
+fn get_shared_filter(body: &mut BytesMut, what: &'static str) -> Result<TopicFilter, FrameError> {
+    let filter = get_str_mut(body, what)?;
+    match TopicFilter::try_from(filter.as_str()) {
+        Ok(filter) if filter.is_shared() => Ok(filter),
+        _ => Err(FrameError::Malformed(what)),
+    }
 }
 
 fn get_filter(body: &mut BytesMut) -> Result<TopicFilter, FrameError> {
@@ -550,6 +605,14 @@ mod tests {
         put_route(&mut buf, "#", false);
         assert!(put_publish(&mut buf, &message("x", b"", QoS::AtMostOnce, false)));
         assert!(put_publish(&mut buf, &with_props));
+        put_shared_route(&mut buf, "$share/g/a/#", 3);
+        assert!(put_shared_publish(
+            &mut buf,
+            "$share/g/a/#",
+            &message("a/b", b"s", QoS::AtLeastOnce, false)
+        ));
+        put_claim(&mut buf, 7 << 48 | 9, 1234, "dev-1", false);
+        put_handover(&mut buf, 5, &Answer::Refused);
         let whole = buf.clone();
         // Byte by byte: nothing decodes before its last byte arrives.
         let mut fed = BytesMut::new();
@@ -570,6 +633,21 @@ mod tests {
                 Frame::Route { filter: TopicFilter::try_from("#").unwrap(), present: false },
                 Frame::Publish(message("x", b"", QoS::AtMostOnce, false)),
                 Frame::Publish(with_props),
+                Frame::SharedRoute {
+                    filter: TopicFilter::try_from("$share/g/a/#").unwrap(),
+                    members: 3
+                },
+                Frame::SharedPublish {
+                    filter: TopicFilter::try_from("$share/g/a/#").unwrap(),
+                    message: message("a/b", b"s", QoS::AtLeastOnce, false),
+                },
+                Frame::Claim {
+                    claim: 7 << 48 | 9,
+                    stamp: 1234,
+                    client_id: "dev-1".into(),
+                    clean_start: false
+                },
+                Frame::Handover { claim: 5, answer: Answer::Refused },
             ]
         );
     }
@@ -593,6 +671,63 @@ mod tests {
         buf[3] -= 3;
         buf.truncate(len - 3);
         assert_eq!(decode(&mut buf, limits()), Err(FrameError::Malformed("publish")));
+    }
+
+    #[test]
+    fn a_session_image_round_trips() {
+        use crate::session::{Delivery, Entry, SessionImage, Stage, SubOptions};
+        let m = |n: u8| Arc::new(message("t/x", &[n], QoS::ExactlyOnce, false));
+        let image = SessionImage {
+            subscriptions: vec![
+                (
+                    TopicFilter::try_from("t/+").unwrap(),
+                    SubOptions { id: Some(9), no_local: true, ..SubOptions::qos(QoS::ExactlyOnce) },
+                ),
+                (TopicFilter::try_from("$share/g/t/#").unwrap(), SubOptions::qos(QoS::AtLeastOnce)),
+            ],
+            inflight: vec![
+                Entry {
+                    packet_id: PacketId::new(3).unwrap(),
+                    delivery: Delivery::new(m(1), QoS::ExactlyOnce, false),
+                    stage: Stage::PubCompDue,
+                    sent: false,
+                },
+                Entry {
+                    packet_id: PacketId::new(4).unwrap(),
+                    delivery: Delivery {
+                        sub_ids: vec![9],
+                        ..Delivery::new(m(2), QoS::AtLeastOnce, true)
+                    },
+                    stage: Stage::PubAckDue,
+                    sent: false,
+                },
+            ],
+            mqueue: vec![Delivery {
+                shared: Some(TopicFilter::try_from("$share/g/t/#").unwrap()),
+                ..Delivery::new(m(3), QoS::AtLeastOnce, false)
+            }],
+            awaiting_rel: vec![PacketId::new(11).unwrap()],
+        };
+        let mut buf = BytesMut::new();
+        assert_eq!(put_handover(&mut buf, 42, &Answer::Session(Box::new(image.clone()))), 0);
+        let decoded = decode(&mut buf, limits()).unwrap().unwrap();
+        assert_eq!(
+            decoded,
+            Frame::Handover { claim: 42, answer: Answer::Session(Box::new(image)) }
+        );
+        // A stage that its QoS cannot have is refused.
+        let bad = SessionImage {
+            inflight: vec![Entry {
+                packet_id: PacketId::new(1).unwrap(),
+                delivery: Delivery::new(m(1), QoS::AtLeastOnce, false),
+                stage: Stage::PubRecDue,
+                sent: false,
+            }],
+            ..SessionImage::default()
+        };
+        let mut buf = BytesMut::new();
+        put_handover(&mut buf, 1, &Answer::Session(Box::new(bad)));
+        assert_eq!(decode(&mut buf, limits()), Err(FrameError::Malformed("handover")));
     }
 
     proptest! {

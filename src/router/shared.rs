@@ -8,6 +8,11 @@
 //! that shard then picks one of its own members the same way. So each message goes
 //! to exactly one member, and the load spreads in proportion to where members are.
 //!
+//! In a cluster, the other nodes are origins too, after the shards (origin
+//! `shards + slot`), with their whole member count: a message that enters this
+//! node goes to one member in the cluster, the node picked by its members like a
+//! shard.
+//!
 //! Pure data: no executor, no clock. Randomness is handed in.
 
 use std::cell::Cell;
@@ -165,30 +170,63 @@ impl SharedRoutes {
         });
     }
 
-    /// A shard other than `not` with members of `full`, weighted like [`pick`].
+    /// An origin below `local` other than `not` with members of `full`, weighted
+    /// like [`pick`]: another shard of this node, never another node.
     ///
     /// [`pick`]: SharedRoutes::pick
-    pub fn pick_other(&self, full: &TopicFilter, not: usize, random: u64) -> Option<usize> {
+    pub fn pick_other(
+        &self,
+        full: &TopicFilter,
+        not: Option<usize>,
+        local: usize,
+        random: u64,
+    ) -> Option<usize> {
         let Filter::Shared { group, filter } = full.kind() else { return None };
         let route = self.trie.get(filter)?.get(group)?;
+        let eligible = |shard: usize| shard < local && Some(shard) != not;
         let others: u64 = route
             .counts
             .iter()
             .enumerate()
-            .filter(|(shard, _)| *shard != not)
+            .filter(|(shard, _)| eligible(*shard))
             .map(|(_, c)| u64::from(*c))
             .sum();
         if others == 0 {
             return None;
         }
         let mut slot = random % others;
-        for (shard, count) in route.counts.iter().enumerate().filter(|(s, _)| *s != not) {
+        for (shard, count) in route.counts.iter().enumerate().filter(|(s, _)| eligible(*s)) {
             if slot < u64::from(*count) {
                 return Some(shard);
             }
             slot -= u64::from(*count);
         }
         None
+    }
+}
+
+impl SharedRoutes {
+    /// Members of `full` on origins below `local` (this node's shards).
+    pub fn members_below(&self, full: &TopicFilter, local: usize) -> u32 {
+        let Filter::Shared { group, filter } = full.kind() else { return 0 };
+        self.trie
+            .get(filter)
+            .and_then(|groups| groups.get(group))
+            .map_or(0, |route| route.counts.iter().take(local).sum())
+    }
+
+    /// Forgets every member count of `origin` (a node that went down or restarts).
+    pub fn clear_origin(&mut self, origin: usize) {
+        let fulls: Vec<TopicFilter> = self
+            .trie
+            .iter()
+            .flat_map(|(_, groups)| groups.values())
+            .filter(|route| route.counts.get(origin).is_some_and(|c| *c > 0))
+            .map(|route| route.full.clone())
+            .collect();
+        for full in fulls {
+            self.set(&full, origin, 0);
+        }
     }
 }
 
@@ -277,7 +315,7 @@ mod tests {
         routes.set(&a, 0, 0);
         routes.set(&b, 1, 0);
         assert!(routes.is_empty());
-        assert_eq!(routes.pick_other(&a, 1, 0), None);
+        assert_eq!(routes.pick_other(&a, Some(1), 2, 0), None);
     }
 
     #[test]
@@ -287,8 +325,33 @@ mod tests {
         routes.set(&full, 0, 5);
         routes.set(&full, 1, 1);
         for r in 0..20 {
-            assert_eq!(routes.pick_other(&full, 0, r), Some(1));
+            assert_eq!(routes.pick_other(&full, Some(0), 3, r), Some(1));
         }
+    }
+
+    #[test]
+    fn other_nodes_are_origins_after_the_shards() {
+        // Two shards, then two nodes (origins 2 and 3).
+        let mut routes = SharedRoutes::new(4);
+        let full = filter("$share/g/t");
+        routes.set(&full, 1, 1);
+        routes.set(&full, 3, 3);
+        let mut out = Vec::new();
+        for _ in 0..8 {
+            routes.pick("t", SharedStrategy::RoundRobin, || 0, &mut out);
+        }
+        let picked: Vec<usize> = out.iter().map(|(o, _)| *o).collect();
+        assert_eq!(picked, vec![1, 3, 3, 3, 1, 3, 3, 3], "weighted by members, nodes too");
+        assert_eq!(routes.members_below(&full, 2), 1, "this node's own members");
+        for r in 0..10 {
+            assert_eq!(routes.pick_other(&full, None, 2, r), Some(1), "never another node");
+        }
+        routes.clear_origin(3);
+        out.clear();
+        routes.pick("t", SharedStrategy::RoundRobin, || 0, &mut out);
+        assert_eq!(out[0].0, 1);
+        routes.clear_origin(1);
+        assert!(routes.is_empty());
     }
 
     #[test]

@@ -23,7 +23,6 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -39,11 +38,9 @@ use crate::cluster::frame::{self, Answer, Frame, Hello};
 use crate::cluster::membership::{Event, Membership, Peer};
 use crate::cluster::{ClusterStatus, MemberStatus};
 use crate::config::Config;
-use crate::message::Message;
-use crate::protocol::TopicFilter;
 use crate::router::{owner_shard, ShardSet};
 
-use super::core::NodeMsg;
+use super::core::{NodeMsg, NodeOut, RouteChange};
 use super::notify::Notify;
 use super::sockets::ClaimMsg;
 use super::{until_stopped, Shard, ShardRc};
@@ -100,8 +97,8 @@ pub(crate) struct ClusterIo {
     datagrams: Vec<(SocketAddr, bytes::Bytes)>,
     send_wake: Rc<Notify>,
     /// Scratch for the end of a pass.
-    out: Vec<(ShardSet, Arc<Message>)>,
-    changes: Vec<(TopicFilter, bool)>,
+    out: Vec<NodeOut>,
+    changes: Vec<RouteChange>,
     encoded: BytesMut,
     /// Incoming links refused (bad hello, bad frame).
     pub links_refused: u64,
@@ -330,18 +327,31 @@ impl Shard {
             return;
         }
         let mut woken = ShardSet::default();
-        for (filter, present) in cluster.changes.drain(..) {
+        for change in cluster.changes.drain(..) {
             for (slot, link) in cluster.links.iter_mut().enumerate() {
                 if let Some(link) = link {
-                    frame::put_route(&mut link.buf, filter.as_str(), present);
+                    put_change(&mut link.buf, &change);
                     woken.insert(slot);
                 }
             }
         }
         let mut out = std::mem::take(&mut cluster.out);
-        for (nodes, message) in out.drain(..) {
+        for item in out.drain(..) {
             cluster.encoded.clear();
-            if !frame::put_publish(&mut cluster.encoded, &message) {
+            let (nodes, framed) = match &item {
+                NodeOut::Publish(nodes, message) => {
+                    (*nodes, frame::put_publish(&mut cluster.encoded, message))
+                }
+                NodeOut::Shared(node, filter, message) => {
+                    let mut nodes = ShardSet::default();
+                    nodes.insert(*node);
+                    (
+                        nodes,
+                        frame::put_shared_publish(&mut cluster.encoded, filter.as_str(), message),
+                    )
+                }
+            };
+            if !framed {
                 continue;
             }
             for slot in nodes.iter() {
@@ -601,8 +611,8 @@ async fn run_link(
             },
         );
         frame::put_reset(&mut head);
-        for filter in s.core.node_filters() {
-            frame::put_route(&mut head, filter.as_str(), true);
+        for change in s.core.node_summary() {
+            put_change(&mut head, &change);
         }
         head
     };
@@ -732,6 +742,13 @@ fn take_frames_into(
             (Frame::Route { filter, present }, Some(node)) => {
                 s.core.handle_node(now, NodeMsg::Route { node, filter, present });
             }
+            (Frame::SharedRoute { filter, members }, Some(node)) => {
+                s.core.handle_node(now, NodeMsg::Shared { node, filter, members });
+            }
+            (Frame::SharedPublish { filter, message }, Some(node)) => {
+                cluster.figures_mut(node).messages_in += 1;
+                s.core.handle_remote_shared(now, filter, message);
+            }
             (Frame::Publish(message), Some(node)) => {
                 cluster.figures_mut(node).messages_in += 1;
                 s.core.handle_remote_publish(now, message);
@@ -757,6 +774,16 @@ fn take_frames_into(
         }
     }
     Ok(())
+}
+
+/// Writes a change of this node's route summary.
+fn put_change(buf: &mut BytesMut, change: &RouteChange) {
+    match change {
+        RouteChange::Filter(filter, present) => frame::put_route(buf, filter.as_str(), *present),
+        RouteChange::Shared(filter, members) => {
+            frame::put_shared_route(buf, filter.as_str(), *members);
+        }
+    }
 }
 
 /// The slot of the node a link says it comes from.

@@ -299,24 +299,42 @@ def test_retained_set_on_one_node_is_seen_on_another(cluster):
         x.disconnect()
 
 
-def test_shared_subscription_members_on_two_nodes_get_each_message_once(cluster):
-    a, b, _c = cluster(3)
+def test_shared_subscription_members_on_three_nodes_share_each_message_once(cluster):
+    a, b, c = cluster(3)
     root = unique_topic_root("sh")
-    ma = client(a, "ma", 0)
-    mb = client(b, "mb", 1)
-    ma.subscribe(f"$share/g/{root}/t", 1)
-    mb.subscribe(f"$share/g/{root}/t", 1)
+    members = [client(a, "ma", 0), client(b, "mb", 1), client(c, "mc", 0)]
+    for m in members:
+        m.subscribe(f"$share/g/{root}/t", 1)
+    # Every node learns the others' members before the messages start.
+    for node in (a, b, c):
+        wait_until(lambda: all((node.member(o.name) or {}).get("link") == "connected"
+                               for o in (a, b, c) if o is not node), 10, "links")
+    time.sleep(0.5)  # member counts travel as route changes, asynchronously
     pa = client(a, "pa", 1)
     pb = client(b, "pb", 0)
-    n = 20
+    n = 60
     for i in range(n):
         pa.publish(f"{root}/t", f"a{i}".encode(), qos=1)
         pb.publish(f"{root}/t", f"b{i}".encode(), qos=1)
-    got = [m.payload for m in ma.expect(n, 10)] + [m.payload for m in mb.expect(n, 10)]
+    deadline = time.monotonic() + 10
+    got: dict[str, list[bytes]] = {m.client_id: [] for m in members}
+    while sum(len(v) for v in got.values()) < 2 * n and time.monotonic() < deadline:
+        for m in members:
+            while not m.messages.empty():
+                got[m.client_id].append(m.messages.get().payload)
+        time.sleep(0.05)  # polling the three members' queues
     time.sleep(0.5)
-    assert ma.messages.empty() and mb.messages.empty(), "a message reached two members"
-    assert sorted(got) == sorted([f"a{i}".encode() for i in range(n)] + [f"b{i}".encode() for i in range(n)])
-    for x in (ma, mb, pa, pb):
+    for m in members:
+        while not m.messages.empty():
+            got[m.client_id].append(m.messages.get().payload)
+    every = [p for payloads in got.values() for p in payloads]
+    assert sorted(every) == sorted([f"a{i}".encode() for i in range(n)] + [f"b{i}".encode() for i in range(n)]), \
+        "each message to exactly one member of the group"
+    # The load is shared across nodes: every member got some of each publisher's.
+    for cid, payloads in got.items():
+        assert any(p.startswith(b"a") for p in payloads) and any(p.startswith(b"b") for p in payloads), \
+            f"{cid} got {len(payloads)} messages: {payloads[:5]}"
+    for x in (*members, pa, pb):
         x.disconnect()
 
 

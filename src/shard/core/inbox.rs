@@ -19,6 +19,9 @@ impl Core {
                 self.dispatch_shared(&filter, message, hops, exclude.as_ref());
             }
             DataMsg::Forward { nodes, message } => self.forward_from_shard(nodes, message),
+            DataMsg::ForwardShared { node, filter, message } => {
+                self.forward_shared(node, filter, message);
+            }
         }
     }
 
@@ -41,6 +44,7 @@ impl Core {
             CtrlMsg::SharedRoute { origin, rev, filter, members } => {
                 // One ring per origin keeps its updates in order.
                 self.shared_routes.set(&filter, origin, members);
+                self.note_shared(&filter);
                 self.ctrl_out.push(origin, CtrlMsg::RouteAck { from: self.id, rev });
             }
             CtrlMsg::Node(msg) => self.apply_node(&msg),

@@ -52,6 +52,27 @@ pub(crate) enum DataMsg {
     /// For shard 0: a message that entered here, for the node links of `nodes`
     /// (node slots).
     Forward { nodes: ShardSet, message: Arc<Message> },
+    /// For shard 0: a message for the members of the shared subscription `filter`
+    /// on node `node` (slot), which the group picked.
+    ForwardShared { node: usize, filter: TopicFilter, message: Arc<Message> },
+}
+
+/// What leaves for the other nodes, from shard 0's core to its node links.
+#[derive(Debug)]
+pub(crate) enum NodeOut {
+    /// A message for the subscribers of every node in the set.
+    Publish(ShardSet, Arc<Message>),
+    /// A message for one member of the shared subscription on one node.
+    Shared(usize, TopicFilter, Arc<Message>),
+}
+
+/// A change of this node's route summary, from shard 0's core to its node links.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RouteChange {
+    /// The node has (or no longer has) subscribers for a filter.
+    Filter(TopicFilter, bool),
+    /// The node has this many connected members of a shared subscription.
+    Shared(TopicFilter, u32),
 }
 
 /// A change of the other nodes of the cluster, from shard 0 to every shard.
@@ -65,6 +86,8 @@ pub(crate) enum NodeMsg {
     Reset(usize),
     /// The node has (or no longer has) subscribers for `filter`.
     Route { node: usize, filter: TopicFilter, present: bool },
+    /// The node has `members` connected members of the shared subscription `filter`.
+    Shared { node: usize, filter: TopicFilter, members: u32 },
 }
 
 /// Messages on the control mesh.

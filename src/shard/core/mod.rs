@@ -75,7 +75,7 @@ use crate::session::{SessionLimits, SubOptions};
 use crate::small_map::SmallMap;
 
 pub(crate) use clients::AuthOutcome;
-pub(crate) use messages::{ApiPublish, CtrlMsg, DataMsg, NodeMsg};
+pub(crate) use messages::{ApiPublish, CtrlMsg, DataMsg, NodeMsg, NodeOut, RouteChange};
 use nodes::Nodes;
 use outbox::Batches;
 use rate::TokenBucket;
@@ -423,7 +423,10 @@ impl Core {
             local_subs: SubTrie::new(),
             session_serial: 0,
             routes: RouteTable::new(shards),
-            shared_routes: SharedRoutes::new(shards),
+            // The other nodes are origins after the shards (see `nodes`).
+            shared_routes: SharedRoutes::new(
+                shards + if config.cluster { crate::router::SHARDS_MAX } else { 0 },
+            ),
             shared_local: HashMap::new(),
             shared_scratch: Vec::new(),
             rng: fastrand::Rng::with_seed(0x5EED ^ id as u64),

@@ -8,9 +8,12 @@
 //! (`DataMsg::Forward`), whose IO layer writes it once per node link. A message
 //! from another node is delivered here only: never forwarded again.
 //!
-//! Shared subscriptions and `$SYS` stay within their node: a shared group's
-//! members get the messages published on their own node, `$SYS/brokers/<node>/`
-//! is each node's own.
+//! Shared subscriptions span the cluster: each node announces how many connected
+//! members it has per group, every shard keeps them in its `SharedRoutes` as
+//! origins after its own shards, and a message that enters here goes to one
+//! member in the cluster: picked here when the group picks this node's shard,
+//! else sent to the node picked, whose shard 0 picks one of its members.
+//! `$SYS/brokers/<node>/` is each node's own, never forwarded.
 //!
 //! # Invariants
 //! - A message goes to a node at most once, and only to a node that is up.
@@ -26,7 +29,7 @@ use crate::protocol::TopicFilter;
 use crate::router::{RouteTable, ShardSet, SHARDS_MAX};
 use crate::session::{Session, SessionImage};
 
-use super::messages::{CtrlMsg, DataMsg, NodeMsg};
+use super::messages::{CtrlMsg, DataMsg, NodeMsg, NodeOut, RouteChange};
 use super::retained::is_sys_topic;
 use super::{Core, Now, SessionEntry};
 
@@ -41,10 +44,12 @@ pub(super) struct Nodes {
     /// simply takes the next.
     revs: Vec<u64>,
     up: ShardSet,
-    /// Shard 0: messages for the node links, with the nodes each goes to.
-    out: Vec<(ShardSet, Arc<Message>)>,
+    /// Shard 0: messages for the node links.
+    out: Vec<NodeOut>,
     /// Shard 0: this node's route summary changes, for the node links.
-    changes: Vec<(TopicFilter, bool)>,
+    changes: Vec<RouteChange>,
+    /// Shard 0: the member counts of shared subscriptions this node announced.
+    shared: hashbrown::HashMap<TopicFilter, u32>,
 }
 
 impl Nodes {
@@ -56,6 +61,7 @@ impl Nodes {
             up: ShardSet::default(),
             out: Vec::new(),
             changes: Vec::new(),
+            shared: hashbrown::HashMap::new(),
         }
     }
 
@@ -85,6 +91,8 @@ impl Nodes {
                 self.revs[*node] += 1;
                 self.routes.apply(*node, self.revs[*node], filter.as_str(), *present);
             }
+            // Kept in the core's `SharedRoutes` (see `Core::apply_node`).
+            NodeMsg::Shared { .. } => {}
         }
     }
 }
@@ -97,20 +105,84 @@ impl Core {
         debug_assert_eq!(self.id, 0, "shard 0 hears of nodes");
         let node = match &msg {
             NodeMsg::Up(node) | NodeMsg::Down(node) | NodeMsg::Reset(node) => *node,
-            NodeMsg::Route { node, .. } => *node,
+            NodeMsg::Route { node, .. } | NodeMsg::Shared { node, .. } => *node,
         };
         if node >= SHARDS_MAX {
             return;
         }
-        self.nodes.apply(&msg);
+        self.apply_node(&msg);
         for shard in 1..self.shards {
             self.ctrl_out.push(shard, CtrlMsg::Node(msg.clone()));
         }
     }
 
-    /// Another shard's copy of a node change from shard 0.
+    /// A node change, on every shard.
     pub(super) fn apply_node(&mut self, msg: &NodeMsg) {
+        match msg {
+            NodeMsg::Down(node) | NodeMsg::Reset(node) => {
+                self.shared_routes.clear_origin(self.shards + node);
+            }
+            NodeMsg::Shared { node, filter, members } => {
+                self.shared_routes.set(filter, self.shards + node, *members);
+            }
+            NodeMsg::Up(_) | NodeMsg::Route { .. } => {}
+        }
         self.nodes.apply(msg);
+    }
+
+    /// Shard 0, after a shard's member count of `filter` changed: notes a change
+    /// of this node's count for the node links.
+    pub(super) fn note_shared(&mut self, filter: &TopicFilter) {
+        if self.id != 0 || !self.nodes.enabled {
+            return;
+        }
+        let members = self.shared_routes.members_below(filter, self.shards);
+        let before = self.nodes.shared.get(filter).copied().unwrap_or(0);
+        if members == before {
+            return;
+        }
+        if members == 0 {
+            self.nodes.shared.remove(filter);
+        } else {
+            self.nodes.shared.insert(filter.clone(), members);
+        }
+        self.nodes.changes.push(RouteChange::Shared(filter.clone(), members));
+    }
+
+    /// Sends `message` to node `node` for one member of the shared subscription
+    /// `filter` there.
+    pub(super) fn forward_shared(
+        &mut self,
+        node: usize,
+        filter: TopicFilter,
+        message: Arc<Message>,
+    ) {
+        if self.id == 0 {
+            if self.nodes.up.contains(node) {
+                self.nodes.out.push(NodeOut::Shared(node, filter, message));
+            } else {
+                self.stats.dropped_no_subscribers += 1;
+            }
+        } else {
+            self.data_out.push(0, DataMsg::ForwardShared { node, filter, message });
+        }
+    }
+
+    /// Shard 0: a message from another node for one member of the shared
+    /// subscription `filter` here.
+    pub fn handle_remote_shared(&mut self, now: Now, filter: TopicFilter, message: Message) {
+        self.now = now;
+        let random = self.rng.u64(..);
+        let message = Arc::new(message);
+        match self.shared_routes.pick_other(&filter, None, self.shards, random) {
+            Some(shard) if shard == self.id => self.dispatch_shared(&filter, message, 0, None),
+            Some(shard) => {
+                let msg = DataMsg::Shared { filter, message, hops: 0, exclude: None };
+                self.data_out.push(shard, msg);
+            }
+            // Its members left meanwhile.
+            None => self.stats.dropped_no_subscribers += 1,
+        }
     }
 
     /// Shard 0: a message from another node, for this node's subscribers only.
@@ -127,7 +199,7 @@ impl Core {
             return false;
         }
         if self.id == 0 {
-            self.nodes.out.push((nodes, Arc::clone(message)));
+            self.nodes.out.push(NodeOut::Publish(nodes, Arc::clone(message)));
         } else {
             self.data_out.push(0, DataMsg::Forward { nodes, message: Arc::clone(message) });
         }
@@ -139,24 +211,27 @@ impl Core {
         // A node that went down since the other shard matched gets nothing.
         let nodes = nodes.intersection(self.nodes.up);
         if !nodes.is_empty() {
-            self.nodes.out.push((nodes, message));
+            self.nodes.out.push(NodeOut::Publish(nodes, message));
         }
     }
 
     /// Shard 0: the messages for the node links since the last call.
-    pub fn take_node_out(&mut self, into: &mut Vec<(ShardSet, Arc<Message>)>) {
+    pub fn take_node_out(&mut self, into: &mut Vec<NodeOut>) {
         into.append(&mut self.nodes.out);
     }
 
     /// Shard 0: this node's route summary changes since the last call.
-    pub fn take_route_changes(&mut self, into: &mut Vec<(TopicFilter, bool)>) {
+    pub fn take_route_changes(&mut self, into: &mut Vec<RouteChange>) {
         into.append(&mut self.nodes.changes);
     }
 
     /// Shard 0: every filter this node has subscribers for (a node link's summary
     /// after it connects).
-    pub fn node_filters(&self) -> Vec<TopicFilter> {
-        self.routes.iter().filter_map(|(filter, _)| TopicFilter::try_from(filter).ok()).collect()
+    pub fn node_summary(&self) -> Vec<RouteChange> {
+        let filters =
+            self.routes.iter().filter_map(|(filter, _)| TopicFilter::try_from(filter).ok());
+        let shared = self.nodes.shared.iter().map(|(f, n)| RouteChange::Shared(f.clone(), *n));
+        filters.map(|f| RouteChange::Filter(f, true)).chain(shared).collect()
     }
 
     /// Filters the node in `slot` has subscribers for, as its summary says; `None`:
@@ -252,7 +327,7 @@ impl Core {
         if watch {
             let after = !self.routes.shards_of(filter.as_str()).is_empty();
             if before != after {
-                self.nodes.changes.push((filter.clone(), after));
+                self.nodes.changes.push(RouteChange::Filter(filter.clone(), after));
             }
         }
     }

@@ -301,7 +301,10 @@ impl Core {
             }
         }
         for (shard, filter) in picks.drain(..) {
-            if shard == self.id {
+            if shard >= self.shards {
+                // The group picked a member on another node.
+                self.forward_shared(shard - self.shards, filter, Arc::clone(&message));
+            } else if shard == self.id {
                 self.dispatch_shared(&filter, Arc::clone(&message), 0, None);
             } else {
                 let msg = DataMsg::Shared {

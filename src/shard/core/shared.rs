@@ -71,6 +71,7 @@ impl Core {
         self.route_rev += 1;
         let rev = self.route_rev;
         self.shared_routes.set(filter, self.id, members);
+        self.note_shared(filter);
         for shard in (0..self.shards).filter(|s| *s != self.id) {
             let msg =
                 CtrlMsg::SharedRoute { origin: self.id, rev, filter: filter.clone(), members };
@@ -94,7 +95,8 @@ impl Core {
         let member =
             self.shared_local.get_mut(filter).and_then(|g| g.pick(strategy, random, exclude));
         let Some(member) = member else {
-            let other = self.shared_routes.pick_other(filter, self.id, self.rng.u64(..));
+            let random = self.rng.u64(..);
+            let other = self.shared_routes.pick_other(filter, Some(self.id), self.shards, random);
             match other {
                 Some(shard) if usize::from(hops) < self.shards => {
                     let msg = DataMsg::Shared {
