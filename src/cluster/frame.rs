@@ -18,6 +18,8 @@
 //!   subscription (`$share/{group}/{filter}`);
 //! - `SharedPublish`: a message for one member of a shared subscription on the
 //!   receiver, which the group picked;
+//! - `Retain`: a retained message for the receiver's store only (the sender's
+//!   retained messages, when the receiver comes up);
 //! - `Claim`: a client connected to the sender; the receiver ends its connection
 //!   and answers with
 //! - `Handover`: the session, if the receiver held one (subscriptions, window,
@@ -51,6 +53,7 @@ const CLAIM: u8 = 5;
 const HANDOVER: u8 = 6;
 const SHARED_ROUTE: u8 = 7;
 const SHARED_PUBLISH: u8 = 8;
+const RETAIN: u8 = 9;
 
 /// The largest session image written: beyond, the oldest queued messages stay
 /// behind (counted by the sender).
@@ -70,6 +73,8 @@ pub enum Frame {
     Route { filter: TopicFilter, present: bool },
     /// A message for the receiver's subscribers (and retained store).
     Publish(Message),
+    /// A retained message for the receiver's store, not its subscribers.
+    Retain(Message),
     /// The sender has `members` connected members of the shared subscription `filter`.
     SharedRoute { filter: TopicFilter, members: u32 },
     /// A message for one member of the shared subscription `filter` on the receiver.
@@ -156,8 +161,17 @@ pub fn put_route(buf: &mut BytesMut, filter: &str, present: bool) {
 /// Appends a `Publish`; `false` (nothing written) when the message cannot be
 /// framed as an MQTT 5 PUBLISH (larger than the protocol allows).
 pub fn put_publish(buf: &mut BytesMut, message: &Message) -> bool {
+    put_message_frame(buf, PUBLISH, message)
+}
+
+/// Appends a `Retain`; `false` (nothing written) when the message cannot be framed.
+pub fn put_retain(buf: &mut BytesMut, message: &Message) -> bool {
+    put_message_frame(buf, RETAIN, message)
+}
+
+fn put_message_frame(buf: &mut BytesMut, kind: u8, message: &Message) -> bool {
     let start = buf.len();
-    put_head(buf, PUBLISH, 0);
+    put_head(buf, kind, 0);
     if !put_message(buf, message) {
         buf.truncate(start);
         return false;
@@ -334,6 +348,7 @@ pub fn decode(buf: &mut BytesMut, limits: Limits) -> Result<Option<Frame>, Frame
         RESET => Err(FrameError::Malformed("reset")),
         ROUTE => decode_route(body.freeze()).map(Some),
         PUBLISH => get_message(body).map(|m| Some(Frame::Publish(m))),
+        RETAIN => get_message(body).map(|m| Some(Frame::Retain(m))),
         CLAIM => decode_claim(body.freeze()).map(Some),
         SHARED_ROUTE => {
             need(&body, 4, "shared route")?;
@@ -612,6 +627,7 @@ mod tests {
             &message("a/b", b"s", QoS::AtLeastOnce, false)
         ));
         put_claim(&mut buf, 7 << 48 | 9, 1234, "dev-1", false);
+        assert!(put_retain(&mut buf, &message("r", b"kept", QoS::AtMostOnce, true)));
         put_handover(&mut buf, 5, &Answer::Refused);
         let whole = buf.clone();
         // Byte by byte: nothing decodes before its last byte arrives.
@@ -647,6 +663,7 @@ mod tests {
                     client_id: "dev-1".into(),
                     clean_start: false
                 },
+                Frame::Retain(message("r", b"kept", QoS::AtMostOnce, true)),
                 Frame::Handover { claim: 5, answer: Answer::Refused },
             ]
         );

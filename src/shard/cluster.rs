@@ -324,6 +324,7 @@ impl Shard {
         self.core.take_route_changes(&mut cluster.changes);
         self.core.take_node_out(&mut cluster.out);
         if cluster.changes.is_empty() && cluster.out.is_empty() {
+            self.update_links_full();
             return;
         }
         let mut woken = ShardSet::default();
@@ -349,6 +350,11 @@ impl Shard {
                         nodes,
                         frame::put_shared_publish(&mut cluster.encoded, filter.as_str(), message),
                     )
+                }
+                NodeOut::Retain(node, message) => {
+                    let mut nodes = ShardSet::default();
+                    nodes.insert(*node);
+                    (nodes, frame::put_retain(&mut cluster.encoded, message))
                 }
             };
             if !framed {
@@ -376,6 +382,17 @@ impl Shard {
                 link.wake.notify();
             }
         }
+        self.update_links_full();
+    }
+
+    /// Pauses this shard's publishers (and the rings feeding it) while a node link
+    /// holds more than half its buffer, and lets them go once it drained.
+    fn update_links_full(&mut self) {
+        let Some(cluster) = self.cluster.as_ref() else { return };
+        let high = cluster.link_bytes_max / 2;
+        let full = cluster.links.iter().flatten().any(|l| l.buf.len() > high);
+        let now = self.now();
+        self.core.set_links_full(now, full);
     }
 }
 
@@ -633,6 +650,8 @@ async fn run_link(
             continue;
         }
         stream.write_all(&batch).await?;
+        // The next pass sees the room this made (publishers paused for a full link).
+        shard.borrow_mut().schedule_pass();
     }
 }
 
@@ -687,7 +706,11 @@ async fn read_frames(shard: &ShardRc, mut stream: TcpStream) -> Result<(), Strin
     let mut buf = BytesMut::new();
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut slot: Option<usize> = None;
+    let gate = Rc::clone(&shard.borrow().links_gate);
     loop {
+        // A subscriber here is behind: the other node's link fills and pauses the
+        // publishers there, as a ring does between shards.
+        gate.wait_open().await;
         let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Ok(());
@@ -745,6 +768,7 @@ fn take_frames_into(
             (Frame::SharedRoute { filter, members }, Some(node)) => {
                 s.core.handle_node(now, NodeMsg::Shared { node, filter, members });
             }
+            (Frame::Retain(message), Some(_)) => s.core.handle_remote_retain(now, message),
             (Frame::SharedPublish { filter, message }, Some(node)) => {
                 cluster.figures_mut(node).messages_in += 1;
                 s.core.handle_remote_shared(now, filter, message);

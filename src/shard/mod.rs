@@ -147,6 +147,9 @@ pub(crate) struct Shard {
     /// Closed while the core stops taking data batches (mirrors
     /// [`Core::rings_paused`]).
     pub rings_gate: Rc<Gate>,
+    /// Closed while the node links this shard reads must wait (mirrors
+    /// [`Core::links_paused`]).
+    links_gate: Rc<Gate>,
     /// Wakes the pass task.
     pass: Rc<Notify>,
     /// Wakes the reaper: the socket ring has something to reap.
@@ -223,6 +226,7 @@ impl Shard {
     /// Mirrors the core's ring gate into the one the ring receivers wait on.
     fn sync_gates(&self) {
         set_gate(&self.rings_gate, self.core.rings_paused());
+        set_gate(&self.links_gate, self.core.links_paused());
     }
 
     /// Takes the reloaded credentials (and certificates) for new connections.
@@ -334,6 +338,7 @@ pub(crate) async fn run(ctx: ShardContext) {
         ctrl_out: Outbox::new(Rc::new(ctrl_tx)),
         sockets,
         rings_gate: Rc::new(Gate::default()),
+        links_gate: Rc::new(Gate::default()),
         pass: Rc::new(Notify::default()),
         reaper: Rc::new(Notify::default()),
         pass_scheduled: false,

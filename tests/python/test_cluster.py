@@ -379,8 +379,12 @@ def test_killed_node_is_declared_down_and_the_others_go_on(cluster):
         x.disconnect()
 
 
-def test_a_node_joining_later_gets_routes_and_messages(cluster):
+def test_a_node_joining_later_gets_routes_messages_and_retained(cluster):
     a, b = cluster(2)
+    early = unique_topic_root("early")
+    setter = client(a, "r", 0)
+    setter.publish(f"{early}/state", b"set before d", qos=1, retain=True)
+    setter.disconnect()
     d = cluster.add("d", 4)
     wait_until(lambda: up_and_linked(d, ["a", "b"]) and up_and_linked(b, ["d"]), 15, "d to join")
     root = unique_topic_root("j")
@@ -391,7 +395,12 @@ def test_a_node_joining_later_gets_routes_and_messages(cluster):
     for i in range(10):
         pub.publish(f"{root}/t", str(i).encode(), qos=2)
     assert [int(m.payload) for m in s.expect(10, 5)] == list(range(10))
-    for x in (s, pub):
+    # The retained messages set before d joined are on d too.
+    r = client(d, "rs", 0)
+    r.subscribe(f"{early}/+", 1)
+    m = r.get(5)
+    assert (m.payload, m.retain) == (b"set before d", True)
+    for x in (s, pub, r):
         x.disconnect()
 
 

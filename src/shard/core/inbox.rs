@@ -22,6 +22,7 @@ impl Core {
             DataMsg::ForwardShared { node, filter, message } => {
                 self.forward_shared(node, filter, message);
             }
+            DataMsg::ForwardRetain { node, message } => self.forward_retain(node, message),
         }
     }
 

@@ -55,6 +55,9 @@ pub(crate) enum DataMsg {
     /// For shard 0: a message for the members of the shared subscription `filter`
     /// on node `node` (slot), which the group picked.
     ForwardShared { node: usize, filter: TopicFilter, message: Arc<Message> },
+    /// For shard 0: a retained message for node `node`'s store only (a node that
+    /// came up gets every retained message).
+    ForwardRetain { node: usize, message: Arc<Message> },
 }
 
 /// What leaves for the other nodes, from shard 0's core to its node links.
@@ -64,6 +67,8 @@ pub(crate) enum NodeOut {
     Publish(ShardSet, Arc<Message>),
     /// A message for one member of the shared subscription on one node.
     Shared(usize, TopicFilter, Arc<Message>),
+    /// A retained message for one node's store, not its subscribers.
+    Retain(usize, Arc<Message>),
 }
 
 /// A change of this node's route summary, from shard 0's core to its node links.

@@ -383,6 +383,10 @@ pub(crate) struct Core {
     /// shard stops taking messages from the data rings, so the shards feeding it
     /// back up and pause their publishers in turn.
     rings_paused: bool,
+    /// Whether a local subscriber's backlog (alone) pauses the rings: what the
+    /// node links this shard reads wait for, while a full outgoing node link does
+    /// not stop them (two nodes sending to each other would wait for each other).
+    backlog_paused: bool,
     /// Ring batches the IO layer could not send yet, as last reported.
     ring_overflow: usize,
     /// Online connections whose session queued messages (or whose buffer is over
@@ -446,6 +450,7 @@ impl Core {
             scratch: Vec::new(),
             readers_paused: false,
             rings_paused: false,
+            backlog_paused: false,
             ring_overflow: 0,
             backlogged: Vec::new(),
             stats: ShardStats::default(),
@@ -562,6 +567,12 @@ impl Core {
         self.rings_paused
     }
 
+    /// Whether the node links this shard reads wait: a local subscriber is behind,
+    /// or too many ring batches wait for room.
+    pub fn links_paused(&self) -> bool {
+        self.backlog_paused || self.ring_overflow > self.config.ring_overflow_max
+    }
+
     /// The client id of connection `id` (empty once it ended), for logs.
     pub fn client_id(&self, id: ConnId) -> ByteString {
         self.conn(id).map(|c| c.info.client_id.clone()).unwrap_or_default()
@@ -584,10 +595,13 @@ impl Core {
     /// one batch of a subscriber falling behind.
     pub fn refresh_gates(&mut self, now: Now) {
         let backlog = self.active_backlog(now);
-        if backlog && !self.rings_paused {
+        if backlog && !self.backlog_paused {
             self.stats.backlog_pauses += 1;
         }
-        self.rings_paused = backlog;
+        self.backlog_paused = backlog;
+        // Shard 0 of a cluster node also stops taking messages while a node link
+        // is full, so that the shards forwarding to it pause their publishers.
+        let backlog = backlog || self.links_full();
         let pause = backlog || self.ring_overflow > self.config.ring_overflow_max;
         self.set_readers_paused(pause);
     }

@@ -50,6 +50,8 @@ pub(super) struct Nodes {
     changes: Vec<RouteChange>,
     /// Shard 0: the member counts of shared subscriptions this node announced.
     shared: hashbrown::HashMap<TopicFilter, u32>,
+    /// Shard 0: a node link holds more than its high mark: publishers pause.
+    links_full: bool,
 }
 
 impl Nodes {
@@ -62,6 +64,7 @@ impl Nodes {
             out: Vec::new(),
             changes: Vec::new(),
             shared: hashbrown::HashMap::new(),
+            links_full: false,
         }
     }
 
@@ -125,9 +128,37 @@ impl Core {
             NodeMsg::Shared { node, filter, members } => {
                 self.shared_routes.set(filter, self.shards + node, *members);
             }
+            NodeMsg::Up(node) if self.nodes.enabled => {
+                // A node that comes up gets this shard's retained partition: each
+                // node keeps every retained message (the newest by id wins).
+                let messages: Vec<Arc<Message>> = self.retained.messages().cloned().collect();
+                for message in messages {
+                    self.forward_retain(*node, message);
+                }
+            }
             NodeMsg::Up(_) | NodeMsg::Route { .. } => {}
         }
         self.nodes.apply(msg);
+    }
+
+    /// Sends a retained message to node `node`'s store.
+    pub(super) fn forward_retain(&mut self, node: usize, message: Arc<Message>) {
+        if self.id == 0 {
+            self.nodes.out.push(NodeOut::Retain(node, message));
+        } else {
+            self.data_out.push(0, DataMsg::ForwardRetain { node, message });
+        }
+    }
+
+    /// Shard 0: a retained message from another node, for the store only.
+    pub fn handle_remote_retain(&mut self, now: Now, message: Message) {
+        self.now = now;
+        let owner = crate::router::owner_shard(message.topic.as_str().as_bytes(), self.shards);
+        if owner == self.id {
+            self.store_retained(Arc::new(message));
+        } else {
+            self.data_out.push(owner, DataMsg::Retain(Arc::new(message)));
+        }
     }
 
     /// Shard 0, after a shard's member count of `filter` changed: notes a change
@@ -241,6 +272,22 @@ impl Core {
             Some(slot) => self.nodes.routes.filters_of(slot) as u64,
             None => self.routes.len() as u64,
         }
+    }
+
+    /// Shard 0: whether a node link is over its high mark; while it is, this shard
+    /// stops reading publishers and taking ring batches (see `refresh_gates`).
+    pub fn set_links_full(&mut self, now: Now, full: bool) {
+        if full != self.nodes.links_full {
+            if full {
+                self.stats.reader_pauses += 1;
+            }
+            self.nodes.links_full = full;
+            self.refresh_gates(now);
+        }
+    }
+
+    pub(super) fn links_full(&self) -> bool {
+        self.nodes.links_full
     }
 
     /// Whether another node is up: a client that connects here is claimed from

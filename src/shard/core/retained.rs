@@ -84,6 +84,11 @@ impl Retained {
         self.store.len()
     }
 
+    /// The client retained messages stored (not the broker's own `$SYS` ones).
+    pub(super) fn messages(&self) -> impl Iterator<Item = &Arc<Message>> {
+        self.store.values()
+    }
+
     /// Forgets clears older than [`TOMBSTONE_SECS`].
     pub(super) fn sweep(&mut self, now: Now) {
         if now.ms < self.sweep_at_ms {
