@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: help run build deps bench bench-peers bench-connections bench-security bench-micro sweep test test-core test-rust test-python test-tuning lint fmt doc fuzz ci
+.PHONY: help run build deps bench bench-peers bench-connections bench-security bench-cluster bench-micro sweep test test-core test-rust test-python test-tuning lint fmt doc fuzz ci
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -62,6 +62,9 @@ bench-connections: ## only the device-fleet cases (8,000 and 19,000 connections,
 
 bench-security: ## only the TLS and ACL cases (handshakes/s, fan-in over TLS, a 1,000-rule ACL): target/bench/security.md
 	BENCH_PARTS=security $(MAKE) bench
+
+bench-cluster: ## a 3-node loopback cluster vs one node: cross-node fan-in and pairs, QoS 0/1, per-node CPU/RSS, cluster counters; target/bench/cluster.md
+	bash bench-harness/cluster.sh
 
 bench-micro: ## micro-benchmarks of the codec, the trie and the ACL
 	$(CARGO) bench --bench codec --bench trie --bench acl

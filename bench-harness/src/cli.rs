@@ -106,10 +106,16 @@ pub struct CompareArgs {
 /// Flags shared by every load scenario.
 #[derive(Debug, Args, Clone)]
 pub struct Common {
-    /// Broker host (name or address).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Broker port.
+    /// Broker host (name or address), or HOST:PORT ([V6]:PORT). Repeat the flag
+    /// or give a comma list for several brokers, such as the nodes of a
+    /// cluster: subscriber j connects to host j mod H; publisher i to a host
+    /// where none of the subscribers it feeds is, when there is one (pairs:
+    /// host (i + 1) mod H; fan-in and fan-out with S subscribers, S < H: host
+    /// S + (i mod (H - S)), else (i + 1) mod H); other connections k to host
+    /// k mod H.
+    #[arg(long, default_value = "127.0.0.1", value_delimiter = ',')]
+    pub host: Vec<String>,
+    /// Broker port, for --host entries without one.
     #[arg(long, default_value_t = 1883)]
     pub port: u16,
     /// QoS of publishes and subscriptions.

@@ -8,7 +8,6 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::io::{IsTerminal, Write as _};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize};
@@ -17,6 +16,7 @@ use std::time::Duration;
 
 use crate::cli::{Common, Fleet, WriteMode};
 use crate::client::{self, PubResult, PubSpec};
+use crate::hosts::{self, Client, Feeds, Host, Placement};
 use crate::net::{with_timeout, Conn, ConnectOpts, Events};
 use crate::payload::HEADER_LEN;
 use crate::schedule::Schedule;
@@ -68,9 +68,11 @@ pub struct Plan {
     pub topics: u32,
     /// conn: cap on attempts (0 = none); idle, connections: connections to hold.
     pub connections: u32,
-    pub broker: SocketAddr,
-    /// TLS and WebSocket settings, loaded once (certificates, keys).
-    pub transport: Arc<Transport>,
+    /// The brokers, in `--host` order, each with its TLS and WebSocket
+    /// settings, loaded once (certificates, keys).
+    pub hosts: Vec<(Host, Arc<Transport>)>,
+    /// Which host each client connects to.
+    pub placement: Placement,
     pub cpus: Vec<usize>,
     pub run_id: String,
     pub topic_names: Vec<String>,
@@ -141,12 +143,16 @@ impl Plan {
         if c.connect_concurrency == 0 {
             bail!("--connect-concurrency must be at least 1");
         }
-        let broker = (c.host.as_str(), c.port)
-            .to_socket_addrs()
-            .with_context(|| format!("resolving {}:{}", c.host, c.port))?
-            .next()
-            .ok_or_else(|| anyhow!("{} resolves to no address", c.host))?;
-        let transport = Arc::new(Transport::from_flags(&c, broker)?);
+        let hosts = hosts::resolve(&c.host, c.port)?
+            .into_iter()
+            .map(|h| Ok((h.clone(), Arc::new(Transport::from_flags(&c, &h)?))))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let placement = Placement {
+            hosts: hosts.len(),
+            subscribers,
+            feeds: if kind == Kind::Pairs { Feeds::OwnPair } else { Feeds::Every },
+        };
+        let transport = hosts[0].1.name();
         let cpus = choose_cpus(c.cores, c.cpus.as_deref())?;
         let run_id =
             format!("{:x}", (mono_ns() ^ (std::process::id() as u64) << 40) & 0xff_ffff_ffff);
@@ -174,9 +180,9 @@ impl Plan {
             if kind.is_pubsub() && c.write_mode == WriteMode::Coalesced {
                 s.push_str(" coalesced");
             }
-            if transport.name() != "tcp" {
+            if transport != "tcp" {
                 s.push(' ');
-                s.push_str(transport.name());
+                s.push_str(transport);
             }
             if matches!(kind, Kind::Conn) || kind.is_pubsub() {
                 if c.rate > 0 {
@@ -202,8 +208,8 @@ impl Plan {
             subscribers,
             topics,
             connections,
-            broker,
-            transport,
+            hosts,
+            placement,
             cpus,
             run_id,
             topic_names,
@@ -261,20 +267,32 @@ impl Plan {
         format!("{}-{}{}", self.c.client_id_prefix, role, idx)
     }
 
-    pub fn connect_opts(&self, conn_index: u64) -> ConnectOpts {
+    /// `tcp`, `tls`, `ws` or `wss`, the same for every host.
+    pub fn transport_name(&self) -> &'static str {
+        self.hosts[0].1.name()
+    }
+
+    pub fn connect_opts(&self, client: Client) -> ConnectOpts {
+        // Subscribers first (0..S), then publishers (S..S+P).
+        let conn_index = match client {
+            Client::Subscriber(j) => u64::from(j),
+            Client::Publisher(i) => u64::from(self.subscribers) + u64::from(i),
+            Client::Other(k) => k,
+        };
+        let (host, transport) = &self.hosts[self.placement.host(client)];
         let source = if self.c.source_addrs.is_empty() {
             None
         } else {
             Some(self.c.source_addrs[(conn_index % self.c.source_addrs.len() as u64) as usize])
         };
         ConnectOpts {
-            broker: self.broker,
+            broker: host.addr,
             source,
             clean_session: self.c.clean_session,
             keepalive: self.c.keepalive,
             username: self.c.username.clone(),
             password: self.c.password.clone(),
-            transport: self.transport.clone(),
+            transport: transport.clone(),
             read_buf: if self.kind.is_pubsub() {
                 (256 * 1024).max(2 * self.c.payload + 1024)
             } else {
@@ -353,7 +371,7 @@ pub struct SharedState {
 impl SharedState {
     /// Keeps the TLS version and cipher suite of the first TLS connection.
     fn note_tls(&self, conn: &Conn) {
-        if self.plan.transport.tls.is_none() || self.tls_noted.swap(true, Relaxed) {
+        if self.plan.hosts[0].1.tls.is_none() || self.tls_noted.swap(true, Relaxed) {
             return;
         }
         if let Ok(mut slot) = self.tls_session.lock() {
@@ -422,14 +440,14 @@ pub struct ShardResult {
 /// Returns each connection with its CONNACK latency (from connect start).
 async fn connect_all(
     ctx: &Rc<ShardCtx>,
-    clients: Vec<(u64, String, Option<Vec<String>>)>,
+    clients: Vec<(Client, String, Option<Vec<String>>)>,
     concurrency: usize,
     resume: bool,
 ) -> anyhow::Result<Vec<(Conn, u64)>> {
     let sem = Rc::new(glommio::sync::Semaphore::new(concurrency as u64));
     let timeout = Duration::from_secs_f64(ctx.shared.plan.c.connect_timeout.max(0.001));
     let mut tasks = Vec::with_capacity(clients.len());
-    for (index, id, filters) in clients {
+    for (client, id, filters) in clients {
         let ctx = ctx.clone();
         let sem = sem.clone();
         tasks.push(glommio::spawn_local(async move {
@@ -439,11 +457,11 @@ async fn connect_all(
             }
             let plan = &ctx.shared.plan;
             let t0 = mono_ns();
-            let opts = plan.connect_opts(index);
+            let opts = plan.connect_opts(client);
             let what = format!("client {id}");
             let mut conn = with_timeout(timeout, &what, Conn::connect(&opts, &id))
                 .await
-                .with_context(|| format!("{what} connecting to {}", plan.broker))?;
+                .with_context(|| format!("{what} connecting to {}", opts.broker))?;
             let lat = mono_ns() - t0;
             ctx.shared.note_tls(&conn);
             if let Some(f) = filters {
@@ -535,16 +553,13 @@ async fn pubsub_shard(ctx: Rc<ShardCtx>) -> anyhow::Result<(PubResult, u64)> {
     let plan = &ctx.shared.plan;
     let shards = plan.shards() as u32;
     let me = ctx.shard as u32;
-    // Subscribers first (connection indexes 0..S), then publishers (S..S+P).
     let subs: Vec<u32> = (0..plan.subscribers).filter(|j| j % shards == me).collect();
     let pubs: Vec<u32> = (0..plan.publishers).filter(|i| i % shards == me).collect();
-    let mut list: Vec<(u64, String, Option<Vec<String>>)> = subs
+    let mut list: Vec<(Client, String, Option<Vec<String>>)> = subs
         .iter()
-        .map(|&j| (j as u64, plan.client_id('s', j), Some(plan.sub_filters(j))))
+        .map(|&j| (Client::Subscriber(j), plan.client_id('s', j), Some(plan.sub_filters(j))))
         .collect();
-    list.extend(
-        pubs.iter().map(|&i| (plan.subscribers as u64 + i as u64, plan.client_id('p', i), None)),
-    );
+    list.extend(pubs.iter().map(|&i| (Client::Publisher(i), plan.client_id('p', i), None)));
     let mut conns = connect_all(&ctx, list, plan.c.connect_concurrency, false).await?;
     let pub_conns = conns.split_off(subs.len());
     let start = barrier(&ctx).await?;
@@ -614,7 +629,7 @@ async fn conn_attempt(ctx: Rc<ShardCtx>, idx: u64, intended: u64, ws: u64, we: u
     let plan = &ctx.shared.plan;
     let timeout = Duration::from_secs_f64(plan.c.connect_timeout.max(0.001));
     let id = plan.client_id('c', idx as u32);
-    let opts = plan.connect_opts(idx);
+    let opts = plan.connect_opts(Client::Other(idx));
     let in_w = intended >= ws && intended < we;
     if in_w {
         ctx.conn_attempts_w.set(ctx.conn_attempts_w.get() + 1);
@@ -719,7 +734,7 @@ async fn idle_shard(ctx: Rc<ShardCtx>) -> anyhow::Result<()> {
     let me = ctx.shard as u32;
     let list = (0..plan.connections)
         .filter(|i| i % shards == me)
-        .map(|i| (i as u64, plan.client_id('i', i), None))
+        .map(|i| (Client::Other(u64::from(i)), plan.client_id('i', i), None))
         .collect();
     let conns = connect_all(&ctx, list, plan.c.connect_concurrency, false).await?;
     {
@@ -752,10 +767,16 @@ async fn connections_shard(ctx: Rc<ShardCtx>) -> anyhow::Result<()> {
     let shards = plan.shards() as u32;
     let me = ctx.shard as u32;
     let devices: Vec<u32> = (0..plan.connections).filter(|i| i % shards == me).collect();
-    let list = || -> Vec<(u64, String, Option<Vec<String>>)> {
+    let list = || -> Vec<(Client, String, Option<Vec<String>>)> {
         devices
             .iter()
-            .map(|&i| (i as u64, plan.client_id('d', i), Some(vec![plan.device_topic(i)])))
+            .map(|&i| {
+                (
+                    Client::Other(u64::from(i)),
+                    plan.client_id('d', i),
+                    Some(vec![plan.device_topic(i)]),
+                )
+            })
             .collect()
     };
     let conns = connect_all(&ctx, list(), plan.c.connect_concurrency, false).await?;

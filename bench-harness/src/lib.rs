@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod compare;
 pub mod engine;
+pub mod hosts;
 pub mod mqtt;
 pub mod net;
 pub mod payload;

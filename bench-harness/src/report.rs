@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::{Fleet, WriteMode};
 use crate::engine::{Kind, Outcome, Plan};
+use crate::hosts::Client;
 use crate::stats::LatencySummary;
 use crate::sys::Machine;
 
@@ -35,7 +36,12 @@ pub struct Report {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
+    /// Every broker address, comma-separated, in `--host` order.
     pub broker_addr: String,
+    /// The clients each broker got, in `--host` order (absent in reports
+    /// written before several hosts).
+    #[serde(default)]
+    pub hosts: Vec<HostClients>,
     pub qos: u8,
     pub payload_bytes: usize,
     pub publishers: u32,
@@ -67,6 +73,39 @@ pub struct Config {
     /// TLS: the version and cipher suite agreed on.
     #[serde(default)]
     pub tls_session: Option<String>,
+}
+
+/// The clients placed on one broker (see `hosts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostClients {
+    pub addr: String,
+    pub subscribers: u32,
+    pub publishers: u32,
+    /// idle and connections clients; conn spreads its attempts the same
+    /// way but counts none here.
+    pub connections: u32,
+}
+
+/// How many clients of each role `plan` places on each of its hosts.
+fn host_clients(plan: &Plan) -> Vec<HostClients> {
+    let mut hosts: Vec<HostClients> = plan
+        .hosts
+        .iter()
+        .map(|(h, _)| HostClients { addr: h.addr.to_string(), ..HostClients::default() })
+        .collect();
+    let placement = plan.placement;
+    for j in 0..plan.subscribers {
+        hosts[placement.host(Client::Subscriber(j))].subscribers += 1;
+    }
+    for i in 0..plan.publishers {
+        hosts[placement.host(Client::Publisher(i))].publishers += 1;
+    }
+    if plan.kind != Kind::Conn {
+        for k in 0..plan.connections {
+            hosts[placement.host(Client::Other(u64::from(k)))].connections += 1;
+        }
+    }
+    hosts
 }
 
 fn tcp() -> String {
@@ -408,7 +447,13 @@ impl Report {
             git_commit: crate::sys::git_commit(),
             machine: Machine::detect(),
             config: Config {
-                broker_addr: plan.broker.to_string(),
+                broker_addr: plan
+                    .hosts
+                    .iter()
+                    .map(|(h, _)| h.addr.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                hosts: host_clients(plan),
                 qos: c.qos,
                 payload_bytes: c.payload,
                 publishers: plan.publishers,
@@ -429,7 +474,7 @@ impl Report {
                 concurrency: plan.concurrency,
                 source_addrs: c.source_addrs.iter().map(ToString::to_string).collect(),
                 run_id: plan.run_id.clone(),
-                transport: plan.transport.name().to_string(),
+                transport: plan.transport_name().to_string(),
                 tls_session: o.tls_session.clone(),
             },
             results,
@@ -453,6 +498,27 @@ impl Report {
                 (name, None) => format!("{} ({name})", c.broker_addr),
             },
         );
+        if c.hosts.len() > 1 {
+            let per_host: Vec<String> = c
+                .hosts
+                .iter()
+                .map(|h| {
+                    let roles =
+                        [(h.subscribers, "sub"), (h.publishers, "pub"), (h.connections, "conn")];
+                    let roles: Vec<String> = roles
+                        .iter()
+                        .filter(|(n, _)| *n > 0)
+                        .map(|(n, role)| format!("{n} {role}"))
+                        .collect();
+                    if roles.is_empty() {
+                        format!("{} none", h.addr)
+                    } else {
+                        format!("{} {}", h.addr, roles.join(" + "))
+                    }
+                })
+                .collect();
+            t.row("placement", per_host.join("; "));
+        }
         match self.scenario {
             Kind::Conn => {
                 let cap = match c.connections {

@@ -23,13 +23,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use crate::cli::Common;
+use crate::hosts::Host;
 use crate::ws::{self, WsStream};
 
 /// How every connection of a run reaches the broker. Built once from the flags.
@@ -60,8 +60,9 @@ pub struct WsClient {
 }
 
 impl Transport {
-    /// Checks and loads the transport flags of `c` for the broker at `broker`.
-    pub fn from_flags(c: &Common, broker: SocketAddr) -> anyhow::Result<Transport> {
+    /// Checks and loads the transport flags of `c` for the broker `host`.
+    pub fn from_flags(c: &Common, host: &Host) -> anyhow::Result<Transport> {
+        let broker = host.addr;
         if !c.tls {
             let stray = [
                 ("--cafile", c.cafile.is_some()),
@@ -96,7 +97,13 @@ impl Transport {
                 bail!("--ws {path:?}: the path must start with `/`")
             }
             Some(path) => {
-                Some(WsClient { path: path.clone(), host: format!("{}:{}", c.host, c.port) })
+                // An IPv6 literal goes in brackets [RFC 9110 7.2].
+                let name = if host.name.contains(':') {
+                    format!("[{}]", host.name)
+                } else {
+                    host.name.clone()
+                };
+                Some(WsClient { path: path.clone(), host: format!("{name}:{}", broker.port()) })
             }
             None => None,
         };
@@ -374,13 +381,16 @@ mod tests {
 
     #[test]
     fn transport_flags_are_checked() {
-        let broker: SocketAddr = "127.0.0.1:1883".parse().unwrap();
-        let t = |args: &[&str]| Transport::from_flags(&common(args), broker);
+        let broker = Host { name: "127.0.0.1".into(), addr: "127.0.0.1:1883".parse().unwrap() };
+        let t = |args: &[&str]| Transport::from_flags(&common(args), &broker);
         assert_eq!(t(&[]).unwrap().name(), "tcp");
         let ws = t(&["--ws"]).unwrap();
         assert_eq!(ws.name(), "ws");
         assert_eq!(ws.ws.as_ref().unwrap().path, "/mqtt");
         assert_eq!(ws.ws.as_ref().unwrap().host, "127.0.0.1:1883");
+        let v6 = Host { name: "::1".into(), addr: "[::1]:2000".parse().unwrap() };
+        let ws6 = Transport::from_flags(&common(&["--ws"]), &v6).unwrap();
+        assert_eq!(ws6.ws.unwrap().host, "[::1]:2000");
         assert_eq!(t(&["--ws", "/other", "--port", "80"]).unwrap().ws.unwrap().path, "/other");
         assert!(t(&["--ws", "mqtt"]).unwrap_err().to_string().contains("start with"));
         assert!(t(&["--tls"]).unwrap_err().to_string().contains("--cafile"));

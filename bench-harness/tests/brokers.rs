@@ -373,6 +373,33 @@ fn shardmq_fan_in_qos1_has_no_loss() {
     check_exact_delivery(&r, 2);
 }
 
+/// Several `--host` entries: one broker listening on two ports stands in for
+/// two cluster nodes, so every message arrives whatever the placement, and the
+/// report says which client went where.
+#[test]
+fn shardmq_clients_are_spread_over_several_hosts() {
+    let (first, second) = (free_port(), free_port());
+    let listen = [format!("127.0.0.1:{first}"), format!("127.0.0.1:{second}")];
+    let args = ["--listen", &listen[0], "--listen", &listen[1], "--cores", "2"];
+    let b = spawn_shardmq("hosts", &args, &[first, second], |_| {});
+    // `bench` adds `--host 127.0.0.1 --port <first>`: the hosts are [second, first].
+    let hosts = ["--host", &listen[1], "--duration", "1", "--warmup", "0.5"];
+    let placed = |r: &Value| -> Vec<(u64, u64)> {
+        let hosts = r.pointer("/config/hosts").and_then(Value::as_array).unwrap();
+        hosts.iter().map(|h| (u(h, "/subscribers"), u(h, "/publishers"))).collect()
+    };
+    let pairs = ["pairs", "--qos", "1", "--clients", "4", "--rate", "2000"];
+    let r = bench(&b, "pairs", &[&pairs[..], &hosts].concat());
+    check_exact_delivery(&r, 1);
+    assert_eq!(placed(&r), [(2, 2), (2, 2)]);
+    let addrs = format!("{},{}", listen[1], listen[0]);
+    assert_eq!(r.pointer("/config/broker_addr").and_then(Value::as_str), Some(&*addrs));
+    let fan_in = ["fan-in", "--qos", "1", "--clients", "4", "--subscribers", "1", "--rate", "2000"];
+    let r = bench(&b, "fanin", &[&fan_in[..], &hosts].concat());
+    check_exact_delivery(&r, 1);
+    assert_eq!(placed(&r), [(1, 0), (0, 4)]);
+}
+
 /// Writes a CA and a server certificate for 127.0.0.1 (an IP SAN) signed by it,
 /// made for this run: `ca.pem`, `server.pem` and `server.key` in `dir`.
 fn write_test_certificates(dir: &Path) {
