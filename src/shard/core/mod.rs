@@ -602,6 +602,7 @@ impl Core {
         // Shard 0 of a cluster node also stops taking messages while a node link
         // is full, so that the shards forwarding to it pause their publishers.
         let backlog = backlog || self.links_full();
+        self.rings_paused = backlog;
         let pause = backlog || self.ring_overflow > self.config.ring_overflow_max;
         self.set_readers_paused(pause);
     }
