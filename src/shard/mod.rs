@@ -23,6 +23,7 @@
 //! and sets the gates.
 
 pub(crate) mod core;
+mod heap;
 mod mesh;
 mod notify;
 mod observe;
