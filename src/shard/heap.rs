@@ -29,7 +29,8 @@
 //! storm above: 0.3 ms (1.3 MiB given back) on shard 0's thread, once per storm, never on a
 //! per-message path. A page given back costs a page fault when it is reused.
 //! Counted on shard 0: `heap_trims`, `heap_trimmed_bytes` (the RSS it gave back),
-//! `heap_trim_us`.
+//! `heap_trim_us`. A broker embedded in another program trims that program's
+//! arenas too, which only gives back pages that hold no allocation.
 
 use std::time::Instant;
 

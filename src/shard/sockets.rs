@@ -26,6 +26,8 @@
 //!   its socket is shut down, which ends them.
 //! - A hand-off moves a socket with no receive armed (the handshake reads one
 //!   completion at a time), so no byte is read by the shard that gives it away.
+//! - The handshake deadlines of a connection storm do not keep their room: once
+//!   past, the queue shrinks back (`give_back_room`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
