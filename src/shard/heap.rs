@@ -9,8 +9,10 @@
 //! clients reconnecting at once to one shard (`bench-harness connections
 //! --reconnect-storm`): 2.9 MiB of the shard's arena was free and resident after
 //! the storm (`mallinfo2`), while the live heap was back to its size before the
-//! storm; `malloc_trim(0)` gave 1.5 MiB back, and RSS went from +6.5% of its value
-//! before the storm to +1.3%.
+//! storm; one `malloc_trim(0)` gives 1.3-1.5 MiB back, and RSS a minute after the
+//! storm went from +6.5% of its value before the storm to +2.7-4.8% (of which
+//! about 2.6% the same fleet gains in that minute without a storm, as its
+//! keep-alive entries first go round the timer wheel).
 //!
 //! When ([`TrimWatch`], on shard 0, once a second, from the node's figures): after
 //! at least [`CLOSES_MIN`] closed connections, and an eighth of those still open,
@@ -26,8 +28,9 @@
 //! Cost: `malloc_trim` walks the free chunks of each arena in turn, holding that
 //! arena's lock, and gives back every whole free page with `madvise`; a shard
 //! that allocates meanwhile waits for the walk of its own arena. Measured on the
-//! storm above: 0.3 ms (1.3 MiB given back) on shard 0's thread, once per storm, never on a
-//! per-message path. A page given back costs a page fault when it is reused.
+//! storm above: 0.3-0.45 ms (1.3-1.5 MiB given back) on shard 0's thread, once
+//! per storm, never on a per-message path. A page given back costs a page fault
+//! when it is reused.
 //! Counted on shard 0: `heap_trims`, `heap_trimmed_bytes` (the RSS it gave back),
 //! `heap_trim_us`. A broker embedded in another program trims that program's
 //! arenas too, which only gives back pages that hold no allocation.
