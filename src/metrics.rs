@@ -185,6 +185,13 @@ pub struct ShardSnapshot {
     /// Closing sockets shut down because their last send did not end within
     /// `connect_timeout` (a peer that stopped reading).
     pub socket_closes_forced: u64,
+    /// Times freed heap memory was given back to the kernel (`malloc_trim`, after
+    /// many connections closed). Shard 0 trims for the whole process.
+    pub heap_trims: u64,
+    /// Resident bytes those trims gave back.
+    pub heap_trimmed_bytes: u64,
+    /// Microseconds those trims took.
+    pub heap_trim_us: u64,
     /// The worst lateness of the shard's tick during the last second, in
     /// microseconds: how long ready work waited for the event loop.
     pub lag_max_us: u64,
@@ -256,6 +263,9 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         t.socket_receives += s.socket_receives;
         t.socket_buffers_exhausted += s.socket_buffers_exhausted;
         t.socket_closes_forced += s.socket_closes_forced;
+        t.heap_trims += s.heap_trims;
+        t.heap_trimmed_bytes += s.heap_trimmed_bytes;
+        t.heap_trim_us += s.heap_trim_us;
         t.lag_max_us = t.lag_max_us.max(s.lag_max_us);
         if t.listeners.len() < s.listeners.len() {
             t.listeners.resize(s.listeners.len(), Default::default());
@@ -447,6 +457,23 @@ pub fn prometheus_text(
         snapshots,
         |s| s.socket_closes_forced,
     );
+    counter(
+        &mut r,
+        "heap_trims",
+        "Times freed heap memory was given back to the kernel after connections closed",
+        snapshots,
+        |s| s.heap_trims,
+    );
+    counter(
+        &mut r,
+        "heap_trimmed_bytes",
+        "Resident bytes the heap trims gave back",
+        snapshots,
+        |s| s.heap_trimmed_bytes,
+    );
+    counter(&mut r, "heap_trim_us", "Microseconds spent trimming the heap", snapshots, |s| {
+        s.heap_trim_us
+    });
     counter(
         &mut r,
         "reader_pauses",

@@ -24,6 +24,7 @@
 
 mod cluster;
 pub(crate) mod core;
+mod heap;
 mod mesh;
 mod notify;
 mod observe;

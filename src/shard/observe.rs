@@ -1,5 +1,5 @@
-//! Shard 0's view of the whole node: the shards' snapshots, `$SYS`, alarms, and the
-//! Prometheus endpoint.
+//! Shard 0's view of the whole node: the shards' snapshots, `$SYS`, alarms, the
+//! Prometheus endpoint, and when the heap is trimmed (`heap`).
 //!
 //! Owner: shard 0. Other shards only send it a snapshot once a second over the
 //! control ring; nothing here is shared or locked.
@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::metrics::{prometheus_text, totals, ShardSnapshot};
 use crate::sys::{sys_topics, AlarmEvent, AlarmInput, AlarmThresholds, Alarms, NodeFigures};
 
+use super::heap::{self, TrimWatch};
 use super::CtrlMsg;
 use super::{Shard, ShardRc};
 
@@ -32,6 +33,11 @@ pub(crate) struct SysState {
     started: Instant,
     sys_interval_secs: u64,
     seconds: u64,
+    /// When to give freed heap memory back (see `heap`), and what it gave.
+    heap: TrimWatch,
+    heap_trims: u64,
+    heap_trimmed_bytes: u64,
+    heap_trim_us: u64,
 }
 
 fn unix_micros() -> u64 {
@@ -58,7 +64,38 @@ impl SysState {
             started: Instant::now(),
             sys_interval_secs: config.sys_interval.map_or(0, |d| d.as_secs()),
             seconds: 0,
+            heap: TrimWatch::default(),
+            heap_trims: 0,
+            heap_trimmed_bytes: 0,
+            heap_trim_us: 0,
         }
+    }
+
+    /// Once a second, before [`SysState::step`]: feeds the node's closes to the
+    /// heap's watch, and trims when it says so.
+    fn watch_heap(&mut self) {
+        let (now, before) = (totals(&self.latest).stats, totals(&self.previous).stats);
+        let closes =
+            heap::closes((before.connects, before.connections), (now.connects, now.connections));
+        if !self.heap.second(closes, now.connections) {
+            return;
+        }
+        let Some(trimmed) = heap::trim(resident_bytes) else { return };
+        self.heap_trims += 1;
+        self.heap_trimmed_bytes += trimmed.bytes;
+        self.heap_trim_us += trimmed.micros;
+        tracing::info!(
+            kib = trimmed.bytes / 1024,
+            us = trimmed.micros,
+            "gave freed heap memory back to the kernel after connections closed"
+        );
+    }
+
+    /// The heap figures go with shard 0's own.
+    fn add_heap_figures(&self, snapshot: &mut ShardSnapshot) {
+        snapshot.heap_trims = self.heap_trims;
+        snapshot.heap_trimmed_bytes = self.heap_trimmed_bytes;
+        snapshot.heap_trim_us = self.heap_trim_us;
     }
 
     pub fn record(&mut self, snapshot: ShardSnapshot) {
@@ -136,7 +173,10 @@ pub(crate) fn every_second(s: &mut Shard) {
         return;
     }
     let Some(mut sys) = s.sys.take() else { return };
+    let mut snapshot = snapshot;
+    sys.add_heap_figures(&mut snapshot);
     sys.record(snapshot);
+    sys.watch_heap();
     let mut messages = sys.step();
     let sys_tick = messages.iter().any(|(topic, _)| topic == "$SYS/brokers");
     if let Some(cluster) = s.cluster.as_ref().filter(|_| sys_tick) {

@@ -119,6 +119,11 @@ impl Core {
                 return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
             }
             self.assign_client_id()
+        } else if let Some(entry) = self.sessions.get(&connect.client_id) {
+            // A client with a session here: its connection shares the session's id,
+            // one allocation per client however often it reconnects (a copy per
+            // connection kept 19,000 more after a reconnect storm).
+            entry.session.client_id().clone()
         } else {
             // Its own allocation: a decoded id is a slice of a read buffer, which a
             // long-lived session must not keep alive.
@@ -168,6 +173,8 @@ impl Core {
                 username: None,
             }))
         };
+        // Back online: its expiry leaves the wheel now, not in two hours.
+        self.cancel_expiry(key);
         let id = self.new_conn(now, info, key, &terms, auth.as_ref());
         let mut link = Link::of(&connect);
         // Checked at start-up: a mount point is at most 65535 bytes.
@@ -186,7 +193,6 @@ impl Core {
                 ..will
             })
         });
-        entry.expires_at = None;
         entry.username = connect.username.as_deref().map(Box::from);
         let connack =
             ConnAck { session_present, reason: ReasonCode::SUCCESS, properties: properties.into() };
@@ -311,9 +317,8 @@ impl Core {
             self.close(old_conn, Close::TakenOver);
             self.set_shared_online(client_id, false);
         }
-        let old = self.sessions.get_mut(client_id).expect("still present");
-        if let Some(pending) = old.pending_will.take() {
-            let (will, info, _) = *pending;
+        let key = self.sessions.key(client_id).expect("still present");
+        if let Some((will, info)) = self.cancel_pending_will(key) {
             // Back in time: a delayed will is not sent [MQTT-3.1.3-9], unless the
             // session ends now (clean start), which is when it is due.
             if ends {
@@ -323,7 +328,7 @@ impl Core {
         if ends {
             // The old session ends: what shared subscriptions dispatched to it and
             // it did not take goes to another member.
-            orphans = old.session.take_shared();
+            orphans = self.sessions.by_key_mut(key).expect("still present").session.take_shared();
             self.remove_session(client_id);
         } else {
             session_present = true;
@@ -396,8 +401,8 @@ impl Core {
         if entry.persistent() {
             if let Some(secs) = expiry_secs {
                 let at = ticks(now) + secs_to_ticks(secs);
-                entry.expires_at = Some(at);
-                self.wheel.schedule(at, Timer::SessionExpiry(Box::new(client_id.clone())));
+                entry.expires_at =
+                    Some(self.wheel.schedule(at, Timer::SessionExpiry(conn.session)));
             }
             if let Some(will) = will {
                 self.defer_will(*will, conn.info, expiry_secs);
@@ -414,14 +419,16 @@ impl Core {
 
     /// Drops a session and its subscriptions.
     pub(super) fn remove_session(&mut self, client_id: &ByteString) {
-        let Some((key, entry)) = self.sessions.remove(client_id) else { return };
+        let Some(key) = self.sessions.key(client_id) else { return };
+        self.cancel_expiry(key);
+        let pending_will = self.cancel_pending_will(key);
+        let (_, entry) = self.sessions.remove(client_id).expect("found above");
         self.stats.queued_bytes -= entry.session.queued_bytes() as u64;
         let filters: Vec<_> = entry.session.subscriptions().map(|(f, _)| f.clone()).collect();
         for filter in filters {
             self.remove_local_sub(&filter, key, client_id);
         }
-        if let Some(pending) = entry.pending_will {
-            let (will, info, _) = *pending;
+        if let Some((will, info)) = pending_will {
             // The session ends before the will's delay: it is due now [MQTT-3.1.3-9].
             self.publish_will(will, &info);
         }

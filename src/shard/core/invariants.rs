@@ -4,13 +4,15 @@
 
 use hashbrown::{HashMap, HashSet};
 
-use super::{ConnId, Core};
+use super::timers::Timer;
+use super::{ConnId, Core, SessionKey};
 
 pub(super) fn check(core: &Core) -> bool {
     sessions_and_conns(core)
         && subscriptions_agree(core)
         && held_subacks(core)
         && wake_list(core)
+        && session_timers(core)
         && core.retained.check_invariants()
         && core.local_subs.check_invariants()
         && core.routes.check_invariants()
@@ -103,4 +105,33 @@ fn wake_list(core: &Core) -> bool {
             && (!conn.dirty || to_wake.contains(&id))
             && (!conn.in_backlog || backlogged.contains(&id))
     })
+}
+
+/// The wheel holds exactly one entry per session expiry and pending will, at its
+/// tick, and no other: what ends early is cancelled, not left behind.
+fn session_timers(core: &Core) -> bool {
+    let mut expected: HashSet<(u64, bool, SessionKey)> = HashSet::new();
+    for (key, entry) in core.sessions.iter() {
+        if let Some(at) = entry.expires_at {
+            if entry.conn.is_some() || !expected.insert((at, true, key)) {
+                return false;
+            }
+        }
+        if let Some(pending) = &entry.pending_will {
+            expected.insert((pending.2, false, key));
+        }
+    }
+    let mut found = 0;
+    for (at, timer) in core.wheel.iter() {
+        let session = match timer {
+            Timer::SessionExpiry(key) => (*at, true, *key),
+            Timer::Will(key) => (*at, false, *key),
+            Timer::KeepAlive(_) | Timer::Retry(_) => continue,
+        };
+        if !expected.contains(&session) {
+            return false;
+        }
+        found += 1;
+    }
+    found == expected.len()
 }

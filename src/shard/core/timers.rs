@@ -6,12 +6,16 @@
 //! - A connection with a keep-alive has one keep-alive entry in the wheel (two
 //!   at most for one turn, after a reschedule); a due entry re-checks the real
 //!   state, so a busy connection costs no wheel work per packet.
-//! - An offline persistent session with an expiry has an entry at `expires_at`.
+//! - An offline persistent session with an expiry has an entry at `expires_at`,
+//!   and that is the only session-expiry entry of its key: a session that comes
+//!   back online or ends has its entry cancelled, so stale entries do not pile up
+//!   in the wheel (a reconnect storm would leave one per client for two hours).
+//! - A pending (delayed) will has an entry at its due tick, cancelled if the
+//!   client is back in time.
 
 use bytes::BytesMut;
-use bytestring::ByteString;
 
-use super::{Close, ConnId, Core, Now};
+use super::{Close, ConnId, Core, Now, SessionKey};
 
 pub(super) use super::wheel::Wheel;
 
@@ -32,15 +36,18 @@ pub(super) fn keep_alive_grace(keep_alive_secs: u16) -> u64 {
     secs_to_ticks(u64::from(keep_alive_secs)) * 3 / 2
 }
 
-/// Timer wheel keys. Every connection with a keep-alive holds one in the wheel,
-/// so the rare keys box their client id: 16 bytes a key, not 40.
-#[derive(Debug)]
+/// Timer wheel keys: 12 bytes, no allocation. Every connection with a keep-alive
+/// holds one in the wheel, and every offline persistent session one more. A
+/// session's keys name its slot, which a later session may take: a due entry
+/// checks the session's own deadline, so a stale key does nothing.
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum Timer {
     KeepAlive(ConnId),
-    SessionExpiry(Box<ByteString>),
+    /// At the session's `expires_at`; cancelled when it ends or comes back online.
+    SessionExpiry(SessionKey),
     Retry(ConnId),
-    /// A delayed will may be due.
-    Will(Box<ByteString>),
+    /// A delayed will may be due; cancelled when the client is back in time.
+    Will(SessionKey),
 }
 
 impl Core {
@@ -67,17 +74,33 @@ impl Core {
                         self.wheel.schedule(tick + secs_to_ticks(secs), Timer::Retry(id));
                     }
                 }
-                Timer::SessionExpiry(client_id) => {
-                    let expired = self.sessions.get(&client_id).is_some_and(|e| {
-                        e.conn.is_none() && e.expires_at.is_some_and(|at| at <= tick)
-                    });
-                    if expired {
-                        self.stats.sessions_expired += 1;
-                        self.remove_session(&client_id);
-                    }
-                }
-                Timer::Will(client_id) => self.will_due(&client_id, tick),
+                Timer::SessionExpiry(key) => self.expiry_due(key, tick),
+                Timer::Will(key) => self.will_due(key, tick),
             }
+        }
+    }
+
+    fn expiry_due(&mut self, key: SessionKey, tick: u64) {
+        let Some(entry) = self.sessions.by_key_mut(key) else { return };
+        if entry.conn.is_some() || entry.expires_at.is_none_or(|at| at > tick) {
+            return;
+        }
+        // The entry has just left the wheel: nothing to cancel.
+        entry.expires_at = None;
+        let client_id = entry.session.client_id().clone();
+        self.stats.sessions_expired += 1;
+        self.remove_session(&client_id);
+    }
+
+    /// Takes the session's expiry out of the wheel: it came back online or ends
+    /// now. Without this the entry would stay for the whole expiry delay (two hours
+    /// by default), one per client after a reconnect storm.
+    pub(super) fn cancel_expiry(&mut self, key: SessionKey) {
+        let Some(entry) = self.sessions.by_key_mut(key) else { return };
+        if let Some(at) = entry.expires_at.take() {
+            // Not found when the entry came due in this very tick and waits, taken
+            // out of the wheel, behind the timer that ends the session.
+            self.wheel.cancel(at, |t| *t == Timer::SessionExpiry(key));
         }
     }
 

@@ -4,17 +4,15 @@
 //!
 //! # Invariants
 //! - A session holds at most one pending (delayed) will, only while offline, and
-//!   the wheel has an entry at its due tick.
+//!   the wheel has an entry at its due tick, and none once the will is gone.
 //! - A pending will is published exactly once: when due, or when its session
 //!   ends, whichever is first; a reconnection in time drops it.
-
-use bytestring::ByteString;
 
 use crate::hooks::{ClientInfo, Origin};
 use crate::protocol::LastWill;
 
 use super::timers::{secs_to_ticks, ticks, Timer};
-use super::Core;
+use super::{Core, SessionKey};
 
 /// The Will Delay Interval of a will, in seconds (0 without one).
 pub(super) fn will_delay(will: &LastWill) -> u32 {
@@ -49,15 +47,29 @@ impl Core {
             return;
         }
         let at = ticks(self.now) + secs_to_ticks(delay);
-        let client_id = info.client_id.clone();
-        let Some(entry) = self.sessions.get_mut(&client_id) else { return };
+        let Some(key) = self.sessions.key(&info.client_id) else { return };
+        let at = self.wheel.schedule(at, Timer::Will(key));
+        let entry = self.sessions.by_key_mut(key).expect("found above");
         entry.pending_will = Some(Box::new((will, info, at)));
-        self.wheel.schedule(at, Timer::Will(Box::new(client_id)));
+    }
+
+    /// The session's delayed will leaves the wheel: the client is back in time, or
+    /// the session ends (and the caller publishes the will). Returns the will.
+    pub(super) fn cancel_pending_will(
+        &mut self,
+        key: SessionKey,
+    ) -> Option<(LastWill, ClientInfo)> {
+        let entry = self.sessions.by_key_mut(key)?;
+        let (will, info, at) = *entry.pending_will.take()?;
+        // Not found when the entry came due in this very tick and waits, taken out
+        // of the wheel, behind the timer that ends the session: it finds no will.
+        self.wheel.cancel(at, |t| *t == Timer::Will(key));
+        Some((will, info))
     }
 
     /// A delayed will may be due.
-    pub(super) fn will_due(&mut self, client_id: &ByteString, tick: u64) {
-        let Some(entry) = self.sessions.get_mut(client_id) else { return };
+    pub(super) fn will_due(&mut self, key: SessionKey, tick: u64) {
+        let Some(entry) = self.sessions.by_key_mut(key) else { return };
         let due = entry.pending_will.as_ref().is_some_and(|pending| pending.2 <= tick);
         if due && entry.conn.is_none() {
             let (will, info, _) = *entry.pending_will.take().expect("due");

@@ -26,6 +26,8 @@
 //!   its socket is shut down, which ends them.
 //! - A hand-off moves a socket with no receive armed (the handshake reads one
 //!   completion at a time), so no byte is read by the shard that gives it away.
+//! - The handshake deadlines of a connection storm do not keep their room: once
+//!   past, the queue shrinks back (`give_back_room`).
 
 mod claims;
 mod handshake;
@@ -82,6 +84,20 @@ const VERIFY_PENDING_MAX: usize = 64;
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
 const NO_LINK: u32 = u32::MAX;
+
+/// Handshake deadlines (16 bytes each) a shard keeps room for once they are
+/// past: below this, giving room back would cost more allocations than it frees.
+const DEADLINES_SPARE_MIN: usize = 1024;
+
+/// Every handshake has a deadline, so a connection storm grows `deadlines` to its
+/// peak (a 19,000-client reconnect storm: 1 MiB) for good. Once they are past and
+/// the queue is under a quarter full, the room goes back, halving (the copies are
+/// amortised O(1) per deadline, and at most a quarter of the room each).
+fn give_back_room<T>(queue: &mut VecDeque<T>) {
+    if queue.capacity() > DEADLINES_SPARE_MIN && queue.len() < queue.capacity() / 4 {
+        queue.shrink_to((queue.len() * 2).max(DEADLINES_SPARE_MIN));
+    }
+}
 
 /// A link's name in tokens: its slot and a serial that tells it from later links in
 /// the same slot.
@@ -578,6 +594,7 @@ impl Shard {
                 Phase::Auth(_) | Phase::Connected(_) | Phase::Closing => {}
             }
         }
+        give_back_room(&mut self.sockets.deadlines);
         let due: Vec<LinkId> = {
             let rate_paused = &mut self.sockets.rate_paused;
             let mut due = Vec::new();
@@ -1010,5 +1027,28 @@ fn kind(packet: &Packet) -> &'static str {
         Packet::PingResp => "PINGRESP",
         Packet::Disconnect(_) => "DISCONNECT",
         Packet::Auth(_) => "AUTH",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{give_back_room, VecDeque, DEADLINES_SPARE_MIN};
+
+    #[test]
+    fn deadlines_give_back_the_room_of_a_storm() {
+        let mut queue: VecDeque<u64> = (0..40_000).collect();
+        give_back_room(&mut queue);
+        assert!(queue.capacity() >= 40_000, "full: kept");
+        queue.drain(..30_000);
+        give_back_room(&mut queue);
+        assert!(queue.capacity() >= 40_000, "over a quarter full: kept");
+        queue.drain(..2_000);
+        give_back_room(&mut queue);
+        assert!(queue.capacity() < 40_000 / 2, "under a quarter full: halved at least");
+        assert!(queue.iter().copied().eq(32_000..40_000), "nothing lost, order kept");
+        queue.clear();
+        give_back_room(&mut queue);
+        assert!(queue.capacity() >= DEADLINES_SPARE_MIN, "room kept for the next handshakes");
+        assert!(queue.capacity() < 2 * DEADLINES_SPARE_MIN);
     }
 }
