@@ -311,6 +311,10 @@ impl Core {
         if !self.take_over(client_id, clean_start) {
             return None;
         }
+        // Its expiry timer (an offline session) leaves with it.
+        if let Some(key) = self.sessions.key(client_id) {
+            self.cancel_expiry(key);
+        }
         let (key, entry) = self.sessions.remove(client_id)?;
         self.stats.queued_bytes -= entry.session.queued_bytes() as u64;
         for (filter, _) in entry.session.subscriptions() {

@@ -5,6 +5,7 @@
 //! The helpers here build clients and packets for both.
 
 mod clock;
+mod cluster;
 mod delivery;
 
 use crate::config::Config;
