@@ -20,6 +20,8 @@
 //!   receiver, which the group picked;
 //! - `Retain`: a retained message for the receiver's store only (the sender's
 //!   retained messages, when the receiver comes up);
+//! - `Will`: a client connected to the sender has this will (as a message), or
+//!   none any more; the receiver keeps it, to publish should the sender die;
 //! - `Claim`: a client connected to the sender; the receiver ends its connection
 //!   and answers with
 //! - `Handover`: the session, if the receiver held one (subscriptions, window,
@@ -54,6 +56,7 @@ const HANDOVER: u8 = 6;
 const SHARED_ROUTE: u8 = 7;
 const SHARED_PUBLISH: u8 = 8;
 const RETAIN: u8 = 9;
+const WILL: u8 = 10;
 
 /// The largest session image written: beyond, the oldest queued messages stay
 /// behind (counted by the sender).
@@ -75,6 +78,8 @@ pub enum Frame {
     Publish(Message),
     /// A retained message for the receiver's store, not its subscribers.
     Retain(Message),
+    /// The will of a client connected to the sender, or `None`: it has none now.
+    Will { client_id: String, will: Option<Message> },
     /// The sender has `members` connected members of the shared subscription `filter`.
     SharedRoute { filter: TopicFilter, members: u32 },
     /// A message for one member of the shared subscription `filter` on the receiver.
@@ -228,6 +233,23 @@ pub fn put_shared_publish(buf: &mut BytesMut, filter: &str, message: &Message) -
     true
 }
 
+/// Appends a `Will`; `false` (nothing written) when the will cannot be framed.
+pub fn put_will(buf: &mut BytesMut, client_id: &str, will: Option<&Message>) -> bool {
+    let start = buf.len();
+    put_head(buf, WILL, 0);
+    put_str(buf, client_id);
+    buf.put_u8(u8::from(will.is_some()));
+    if let Some(will) = will {
+        if !put_message(buf, will) {
+            buf.truncate(start);
+            return false;
+        }
+    }
+    let len = (buf.len() - start - 4) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    true
+}
+
 /// Appends a `Claim`.
 pub fn put_claim(buf: &mut BytesMut, claim: u64, stamp: u64, client_id: &str, clean_start: bool) {
     put_head(buf, CLAIM, 8 + 8 + 1 + 2 + client_id.len());
@@ -349,6 +371,16 @@ pub fn decode(buf: &mut BytesMut, limits: Limits) -> Result<Option<Frame>, Frame
         ROUTE => decode_route(body.freeze()).map(Some),
         PUBLISH => get_message(body).map(|m| Some(Frame::Publish(m))),
         RETAIN => get_message(body).map(|m| Some(Frame::Retain(m))),
+        WILL => {
+            let client_id = get_str_mut(&mut body, "will")?;
+            need(&body, 1, "will")?;
+            let will = match body.get_u8() {
+                0 if body.is_empty() => None,
+                1 => Some(get_message(body)?),
+                _ => return Err(FrameError::Malformed("will")),
+            };
+            Ok(Some(Frame::Will { client_id, will }))
+        }
         CLAIM => decode_claim(body.freeze()).map(Some),
         SHARED_ROUTE => {
             need(&body, 4, "shared route")?;
@@ -628,6 +660,8 @@ mod tests {
         ));
         put_claim(&mut buf, 7 << 48 | 9, 1234, "dev-1", false);
         assert!(put_retain(&mut buf, &message("r", b"kept", QoS::AtMostOnce, true)));
+        assert!(put_will(&mut buf, "dev", Some(&message("w", b"gone", QoS::AtLeastOnce, true))));
+        assert!(put_will(&mut buf, "dev", None));
         put_handover(&mut buf, 5, &Answer::Refused);
         let whole = buf.clone();
         // Byte by byte: nothing decodes before its last byte arrives.
@@ -664,6 +698,11 @@ mod tests {
                     clean_start: false
                 },
                 Frame::Retain(message("r", b"kept", QoS::AtMostOnce, true)),
+                Frame::Will {
+                    client_id: "dev".into(),
+                    will: Some(message("w", b"gone", QoS::AtLeastOnce, true)),
+                },
+                Frame::Will { client_id: "dev".into(), will: None },
                 Frame::Handover { claim: 5, answer: Answer::Refused },
             ]
         );

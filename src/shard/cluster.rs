@@ -105,6 +105,8 @@ pub(crate) struct ClusterIo {
     /// Claims this node sent: the nodes that have not answered, and until when
     /// they may.
     claims_out: HashMap<u64, (ShardSet, u64)>,
+    /// Per node slot, the wills of its connected clients (as messages).
+    remote_wills: Vec<HashMap<ByteString, crate::message::Message>>,
 }
 
 impl std::fmt::Debug for ClusterIo {
@@ -132,7 +134,27 @@ impl ClusterIo {
             encoded: BytesMut::new(),
             links_refused: 0,
             claims_out: HashMap::new(),
+            remote_wills: Vec::new(),
         }
+    }
+
+    fn wills_mut(&mut self, slot: usize) -> &mut HashMap<ByteString, crate::message::Message> {
+        if self.remote_wills.len() <= slot {
+            self.remote_wills.resize_with(slot + 1, HashMap::new);
+        }
+        &mut self.remote_wills[slot]
+    }
+
+    /// Whether this node publishes the wills of the node in `dead`: the survivor
+    /// with the lowest cluster address does (every survivor holds a copy; one
+    /// publishes).
+    fn publishes_wills_of(&self, dead: usize) -> bool {
+        self.membership
+            .nodes()
+            .iter()
+            .enumerate()
+            .filter(|(slot, node)| *slot != dead && node.up)
+            .all(|(_, node)| node.peer.addr > self.me.addr)
     }
 
     fn figures_mut(&mut self, slot: usize) -> &mut LinkFigures {
@@ -510,6 +532,14 @@ fn drive_events(
                     link.wake.notify();
                 }
                 claims.extend(cluster.give_up_on(Some(slot), now.ms));
+                let wills: Vec<_> = cluster.wills_mut(slot).drain().map(|(_, w)| w).collect();
+                if !wills.is_empty() && cluster.publishes_wills_of(slot) {
+                    info!(
+                        wills = wills.len(),
+                        "cluster: publishing the wills of the node that died"
+                    );
+                    s.core.publish_dead_node_wills(now, wills);
+                }
                 s.core.handle_node(now, NodeMsg::Down(slot));
             }
         }
@@ -761,7 +791,17 @@ fn take_frames_into(
             }
             (Frame::Hello(_), Some(_)) => return Err("a second hello".to_owned()),
             (_, None) => return Err("no hello first".to_owned()),
-            (Frame::Reset, Some(node)) => s.core.handle_node(now, NodeMsg::Reset(node)),
+            (Frame::Reset, Some(node)) => {
+                cluster.wills_mut(node).clear();
+                s.core.handle_node(now, NodeMsg::Reset(node));
+            }
+            (Frame::Will { client_id, will }, Some(node)) => {
+                let wills = cluster.wills_mut(node);
+                match will {
+                    Some(will) => wills.insert(ByteString::from(client_id), will),
+                    None => wills.remove(client_id.as_str()),
+                };
+            }
             (Frame::Route { filter, present }, Some(node)) => {
                 s.core.handle_node(now, NodeMsg::Route { node, filter, present });
             }
@@ -806,6 +846,9 @@ fn put_change(buf: &mut BytesMut, change: &RouteChange) {
         RouteChange::Filter(filter, present) => frame::put_route(buf, filter.as_str(), *present),
         RouteChange::Shared(filter, members) => {
             frame::put_shared_route(buf, filter.as_str(), *members);
+        }
+        RouteChange::Will(client_id, will) => {
+            frame::put_will(buf, client_id, will.as_deref());
         }
     }
 }

@@ -549,3 +549,37 @@ def test_racing_connects_on_two_nodes_leave_one_connection(cluster):
         assert one_left(), f"round {round_}: a second connection survived"
         for cl in clients:
             cl.stop()
+
+
+def test_the_wills_of_a_dead_nodes_clients_are_published_once_by_the_survivors(cluster):
+    a, b, c = cluster(3)
+    root = unique_topic_root("will")
+    watchers = [client(a, "wa", 0), client(b, "wb", 1)]
+    for w in watchers:
+        w.subscribe(f"{root}/#", 1)
+    routed(c, "a", 1)
+    routed(c, "b", 1)
+    devices = [MqttClient(c.host, c.port, c.client_id(f"d{i}", i), will=(f"{root}/d{i}", b"offline", 1, False))
+               for i in range(2)]
+    for d in devices:
+        d.connect()
+    # The wills reach the other nodes with the connections (a route change each).
+    time.sleep(0.5)
+    c.sigkill()
+    for w in watchers:
+        got = sorted((m.topic, m.payload) for m in w.expect(2, 10))
+        assert got == [(f"{root}/d0", b"offline"), (f"{root}/d1", b"offline")]
+    time.sleep(1.0)
+    for w in watchers:
+        assert w.messages.empty(), "a will was published twice"
+    # A client that disconnected normally leaves no will behind to publish.
+    quiet = MqttClient(b.host, b.port, b.client_id("q", 0), will=(f"{root}/q", b"never", 1, False))
+    quiet.connect()
+    quiet.disconnect()
+    time.sleep(0.5)
+    watchers[1].disconnect()
+    b.sigkill()
+    wait_until(lambda: a.member("b")["state"] == "down", 10, "b down")
+    time.sleep(1.0)
+    assert watchers[0].messages.empty(), "the will of a client that said DISCONNECT went out"
+    watchers[0].disconnect()

@@ -194,9 +194,13 @@ impl Core {
             })
         });
         entry.username = connect.username.as_deref().map(Box::from);
+        let will = entry.will.as_deref().cloned();
         let connack =
             ConnAck { session_present, reason: ReasonCode::SUCCESS, properties: properties.into() };
         codec::encode(&Packet::ConnAck(connack), protocol, out_buffer(conn, &mut self.spare_out));
+        if let Some(will) = will {
+            self.will_changed(&client_id, Some(will));
+        }
         let now_us = now.unix_us;
         self.with_session(id, |s, out| s.resume(out, now_us));
         self.stats.connections += 1;
@@ -303,6 +307,9 @@ impl Core {
         if let Some(old_conn) = old.conn.take() {
             self.stats.takeovers += 1;
             let will = old.will.take();
+            if will.is_some() {
+                self.will_changed(client_id, None);
+            }
             if let (Some(will), Some(conn)) = (will, self.conn(old_conn)) {
                 // The old network connection closes without DISCONNECT, so its will
                 // is published [MQTT-3.1.2-8], in MQTT 3 as in MQTT 5, unless it has
@@ -392,12 +399,17 @@ impl Core {
         }
         entry.conn = None;
         entry.session.go_offline();
+        let had_will = entry.will.is_some();
         let will = entry.will.take().filter(|_| reason.publishes_will());
         let expiry_secs = entry.expiry_secs;
         // What shared subscriptions dispatched here and the client did not take
         // goes to another member [MQTT-4.8.2-4..6].
         let orphans = entry.session.take_shared();
         let client_id = conn.info.client_id.clone();
+        if had_will {
+            self.will_changed(&client_id, None);
+        }
+        let Some(entry) = self.sessions.get_mut(&client_id) else { return };
         if entry.persistent() {
             if let Some(secs) = expiry_secs {
                 let at = ticks(now) + secs_to_ticks(secs);

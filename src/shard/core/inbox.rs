@@ -49,6 +49,7 @@ impl Core {
                 self.ctrl_out.push(origin, CtrlMsg::RouteAck { from: self.id, rev });
             }
             CtrlMsg::Node(msg) => self.apply_node(&msg),
+            CtrlMsg::Will { client_id, will } => self.note_will(client_id, will),
             CtrlMsg::Io(_) | CtrlMsg::Stats(_) => {
                 debug_assert!(false, "the IO layer keeps hand-offs and figures");
             }

@@ -78,6 +78,8 @@ pub(crate) enum RouteChange {
     Filter(TopicFilter, bool),
     /// The node has this many connected members of a shared subscription.
     Shared(TopicFilter, u32),
+    /// A connected client's will (as a message), or `None`: it has none any more.
+    Will(ByteString, Option<Arc<Message>>),
 }
 
 /// A change of the other nodes of the cluster, from shard 0 to every shard.
@@ -123,4 +125,8 @@ pub(crate) enum CtrlMsg {
     Stats(Box<ShardSnapshot>),
     /// A change of the other nodes, from shard 0.
     Node(NodeMsg),
+    /// For shard 0 of a cluster node: a connected client's will is now `will`
+    /// (as a message; `None`: it has none any more), for the other nodes to
+    /// publish should this node die.
+    Will { client_id: ByteString, will: Option<Arc<Message>> },
 }

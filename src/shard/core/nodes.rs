@@ -52,6 +52,9 @@ pub(super) struct Nodes {
     shared: hashbrown::HashMap<TopicFilter, u32>,
     /// Shard 0: a node link holds more than its high mark: publishers pause.
     links_full: bool,
+    /// Shard 0: the wills of this node's connected clients, which every other
+    /// node keeps a copy of.
+    wills: hashbrown::HashMap<ByteString, Arc<Message>>,
 }
 
 impl Nodes {
@@ -65,6 +68,7 @@ impl Nodes {
             changes: Vec::new(),
             shared: hashbrown::HashMap::new(),
             links_full: false,
+            wills: hashbrown::HashMap::new(),
         }
     }
 
@@ -262,7 +266,9 @@ impl Core {
         let filters =
             self.routes.iter().filter_map(|(filter, _)| TopicFilter::try_from(filter).ok());
         let shared = self.nodes.shared.iter().map(|(f, n)| RouteChange::Shared(f.clone(), *n));
-        filters.map(|f| RouteChange::Filter(f, true)).chain(shared).collect()
+        let wills =
+            self.nodes.wills.iter().map(|(c, w)| RouteChange::Will(c.clone(), Some(Arc::clone(w))));
+        filters.map(|f| RouteChange::Filter(f, true)).chain(shared).chain(wills).collect()
     }
 
     /// Filters the node in `slot` has subscribers for, as its summary says; `None`:
@@ -288,6 +294,37 @@ impl Core {
 
     pub(super) fn links_full(&self) -> bool {
         self.nodes.links_full
+    }
+
+    pub(super) fn cluster_enabled(&self) -> bool {
+        self.nodes.enabled
+    }
+
+    /// Shard 0: a connected client's will changed, for the node links.
+    pub(super) fn note_will(&mut self, client_id: ByteString, will: Option<Arc<Message>>) {
+        match &will {
+            Some(will) => self.nodes.wills.insert(client_id.clone(), Arc::clone(will)),
+            None => self.nodes.wills.remove(&client_id),
+        };
+        self.nodes.changes.push(RouteChange::Will(client_id, will));
+    }
+
+    /// Shard 0: a node died; this node publishes the wills of its clients (every
+    /// survivor keeps a copy, one of them publishes: see `shard::cluster`).
+    pub fn publish_dead_node_wills(&mut self, now: Now, wills: Vec<Message>) {
+        self.now = now;
+        for will in wills {
+            self.stats.wills_published += 1;
+            let message = self.new_message(
+                will.topic,
+                will.payload,
+                will.qos,
+                will.retain,
+                None,
+                will.properties,
+            );
+            self.ingress(crate::hooks::Origin::Api, message);
+        }
     }
 
     /// Whether another node is up: a client that connects here is claimed from

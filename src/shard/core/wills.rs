@@ -8,9 +8,14 @@
 //! - A pending will is published exactly once: when due, or when its session
 //!   ends, whichever is first; a reconnection in time drops it.
 
+use std::sync::Arc;
+
+use bytestring::ByteString;
+
 use crate::hooks::{ClientInfo, Origin};
 use crate::protocol::LastWill;
 
+use super::messages::CtrlMsg;
 use super::timers::{secs_to_ticks, ticks, Timer};
 use super::{Core, SessionKey};
 
@@ -22,6 +27,28 @@ pub(super) fn will_delay(will: &LastWill) -> u32 {
 impl Core {
     /// Publishes a client's will message, with its MQTT 5 properties (less the
     /// Will Delay Interval, which is the broker's business).
+    /// A connected client's will changed: in a cluster, the other nodes keep a copy,
+    /// to publish it should this node die (see `nodes`).
+    pub(super) fn will_changed(&mut self, client_id: &ByteString, will: Option<LastWill>) {
+        if !self.cluster_enabled() {
+            return;
+        }
+        let will = will.map(|will| {
+            let mut properties = will.properties.into_inner();
+            properties.will_delay_interval = None;
+            let properties = (!properties.is_empty()).then(|| Box::new(properties));
+            // The id is this node's: the node that publishes it gives it a new one.
+            let message =
+                self.new_message(will.topic, will.payload, will.qos, will.retain, None, properties);
+            Arc::new(message)
+        });
+        if self.id == 0 {
+            self.note_will(client_id.clone(), will);
+        } else {
+            self.ctrl_out.push(0, CtrlMsg::Will { client_id: client_id.clone(), will });
+        }
+    }
+
     pub(super) fn publish_will(&mut self, will: LastWill, info: &ClientInfo) {
         self.stats.wills_published += 1;
         let mut properties = will.properties.into_inner();
