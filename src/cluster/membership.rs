@@ -19,7 +19,8 @@
 //!   next `Up`.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+// An address is plain data (`core::net`): membership never opens a socket.
+use core::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
