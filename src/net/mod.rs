@@ -41,6 +41,8 @@ pub(crate) fn bind_cluster(addr: SocketAddr) -> io::Result<(OwnedFd, OwnedFd, So
     let tcp = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     tcp.set_reuse_address(true)?;
     tcp.set_nonblocking(true)?;
+    // Accepted links inherit it (set before listen, so the window scale fits).
+    tcp.set_recv_buffer_size(crate::shard::LINK_SOCKET_BUFFER)?;
     tcp.bind(&bound.into())?;
     tcp.listen(128)?;
     Ok((udp.into(), tcp.into(), bound))

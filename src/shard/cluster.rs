@@ -59,6 +59,15 @@ pub(crate) struct ClusterSockets {
 /// How long a link waits to connect, and then before trying again.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RECONNECT_DELAY: Duration = Duration::from_millis(200);
+/// Bytes waiting for a node link beyond which shard 0 pauses its publishers (or
+/// half of `cluster_link_buffer_bytes`, if less): enough for a write to keep the
+/// link busy, little enough that a message waits milliseconds, not seconds.
+const LINK_HIGH_MARK: usize = 512 * 1024;
+/// The kernel's buffer for a node link, each way: the link's own buffer already
+/// batches, and what the kernel holds is latency once the receiver slows down (on
+/// loopback, autotuning grows it to megabytes: seconds of messages).
+pub(crate) const LINK_SOCKET_BUFFER: usize = 256 * 1024;
+
 /// What one read of an incoming link takes at most.
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a claim waits for a node's answer before going on without it (a
@@ -408,10 +417,10 @@ impl Shard {
     }
 
     /// Pauses this shard's publishers (and the rings feeding it) while a node link
-    /// holds more than half its buffer, and lets them go once it drained.
+    /// holds more than its high mark, and lets them go once it drained.
     fn update_links_full(&mut self) {
         let Some(cluster) = self.cluster.as_ref() else { return };
-        let high = cluster.link_bytes_max / 2;
+        let high = (cluster.link_bytes_max / 2).min(LINK_HIGH_MARK);
         let full = cluster.links.iter().flatten().any(|l| l.buf.len() > high);
         let now = self.now();
         self.core.set_links_full(now, full);
@@ -618,6 +627,7 @@ async fn write_link(shard: ShardRc, slot: usize, addr: SocketAddr, wake: Rc<Noti
                 }
             };
             let _ = stream.set_nodelay(true);
+            limit_send_buffer(&stream);
             if let Err(e) = run_link(&shard, slot, stream, &wake, &wanted).await {
                 debug!(%addr, "cluster: link lost: {e}");
                 glommio::timer::sleep(RECONNECT_DELAY).await;
@@ -626,6 +636,15 @@ async fn write_link(shard: ShardRc, slot: usize, addr: SocketAddr, wake: Rc<Noti
         }
     };
     until_stopped(&shard.clone(), work).await;
+}
+
+fn limit_send_buffer(stream: &TcpStream) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the stream owns the descriptor and outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    if let Err(e) = socket2::SockRef::from(&fd).set_send_buffer_size(LINK_SOCKET_BUFFER) {
+        debug!("cluster: link send buffer not set: {e}");
+    }
 }
 
 fn set_connected(shard: &ShardRc, slot: usize, wake: &Rc<Notify>, connected: bool) {
@@ -738,26 +757,33 @@ async fn read_frames(shard: &ShardRc, mut stream: TcpStream) -> Result<(), Strin
     let mut slot: Option<usize> = None;
     let gate = Rc::clone(&shard.borrow().links_gate);
     loop {
-        // A subscriber here is behind: the other node's link fills and pauses the
-        // publishers there, as a ring does between shards.
+        // A subscriber here is behind: what was read waits, and so does the socket,
+        // so the other node's link fills and pauses the publishers there, as a ring
+        // does between shards.
         gate.wait_open().await;
+        if take_frames(shard, &mut buf, limits, &mut slot)? {
+            continue;
+        }
+        glommio::yield_if_needed().await;
         let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
-        take_frames(shard, &mut buf, limits, &mut slot)?;
-        glommio::yield_if_needed().await;
     }
 }
 
-/// Hands every whole frame in `buf` to the core.
+/// Frames handed to the core between two looks at the gates.
+const FRAMES_PER_CHECK: usize = 32;
+
+/// Hands the whole frames in `buf` to the core, until a subscriber here falls
+/// behind; whether frames were left for when it caught up.
 fn take_frames(
     shard: &ShardRc,
     buf: &mut BytesMut,
     limits: frame::Limits,
     slot: &mut Option<usize>,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let mut guard = shard.borrow_mut();
     let now = guard.now();
     let s = &mut *guard;
@@ -766,6 +792,10 @@ fn take_frames(
     for (dest, msg) in claims {
         s.send_claim_msg(dest, msg);
     }
+    // Close the gate now if these frames backed a subscriber up, not at the end
+    // of the pass: this task would read on until then.
+    s.core.refresh_gates(now);
+    s.sync_gates();
     s.schedule_pass();
     result
 }
@@ -777,9 +807,17 @@ fn take_frames_into(
     limits: frame::Limits,
     slot: &mut Option<usize>,
     claims: &mut Vec<(usize, ClaimMsg)>,
-) -> Result<(), String> {
-    let Some(cluster) = s.cluster.as_mut() else { return Ok(()) };
+) -> Result<bool, String> {
+    let mut taken = 0;
     loop {
+        taken += 1;
+        if taken % FRAMES_PER_CHECK == 0 {
+            s.core.refresh_gates(now);
+            if s.core.links_paused() {
+                return Ok(true);
+            }
+        }
+        let Some(cluster) = s.cluster.as_mut() else { return Ok(false) };
         let frame = match frame::decode(buf, limits) {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
@@ -837,7 +875,7 @@ fn take_frames_into(
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Writes a change of this node's route summary.

@@ -57,7 +57,7 @@ use self::core::rate::TokenBucket;
 use self::core::timers::TICK_MS;
 pub(crate) use self::core::{ApiPublish, CtrlMsg, DataMsg};
 use self::core::{Core, CoreConfig, Now};
-pub(crate) use cluster::ClusterSockets;
+pub(crate) use cluster::{ClusterSockets, LINK_SOCKET_BUFFER};
 use mesh::Outbox;
 use notify::{Gate, Latch, Notify};
 use observe::SysState;
