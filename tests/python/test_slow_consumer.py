@@ -79,9 +79,11 @@ class Reader(threading.Thread):
     numbers are 0, 1, 2, ... with none missing), acknowledges QoS 1, counts
     PUBACKs; records the first error."""
 
-    def __init__(self, r: RawClient, name: str):
+    def __init__(self, r: RawClient, name: str, pause_every: int = 0):
         super().__init__(name=name, daemon=True)
         self.r = r
+        #: a reader slower than the publisher: a 10 ms pause every this many messages
+        self.pause_every = pause_every
         self.cond = threading.Condition()
         self.count = 0
         self.pubacks = 0
@@ -105,6 +107,8 @@ class Reader(threading.Thread):
                     with self.cond:
                         self.count += 1
                         self.cond.notify_all()
+                    if self.pause_every and self.count % self.pause_every == 0:
+                        time.sleep(0.01)  # the pace of a slow reader
                 elif p.type == PUBACK:
                     with self.cond:
                         self.pubacks += 1
@@ -240,6 +244,39 @@ def test_slow_consumer_memory_is_bounded(start_broker, qos):
         h.close()
     for r in (*slow.values(), good_raw, pub_raw):
         r.close()
+
+
+def test_a_slower_qos1_subscriber_pauses_the_publisher_instead_of_dropping(start_broker):
+    """A QoS 1 subscriber that keeps reading, but slower than a publisher on the
+    other shard floods: the broker stops reading the publisher while the
+    subscriber is behind (TCP backpressure) rather than overflowing its session
+    queue (1,000): every message arrives, in order, and nothing is dropped."""
+    b, port = start_with_metrics(start_broker, ["--sys-interval-secs", "0"])
+    root = unique_topic_root("pace")
+    sub = connect_raw(b, 1, "pace-sub")
+    subscribe(sub, f"{root}/#", 1)
+    reader = Reader(sub, "paced-subscriber", pause_every=50)
+    pub = connect_raw(b, 0, "pace-pub")
+    acks = Reader(pub, "publisher-acks")
+    reader.start()
+    acks.start()
+    n = 5000
+    topic_enc = enc_str(f"{root}/data")
+    try:
+        # Pipelined, as fast as the socket takes them: the broker's pause is what
+        # slows this loop down.
+        for i in range(n):
+            pub.send(fast_publish_packet(topic_enc, i.to_bytes(8, "big") + b"p" * 56, 1, (i % 65535) + 1))
+        reader.wait(lambda r: r.count >= n, 30, "every message")
+        acks.wait(lambda a: a.pubacks >= n, 10, "every PUBACK")
+    finally:
+        reader.stop.set()
+        acks.stop.set()
+    m = scrape(port)
+    for s in (0, 1):
+        for reason in ("mqueue_full", "queued_bytes_budget"):
+            assert m.get(DROPPED, shard=s, reason=reason) == 0, f"shard {s} dropped ({reason})"
+    assert reader.count == n
 
 
 def test_slow_qos0_consumer_recovers_when_it_reads_again(start_broker):
