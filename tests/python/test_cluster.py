@@ -583,3 +583,43 @@ def test_the_wills_of_a_dead_nodes_clients_are_published_once_by_the_survivors(c
     time.sleep(1.0)
     assert watchers[0].messages.empty(), "the will of a client that said DISCONNECT went out"
     watchers[0].disconnect()
+
+
+def test_a_node_joining_under_load_disturbs_nobody(cluster):
+    a, b = cluster(2)
+    root = unique_topic_root("jl")
+    sb = client(b, "sb", 1)
+    sb.subscribe(f"{root}/t", 1)
+    routed(a, "b", 1)
+    pub = client(a, "p", 0)
+    sent = 0
+    stop = threading.Event()
+
+    def publish():
+        nonlocal sent
+        while not stop.is_set():
+            pub.publish(f"{root}/t", str(sent).encode(), qos=1)
+            sent += 1
+
+    t = threading.Thread(target=publish)
+    t.start()
+    try:
+        time.sleep(0.5)
+        d = cluster.add("d", 4)
+        wait_until(lambda: up_and_linked(d, ["a", "b"]) and up_and_linked(a, ["d"]), 15, "d to join")
+        sd = client(d, "sd", 0)
+        sd.subscribe(f"{root}/t", 1)
+        routed(a, "d", 1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join()
+    # b saw every message, in order, while d joined.
+    assert [int(m.payload) for m in sb.expect(sent, 15)] == list(range(sent))
+    # d sees a contiguous tail, from some message on, in order.
+    tail = []
+    while not sd.messages.empty() or not tail:
+        tail.append(int(sd.get(5).payload))
+    assert tail == list(range(tail[0], tail[0] + len(tail))) and tail[-1] == sent - 1, tail[:5]
+    for x in (sb, sd, pub):
+        x.disconnect()
