@@ -87,7 +87,7 @@ pub enum Frame {
     /// A client connected to the sender at `stamp` (unix microseconds).
     Claim { claim: u64, stamp: u64, client_id: String, clean_start: bool },
     /// The answer to the receiver's claim `claim`.
-    Handover { claim: u64, answer: Answer },
+    Handover { claim: u64, client_id: String, answer: Answer },
 }
 
 /// What a node answers a claim.
@@ -261,10 +261,11 @@ pub fn put_claim(buf: &mut BytesMut, claim: u64, stamp: u64, client_id: &str, cl
 
 /// Appends a `Handover`; returns the queued messages left out to keep the frame
 /// within [`IMAGE_BYTES_MAX`].
-pub fn put_handover(buf: &mut BytesMut, claim: u64, answer: &Answer) -> usize {
+pub fn put_handover(buf: &mut BytesMut, claim: u64, client_id: &str, answer: &Answer) -> usize {
     let start = buf.len();
     put_head(buf, HANDOVER, 0);
     buf.put_u64(claim);
+    put_str(buf, client_id);
     let mut left_out = 0;
     match answer {
         Answer::Nothing => buf.put_u8(0),
@@ -469,8 +470,10 @@ fn need(body: &BytesMut, n: usize, what: &'static str) -> Result<(), FrameError>
 
 fn decode_handover(mut body: BytesMut) -> Result<Frame, FrameError> {
     const WHAT: &str = "handover";
-    need(&body, 9, WHAT)?;
+    need(&body, 8, WHAT)?;
     let claim = body.get_u64();
+    let client_id = get_str_mut(&mut body, WHAT)?;
+    need(&body, 1, WHAT)?;
     let answer = match body.get_u8() {
         0 => Answer::Nothing,
         1 => Answer::Refused,
@@ -480,7 +483,7 @@ fn decode_handover(mut body: BytesMut) -> Result<Frame, FrameError> {
     if body.has_remaining() {
         return Err(FrameError::Malformed(WHAT));
     }
-    Ok(Frame::Handover { claim, answer })
+    Ok(Frame::Handover { claim, client_id, answer })
 }
 
 fn get_str_mut(body: &mut BytesMut, what: &'static str) -> Result<String, FrameError> {
@@ -662,7 +665,7 @@ mod tests {
         assert!(put_retain(&mut buf, &message("r", b"kept", QoS::AtMostOnce, true)));
         assert!(put_will(&mut buf, "dev", Some(&message("w", b"gone", QoS::AtLeastOnce, true))));
         assert!(put_will(&mut buf, "dev", None));
-        put_handover(&mut buf, 5, &Answer::Refused);
+        put_handover(&mut buf, 5, "dev-1", &Answer::Refused);
         let whole = buf.clone();
         // Byte by byte: nothing decodes before its last byte arrives.
         let mut fed = BytesMut::new();
@@ -703,7 +706,7 @@ mod tests {
                     will: Some(message("w", b"gone", QoS::AtLeastOnce, true)),
                 },
                 Frame::Will { client_id: "dev".into(), will: None },
-                Frame::Handover { claim: 5, answer: Answer::Refused },
+                Frame::Handover { claim: 5, client_id: "dev-1".into(), answer: Answer::Refused },
             ]
         );
     }
@@ -765,11 +768,15 @@ mod tests {
             awaiting_rel: vec![PacketId::new(11).unwrap()],
         };
         let mut buf = BytesMut::new();
-        assert_eq!(put_handover(&mut buf, 42, &Answer::Session(Box::new(image.clone()))), 0);
+        assert_eq!(put_handover(&mut buf, 42, "c", &Answer::Session(Box::new(image.clone()))), 0);
         let decoded = decode(&mut buf, limits()).unwrap().unwrap();
         assert_eq!(
             decoded,
-            Frame::Handover { claim: 42, answer: Answer::Session(Box::new(image)) }
+            Frame::Handover {
+                claim: 42,
+                client_id: "c".into(),
+                answer: Answer::Session(Box::new(image))
+            }
         );
         // A stage that its QoS cannot have is refused.
         let bad = SessionImage {
@@ -782,7 +789,7 @@ mod tests {
             ..SessionImage::default()
         };
         let mut buf = BytesMut::new();
-        put_handover(&mut buf, 1, &Answer::Session(Box::new(bad)));
+        put_handover(&mut buf, 1, "c", &Answer::Session(Box::new(bad)));
         assert_eq!(decode(&mut buf, limits()), Err(FrameError::Malformed("handover")));
     }
 

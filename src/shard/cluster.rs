@@ -68,6 +68,8 @@ const LINK_HIGH_MARK: usize = 512 * 1024;
 /// loopback, autotuning grows it to megabytes: seconds of messages).
 pub(crate) const LINK_SOCKET_BUFFER: usize = 256 * 1024;
 
+/// Claim answers kept for a node whose link does not exist yet.
+const UNSENT_ANSWERS_MAX: usize = 4096;
 /// What one read of an incoming link takes at most.
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a claim waits for a node's answer before going on without it (a
@@ -114,6 +116,8 @@ pub(crate) struct ClusterIo {
     /// Claims this node sent: the nodes that have not answered, and until when
     /// they may.
     claims_out: HashMap<u64, (ShardSet, u64)>,
+    /// Answers to claims of nodes this one has not seen up yet: (slot, claim, answer).
+    unsent_answers: Vec<(usize, u64, ByteString, Answer)>,
     /// Per node slot, the wills of its connected clients (as messages).
     remote_wills: Vec<HashMap<ByteString, crate::message::Message>>,
 }
@@ -144,6 +148,7 @@ impl ClusterIo {
             links_refused: 0,
             claims_out: HashMap::new(),
             remote_wills: Vec::new(),
+            unsent_answers: Vec::new(),
         }
     }
 
@@ -329,13 +334,30 @@ impl Shard {
     }
 
     /// Shard 0: writes this node's answer to node `node`'s claim.
-    pub(super) fn cluster_send_answer(&mut self, node: usize, claim: u64, answer: &Answer) {
+    pub(super) fn cluster_send_answer(
+        &mut self,
+        node: usize,
+        claim: u64,
+        client_id: ByteString,
+        answer: Answer,
+    ) {
         let Some(cluster) = self.cluster.as_mut() else { return };
-        // A node no longer up gets no answer: its claim has given up on this one.
-        if let Some(Some(link)) = cluster.links.get_mut(node) {
-            let left_out = frame::put_handover(&mut link.buf, claim, answer);
-            self.core.stats.dropped_mqueue += left_out as u64;
-            link.wake.notify();
+        match cluster.links.get_mut(node) {
+            Some(Some(link)) => {
+                let left_out = frame::put_handover(&mut link.buf, claim, &client_id, &answer);
+                self.core.stats.dropped_mqueue += left_out as u64;
+                link.wake.notify();
+            }
+            // A node that joins claims before this one has seen it up (gossip is
+            // not instant): the answer waits for its link, and carries a session
+            // that must not be lost. Bounded: the oldest goes past the limit.
+            _ => {
+                if cluster.unsent_answers.len() >= UNSENT_ANSWERS_MAX {
+                    cluster.unsent_answers.remove(0);
+                    self.core.stats.claims_refused += 1;
+                }
+                cluster.unsent_answers.push((node, claim, client_id, answer));
+            }
         }
     }
 
@@ -525,12 +547,16 @@ fn drive_events(
                     old.wake.notify();
                 }
                 let wake = Rc::new(Notify::default());
-                cluster.links[slot] = Some(LinkOut {
-                    buf: BytesMut::new(),
-                    connected: false,
-                    wanted: true,
-                    wake: Rc::clone(&wake),
-                });
+                let mut buf = BytesMut::new();
+                let (due, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut cluster.unsent_answers)
+                    .into_iter()
+                    .partition(|a| a.0 == slot);
+                cluster.unsent_answers = kept;
+                for (_, claim, client_id, answer) in due {
+                    frame::put_handover(&mut buf, claim, &client_id, &answer);
+                }
+                cluster.links[slot] =
+                    Some(LinkOut { buf, connected: false, wanted: true, wake: Rc::clone(&wake) });
                 s.core.handle_node(now, NodeMsg::Up(slot));
                 writers.push((slot, peer.addr, wake));
             }
@@ -862,11 +888,19 @@ fn take_frames_into(
                 let msg = ClaimMsg::Remote { node, node_id, claim, stamp, client_id, clean_start };
                 claims.push((owner, msg));
             }
-            (Frame::Handover { claim, answer }, Some(node)) => {
-                let Some((nodes, _)) = cluster.claims_out.get_mut(&claim) else { continue };
-                if !nodes.contains(node) {
+            (Frame::Handover { claim, client_id, answer }, Some(node)) => {
+                let waiting = cluster.claims_out.get(&claim).is_some_and(|(n, _)| n.contains(node));
+                if !waiting {
+                    // Too late for its claim (given up on): a session in it is kept
+                    // here as an offline one rather than lost.
+                    if let Answer::Session(image) = answer {
+                        let client_id = ByteString::from(client_id);
+                        let owner = owner_shard(client_id.as_bytes(), s.core.shards);
+                        claims.push((owner, ClaimMsg::Late { client_id, image }));
+                    }
                     continue;
                 }
+                let Some((nodes, _)) = cluster.claims_out.get_mut(&claim) else { continue };
                 nodes.remove(node);
                 if nodes.is_empty() {
                     cluster.claims_out.remove(&claim);

@@ -46,7 +46,9 @@ pub(crate) enum ClaimMsg {
         clean_start: bool,
     },
     /// Owner shard -> shard 0: the answer to node `node`'s claim.
-    Reply { node: usize, claim: u64, answer: Answer },
+    Reply { node: usize, claim: u64, client_id: ByteString, answer: Answer },
+    /// Shard 0 -> owner shard: a session that came after its claim gave up on it.
+    Late { client_id: ByteString, image: Box<crate::session::SessionImage> },
 }
 
 /// A connection parked until every other node answered its claim.
@@ -148,10 +150,16 @@ impl Shard {
             }
             ClaimMsg::Remote { node, node_id, claim, stamp, client_id, clean_start } => {
                 let answer = self.answer_claim(node_id, stamp, &client_id, clean_start);
-                self.send_claim_msg(0, ClaimMsg::Reply { node, claim, answer });
+                self.send_claim_msg(0, ClaimMsg::Reply { node, claim, client_id, answer });
             }
-            ClaimMsg::Reply { node, claim, answer } => {
-                self.cluster_send_answer(node, claim, &answer)
+            ClaimMsg::Reply { node, claim, client_id, answer } => {
+                self.cluster_send_answer(node, claim, client_id, answer);
+            }
+            ClaimMsg::Late { client_id, image } => {
+                // Offline here, resumed by its client's next connection; dropped
+                // (counted) if the client has a session here already.
+                let now = self.now();
+                self.core.import_session(now, client_id, *image);
             }
         }
     }
