@@ -72,22 +72,59 @@ pub enum Frame {
     Hello(Hello),
     /// The sender's routes are replaced by those that follow.
     Reset,
-    /// The sender has (`present`) or no longer has subscribers for `filter`.
-    Route { filter: TopicFilter, present: bool },
+    /// The sender has (or no longer has) subscribers for a filter.
+    Route {
+        /// The filter, never a `$share/` one.
+        filter: TopicFilter,
+        /// Whether the sender has subscribers for it now.
+        present: bool,
+    },
     /// A message for the receiver's subscribers (and retained store).
     Publish(Message),
     /// A retained message for the receiver's store, not its subscribers.
     Retain(Message),
-    /// The will of a client connected to the sender, or `None`: it has none now.
-    Will { client_id: String, will: Option<Message> },
-    /// The sender has `members` connected members of the shared subscription `filter`.
-    SharedRoute { filter: TopicFilter, members: u32 },
-    /// A message for one member of the shared subscription `filter` on the receiver.
-    SharedPublish { filter: TopicFilter, message: Message },
-    /// A client connected to the sender at `stamp` (unix microseconds).
-    Claim { claim: u64, stamp: u64, client_id: String, clean_start: bool },
-    /// The answer to the receiver's claim `claim`.
-    Handover { claim: u64, client_id: String, answer: Answer },
+    /// The will of a client connected to the sender.
+    Will {
+        /// The client.
+        client_id: String,
+        /// Its will as a message; `None`: it has none now.
+        will: Option<Message>,
+    },
+    /// The sender's member count of a shared subscription.
+    SharedRoute {
+        /// The `$share/{group}/{filter}` filter.
+        filter: TopicFilter,
+        /// Connected members on the sender.
+        members: u32,
+    },
+    /// A message for one member of a shared subscription on the receiver.
+    SharedPublish {
+        /// The `$share/{group}/{filter}` filter whose group picked the receiver.
+        filter: TopicFilter,
+        /// The message.
+        message: Message,
+    },
+    /// A client connected to the sender: the receiver ends its own connection for
+    /// the id and answers with `Handover`.
+    Claim {
+        /// Names the claim in the answer.
+        claim: u64,
+        /// When the client connected (unix microseconds): the later claim wins.
+        stamp: u64,
+        /// The client.
+        client_id: String,
+        /// Its CONNECT's Clean Start (CleanSession): no session to hand over.
+        clean_start: bool,
+    },
+    /// The answer to one of the receiver's claims.
+    Handover {
+        /// The claim answered.
+        claim: u64,
+        /// Its client.
+        client_id: String,
+        /// What the sender had.
+        answer: Answer,
+    },
 }
 
 /// What a node answers a claim.
@@ -104,6 +141,7 @@ pub enum Answer {
 /// The sender of a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
+    /// The link format it speaks ([`VERSION`]).
     pub version: u8,
     /// Its `node_id`, part of its message ids.
     pub node_id: u16,
@@ -118,10 +156,13 @@ pub struct Hello {
 /// Why a link's bytes were refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
+    /// Longer than [`Limits::frame_max`].
     #[error("frame of {0} bytes is over the limit")]
     TooLarge(usize),
+    /// A kind this version does not know.
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
+    /// The body does not read as its kind.
     #[error("malformed {0} frame")]
     Malformed(&'static str),
 }

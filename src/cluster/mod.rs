@@ -14,6 +14,10 @@
 //! the shard it entered, and forwarded once per node that wants it. The IO half
 //! lives in `shard::cluster`; this module is sans-IO.
 
+// Public for the fuzz targets only (`fuzzing` feature), like `session::script`.
+#[cfg(feature = "fuzzing")]
+pub mod frame;
+#[cfg(not(feature = "fuzzing"))]
 pub(crate) mod frame;
 pub(crate) mod membership;
 
