@@ -56,12 +56,17 @@ impl Core {
         self.config.mount_points.get(usize::from(conn.info.listener))?.clone()
     }
 
-    /// A client id for a client that sent an empty one: unique on this node, and
-    /// owned by this shard, so a later client choosing the same id lands here too.
+    /// A client id for a client that sent an empty one: unique in the cluster (given
+    /// distinct node ids), and owned by this shard, so a later client choosing the
+    /// same id lands here too.
     fn assign_client_id(&mut self) -> ByteString {
         loop {
             self.next_assigned_id += 1;
-            let id = format!("shardmq-{}-{}", self.id, self.next_assigned_id);
+            // The node id too: in a cluster, ids are assigned on every node, and a
+            // client that comes back with its assigned id to another node must not
+            // find someone else's session under it.
+            let id =
+                format!("shardmq-{}-{}-{}", self.config.node_id, self.id, self.next_assigned_id);
             if owner_shard(id.as_bytes(), self.shards) == self.id {
                 return ByteString::from(id);
             }
