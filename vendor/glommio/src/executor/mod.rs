@@ -1320,12 +1320,22 @@ impl LocalExecutor {
         self.reactor.need_preempt()
     }
 
+    /// Runs task queues until none is runnable or the latency ring asks for a
+    /// preemption. Returns false only when no queue is runnable, where `run`
+    /// may park.
     fn run_task_queues(&self) -> bool {
         let mut ran = false;
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // shardmq patch (PATCHES.md, 4): glommio 0.9.0 returns `ran`
+                // here. A preemption pending before the first queue runs (a
+                // completion already in the latency ring) then returns false
+                // with tasks still queued, and `run` parks. A task woken by a
+                // timer has nothing left to wake it (the timer left the reactor
+                // when it fired), so the executor slept until some IO arrived:
+                // forever, if only that task would cause IO.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1343,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {
