@@ -216,9 +216,15 @@ pub fn put_retain(buf: &mut BytesMut, message: &Message) -> bool {
 }
 
 fn put_message_frame(buf: &mut BytesMut, kind: u8, message: &Message) -> bool {
+    put_framed(buf, kind, |buf| put_message(buf, message))
+}
+
+/// Appends a frame whose body `body` writes, its length known only after; nothing
+/// when `body` says the frame cannot be written.
+fn put_framed(buf: &mut BytesMut, kind: u8, body: impl FnOnce(&mut BytesMut) -> bool) -> bool {
     let start = buf.len();
     put_head(buf, kind, 0);
-    if !put_message(buf, message) {
+    if !body(buf) {
         buf.truncate(start);
         return false;
     }
@@ -262,33 +268,19 @@ pub fn put_shared_route(buf: &mut BytesMut, filter: &str, members: u32) {
 /// Appends a `SharedPublish`; `false` (nothing written) when the message cannot be
 /// framed.
 pub fn put_shared_publish(buf: &mut BytesMut, filter: &str, message: &Message) -> bool {
-    let start = buf.len();
-    put_head(buf, SHARED_PUBLISH, 0);
-    put_str(buf, filter);
-    if !put_message(buf, message) {
-        buf.truncate(start);
-        return false;
-    }
-    let len = (buf.len() - start - 4) as u32;
-    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
-    true
+    put_framed(buf, SHARED_PUBLISH, |buf| {
+        put_str(buf, filter);
+        put_message(buf, message)
+    })
 }
 
 /// Appends a `Will`; `false` (nothing written) when the will cannot be framed.
 pub fn put_will(buf: &mut BytesMut, client_id: &str, will: Option<&Message>) -> bool {
-    let start = buf.len();
-    put_head(buf, WILL, 0);
-    put_str(buf, client_id);
-    buf.put_u8(u8::from(will.is_some()));
-    if let Some(will) = will {
-        if !put_message(buf, will) {
-            buf.truncate(start);
-            return false;
-        }
-    }
-    let len = (buf.len() - start - 4) as u32;
-    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
-    true
+    put_framed(buf, WILL, |buf| {
+        put_str(buf, client_id);
+        buf.put_u8(u8::from(will.is_some()));
+        will.is_none_or(|will| put_message(buf, will))
+    })
 }
 
 /// Appends a `Claim`.
@@ -303,57 +295,57 @@ pub fn put_claim(buf: &mut BytesMut, claim: u64, stamp: u64, client_id: &str, cl
 /// Appends a `Handover`; returns the queued messages left out to keep the frame
 /// within [`IMAGE_BYTES_MAX`].
 pub fn put_handover(buf: &mut BytesMut, claim: u64, client_id: &str, answer: &Answer) -> usize {
-    let start = buf.len();
-    put_head(buf, HANDOVER, 0);
-    buf.put_u64(claim);
-    put_str(buf, client_id);
     let mut left_out = 0;
-    match answer {
-        Answer::Nothing => buf.put_u8(0),
-        Answer::Refused => buf.put_u8(1),
-        Answer::Session(image) => {
-            buf.put_u8(2);
-            buf.put_u32(image.subscriptions.len() as u32);
-            for (filter, options) in &image.subscriptions {
-                put_str(buf, filter.as_str());
-                buf.put_u8(options.qos as u8);
-                let flags = u8::from(options.no_local)
-                    | u8::from(options.retain_as_published) << 1
-                    | u8::from(options.acl_check) << 2;
-                buf.put_u8(flags);
-                buf.put_u32(options.id.unwrap_or(0));
-            }
-            buf.put_u32(image.inflight.len() as u32);
-            for entry in &image.inflight {
-                buf.put_u16(entry.packet_id.get());
-                buf.put_u8(match entry.stage {
-                    Stage::PubAckDue => 0,
-                    Stage::PubRecDue => 1,
-                    Stage::PubCompDue => 2,
-                });
-                put_delivery(buf, &entry.delivery);
-            }
-            let count_at = buf.len();
-            buf.put_u32(0);
-            let mut count = 0u32;
-            for delivery in &image.mqueue {
-                if buf.len() - start > IMAGE_BYTES_MAX {
-                    left_out += 1;
-                    continue;
+    put_framed(buf, HANDOVER, |buf| {
+        let start = buf.len();
+        buf.put_u64(claim);
+        put_str(buf, client_id);
+        match answer {
+            Answer::Nothing => buf.put_u8(0),
+            Answer::Refused => buf.put_u8(1),
+            Answer::Session(image) => {
+                buf.put_u8(2);
+                buf.put_u32(image.subscriptions.len() as u32);
+                for (filter, options) in &image.subscriptions {
+                    put_str(buf, filter.as_str());
+                    buf.put_u8(options.qos as u8);
+                    let flags = u8::from(options.no_local)
+                        | u8::from(options.retain_as_published) << 1
+                        | u8::from(options.acl_check) << 2;
+                    buf.put_u8(flags);
+                    buf.put_u32(options.id.unwrap_or(0));
                 }
-                if put_delivery(buf, delivery) {
-                    count += 1;
+                buf.put_u32(image.inflight.len() as u32);
+                for entry in &image.inflight {
+                    buf.put_u16(entry.packet_id.get());
+                    buf.put_u8(match entry.stage {
+                        Stage::PubAckDue => 0,
+                        Stage::PubRecDue => 1,
+                        Stage::PubCompDue => 2,
+                    });
+                    put_delivery(buf, &entry.delivery);
                 }
-            }
-            buf[count_at..count_at + 4].copy_from_slice(&count.to_be_bytes());
-            buf.put_u32(image.awaiting_rel.len() as u32);
-            for id in &image.awaiting_rel {
-                buf.put_u16(id.get());
+                let count_at = buf.len();
+                buf.put_u32(0);
+                let mut count = 0u32;
+                for delivery in &image.mqueue {
+                    if buf.len() - start > IMAGE_BYTES_MAX {
+                        left_out += 1;
+                        continue;
+                    }
+                    if put_delivery(buf, delivery) {
+                        count += 1;
+                    }
+                }
+                buf[count_at..count_at + 4].copy_from_slice(&count.to_be_bytes());
+                buf.put_u32(image.awaiting_rel.len() as u32);
+                for id in &image.awaiting_rel {
+                    buf.put_u16(id.get());
+                }
             }
         }
-    }
-    let len = (buf.len() - start - 4) as u32;
-    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        true
+    });
     left_out
 }
 

@@ -113,6 +113,8 @@ pub(crate) struct ClusterIo {
     encoded: BytesMut,
     /// Incoming links refused (bad hello, bad frame).
     pub links_refused: u64,
+    /// Claim answers dropped while waiting for a link (over `UNSENT_ANSWERS_MAX`).
+    answers_dropped: u64,
     /// Claims this node sent: the nodes that have not answered, and until when
     /// they may.
     claims_out: HashMap<u64, (ShardSet, u64)>,
@@ -146,6 +148,7 @@ impl ClusterIo {
             changes: Vec::new(),
             encoded: BytesMut::new(),
             links_refused: 0,
+            answers_dropped: 0,
             claims_out: HashMap::new(),
             remote_wills: Vec::new(),
             unsent_answers: Vec::new(),
@@ -269,6 +272,12 @@ impl ClusterIo {
                 stats.claims_refused,
             ),
             (
+                "cluster_claim_answers_dropped",
+                "counter",
+                "Claim answers dropped while waiting for a link to a node not yet seen up.",
+                self.answers_dropped,
+            ),
+            (
                 "cluster_bad_datagrams",
                 "counter",
                 "Membership datagrams that did not decode.",
@@ -354,7 +363,7 @@ impl Shard {
             _ => {
                 if cluster.unsent_answers.len() >= UNSENT_ANSWERS_MAX {
                     cluster.unsent_answers.remove(0);
-                    self.core.stats.claims_refused += 1;
+                    cluster.answers_dropped += 1;
                 }
                 cluster.unsent_answers.push((node, claim, client_id, answer));
             }
