@@ -32,7 +32,7 @@ use glommio::{
 };
 use tracing::info;
 
-use crate::config::{Config, ConfigError, ListenerConfig, SharedStrategy};
+use crate::config::{Config, ConfigError, ListenerConfig, SharedStrategy, SyncMode};
 use crate::hooks::Hooks;
 use crate::net;
 use crate::protocol::{ProtocolViolation, QoS, TopicName};

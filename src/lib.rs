@@ -29,6 +29,7 @@ pub mod hooks;
 pub mod message;
 pub mod metrics;
 mod net;
+mod persist;
 pub mod protocol;
 pub mod router;
 pub mod security;

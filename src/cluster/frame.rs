@@ -233,8 +233,9 @@ fn put_framed(buf: &mut BytesMut, kind: u8, body: impl FnOnce(&mut BytesMut) -> 
     true
 }
 
-/// A message: its id, then its MQTT 5 PUBLISH.
-fn put_message(buf: &mut BytesMut, message: &Message) -> bool {
+/// A message: its id, then its MQTT 5 PUBLISH (also the message of a durable log
+/// record, `persist::record`).
+pub(crate) fn put_message(buf: &mut BytesMut, message: &Message) -> bool {
     let view = PublishView {
         topic: message.topic.as_str(),
         payload: &message.payload,
@@ -616,7 +617,7 @@ fn get_delivery(body: &mut BytesMut) -> Result<Delivery, FrameError> {
     Ok(Delivery { message: Arc::new(message), qos, retain, sub_ids, shared })
 }
 
-fn get_message(mut body: BytesMut) -> Result<Message, FrameError> {
+pub(crate) fn get_message(mut body: BytesMut) -> Result<Message, FrameError> {
     if body.len() < 16 {
         return Err(FrameError::Malformed("publish"));
     }

@@ -67,6 +67,28 @@ pub enum ConfigError {
     },
 }
 
+/// When a durable record reaches the disk (`--sync`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Group commit: the records of one pass share one fdatasync, and the
+    /// acknowledgements of that pass wait for it.
+    Always,
+    /// fdatasync every `sync_interval_ms`; acknowledgements at once.
+    #[default]
+    Interval,
+    /// Left to the operating system.
+    Never,
+}
+
+impl fmt::Display for SyncMode {
+    /// The flag's spelling, for `--help`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = clap::ValueEnum::to_possible_value(self).expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
 /// How a shared subscription group picks the member that gets a message, as the
 /// setting is written (`round_robin` in the file, `round-robin` as a flag).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -416,6 +438,22 @@ macro_rules! for_each_setting {
             /// messages for it are dropped and counted.
             cluster_link_buffer_bytes: NonZeroUsize = nz!(16 * 1024 * 1024)
                 => cluster_link_buffer_bytes: NonZeroUsize, {};
+            /// Directory of the durable sessions and retained messages: each shard keeps
+            /// its log there. Unset: nothing survives a restart.
+            data_dir: Option<PathBuf> = None
+                => data_dir: PathBuf, { value_name = "DIR" } "off (in memory)";
+            /// When log records reach the disk: `always` (acknowledgements wait for
+            /// them), `interval` (every `sync_interval_ms`) or `never` (the OS decides).
+            sync: SyncMode = SyncMode::Interval => sync: SyncMode, {};
+            /// Milliseconds between fdatasyncs under `sync = interval`.
+            sync_interval: Duration = Duration::from_millis(10)
+                => sync_interval_ms: Millis, { value_name = "MILLIS" };
+            /// Bytes of one log segment before the next starts.
+            data_segment_bytes: NonZeroU64 = nz!(64 * 1024 * 1024)
+                => data_segment_bytes: NonZeroU64, {};
+            /// Bytes the logs may take on disk, all shards together; at the limit new
+            /// durable state is refused. 0: no limit.
+            data_max_bytes: Option<NonZeroU64> = None => data_max_bytes: u64, {};
             /// Seconds between `$SYS` publications; 0 turns `$SYS` off.
             sys_interval: Option<Duration> = Some(Duration::from_secs(10))
                 => sys_interval_secs: Secs, { value_name = "SECS" };
@@ -555,8 +593,8 @@ macro_rules! written_as_is {
         }
     )*};
 }
-written_as_is!(u16, u32, u64, usize, f64, bool, String, SocketAddr, SharedStrategy);
-written_as_is!(NonZeroU16, NonZeroU32, NonZeroUsize);
+written_as_is!(u16, u32, u64, usize, f64, bool, String, SocketAddr, SharedStrategy, SyncMode);
+written_as_is!(NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize);
 
 /// Optional settings written as their value when set, absent when not.
 macro_rules! written_when_set {

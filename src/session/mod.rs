@@ -34,6 +34,7 @@
 
 mod image;
 mod inflight;
+mod journal;
 mod mqueue;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod script;
@@ -51,6 +52,7 @@ use crate::protocol::{
 };
 
 pub use image::SessionImage;
+pub use journal::Change;
 pub use inflight::{AckKind, Acked, Entry, Inflight, Stage};
 pub use mqueue::{Delivery, DropReason, Mqueue};
 
@@ -181,6 +183,8 @@ struct Traffic {
     /// Outgoing topic aliases of the current connection: topic -> alias. Bounded by
     /// the client's Topic Alias Maximum; reset at every connection [MQTT-3.3.2-7].
     aliases_out: HashMap<ByteString, u16>,
+    /// Changes not yet taken for the log (a durable session only).
+    changes: Vec<Change>,
 }
 
 impl Traffic {
@@ -193,6 +197,7 @@ impl Traffic {
             mqueue: Mqueue::new(limits.mqueue_len_max as usize, limits.mqueue_store_qos0),
             awaiting_rel: HashSet::new(),
             aliases_out: HashMap::new(),
+            changes: Vec::new(),
         }
     }
 
@@ -201,6 +206,7 @@ impl Traffic {
             && self.mqueue.is_empty()
             && self.awaiting_rel.is_empty()
             && self.aliases_out.is_empty()
+            && self.changes.is_empty()
     }
 }
 
@@ -218,6 +224,8 @@ pub struct Session {
     /// `None` while it would be empty.
     traffic: Option<Box<Traffic>>,
     online: bool,
+    /// Whether it notes its changes for its shard's log (see `journal`).
+    durable: bool,
     stats: SessionStats,
 }
 
@@ -231,6 +239,7 @@ impl Session {
             subscriptions: SmallMap::new(),
             traffic: None,
             online: true,
+            durable: false,
             stats: SessionStats::default(),
         }
     }
@@ -336,15 +345,28 @@ impl Session {
     ) -> Option<(Delivery, DropReason)> {
         if let Some(out) = out {
             if self.online && self.mqueue_len() == 0 && self.can_send_now(&delivery, out) {
-                self.transmit(delivery, out, now_us);
+                self.transmit(delivery, out, now_us, false);
                 return None;
             }
         }
         if !may_queue {
             return Some((delivery, DropReason::Budget));
         }
+        let noted = self.durable.then(|| delivery.clone());
         let traffic = self.traffic_mut();
         let dropped = traffic.mqueue.push(delivery);
+        if let Some(delivery) = noted {
+            match &dropped {
+                Some((_, DropReason::Qos0NotStored)) => {}
+                Some((oldest, _)) => {
+                    let id = oldest.message.id;
+                    self.note(|| Change::Done(id));
+                    self.note(|| Change::Pending(delivery, None));
+                }
+                None => self.note(|| Change::Pending(delivery, None)),
+            }
+        }
+        let traffic = self.traffic_mut();
         if traffic.is_empty() {
             // Nothing was queued (a QoS 0 message not stored): no empty state kept.
             self.traffic = None;
@@ -361,20 +383,35 @@ impl Session {
         }
     }
 
-    /// Sends a delivery for the first time; drops it instead when it expired or is
-    /// too large for the client.
-    fn transmit(&mut self, delivery: Delivery, out: &mut BytesMut, now_us: u64) {
+    /// Sends a delivery for the first time (`queued`: from the mqueue); drops it
+    /// instead when it expired or is too large for the client.
+    fn transmit(&mut self, delivery: Delivery, out: &mut BytesMut, now_us: u64, queued: bool) {
+        let id = delivery.message.id;
         let Some(expiry) = remaining_expiry(&delivery.message, now_us) else {
             self.stats.dropped_expired += 1;
+            if queued {
+                self.note(|| Change::Done(id));
+            }
             return;
         };
         let mut views = [None, None];
         let Some((mut publish, alias)) = self.measure(&delivery, expiry, false, &mut views) else {
             self.stats.dropped_too_large += 1;
+            if queued {
+                self.note(|| Change::Done(id));
+            }
             return;
         };
         if delivery.qos != QoS::AtMostOnce {
-            publish.set_packet_id(self.traffic_mut().inflight.insert(delivery.clone()));
+            let packet_id = self.traffic_mut().inflight.insert(delivery.clone());
+            publish.set_packet_id(packet_id);
+            if queued {
+                self.note(|| Change::Sent(id, packet_id));
+            } else {
+                self.note(|| Change::Pending(delivery.clone(), Some(packet_id)));
+            }
+        } else if queued {
+            self.note(|| Change::Done(id));
         }
         publish.encode(out);
         self.alias_sent(&delivery.message.topic, alias);
@@ -483,7 +520,7 @@ impl Session {
                 break;
             }
             let delivery = self.traffic_mut().mqueue.pop_front().expect("front() was Some");
-            self.transmit(delivery, out, now_us);
+            self.transmit(delivery, out, now_us, true);
         }
     }
 
@@ -537,10 +574,12 @@ impl Session {
         };
         match acked {
             Acked::Completed(entry) => {
+                self.note(|| Change::Done(entry.delivery.message.id));
                 self.drain(out, now_us);
                 Ok(Some(entry.delivery))
             }
             Acked::Released => {
+                self.note(|| Change::Released(id));
                 codec::encode(&Packet::PubRel(Ack::new(id)), self.link.protocol, out);
                 Ok(None)
             }
@@ -560,7 +599,11 @@ impl Session {
     /// routed, `false` for a resend of one already routed [MQTT-4.3.3-2]. PUBREC is
     /// sent either way (by the caller, who also answers QoS 1).
     pub fn on_incoming_qos2(&mut self, id: PacketId) -> bool {
-        self.traffic_mut().awaiting_rel.insert(id)
+        let first = self.traffic_mut().awaiting_rel.insert(id);
+        if first {
+            self.note(|| Change::AwaitRel(id));
+        }
+        first
     }
 
     /// Number of QoS 2 messages from the client waiting for their PUBREL: what
@@ -577,8 +620,9 @@ impl Session {
     /// PUBREL from the client: forget the id and answer PUBCOMP, also for an unknown
     /// id, so that a client resending PUBREL after a reconnect completes [MQTT-4.3.3-2].
     pub fn on_pubrel(&mut self, id: PacketId, out: &mut BytesMut) {
-        if let Some(traffic) = self.traffic.as_deref_mut() {
-            traffic.awaiting_rel.remove(&id);
+        let held = self.traffic.as_deref_mut().is_some_and(|t| t.awaiting_rel.remove(&id));
+        if held {
+            self.note(|| Change::Rel(id));
         }
         codec::encode(&Packet::PubComp(Ack::new(id)), self.link.protocol, out);
     }
@@ -615,6 +659,8 @@ impl Session {
             else {
                 self.traffic_mut().inflight.remove(packet_id);
                 self.stats.dropped_too_large += 1;
+                let id = delivery.message.id;
+                self.note(|| Change::Done(id));
                 continue;
             };
             publish.set_packet_id(packet_id);
@@ -640,6 +686,10 @@ impl Session {
         let mut taken: Vec<Delivery> =
             traffic.inflight.take_shared().into_iter().map(|e| e.delivery).collect();
         taken.extend(traffic.mqueue.take_shared());
+        for delivery in &taken {
+            let id = delivery.message.id;
+            self.note(|| Change::Done(id));
+        }
         taken
     }
 
