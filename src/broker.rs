@@ -79,6 +79,9 @@ pub enum StartError {
     /// The password file, the ACL file or a certificate could not be read.
     #[error("{0}")]
     Security(String),
+    /// The data directory could not be read or written; holds the reason.
+    #[error("durable sessions: {0}")]
+    Data(String),
     /// A shard thread could not be spawned; holds the reason.
     #[error("cannot start the shard threads: {0}")]
     Threads(String),
@@ -232,6 +235,37 @@ impl Broker {
                 (tx, Some(rx))
             })
             .unzip();
+        let (durable, durable_ready) = match &config.data_dir {
+            Some(dir) => {
+                let recovered = crate::persist::open(dir, shards).map_err(|e| {
+                    StartError::Data(format!("data directory {}: {e}", dir.display()))
+                })?;
+                let stats = recovered.stats;
+                info!(
+                    dir = %dir.display(),
+                    generation = stats.generation,
+                    segments = stats.segments,
+                    bytes = stats.bytes,
+                    records = stats.records,
+                    sessions = stats.sessions,
+                    expired = stats.expired,
+                    retained = stats.retained,
+                    torn = stats.torn,
+                    corrupt = stats.corrupt,
+                    millis = stats.millis,
+                    "data directory replayed"
+                );
+                let (tx, rx) = crossbeam_channel::unbounded();
+                let durable = shard::log::Durable {
+                    recovered: Mutex::new(recovered.shards.into_iter().map(Some).collect()),
+                    ready: tx,
+                    committed: std::sync::atomic::AtomicBool::new(false),
+                    recovery: stats,
+                };
+                (Some(Arc::new(durable)), Some((rx, dir.clone(), recovered.generation)))
+            }
+            None => (None, None),
+        };
         let ctx = ShardContext {
             config: Arc::clone(&config),
             hooks: Arc::new(self.hooks),
@@ -244,6 +278,7 @@ impl Broker {
             reload: Arc::clone(&reload),
             loaded: Arc::new(loaded),
             cluster: Arc::new(Mutex::new(cluster)),
+            durable: durable.clone(),
         };
         let online = CpuSet::online().map_err(|e| StartError::Threads(e.to_string()))?;
         let placement = cpus
@@ -268,6 +303,14 @@ impl Broker {
             // glommio's MeshBuilder holds (a heap-corruption abort at shutdown, 1 in 6).
             .on_all_shards(move || shard::run(ctx))
             .map_err(|e| StartError::Threads(e.to_string()))?;
+        if let (Some(durable), Some((ready, dir, generation))) = (&durable, durable_ready) {
+            if let Err(e) = shard::log::commit(&dir, generation, shards, &ready) {
+                stop.store(true, Ordering::Release);
+                let _ = threads.join_all();
+                return Err(StartError::Data(e));
+            }
+            durable.committed.store(true, Ordering::Release);
+        }
         info!(
             shards,
             ?cpus,

@@ -57,6 +57,8 @@ pub struct ShardStats {
     pub sessions_expired: u64,
     /// Sessions handed to another node of the cluster (their client connected there).
     pub sessions_handed_over: u64,
+    /// Persistent sessions read back from the data directory at start-up.
+    pub sessions_restored: u64,
     /// Sessions taken from another node of the cluster.
     pub sessions_taken_over: u64,
     /// Connections refused because another node of the cluster claimed their
@@ -229,6 +231,7 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         a.sessions_expired += b.sessions_expired;
         a.route_updates_sent += b.route_updates_sent;
         a.sessions_handed_over += b.sessions_handed_over;
+        a.sessions_restored += b.sessions_restored;
         a.sessions_taken_over += b.sessions_taken_over;
         a.claims_refused += b.claims_refused;
         a.route_updates_stale += b.route_updates_stale;

@@ -102,12 +102,8 @@ impl Journal {
         self.put(&Record::SessionEnd { serial });
     }
 
-    pub fn subscribe(&mut self, serial: u64, filter: &TopicFilter, options: SubOptions) {
+    fn subscribe(&mut self, serial: u64, filter: &TopicFilter, options: SubOptions) {
         self.put(&Record::Subscribe { serial, filter: filter.clone(), options });
-    }
-
-    pub fn unsubscribe(&mut self, serial: u64, filter: &TopicFilter) {
-        self.put(&Record::Unsubscribe { serial, filter: filter.clone() });
     }
 
     /// The changes `session` noted, as records.
@@ -128,6 +124,8 @@ impl Journal {
             Change::Done(message) => Record::Done { serial, message },
             Change::AwaitRel(packet_id) => Record::AwaitRel { serial, packet_id },
             Change::Rel(packet_id) => Record::Rel { serial, packet_id },
+            Change::Subscribe(filter, options) => Record::Subscribe { serial, filter, options },
+            Change::Unsubscribe(filter) => Record::Unsubscribe { serial, filter },
         };
         self.put(&record);
     }

@@ -11,9 +11,9 @@
 //!   and its QoS 2 ids awaiting PUBREL (`persist::replay`).
 
 use crate::message::MessageId;
-use crate::protocol::PacketId;
+use crate::protocol::{PacketId, TopicFilter};
 
-use super::{Delivery, Session};
+use super::{Delivery, Session, SubOptions};
 
 /// One change of a durable session.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +32,10 @@ pub enum Change {
     AwaitRel(PacketId),
     /// Its PUBREL came.
     Rel(PacketId),
+    /// A subscription made or replaced.
+    Subscribe(TopicFilter, SubOptions),
+    /// A subscription removed.
+    Unsubscribe(TopicFilter),
 }
 
 impl Session {

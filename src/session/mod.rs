@@ -314,6 +314,7 @@ impl Session {
     /// Records a subscription; returns the options it replaced, if any
     /// [MQTT-3.8.4-3].
     pub fn subscribe(&mut self, filter: TopicFilter, options: SubOptions) -> Option<SubOptions> {
+        self.note(|| Change::Subscribe(filter.clone(), options));
         self.subscriptions.insert(filter, options)
     }
 
@@ -329,7 +330,11 @@ impl Session {
 
     /// Removes a subscription; returns whether it existed.
     pub fn unsubscribe(&mut self, filter: &TopicFilter) -> bool {
-        self.subscriptions.remove(filter).is_some()
+        let existed = self.subscriptions.remove(filter).is_some();
+        if existed {
+            self.note(|| Change::Unsubscribe(filter.clone()));
+        }
+        existed
     }
 
     /// Hands a message to the session. Online, it is encoded into `out` unless

@@ -25,6 +25,7 @@
 mod cluster;
 pub(crate) mod core;
 mod heap;
+pub(crate) mod log;
 mod mesh;
 mod notify;
 mod observe;
@@ -95,6 +96,9 @@ pub(crate) struct ShardContext {
     pub loaded: Arc<Reload>,
     /// The cluster's sockets, for shard 0 (`None`: a single node).
     pub cluster: Arc<Mutex<Option<ClusterSockets>>>,
+    /// The data directory's state and the start-up handshake (`None`: nothing
+    /// durable).
+    pub durable: Option<Arc<log::Durable>>,
 }
 
 /// The settings of the core, resolved from the broker's: this shard's shares of
@@ -180,6 +184,8 @@ pub(crate) struct Shard {
     cluster: Option<cluster::ClusterIo>,
     /// Connections whose client id is being claimed from the other nodes.
     claims: sockets::Claims,
+    /// The shard's log, when it keeps one (`--data-dir`).
+    log: Option<log::LogState>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -220,6 +226,7 @@ impl Shard {
         }
         self.core.set_ring_overflow(self.data_out.overflow_len() + self.ctrl_out.overflow_len());
         self.end_pass_cluster();
+        self.end_pass_log();
         self.end_pass_sockets();
         self.sync_gates();
     }
@@ -356,6 +363,7 @@ pub(crate) async fn run(ctx: ShardContext) {
         me: std::rc::Weak::new(),
         cluster: None,
         claims: sockets::Claims::default(),
+        log: None,
     };
     let cluster_sockets = match id {
         0 => ctx.cluster.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take(),
@@ -384,6 +392,12 @@ pub(crate) async fn run(ctx: ShardContext) {
     spawn_local(reap(Rc::clone(&shard))).detach();
     let reaper = Rc::clone(&shard.borrow().reaper);
     glommio::park::set_park_hook(Some(Rc::new(Park { shard: Rc::downgrade(&shard), reaper })));
+    if let Some(durable) = &ctx.durable {
+        if !log::start(&shard, durable).await {
+            error!("shard {id}: cannot start its durable log; stopping");
+            ctx.stop.store(true, Ordering::Release);
+        }
+    }
     shard.borrow_mut().start_sockets();
     if let Some(sockets) = cluster_sockets {
         cluster::start(&shard, sockets);

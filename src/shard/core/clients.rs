@@ -199,6 +199,19 @@ impl Core {
             })
         });
         entry.username = connect.username.as_deref().map(Box::from);
+        if let Some(journal) = self.journal.as_deref_mut() {
+            if entry.persistent() || entry.session.is_durable() {
+                entry.session.set_durable(true);
+                journal.session(
+                    entry.serial,
+                    !session_present,
+                    &client_id,
+                    entry.expiry_secs,
+                    0,
+                    entry.username.as_deref(),
+                );
+            }
+        }
         let will = entry.will.as_deref().cloned();
         let connack =
             ConnAck { session_present, reason: ReasonCode::SUCCESS, properties: properties.into() };
@@ -390,6 +403,7 @@ impl Core {
             return;
         }
         let conn = self.conns.remove(id.slot());
+        self.forget_seals(id);
         let reason = conn.close.map_or(reason, |close| *close);
         self.stats.connections -= 1;
         self.hooks.client_disconnected(&conn.info, reason.describe());
@@ -410,6 +424,19 @@ impl Core {
         // What shared subscriptions dispatched here and the client did not take
         // goes to another member [MQTT-4.8.2-4..6].
         let orphans = entry.session.take_shared();
+        if let Some(journal) = self.journal.as_deref_mut() {
+            journal.absorb(entry.serial, &mut entry.session);
+            if entry.persistent() && entry.session.is_durable() {
+                journal.session(
+                    entry.serial,
+                    false,
+                    &conn.info.client_id,
+                    expiry_secs,
+                    now.unix_us / 1_000_000,
+                    entry.username.as_deref(),
+                );
+            }
+        }
         let client_id = conn.info.client_id.clone();
         if had_will {
             self.will_changed(&client_id, None);
@@ -440,6 +467,9 @@ impl Core {
         self.cancel_expiry(key);
         let pending_will = self.cancel_pending_will(key);
         let (_, entry) = self.sessions.remove(client_id).expect("found above");
+        if let Some(journal) = self.journal.as_deref_mut().filter(|_| entry.session.is_durable()) {
+            journal.session_end(entry.serial);
+        }
         self.stats.queued_bytes -= entry.session.queued_bytes() as u64;
         let filters: Vec<_> = entry.session.subscriptions().map(|(f, _)| f.clone()).collect();
         for filter in filters {

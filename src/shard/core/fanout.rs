@@ -118,6 +118,9 @@ impl Core {
         };
         let entry = self.sessions.by_key_mut(key).expect("present above");
         before.count(&mut self.stats, &mut entry.session);
+        if let Some(journal) = self.journal.as_deref_mut() {
+            journal.absorb(entry.serial, &mut entry.session);
+        }
         match dropped.map(|(_, reason)| reason) {
             Some(DropReason::Budget) => self.stats.dropped_budget += 1,
             Some(DropReason::QueueFull | DropReason::Qos0NotStored) => {
@@ -139,6 +142,9 @@ impl Core {
         let before = SentSnapshot::of(&entry.session);
         let result = f(&mut entry.session, out_buffer(conn, &mut self.spare_out));
         before.count(&mut self.stats, &mut entry.session);
+        if let Some(journal) = self.journal.as_deref_mut() {
+            journal.absorb(entry.serial, &mut entry.session);
+        }
         self.mark_dirty(id);
         Some(result)
     }

@@ -39,6 +39,7 @@
 //! - A connection is in `to_wake` iff its `dirty` flag is set.
 
 mod clients;
+mod durable;
 mod fanout;
 mod inbox;
 mod invariants;
@@ -401,6 +402,10 @@ pub(crate) struct Core {
     security: Security,
     /// The other nodes of the cluster (see `nodes`).
     nodes: Nodes,
+    /// Records for the shard's log, when it keeps one (see `durable`).
+    journal: Option<Box<crate::persist::Journal>>,
+    /// Output waiting for the log (`--sync always`, see `durable`).
+    hold: Option<Box<durable::Hold>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -458,6 +463,8 @@ impl Core {
             stopping: false,
             security: Security::default(),
             nodes: Nodes::new(config.cluster),
+            journal: None,
+            hold: None,
             config,
         }
     }
@@ -518,12 +525,15 @@ impl Core {
     pub fn poll_wake(&mut self) -> Option<ConnId> {
         while let Some(id) = self.to_wake.pop() {
             // A connection that ended since it was marked is skipped.
-            if let Some(conn) = self.conn_mut(id) {
-                conn.dirty = false;
-                conn.ready = conn.out.len();
-                return Some(id);
+            let Some(conn) = self.conn_mut(id) else { continue };
+            conn.dirty = false;
+            let len = conn.out.len();
+            if !self.seal(id, len) {
+                self.conns[id.slot()].ready = len;
             }
+            return Some(id);
         }
+        self.seal_pass();
         None
     }
 
@@ -536,11 +546,13 @@ impl Core {
         if ready == 0 {
             return None;
         }
-        if ready == conn.out.len() {
-            Some(std::mem::take(&mut conn.out))
+        let out = if ready == conn.out.len() {
+            std::mem::take(&mut conn.out)
         } else {
-            Some(conn.out.split_to(ready))
-        }
+            conn.out.split_to(ready)
+        };
+        self.unseal_taken(id, ready);
+        Some(out)
     }
 
     /// Why the broker ends `id`, once it decided to.

@@ -353,6 +353,9 @@ impl Core {
             self.cancel_expiry(key);
         }
         let (key, entry) = self.sessions.remove(client_id)?;
+        if let Some(journal) = self.journal.as_deref_mut().filter(|_| entry.session.is_durable()) {
+            journal.session_end(entry.serial);
+        }
         self.stats.queued_bytes -= entry.session.queued_bytes() as u64;
         for (filter, _) in entry.session.subscriptions() {
             // Shared memberships ended with the connection; plain filters leave
@@ -376,10 +379,15 @@ impl Core {
             return;
         }
         let subscriptions = image.subscriptions.clone();
-        let (session, dropped) = Session::import(client_id, self.config.session, image);
+        self.session_serial += 1;
+        if let Some(journal) = self.journal.as_deref_mut() {
+            let now_s = now.unix_us / 1_000_000;
+            journal.checkpoint(self.session_serial, &client_id, None, now_s, None, &image);
+        }
+        let (mut session, dropped) = Session::import(client_id, self.config.session, image);
+        session.set_durable(self.journal.is_some());
         self.stats.dropped_mqueue += dropped as u64;
         self.stats.queued_bytes += session.queued_bytes() as u64;
-        self.session_serial += 1;
         let key = self.sessions.insert(Box::new(SessionEntry {
             session,
             serial: self.session_serial,

@@ -181,7 +181,16 @@ impl Retained {
 impl Core {
     /// Stores a retained message in this shard's partition, counting the outcome.
     pub(super) fn store_retained(&mut self, message: Arc<Message>) {
-        match self.retained.store(message) {
+        let logged = self.journal.is_some() && !is_sys_topic(message.topic.as_str());
+        let noted = logged.then(|| Arc::clone(&message));
+        let stored = self.retained.store(message);
+        if let (Some(journal), Some(message)) = (self.journal.as_deref_mut(), noted) {
+            if matches!(stored, Stored::Yes | Stored::ClearedUnguarded) {
+                let set = (!message.payload.is_empty()).then_some(&*message);
+                journal.retain(message.topic.as_str(), set);
+            }
+        }
+        match stored {
             Stored::Yes => {}
             Stored::Superseded => self.stats.retained_superseded += 1,
             Stored::ClearedUnguarded => self.stats.limit_retained += 1,

@@ -1,0 +1,202 @@
+//! The core's side of durable sessions (`--data-dir`): what it appends to its
+//! shard's log ([`crate::persist::Journal`]), and the state recovered at start-up.
+//!
+//! Which changes are logged, and where:
+//! - a persistent session's start and terms: `clients` (CONNECT, and its close,
+//!   with the time it went offline), its end: `remove_session` and the cluster's
+//!   hand-over (`nodes`);
+//! - its subscriptions and messages: noted by the session itself
+//!   (`session::journal`), taken after every call on it (`fanout`);
+//! - retained messages: `retained`.
+//!
+//! # Invariants
+//! - A session is durable (notes its changes) iff the shard keeps a log and the
+//!   session is persistent or was when its last record was written.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+use hashbrown::HashMap;
+
+use crate::persist::{Journal, ShardRecovery};
+use crate::session::Session;
+
+use super::sessions::SessionEntry;
+use super::timers::{secs_to_ticks, ticks, Timer};
+use super::{ConnId, Core, Now};
+
+impl Core {
+    /// The shard keeps a log: from now on persistent sessions note their changes.
+    pub fn enable_journal(&mut self) {
+        self.journal = Some(Box::default());
+    }
+
+    /// The records appended since the last call.
+    pub fn take_journal(&mut self) -> Option<BytesMut> {
+        self.journal.as_deref_mut().and_then(Journal::take)
+    }
+
+    /// The journal's counters, if the shard keeps a log.
+    pub fn journal_stats(&self) -> Option<crate::persist::journal::JournalStats> {
+        self.journal.as_deref().map(|j| j.stats)
+    }
+
+    /// Takes the state the data directory held for this shard, before any client
+    /// connects: sessions come back offline, their subscriptions routed and
+    /// their expiry counting from when they went offline; retained messages are
+    /// stored. Everything is appended again as the first records of the new
+    /// log.
+    pub fn restore(&mut self, now: Now, recovery: ShardRecovery) {
+        self.now = now;
+        let now_s = now.unix_us / 1_000_000;
+        for recovered in recovery.sessions {
+            let client_id = bytestring::ByteString::from(recovered.client_id);
+            if self.sessions.get(&client_id).is_some() {
+                continue;
+            }
+            let offline_since_s =
+                if recovered.offline_since_s == 0 { now_s } else { recovered.offline_since_s };
+            let subscriptions = recovered.image.subscriptions.clone();
+            self.session_serial += 1;
+            let serial = self.session_serial;
+            if let Some(journal) = self.journal.as_deref_mut() {
+                journal.checkpoint(
+                    serial,
+                    &client_id,
+                    recovered.expiry_secs,
+                    offline_since_s,
+                    recovered.username.as_deref(),
+                    &recovered.image,
+                );
+            }
+            let (mut session, dropped) =
+                Session::import(client_id.clone(), self.config.session, recovered.image);
+            session.set_durable(self.journal.is_some());
+            self.stats.dropped_mqueue += dropped as u64;
+            self.stats.queued_bytes += session.queued_bytes() as u64;
+            let key = self.sessions.insert(Box::new(SessionEntry {
+                session,
+                serial,
+                conn: None,
+                will: None,
+                pending_will: None,
+                expiry_secs: recovered.expiry_secs,
+                expires_at: None,
+                username: recovered.username.map(Box::from),
+            }));
+            for (filter, options) in subscriptions {
+                if !filter.is_shared() {
+                    self.add_local_sub(&filter, key, options);
+                }
+            }
+            if let Some(secs) = recovered.expiry_secs {
+                let left = (offline_since_s + secs).saturating_sub(now_s);
+                let at = ticks(now) + secs_to_ticks(left);
+                let entry = self.sessions.by_key_mut(key).expect("inserted above");
+                entry.expires_at = Some(self.wheel.schedule(at, Timer::SessionExpiry(key)));
+            }
+            self.stats.sessions_restored += 1;
+        }
+        for message in recovery.retained {
+            self.store_retained(message);
+        }
+    }
+}
+
+/// Output that waits for the log (`--sync always`): a pass's acknowledgements go
+/// out only once the records of that pass are on disk.
+///
+/// A connection's output is sealed at the end of every pass that wrote to it
+/// while records wait for their sync: the seal is the length of its buffer then.
+/// When the log is durable up to a pass's position, that pass's seals release
+/// their bytes ([`Core::log_durable`]).
+#[derive(Debug, Default)]
+pub(super) struct Hold {
+    /// Per held pass, oldest first: the log position it waits for and the
+    /// connections it sealed.
+    passes: VecDeque<(u64, Vec<ConnId>)>,
+    /// The connections sealed in the pass under way.
+    sealing: Vec<ConnId>,
+    /// Per connection, the lengths of its buffer its held passes sealed, oldest
+    /// first.
+    seals: HashMap<ConnId, VecDeque<usize>>,
+    /// The log position known to be on disk.
+    durable: u64,
+}
+
+impl Core {
+    /// Makes acknowledgements wait for the log (`--sync always`).
+    pub fn hold_output_for_log(&mut self) {
+        self.hold = Some(Box::default());
+    }
+
+    /// The log position the records so far end at.
+    pub fn log_appended(&self) -> u64 {
+        self.journal.as_deref().map_or(0, Journal::appended)
+    }
+
+    /// Whether output of connection `id` is sealed instead of released: some
+    /// records wait for their sync.
+    pub(super) fn seal(&mut self, id: ConnId, len: usize) -> bool {
+        let appended = self.log_appended();
+        let Some(hold) = self.hold.as_deref_mut() else { return false };
+        if appended <= hold.durable && !hold.seals.contains_key(&id) {
+            return false;
+        }
+        hold.seals.entry(id).or_default().push_back(len);
+        hold.sealing.push(id);
+        true
+    }
+
+    /// The end of the pass's wake-ups: what it sealed waits for the log's
+    /// position now.
+    pub(super) fn seal_pass(&mut self) {
+        let appended = self.log_appended();
+        let Some(hold) = self.hold.as_deref_mut() else { return };
+        if !hold.sealing.is_empty() {
+            let sealed = std::mem::take(&mut hold.sealing);
+            hold.passes.push_back((appended, sealed));
+        }
+    }
+
+    /// `taken` bytes left the front of `id`'s buffer: its seals move with it.
+    pub(super) fn unseal_taken(&mut self, id: ConnId, taken: usize) {
+        let Some(hold) = self.hold.as_deref_mut() else { return };
+        if let Some(seals) = hold.seals.get_mut(&id) {
+            for seal in seals.iter_mut() {
+                *seal = seal.saturating_sub(taken);
+            }
+        }
+    }
+
+    /// Connection `id` ended: nothing of it waits any more.
+    pub(super) fn forget_seals(&mut self, id: ConnId) {
+        if let Some(hold) = self.hold.as_deref_mut() {
+            hold.seals.remove(&id);
+        }
+    }
+
+    /// The log is on disk up to `position`: the output of every pass whose
+    /// records it holds is released. Returns the connections to write.
+    pub fn log_durable(&mut self, position: u64) -> Vec<ConnId> {
+        let mut released = Vec::new();
+        let Some(hold) = self.hold.as_deref_mut() else { return released };
+        hold.durable = hold.durable.max(position);
+        while hold.passes.front().is_some_and(|(at, _)| *at <= position) {
+            let (_, ids) = hold.passes.pop_front().expect("front() was Some");
+            for id in ids {
+                let Some(seals) = hold.seals.get_mut(&id) else { continue };
+                let Some(len) = seals.pop_front() else { continue };
+                if seals.is_empty() {
+                    hold.seals.remove(&id);
+                }
+                if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.serial == id.serial)
+                {
+                    conn.ready = conn.ready.max(len.min(conn.out.len()));
+                    released.push(id);
+                }
+            }
+        }
+        released
+    }
+}

@@ -1,0 +1,327 @@
+//! A shard's log on disk (`--data-dir`): the records its core appends
+//! (`persist::journal`) written on the shard's own io_uring ring through glommio's
+//! `BufferedFile` (no thread per write, no blocking syscall on the executor), in
+//! segments of `data_segment_bytes`, synced as `--sync` says.
+//!
+//! One writer task per shard: it takes everything the passes appended since its
+//! last write, writes it with one `write_at`, and under `--sync always` syncs it
+//! with one fdatasync (group commit) before the output of those passes is
+//! released (`Core::log_durable`).
+//!
+//! Start-up (`start`): the shard takes what the data directory held for it
+//! (`persist::open`, on the main thread), restores it in its core, writes it as
+//! the first records of the new generation, syncs them, and waits until every
+//! shard did (the new generation is then made current) before it accepts
+//! clients.
+//!
+//! # Invariants
+//! - Bytes reach the file in the order the core appended them; a segment holds
+//!   whole records only.
+//! - A failed write stops the log for good (logged, counted, alarm): the broker
+//!   goes on without durability rather than acknowledge what it did not store.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use glommio::io::BufferedFile;
+use glommio::spawn_local;
+use hdrhistogram::Histogram;
+use tracing::{error, info};
+
+use crate::config::SyncMode;
+use crate::persist::{self, RecoveryStats, ShardRecovery};
+
+use super::notify::Notify;
+use super::Shard;
+
+/// What the broker hands its shards when it keeps a data directory.
+#[derive(Debug)]
+pub(crate) struct Durable {
+    /// Per shard, what it starts with (taken once).
+    pub recovered: Mutex<Vec<Option<ShardRecovery>>>,
+    /// Each shard reports here once its first records are synced (or failed).
+    pub ready: crossbeam_channel::Sender<Result<usize, String>>,
+    /// Set once the new generation is current: the shards may accept clients.
+    pub committed: AtomicBool,
+    pub recovery: RecoveryStats,
+}
+
+/// The log figures of one shard, for metrics and `$SYS`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LogFigures {
+    pub bytes_written: u64,
+    pub writes: u64,
+    pub records: u64,
+    pub syncs: u64,
+    pub segments: u64,
+    pub segment_bytes: u64,
+    pub errors: u64,
+    /// fdatasync latency, microseconds.
+    pub sync_us: Option<Histogram<u64>>,
+}
+
+/// The shard's side of its log: bytes waiting for the writer task.
+#[derive(Debug)]
+pub(crate) struct LogState {
+    waiting: Vec<BytesMut>,
+    /// The core's log position after the bytes waiting.
+    position: u64,
+    writer: Rc<Notify>,
+    pub figures: LogFigures,
+    failed: bool,
+}
+
+impl LogState {
+    fn new() -> Self {
+        LogState {
+            waiting: Vec::new(),
+            position: 0,
+            writer: Rc::new(Notify::default()),
+            figures: LogFigures {
+                sync_us: Histogram::new_with_bounds(1, 60_000_000, 2).ok(),
+                ..LogFigures::default()
+            },
+            failed: false,
+        }
+    }
+}
+
+impl Shard {
+    /// The end of a pass: what the core appended goes to the writer task.
+    pub(super) fn end_pass_log(&mut self) {
+        let Some(bytes) = self.core.take_journal() else { return };
+        let position = self.core.log_appended();
+        let Some(log) = self.log.as_mut() else { return };
+        if log.failed {
+            return;
+        }
+        log.waiting.push(bytes);
+        log.position = position;
+        log.writer.notify();
+    }
+}
+
+/// The shard's open segment.
+struct Segment {
+    dir: PathBuf,
+    seq: u64,
+    file: BufferedFile,
+    len: u64,
+}
+
+impl Segment {
+    async fn create(dir: PathBuf, seq: u64) -> std::io::Result<Segment> {
+        let file = BufferedFile::create(dir.join(persist::segment_name(seq))).await?;
+        Ok(Segment { dir, seq, file, len: 0 })
+    }
+
+    /// Appends `bytes`. A short write (the disk full) is an error: what it left
+    /// is a torn tail, which replay drops.
+    async fn write(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        let len = bytes.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let n = self.file.write_at(bytes, self.len).await?;
+        self.len += n as u64;
+        if n < len {
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "short write"));
+        }
+        Ok(())
+    }
+}
+
+/// Restores the shard's share of the data directory and starts its log: the
+/// first records (everything restored) are synced, and every shard waits until
+/// all did and the new generation is current. `false`: the shard cannot keep its
+/// log (the broker stops).
+pub(super) async fn start(shard: &Rc<RefCell<Shard>>, durable: &Arc<Durable>) -> bool {
+    let (id, config) = {
+        let s = shard.borrow();
+        (s.core.id, Arc::clone(&s.config))
+    };
+    let recovery = durable.recovered.lock().unwrap_or_else(|p| p.into_inner())[id].take();
+    let Some(recovery) = recovery else { return false };
+    let dir = recovery.dir.clone();
+    {
+        let mut s = shard.borrow_mut();
+        let now = s.now();
+        s.core.enable_journal();
+        if config.sync == SyncMode::Always {
+            s.core.hold_output_for_log();
+        }
+        s.core.restore(now, recovery);
+        s.log = Some(LogState::new());
+    }
+    let first = shard.borrow_mut().core.take_journal().unwrap_or_default();
+    let result = async {
+        let mut segment = Segment::create(dir, 0).await?;
+        segment.write(first.to_vec()).await?;
+        segment.file.fdatasync().await?;
+        Ok::<Segment, std::io::Error>(segment)
+    }
+    .await;
+    let segment = match result {
+        Ok(segment) => segment,
+        Err(e) => {
+            let _ = durable.ready.send(Err(format!("shard {id}: cannot write its log: {e}")));
+            return false;
+        }
+    };
+    {
+        let mut s = shard.borrow_mut();
+        let position = s.core.log_appended();
+        s.core.log_durable(position);
+        let log = s.log.as_mut().expect("set above");
+        log.figures.segments = 1;
+        log.figures.segment_bytes = segment.len;
+        log.figures.bytes_written = segment.len;
+    }
+    let _ = durable.ready.send(Ok(id));
+    while !durable.committed.load(Ordering::Acquire) {
+        if shard.borrow().stopped.is_set() {
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    let position = shard.borrow().core.log_appended();
+    spawn_local(write_log(Rc::clone(shard), segment, position)).detach();
+    // Routes of the restored sessions go to the other shards now.
+    shard.borrow_mut().schedule_pass();
+    true
+}
+
+/// The writer task: writes what the passes appended, syncs as `--sync` says,
+/// rolls segments.
+async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written: u64) {
+    let (config, writer, stopped) = {
+        let s = shard.borrow();
+        let log = s.log.as_ref().expect("started");
+        (Arc::clone(&s.config), Rc::clone(&log.writer), Rc::clone(&s.stopped))
+    };
+    let interval = config.sync_interval;
+    let segment_max = config.data_segment_bytes.get();
+    let mut synced = written;
+    let mut last_sync = Instant::now();
+    let work = async {
+        loop {
+            let unsynced = written > synced && config.sync == SyncMode::Interval;
+            if unsynced {
+                let left = interval.saturating_sub(last_sync.elapsed());
+                futures_lite::future::or(writer.notified(), glommio::timer::sleep(left)).await;
+            } else {
+                writer.notified().await;
+            }
+            let (bytes, position) = {
+                let mut s = shard.borrow_mut();
+                let log = s.log.as_mut().expect("started");
+                let waiting = std::mem::take(&mut log.waiting);
+                (waiting, log.position)
+            };
+            if !bytes.is_empty() {
+                let mut all = Vec::with_capacity(bytes.iter().map(BytesMut::len).sum());
+                for b in &bytes {
+                    all.extend_from_slice(b);
+                }
+                let n = all.len() as u64;
+                if let Err(e) = segment.write(all).await {
+                    fail(&shard, &format!("writing segment {}: {e}", segment.seq));
+                    return;
+                }
+                written = position;
+                let mut s = shard.borrow_mut();
+                let log = s.log.as_mut().expect("started");
+                log.figures.bytes_written += n;
+                log.figures.writes += 1;
+                log.figures.segment_bytes = segment.len;
+            }
+            let due = match config.sync {
+                SyncMode::Always => written > synced,
+                SyncMode::Interval => written > synced && last_sync.elapsed() >= interval,
+                SyncMode::Never => false,
+            };
+            if due {
+                let started = Instant::now();
+                if let Err(e) = segment.file.fdatasync().await {
+                    fail(&shard, &format!("syncing segment {}: {e}", segment.seq));
+                    return;
+                }
+                synced = written;
+                last_sync = Instant::now();
+                let mut s = shard.borrow_mut();
+                let log = s.log.as_mut().expect("started");
+                log.figures.syncs += 1;
+                if let Some(h) = log.figures.sync_us.as_mut() {
+                    let _ = h.record(started.elapsed().as_micros().max(1) as u64);
+                }
+                let released = s.core.log_durable(synced);
+                for id in released {
+                    s.woken(id);
+                }
+                // The pass submits the sends.
+                s.schedule_pass();
+            }
+            if segment.len >= segment_max {
+                if config.sync != SyncMode::Never {
+                    if let Err(e) = segment.file.fdatasync().await {
+                        fail(&shard, &format!("syncing segment {}: {e}", segment.seq));
+                        return;
+                    }
+                }
+                let next = match Segment::create(segment.dir.clone(), segment.seq + 1).await {
+                    Ok(next) => next,
+                    Err(e) => {
+                        fail(&shard, &format!("creating segment {}: {e}", segment.seq + 1));
+                        return;
+                    }
+                };
+                let old = std::mem::replace(&mut segment, next);
+                let _ = old.file.close().await;
+                let mut s = shard.borrow_mut();
+                let log = s.log.as_mut().expect("started");
+                log.figures.segments += 1;
+                log.figures.segment_bytes = 0;
+            }
+        }
+    };
+    futures_lite::future::or(work, stopped.wait()).await;
+    if written > synced && config.sync != SyncMode::Never {
+        let _ = segment.file.fdatasync().await;
+    }
+}
+
+/// The log cannot be written: say so, count it, stop logging. Output held for it
+/// stays held: nothing unstored is acknowledged.
+fn fail(shard: &Rc<RefCell<Shard>>, what: &str) {
+    error!("durable log failed, durability is off from now on: {what}");
+    let mut s = shard.borrow_mut();
+    if let Some(log) = s.log.as_mut() {
+        log.failed = true;
+        log.figures.errors += 1;
+        log.waiting.clear();
+    }
+}
+
+/// Waits for every shard's first records, then makes the new generation current.
+pub(crate) fn commit(
+    dir: &std::path::Path,
+    generation: u64,
+    shards: usize,
+    ready: &crossbeam_channel::Receiver<Result<usize, String>>,
+) -> Result<(), String> {
+    for _ in 0..shards {
+        match ready.recv_timeout(Duration::from_secs(120)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a shard did not write its log in time".to_owned()),
+        }
+    }
+    persist::commit(dir, generation).map_err(|e| format!("{}: {e}", dir.display()))?;
+    info!(generation, dir = %dir.display(), "data directory ready");
+    Ok(())
+}
