@@ -30,16 +30,21 @@ pub struct SessionImage {
 impl Session {
     /// The session's state, for another node; the session is gone from here.
     pub fn export(self) -> SessionImage {
+        self.image()
+    }
+
+    /// The session's state as it is now: for another node, or a checkpoint of its
+    /// shard's log. Messages are shared, not copied.
+    pub fn image(&self) -> SessionImage {
         let subscriptions = self.subscriptions.iter().map(|(f, o)| (f.clone(), *o)).collect();
-        let Some(traffic) = self.traffic else {
+        let Some(traffic) = self.traffic.as_deref() else {
             return SessionImage { subscriptions, ..SessionImage::default() };
         };
-        let mut traffic = *traffic;
         SessionImage {
             subscriptions,
             inflight: traffic.inflight.iter().cloned().collect(),
-            mqueue: std::iter::from_fn(|| traffic.mqueue.pop_front()).collect(),
-            awaiting_rel: traffic.awaiting_rel.into_iter().collect(),
+            mqueue: traffic.mqueue.iter().cloned().collect(),
+            awaiting_rel: traffic.awaiting_rel.iter().copied().collect(),
         }
     }
 

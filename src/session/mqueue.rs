@@ -88,6 +88,11 @@ impl Mqueue {
         dropped
     }
 
+    /// The queued messages, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Delivery> {
+        self.items.iter()
+    }
+
     /// The oldest queued message, without removing it.
     pub fn front(&self) -> Option<&Delivery> {
         self.items.front()

@@ -60,6 +60,10 @@ pub(crate) struct LogFigures {
     pub syncs: u64,
     pub segments: u64,
     pub segment_bytes: u64,
+    /// Checkpoints completed (each lets the segments before it go).
+    pub checkpoints: u64,
+    /// Bytes of the segments before the open one.
+    pub closed_bytes: u64,
     pub errors: u64,
     /// fdatasync latency, microseconds.
     pub sync_us: Option<Histogram<u64>>,
@@ -74,6 +78,9 @@ pub(crate) struct LogState {
     writer: Rc<Notify>,
     pub figures: LogFigures,
     failed: bool,
+    /// The checkpoint under way: the first segment it writes to, and the log
+    /// position it ends at once the core wrote all of it.
+    walk: Option<(u64, Option<u64>)>,
 }
 
 impl LogState {
@@ -87,6 +94,7 @@ impl LogState {
                 ..LogFigures::default()
             },
             failed: false,
+            walk: None,
         }
     }
 }
@@ -94,6 +102,15 @@ impl LogState {
 impl Shard {
     /// The end of a pass: what the core appended goes to the writer task.
     pub(super) fn end_pass_log(&mut self) {
+        if let Some(log) = self.log.as_mut() {
+            if let Some((_, end @ None)) = log.walk.as_mut() {
+                if self.core.checkpoint_step() {
+                    *end = Some(self.core.log_appended());
+                }
+                // The next slice in the next pass, idle or not.
+                log.writer.notify();
+            }
+        }
         let Some(bytes) = self.core.take_journal() else { return };
         let position = self.core.log_appended();
         let Some(log) = self.log.as_mut() else { return };
@@ -208,6 +225,8 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
     let segment_max = config.data_segment_bytes.get();
     let mut synced = written;
     let mut last_sync = Instant::now();
+    // Segments before the open one: (sequence, bytes).
+    let mut closed: Vec<(u64, u64)> = Vec::new();
     let work = async {
         loop {
             let unsynced = written > synced && config.sync == SyncMode::Interval;
@@ -281,11 +300,56 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
                     }
                 };
                 let old = std::mem::replace(&mut segment, next);
+                closed.push((old.seq, old.len));
                 let _ = old.file.close().await;
+                let closed_bytes: u64 = closed.iter().map(|(_, len)| len).sum();
                 let mut s = shard.borrow_mut();
                 let log = s.log.as_mut().expect("started");
                 log.figures.segments += 1;
                 log.figures.segment_bytes = 0;
+                log.figures.closed_bytes = closed_bytes;
+                // Two segments' worth behind the open one: write the live state
+                // again from here, so they can go.
+                if log.walk.is_none() && closed_bytes >= 2 * segment_max {
+                    log.walk = Some((segment.seq, None));
+                    s.core.begin_checkpoint();
+                    s.schedule_pass();
+                }
+            }
+            let walked = {
+                let s = shard.borrow();
+                match s.log.as_ref().and_then(|l| l.walk) {
+                    Some((from, Some(end))) if written >= end => Some(from),
+                    Some((_, None)) => {
+                        drop(s);
+                        shard.borrow_mut().schedule_pass();
+                        None
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(from) = walked {
+                // The checkpoint must be on disk before what it replaces goes.
+                if synced < written {
+                    if let Err(e) = segment.file.fdatasync().await {
+                        fail(&shard, &format!("syncing segment {}: {e}", segment.seq));
+                        return;
+                    }
+                    synced = written;
+                    last_sync = Instant::now();
+                }
+                for (seq, _) in closed.iter().filter(|(seq, _)| *seq < from) {
+                    let path = segment.dir.join(persist::segment_name(*seq));
+                    if let Err(e) = glommio::io::remove(&path).await {
+                        error!("cannot remove log segment {}: {e}", path.display());
+                    }
+                }
+                closed.retain(|(seq, _)| *seq >= from);
+                let mut s = shard.borrow_mut();
+                let log = s.log.as_mut().expect("started");
+                log.walk = None;
+                log.figures.checkpoints += 1;
+                log.figures.closed_bytes = closed.iter().map(|(_, len)| len).sum();
             }
         }
     };

@@ -14,14 +14,16 @@
 //!   session is persistent or was when its last record was written.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use hashbrown::HashMap;
 
+use crate::message::Message;
 use crate::persist::{Journal, ShardRecovery};
 use crate::session::Session;
 
-use super::sessions::SessionEntry;
+use super::sessions::{SessionEntry, SessionKey};
 use super::timers::{secs_to_ticks, ticks, Timer};
 use super::{ConnId, Core, Now};
 
@@ -198,5 +200,65 @@ impl Core {
             }
         }
         released
+    }
+}
+
+/// A checkpoint under way: every durable session and retained message is
+/// written again, a slice per pass, so that the log's older segments can go.
+#[derive(Debug, Default)]
+pub(super) struct Walk {
+    sessions: Vec<SessionKey>,
+    retained: Vec<Arc<Message>>,
+}
+
+/// Sessions (or retained messages) one pass writes at most while checkpointing:
+/// a pass stays short whatever the number of sessions.
+const WALK_SLICE: usize = 64;
+
+impl Core {
+    /// Starts a checkpoint: from here on the log can do without everything
+    /// before it once [`Core::checkpoint_step`] reports it done.
+    pub fn begin_checkpoint(&mut self) {
+        let Some(journal) = self.journal.as_deref_mut() else { return };
+        journal.forget_messages();
+        let sessions = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.session.is_durable())
+            .map(|(key, _)| key)
+            .collect();
+        let retained = self.retained.messages().cloned().collect();
+        self.walk = Some(Box::new(Walk { sessions, retained }));
+    }
+
+    /// Writes the next slice of the checkpoint; `true` once it is complete (and
+    /// when none is under way).
+    pub fn checkpoint_step(&mut self) -> bool {
+        let Some(walk) = self.walk.as_deref_mut() else { return true };
+        let Some(journal) = self.journal.as_deref_mut() else { return true };
+        for _ in 0..WALK_SLICE {
+            let Some(key) = walk.sessions.pop() else { break };
+            let Some(entry) = self.sessions.by_key(key).filter(|e| e.session.is_durable()) else {
+                continue;
+            };
+            let offline_since_s = if entry.conn.is_some() { 0 } else { self.now.unix_us / 1_000_000 };
+            journal.checkpoint(
+                entry.serial,
+                entry.session.client_id(),
+                entry.expiry_secs,
+                offline_since_s,
+                entry.username.as_deref(),
+                &entry.session.image(),
+            );
+        }
+        for _ in 0..WALK_SLICE {
+            let Some(message) = walk.retained.pop() else { break };
+            journal.retain(message.topic.as_str(), Some(&message));
+        }
+        let done = walk.sessions.is_empty() && walk.retained.is_empty();
+        if done {
+            self.walk = None;
+        }
+        done
     }
 }

@@ -406,6 +406,8 @@ pub(crate) struct Core {
     journal: Option<Box<crate::persist::Journal>>,
     /// Output waiting for the log (`--sync always`, see `durable`).
     hold: Option<Box<durable::Hold>>,
+    /// A checkpoint of the log under way (see `durable`).
+    walk: Option<Box<durable::Walk>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -465,6 +467,7 @@ impl Core {
             nodes: Nodes::new(config.cluster),
             journal: None,
             hold: None,
+            walk: None,
             config,
         }
     }
