@@ -153,6 +153,43 @@ pub struct ListenerStats {
     pub auth_failures: u64,
 }
 
+/// The durable log of one shard (`--data-dir`), as its snapshot reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogSnapshot {
+    /// Bytes written to the log since start.
+    pub bytes_written: u64,
+    /// Records appended since start.
+    pub records: u64,
+    /// Writes (one per pass with records) since start.
+    pub writes: u64,
+    /// fdatasyncs since start.
+    pub syncs: u64,
+    /// fdatasync latency since start, median, microseconds.
+    pub sync_p50_us: u64,
+    /// fdatasync latency since start, 99th percentile, microseconds.
+    pub sync_p99_us: u64,
+    /// fdatasync latency since start, worst, microseconds.
+    pub sync_max_us: u64,
+    /// Segments on disk now.
+    pub segments: u64,
+    /// Bytes of the segments on disk now.
+    pub disk_bytes: u64,
+    /// Checkpoints completed (each lets the older segments go).
+    pub checkpoints: u64,
+    /// Whether a checkpoint is under way.
+    pub checkpointing: bool,
+    /// Write or sync failures (the log stops at the first).
+    pub errors: u64,
+    /// Shard 0 only: milliseconds the start-up replay took.
+    pub recovery_ms: u64,
+    /// Shard 0 only: records the start-up replay read.
+    pub recovery_records: u64,
+    /// Shard 0 only: segments that ended inside a record at start-up.
+    pub recovery_torn: u64,
+    /// Shard 0 only: segments whose replay ended at a corrupt record.
+    pub recovery_corrupt: u64,
+}
+
 /// What one shard reports once a second.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardSnapshot {
@@ -199,6 +236,8 @@ pub struct ShardSnapshot {
     pub lag_max_us: u64,
     /// Per listener (`kind address`), in listener order.
     pub listeners: Vec<(String, ListenerStats)>,
+    /// The shard's durable log, when it keeps one.
+    pub log: Option<LogSnapshot>,
 }
 
 /// Node-wide sums of the snapshots.
@@ -380,6 +419,95 @@ fn listener_families(registry: &mut Registry, snapshots: &[ShardSnapshot]) {
     }
 }
 
+/// The durable logs' series (`--data-dir`).
+fn log_families(r: &mut Registry, snapshots: &[ShardSnapshot]) {
+    fn of(f: fn(&LogSnapshot) -> u64) -> impl Fn(&ShardSnapshot) -> u64 {
+        move |s| s.log.as_ref().map_or(0, f)
+    }
+    counter(
+        r,
+        "log_bytes_written",
+        "Bytes written to the durable log",
+        snapshots,
+        of(|l| l.bytes_written),
+    );
+    counter(r, "log_records", "Records appended to the durable log", snapshots, of(|l| l.records));
+    counter(r, "log_writes", "Writes to the durable log", snapshots, of(|l| l.writes));
+    counter(r, "log_syncs", "fdatasyncs of the durable log", snapshots, of(|l| l.syncs));
+    counter(
+        r,
+        "log_errors",
+        "Failed writes or syncs of the durable log",
+        snapshots,
+        of(|l| l.errors),
+    );
+    counter(
+        r,
+        "log_checkpoints",
+        "Checkpoints of the durable log completed",
+        snapshots,
+        of(|l| l.checkpoints),
+    );
+    gauge(
+        r,
+        "log_checkpointing",
+        "Whether a checkpoint is under way",
+        snapshots,
+        of(|l| u64::from(l.checkpointing)),
+    );
+    gauge(r, "log_segments", "Segments of the durable log on disk", snapshots, of(|l| l.segments));
+    gauge(r, "log_disk_bytes", "Bytes of the durable log on disk", snapshots, of(|l| l.disk_bytes));
+    gauge(
+        r,
+        "log_sync_p50_us",
+        "fdatasync latency, median, microseconds",
+        snapshots,
+        of(|l| l.sync_p50_us),
+    );
+    gauge(
+        r,
+        "log_sync_p99_us",
+        "fdatasync latency, 99th percentile, microseconds",
+        snapshots,
+        of(|l| l.sync_p99_us),
+    );
+    gauge(
+        r,
+        "log_sync_max_us",
+        "fdatasync latency, maximum, microseconds",
+        snapshots,
+        of(|l| l.sync_max_us),
+    );
+    gauge(
+        r,
+        "recovery_ms",
+        "Milliseconds the start-up replay took (shard 0)",
+        snapshots,
+        of(|l| l.recovery_ms),
+    );
+    gauge(
+        r,
+        "recovery_records",
+        "Log records replayed at start-up (shard 0)",
+        snapshots,
+        of(|l| l.recovery_records),
+    );
+    gauge(
+        r,
+        "recovery_segments_torn",
+        "Segments that ended inside a record at start-up (shard 0)",
+        snapshots,
+        of(|l| l.recovery_torn),
+    );
+    gauge(
+        r,
+        "recovery_segments_corrupt",
+        "Segments whose replay ended at a corrupt record (shard 0)",
+        snapshots,
+        of(|l| l.recovery_corrupt),
+    );
+}
+
 /// The Prometheus text exposition of the latest snapshots (one series per shard).
 pub fn prometheus_text(
     snapshots: &[ShardSnapshot],
@@ -544,6 +672,9 @@ pub fn prometheus_text(
         s.stats.queued_bytes
     });
     listener_families(&mut r, snapshots);
+    if snapshots.iter().any(|s| s.log.is_some()) {
+        log_families(&mut r, snapshots);
+    }
     let uptime = Gauge::<i64>::default();
     uptime.set(i64::try_from(uptime_secs).unwrap_or(i64::MAX));
     r.register("uptime_seconds", "Seconds since start", uptime);

@@ -314,6 +314,20 @@ pub fn sys_topics(
         topics.push((format!("shards/{n}/sockets/enters"), shard.socket_enters.to_string()));
         topics.push((format!("shards/{n}/sockets/parks"), shard.socket_parks.to_string()));
         topics.push((format!("shards/{n}/sockets/receives"), shard.socket_receives.to_string()));
+        if let Some(log) = &shard.log {
+            topics.push((format!("shards/{n}/log/bytes"), log.bytes_written.to_string()));
+            topics.push((format!("shards/{n}/log/records"), log.records.to_string()));
+            topics.push((format!("shards/{n}/log/syncs"), log.syncs.to_string()));
+            topics.push((format!("shards/{n}/log/sync_p99_us"), log.sync_p99_us.to_string()));
+            topics.push((format!("shards/{n}/log/segments"), log.segments.to_string()));
+            topics.push((format!("shards/{n}/log/disk_bytes"), log.disk_bytes.to_string()));
+            topics.push((format!("shards/{n}/log/checkpoints"), log.checkpoints.to_string()));
+            topics.push((format!("shards/{n}/log/errors"), log.errors.to_string()));
+            if n == 0 {
+                topics.push(("log/recovery_ms".to_owned(), log.recovery_ms.to_string()));
+                topics.push(("log/recovery_records".to_owned(), log.recovery_records.to_string()));
+            }
+        }
     }
     topics.into_iter().map(|(suffix, payload)| (format!("{root}/{suffix}"), payload)).collect()
 }

@@ -70,7 +70,6 @@ pub struct RecoveryStats {
 /// The data directory, opened: the state it held, split by owner shard.
 #[derive(Debug)]
 pub struct Recovered {
-    pub dir: PathBuf,
     /// The generation the shards write.
     pub generation: u64,
     pub shards: Vec<ShardRecovery>,
@@ -181,7 +180,7 @@ pub fn open(dir: &Path, shards: usize) -> io::Result<Recovered> {
     }
     stats.generation = generation;
     stats.millis = started.elapsed().as_millis() as u64;
-    Ok(Recovered { dir: dir.to_owned(), generation, shards: per_shard, stats })
+    Ok(Recovered { generation, shards: per_shard, stats })
 }
 
 fn replay_segment(path: &Path, replay: &mut Replay, stats: &mut RecoveryStats) -> io::Result<()> {
@@ -234,20 +233,4 @@ pub fn commit(dir: &Path, generation: u64) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Bytes of every log under `dir`, for the disk limit at start-up.
-pub fn disk_bytes(dir: &Path) -> u64 {
-    fn walk(path: &Path) -> u64 {
-        let Ok(entries) = fs::read_dir(path) else { return 0 };
-        entries
-            .filter_map(Result::ok)
-            .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => walk(&e.path()),
-                Ok(m) => m.len(),
-                Err(_) => 0,
-            })
-            .sum()
-    }
-    walk(dir)
 }

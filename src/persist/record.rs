@@ -62,9 +62,18 @@ pub enum Record {
         username: Option<String>,
     },
     /// The session ended (expired, a clean start, handed to another node).
-    SessionEnd { serial: u64 },
-    Subscribe { serial: u64, filter: TopicFilter, options: SubOptions },
-    Unsubscribe { serial: u64, filter: TopicFilter },
+    SessionEnd {
+        serial: u64,
+    },
+    Subscribe {
+        serial: u64,
+        filter: TopicFilter,
+        options: SubOptions,
+    },
+    Unsubscribe {
+        serial: u64,
+        filter: TopicFilter,
+    },
     /// A message, written once before the first record that names it.
     Message(Message),
     /// A message reached the session: it joins the end of its pending messages,
@@ -80,20 +89,38 @@ pub enum Record {
         released: bool,
     },
     /// The first queued pending `message` went out under `packet_id`.
-    Sent { serial: u64, message: MessageId, packet_id: PacketId },
+    Sent {
+        serial: u64,
+        message: MessageId,
+        packet_id: PacketId,
+    },
     /// PUBREC came for `packet_id`: PUBREL is due.
-    Released { serial: u64, packet_id: PacketId },
+    Released {
+        serial: u64,
+        packet_id: PacketId,
+    },
     /// The first pending `message` is no longer pending: acknowledged, dropped or
     /// expired.
-    Done { serial: u64, message: MessageId },
+    Done {
+        serial: u64,
+        message: MessageId,
+    },
     /// A QoS 2 message from the client, routed; its PUBREL has not come.
-    AwaitRel { serial: u64, packet_id: PacketId },
+    AwaitRel {
+        serial: u64,
+        packet_id: PacketId,
+    },
     /// Its PUBREL came.
-    Rel { serial: u64, packet_id: PacketId },
+    Rel {
+        serial: u64,
+        packet_id: PacketId,
+    },
     /// A retained message set (it carries its topic).
     Retain(Message),
     /// A retained topic cleared.
-    RetainClear { topic: String },
+    RetainClear {
+        topic: String,
+    },
 }
 
 /// What [`decode`] found at the front of a buffer.
@@ -384,15 +411,26 @@ mod tests {
     fn record() -> impl Strategy<Value = Record> {
         let name = "[a-z0-9/]{1,20}";
         prop_oneof![
-            (any::<u64>(), any::<bool>(), "[a-z0-9]{0,30}", any::<Option<u64>>(), any::<u64>(), any::<Option<String>>())
-                .prop_map(|(serial, fresh, client_id, expiry, offline_since_s, username)| Record::Session {
-                    serial,
-                    fresh,
-                    client_id,
-                    expiry_secs: expiry.filter(|e| *e != u64::MAX),
-                    offline_since_s,
-                    username,
-                }),
+            (
+                any::<u64>(),
+                any::<bool>(),
+                "[a-z0-9]{0,30}",
+                any::<Option<u64>>(),
+                any::<u64>(),
+                any::<Option<String>>()
+            )
+                .prop_map(
+                    |(serial, fresh, client_id, expiry, offline_since_s, username)| {
+                        Record::Session {
+                            serial,
+                            fresh,
+                            client_id,
+                            expiry_secs: expiry.filter(|e| *e != u64::MAX),
+                            offline_since_s,
+                            username,
+                        }
+                    }
+                ),
             any::<u64>().prop_map(|serial| Record::SessionEnd { serial }),
             (any::<u64>(), name, qos(), any::<[bool; 3]>(), 0u32..1000).prop_map(
                 |(serial, filter, qos, [a, b, c], id)| Record::Subscribe {
@@ -411,13 +449,20 @@ mod tests {
                 serial,
                 filter: TopicFilter::try_from(filter.as_str()).unwrap(),
             }),
-            (any::<u128>(), name, proptest::collection::vec(any::<u8>(), 0..200), qos(), any::<bool>())
-                .prop_map(|(id, topic, payload, qos, retain)| Record::Message(message(
-                    id, &topic, payload, qos, retain
-                ))),
+            (
+                any::<u128>(),
+                name,
+                proptest::collection::vec(any::<u8>(), 0..200),
+                qos(),
+                any::<bool>()
+            )
+                .prop_map(|(id, topic, payload, qos, retain)| Record::Message(
+                    message(id, &topic, payload, qos, retain)
+                )),
             (any::<u64>(), any::<u128>(), qos(), any::<bool>(), any::<Vec<u32>>(), 1u16..)
                 .prop_map(|(serial, id, qos, retain, sub_ids, packet)| {
-                    let packet_id = (qos != QoS::AtMostOnce).then(|| PacketId::new(packet).unwrap());
+                    let packet_id =
+                        (qos != QoS::AtMostOnce).then(|| PacketId::new(packet).unwrap());
                     Record::Pending {
                         serial,
                         message: MessageId(id),
@@ -433,18 +478,29 @@ mod tests {
                 message: MessageId(id),
                 packet_id: PacketId::new(p).unwrap(),
             }),
-            (any::<u64>(), 1u16..)
-                .prop_map(|(serial, p)| Record::Released { serial, packet_id: PacketId::new(p).unwrap() }),
+            (any::<u64>(), 1u16..).prop_map(|(serial, p)| Record::Released {
+                serial,
+                packet_id: PacketId::new(p).unwrap()
+            }),
             (any::<u64>(), any::<u128>())
                 .prop_map(|(serial, id)| Record::Done { serial, message: MessageId(id) }),
-            (any::<u64>(), 1u16..)
-                .prop_map(|(serial, p)| Record::AwaitRel { serial, packet_id: PacketId::new(p).unwrap() }),
-            (any::<u64>(), 1u16..)
-                .prop_map(|(serial, p)| Record::Rel { serial, packet_id: PacketId::new(p).unwrap() }),
-            (any::<u128>(), name, proptest::collection::vec(any::<u8>(), 1..50))
-                .prop_map(|(id, topic, payload)| Record::Retain(message(
-                    id, &topic, payload, QoS::AtLeastOnce, true
-                ))),
+            (any::<u64>(), 1u16..).prop_map(|(serial, p)| Record::AwaitRel {
+                serial,
+                packet_id: PacketId::new(p).unwrap()
+            }),
+            (any::<u64>(), 1u16..).prop_map(|(serial, p)| Record::Rel {
+                serial,
+                packet_id: PacketId::new(p).unwrap()
+            }),
+            (any::<u128>(), name, proptest::collection::vec(any::<u8>(), 1..50)).prop_map(
+                |(id, topic, payload)| Record::Retain(message(
+                    id,
+                    &topic,
+                    payload,
+                    QoS::AtLeastOnce,
+                    true
+                ))
+            ),
             name.prop_map(|topic| Record::RetainClear { topic }),
         ]
     }

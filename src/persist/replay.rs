@@ -77,7 +77,14 @@ impl Replay {
     pub fn apply(&mut self, record: Record) {
         self.stats.records += 1;
         let orphan = match record {
-            Record::Session { serial, fresh, client_id, expiry_secs, offline_since_s, username } => {
+            Record::Session {
+                serial,
+                fresh,
+                client_id,
+                expiry_secs,
+                offline_since_s,
+                username,
+            } => {
                 let session = self.sessions.entry(serial).or_default();
                 if fresh {
                     *session = Replayed::default();
@@ -107,13 +114,15 @@ impl Replay {
             Record::Pending { serial, message, qos, retain, sub_ids, packet_id, released } => {
                 !self.messages.contains_key(&message)
                     || self.with(serial, |s| {
-                        let pending = Pending { message, qos, retain, sub_ids, packet_id, released };
+                        let pending =
+                            Pending { message, qos, retain, sub_ids, packet_id, released };
                         s.pending.push_back(pending);
                         true
                     })
             }
             Record::Sent { serial, message, packet_id } => self.with(serial, |s| {
-                let first = s.pending.iter_mut().find(|p| p.message == message && p.packet_id.is_none());
+                let first =
+                    s.pending.iter_mut().find(|p| p.message == message && p.packet_id.is_none());
                 first.map(|p| p.packet_id = Some(packet_id)).is_some()
             }),
             Record::Released { serial, packet_id } => self.with(serial, |s| {
@@ -270,7 +279,11 @@ mod tests {
         let filter = TopicFilter::try_from("t/#").unwrap();
         let records = vec![
             session(1, "a"),
-            Record::Subscribe { serial: 1, filter: filter.clone(), options: SubOptions::qos(QoS::ExactlyOnce) },
+            Record::Subscribe {
+                serial: 1,
+                filter: filter.clone(),
+                options: SubOptions::qos(QoS::ExactlyOnce),
+            },
             Record::Message(message(10)),
             Record::Message(message(11)),
             Record::Message(message(12)),

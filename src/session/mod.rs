@@ -52,8 +52,8 @@ use crate::protocol::{
 };
 
 pub use image::SessionImage;
-pub use journal::Change;
 pub use inflight::{AckKind, Acked, Entry, Inflight, Stage};
+pub use journal::Change;
 pub use mqueue::{Delivery, DropReason, Mqueue};
 
 /// How a PUBLISH names its topic to the client (MQTT 5 outgoing topic aliases).

@@ -56,7 +56,6 @@ pub(crate) struct Durable {
 pub(crate) struct LogFigures {
     pub bytes_written: u64,
     pub writes: u64,
-    pub records: u64,
     pub syncs: u64,
     pub segments: u64,
     pub segment_bytes: u64,
@@ -78,12 +77,39 @@ pub(crate) struct LogState {
     writer: Rc<Notify>,
     pub figures: LogFigures,
     failed: bool,
+    /// The start-up replay's figures (shard 0 reports them).
+    recovery: Option<RecoveryStats>,
     /// The checkpoint under way: the first segment it writes to, and the log
     /// position it ends at once the core wrote all of it.
     walk: Option<(u64, Option<u64>)>,
 }
 
 impl LogState {
+    /// The figures for the shard's snapshot.
+    pub fn snapshot(&self, records: u64) -> crate::metrics::LogSnapshot {
+        let f = &self.figures;
+        let quantile = |q: f64| f.sync_us.as_ref().map_or(0, |h| h.value_at_quantile(q));
+        let recovery = self.recovery.unwrap_or_default();
+        crate::metrics::LogSnapshot {
+            bytes_written: f.bytes_written,
+            records,
+            writes: f.writes,
+            syncs: f.syncs,
+            sync_p50_us: quantile(0.5),
+            sync_p99_us: quantile(0.99),
+            sync_max_us: f.sync_us.as_ref().map_or(0, Histogram::max),
+            segments: f.segments,
+            disk_bytes: f.closed_bytes + f.segment_bytes,
+            checkpoints: f.checkpoints,
+            checkpointing: self.walk.is_some(),
+            errors: f.errors,
+            recovery_ms: recovery.millis,
+            recovery_records: recovery.records,
+            recovery_torn: recovery.torn,
+            recovery_corrupt: recovery.corrupt,
+        }
+    }
+
     fn new() -> Self {
         LogState {
             waiting: Vec::new(),
@@ -94,6 +120,7 @@ impl LogState {
                 ..LogFigures::default()
             },
             failed: false,
+            recovery: None,
             walk: None,
         }
     }
@@ -173,7 +200,9 @@ pub(super) async fn start(shard: &Rc<RefCell<Shard>>, durable: &Arc<Durable>) ->
             s.core.hold_output_for_log();
         }
         s.core.restore(now, recovery);
-        s.log = Some(LogState::new());
+        let mut log = LogState::new();
+        log.recovery = (id == 0).then_some(durable.recovery);
+        s.log = Some(log);
     }
     let first = shard.borrow_mut().core.take_journal().unwrap_or_default();
     let result = async {
@@ -305,7 +334,7 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
                 let closed_bytes: u64 = closed.iter().map(|(_, len)| len).sum();
                 let mut s = shard.borrow_mut();
                 let log = s.log.as_mut().expect("started");
-                log.figures.segments += 1;
+                log.figures.segments = closed.len() as u64 + 1;
                 log.figures.segment_bytes = 0;
                 log.figures.closed_bytes = closed_bytes;
                 // Two segments' worth behind the open one: write the live state
@@ -349,6 +378,7 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
                 let log = s.log.as_mut().expect("started");
                 log.walk = None;
                 log.figures.checkpoints += 1;
+                log.figures.segments = closed.len() as u64 + 1;
                 log.figures.closed_bytes = closed.iter().map(|(_, len)| len).sum();
             }
         }

@@ -265,6 +265,10 @@ impl Shard {
         snapshot.listeners = self.sockets.listener_stats();
         snapshot.lag_max_us = self.lag_max_us;
         self.lag_max_us = 0;
+        snapshot.log = self.log.as_ref().map(|log| {
+            let records = self.core.journal_stats().map_or(0, |j| j.records);
+            log.snapshot(records)
+        });
         snapshot
     }
 }

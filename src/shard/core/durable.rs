@@ -241,7 +241,8 @@ impl Core {
             let Some(entry) = self.sessions.by_key(key).filter(|e| e.session.is_durable()) else {
                 continue;
             };
-            let offline_since_s = if entry.conn.is_some() { 0 } else { self.now.unix_us / 1_000_000 };
+            let offline_since_s =
+                if entry.conn.is_some() { 0 } else { self.now.unix_us / 1_000_000 };
             journal.checkpoint(
                 entry.serial,
                 entry.session.client_id(),
