@@ -21,6 +21,7 @@
 //! | `mqueue_drops` | node | mqueue drops/s > `alarm_mqueue_drops_per_sec` | warning |
 //! | `ring_overflow` | shard | a batch found a ring full during the last second | warning |
 //! | `event_loop_lag` | shard | tick lateness > `alarm_lag_ms` | warning |
+//! | `log_failed` | shard | its durable log could not be written (`--data-dir`) | critical |
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -185,6 +186,19 @@ impl Alarms {
                 holds: s.lag_max_us > limits.lag_ms * 1000,
                 details: json!({"lag_us": s.lag_max_us, "threshold_ms": limits.lag_ms}),
             });
+            if let Some(log) = &s.log {
+                checks.push(Check {
+                    name: "log_failed",
+                    shard: Some(s.shard),
+                    severity: "critical",
+                    message: format!(
+                        "shard {} cannot write its durable log: nothing new is durable",
+                        s.shard
+                    ),
+                    holds: log.errors > 0,
+                    details: json!({"errors": log.errors}),
+                });
+            }
         }
         let mut events = Vec::new();
         for check in checks {

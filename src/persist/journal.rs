@@ -37,6 +37,8 @@ pub struct Journal {
     /// Ids of the messages the log holds since its last checkpoint.
     written: HashSet<MessageId>,
     appended: u64,
+    /// Set when the log failed: records are dropped from then on.
+    discard: bool,
     pub stats: JournalStats,
 }
 
@@ -51,7 +53,17 @@ impl Journal {
         (!self.buf.is_empty()).then(|| self.buf.split())
     }
 
+    /// The log cannot be written: nothing is appended from now on.
+    pub fn discard(&mut self) {
+        self.discard = true;
+        self.buf = BytesMut::new();
+        self.written = HashSet::new();
+    }
+
     fn put(&mut self, record: &Record) {
+        if self.discard {
+            return;
+        }
         let before = self.buf.len();
         if record::put(&mut self.buf, record) {
             self.stats.records += 1;

@@ -389,11 +389,12 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
     }
 }
 
-/// The log cannot be written: say so, count it, stop logging. Output held for it
-/// stays held: nothing unstored is acknowledged.
+/// The log cannot be written: say so, count it (the `log_failed` alarm), stop
+/// logging. Output held for it stays held: nothing unstored is acknowledged.
 fn fail(shard: &Rc<RefCell<Shard>>, what: &str) {
     error!("durable log failed, durability is off from now on: {what}");
     let mut s = shard.borrow_mut();
+    s.core.log_failed();
     if let Some(log) = s.log.as_mut() {
         log.failed = true;
         log.figures.errors += 1;

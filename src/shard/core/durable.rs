@@ -178,6 +178,19 @@ impl Core {
         }
     }
 
+    /// The log cannot be written: nothing more is appended, and only the output
+    /// that waited for the lost records stays held (never acknowledged); the
+    /// rest flows again.
+    pub fn log_failed(&mut self) {
+        let appended = self.log_appended();
+        if let Some(journal) = self.journal.as_deref_mut() {
+            journal.discard();
+        }
+        if let Some(hold) = self.hold.as_deref_mut() {
+            hold.durable = appended;
+        }
+    }
+
     /// The log is on disk up to `position`: the output of every pass whose
     /// records it holds is released. Returns the connections to write.
     pub fn log_durable(&mut self, position: u64) -> Vec<ConnId> {
