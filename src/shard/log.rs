@@ -307,11 +307,8 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
                 if let Some(h) = log.figures.sync_us.as_mut() {
                     let _ = h.record(started.elapsed().as_micros().max(1) as u64);
                 }
-                let released = s.core.log_durable(synced);
-                for id in released {
-                    s.woken(id);
-                }
-                // The pass submits the sends.
+                s.core.log_durable(synced);
+                // The pass writes what that released and sends the acknowledgements.
                 s.schedule_pass();
             }
             if segment.len >= segment_max {

@@ -385,8 +385,8 @@ pub(crate) async fn run(ctx: ShardContext) {
     shard.borrow_mut().me = Rc::downgrade(&shard);
 
     spawn_local(passes(Rc::clone(&shard))).detach();
-    for (_, receiver) in data_rx.streams() {
-        spawn_local(receive_data(Rc::clone(&shard), receiver)).detach();
+    for (from, receiver) in data_rx.streams() {
+        spawn_local(receive_data(Rc::clone(&shard), from, receiver)).detach();
     }
     for (_, receiver) in ctrl_rx.streams() {
         spawn_local(receive_ctrl(Rc::clone(&shard), receiver)).detach();
@@ -508,11 +508,15 @@ async fn reap(shard: ShardRc) {
     .await;
 }
 
-async fn receive_data(shard: ShardRc, receiver: ConnectedReceiver<Vec<DataMsg>>) {
-    until_stopped(&shard.clone(), receive_data_forever(shard, receiver)).await;
+async fn receive_data(shard: ShardRc, from: usize, receiver: ConnectedReceiver<Vec<DataMsg>>) {
+    until_stopped(&shard.clone(), receive_data_forever(shard, from, receiver)).await;
 }
 
-async fn receive_data_forever(shard: ShardRc, receiver: ConnectedReceiver<Vec<DataMsg>>) {
+async fn receive_data_forever(
+    shard: ShardRc,
+    from: usize,
+    receiver: ConnectedReceiver<Vec<DataMsg>>,
+) {
     let gate = Rc::clone(&shard.borrow().rings_gate);
     loop {
         // A local subscriber is behind: leave the messages in the ring, so that the
@@ -526,6 +530,7 @@ async fn receive_data_forever(shard: ShardRc, receiver: ConnectedReceiver<Vec<Da
             for msg in batch {
                 s.core.handle_data(now, msg);
             }
+            s.core.data_batch_taken(from);
             // Close the gate before the next batch if this one backed a
             // subscriber up, not at the end of the pass.
             s.core.refresh_gates(now);

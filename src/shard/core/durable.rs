@@ -23,6 +23,7 @@ use crate::message::Message;
 use crate::persist::{Journal, ShardRecovery};
 use crate::session::Session;
 
+use super::messages::CtrlMsg;
 use super::sessions::{SessionEntry, SessionKey};
 use super::timers::{secs_to_ticks, ticks, Timer};
 use super::{ConnId, Core, Now};
@@ -106,17 +107,21 @@ impl Core {
 }
 
 /// Output that waits for the log (`--sync always`): a pass's acknowledgements go
-/// out only once the records of that pass are on disk.
+/// out only once its records are on disk, here and on every shard it sent
+/// messages to.
 ///
 /// A connection's output is sealed at the end of every pass that wrote to it
-/// while records wait for their sync: the seal is the length of its buffer then.
-/// When the log is durable up to a pass's position, that pass's seals release
-/// their bytes ([`Core::log_durable`]).
-#[derive(Debug, Default)]
+/// while something waits: the seal is the length of its buffer then. A pass is
+/// released once this shard's log is durable up to the records the pass
+/// appended, and every shard it sent data batches to acknowledged them as durable
+/// there (`CtrlMsg::LogAck`): each shard counts the data batches it sent to and
+/// took from every other one, and the rings keep them in order.
+#[derive(Debug)]
 pub(super) struct Hold {
-    /// Per held pass, oldest first: the log position it waits for and the
-    /// connections it sealed.
-    passes: VecDeque<(u64, Vec<ConnId>)>,
+    /// Per held pass, oldest first: the log position it waits for, the data
+    /// batches it waits to be acknowledged (per shard, counted from the start),
+    /// and the connections it sealed.
+    passes: VecDeque<(u64, Vec<u64>, Vec<ConnId>)>,
     /// The connections sealed in the pass under way.
     sealing: Vec<ConnId>,
     /// Per connection, the lengths of its buffer its held passes sealed, oldest
@@ -124,12 +129,46 @@ pub(super) struct Hold {
     seals: HashMap<ConnId, VecDeque<usize>>,
     /// The log position known to be on disk.
     durable: u64,
+    /// Per shard, data batches sent to it, and those it acknowledged as durable.
+    sent: Vec<u64>,
+    acked: Vec<u64>,
+    /// Per shard, data batches taken from it.
+    received: Vec<u64>,
+    /// Whether a batch was taken since the last end of pass.
+    received_new: bool,
+    /// Acknowledgements due once the log is durable up to a position: per shard,
+    /// the batches taken from it by then.
+    acks_due: VecDeque<(u64, Vec<u64>)>,
+    /// Per shard, the batches last acknowledged to it.
+    acks_sent: Vec<u64>,
+}
+
+impl Hold {
+    fn new(shards: usize) -> Self {
+        Hold {
+            passes: VecDeque::new(),
+            sealing: Vec::new(),
+            seals: HashMap::new(),
+            durable: 0,
+            sent: vec![0; shards],
+            acked: vec![0; shards],
+            received: vec![0; shards],
+            received_new: false,
+            acks_due: VecDeque::new(),
+            acks_sent: vec![0; shards],
+        }
+    }
+
+    /// Whether data batches sent wait for their acknowledgement.
+    fn remote_pending(&self) -> bool {
+        self.sent.iter().zip(&self.acked).any(|(sent, acked)| sent > acked)
+    }
 }
 
 impl Core {
-    /// Makes acknowledgements wait for the log (`--sync always`).
+    /// Makes acknowledgements wait for the logs (`--sync always`).
     pub fn hold_output_for_log(&mut self) {
-        self.hold = Some(Box::default());
+        self.hold = Some(Box::new(Hold::new(self.shards)));
     }
 
     /// The log position the records so far end at.
@@ -137,12 +176,13 @@ impl Core {
         self.journal.as_deref().map_or(0, Journal::appended)
     }
 
-    /// Whether output of connection `id` is sealed instead of released: some
-    /// records wait for their sync.
+    /// Whether output of connection `id` is sealed instead of released: records
+    /// here or batches sent elsewhere wait for their sync.
     pub(super) fn seal(&mut self, id: ConnId, len: usize) -> bool {
         let appended = self.log_appended();
         let Some(hold) = self.hold.as_deref_mut() else { return false };
-        if appended <= hold.durable && !hold.seals.contains_key(&id) {
+        let waiting = appended > hold.durable || hold.remote_pending();
+        if !waiting && !hold.seals.contains_key(&id) {
             return false;
         }
         hold.seals.entry(id).or_default().push_back(len);
@@ -151,14 +191,66 @@ impl Core {
     }
 
     /// The end of the pass's wake-ups: what it sealed waits for the log's
-    /// position now.
+    /// position now and for the batches sent so far.
     pub(super) fn seal_pass(&mut self) {
         let appended = self.log_appended();
         let Some(hold) = self.hold.as_deref_mut() else { return };
         if !hold.sealing.is_empty() {
             let sealed = std::mem::take(&mut hold.sealing);
-            hold.passes.push_back((appended, sealed));
+            hold.passes.push_back((appended, hold.sent.clone(), sealed));
         }
+    }
+
+    /// A data batch left for shard `dest`.
+    pub(super) fn count_sent(&mut self, dest: usize) {
+        if let Some(hold) = self.hold.as_deref_mut() {
+            hold.sent[dest] += 1;
+        }
+    }
+
+    /// A data batch from shard `from` was taken: once what it made this shard
+    /// write is durable, `from` is told.
+    pub fn data_batch_taken(&mut self, from: usize) {
+        if let Some(hold) = self.hold.as_deref_mut() {
+            hold.received[from] += 1;
+            hold.received_new = true;
+        }
+    }
+
+    /// The end of a pass (before its ring batches leave): the batches it took
+    /// are acknowledged once its records are durable; those already are, now.
+    pub(super) fn note_taken_batches(&mut self) {
+        let appended = self.log_appended();
+        let Some(hold) = self.hold.as_deref_mut() else { return };
+        if hold.received_new {
+            hold.received_new = false;
+            hold.acks_due.push_back((appended, hold.received.clone()));
+        }
+        self.send_log_acks();
+    }
+
+    /// Sends the acknowledgements whose records are on disk.
+    fn send_log_acks(&mut self) {
+        let Some(hold) = self.hold.as_deref_mut() else { return };
+        let mut latest = None;
+        while hold.acks_due.front().is_some_and(|(at, _)| *at <= hold.durable) {
+            latest = hold.acks_due.pop_front().map(|(_, counts)| counts);
+        }
+        let Some(counts) = latest else { return };
+        for (shard, batches) in counts.into_iter().enumerate() {
+            if batches > hold.acks_sent[shard] {
+                hold.acks_sent[shard] = batches;
+                self.ctrl_out.push(shard, CtrlMsg::LogAck { from: self.id, batches });
+            }
+        }
+    }
+
+    /// Shard `from` has the first `batches` data batches of this shard on disk.
+    pub(super) fn log_acked(&mut self, from: usize, batches: u64) {
+        if let Some(hold) = self.hold.as_deref_mut() {
+            hold.acked[from] = hold.acked[from].max(batches);
+        }
+        self.release_held();
     }
 
     /// `taken` bytes left the front of `id`'s buffer: its seals move with it.
@@ -178,41 +270,60 @@ impl Core {
         }
     }
 
-    /// The log cannot be written: nothing more is appended, and only the output
-    /// that waited for the lost records stays held (never acknowledged); the
-    /// rest flows again.
+    /// The log cannot be written: nothing more is appended. The output that
+    /// waited for the lost records is never released (its connections stay
+    /// sealed until they end: nothing unstored is acknowledged); the rest flows
+    /// again.
     pub fn log_failed(&mut self) {
         let appended = self.log_appended();
         if let Some(journal) = self.journal.as_deref_mut() {
             journal.discard();
         }
         if let Some(hold) = self.hold.as_deref_mut() {
+            let durable = hold.durable;
+            hold.passes.retain(|(at, _, _)| *at <= durable);
             hold.durable = appended;
         }
+        self.send_log_acks();
     }
 
-    /// The log is on disk up to `position`: the output of every pass whose
-    /// records it holds is released. Returns the connections to write.
-    pub fn log_durable(&mut self, position: u64) -> Vec<ConnId> {
+    /// The log is on disk up to `position`: the acknowledgements it allows go to
+    /// the other shards, and the connections whose output it releases are woken
+    /// (the IO layer runs a pass).
+    pub fn log_durable(&mut self, position: u64) {
+        if let Some(hold) = self.hold.as_deref_mut() {
+            hold.durable = hold.durable.max(position);
+        }
+        self.send_log_acks();
+        self.release_held();
+    }
+
+    /// Releases every held pass whose records are durable here and whose batches
+    /// are durable where they went.
+    fn release_held(&mut self) {
+        let Some(hold) = self.hold.as_deref_mut() else { return };
         let mut released = Vec::new();
-        let Some(hold) = self.hold.as_deref_mut() else { return released };
-        hold.durable = hold.durable.max(position);
-        while hold.passes.front().is_some_and(|(at, _)| *at <= position) {
-            let (_, ids) = hold.passes.pop_front().expect("front() was Some");
+        while let Some((at, needs, _)) = hold.passes.front() {
+            let remote = needs.iter().zip(&hold.acked).all(|(need, acked)| need <= acked);
+            if *at > hold.durable || !remote {
+                break;
+            }
+            let (_, _, ids) = hold.passes.pop_front().expect("front() was Some");
             for id in ids {
                 let Some(seals) = hold.seals.get_mut(&id) else { continue };
                 let Some(len) = seals.pop_front() else { continue };
                 if seals.is_empty() {
                     hold.seals.remove(&id);
                 }
-                if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.serial == id.serial)
-                {
-                    conn.ready = conn.ready.max(len.min(conn.out.len()));
-                    released.push(id);
-                }
+                released.push((id, len));
             }
         }
-        released
+        for (id, len) in released {
+            if let Some(conn) = self.conns.get_mut(id.slot()).filter(|c| c.serial == id.serial) {
+                conn.ready = conn.ready.max(len.min(conn.out.len()));
+                self.mark_dirty(id);
+            }
+        }
     }
 }
 

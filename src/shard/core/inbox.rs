@@ -36,6 +36,7 @@ impl Core {
                 self.ctrl_out.push(origin, CtrlMsg::RouteAck { from: self.id, rev });
             }
             CtrlMsg::RouteAck { from, rev } => self.route_ack(from, rev),
+            CtrlMsg::LogAck { from, batches } => self.log_acked(from, batches),
             CtrlMsg::RetainedQuery { origin, client_id, filter, qos, sub_id, query } => {
                 // Answered even when empty: the SUBACK waits for every answer.
                 let messages = self.retained.matching(&filter, now.unix_us);

@@ -104,6 +104,9 @@ pub(crate) enum CtrlMsg {
     Route { origin: usize, rev: u64, filter: TopicFilter, present: bool },
     /// `from` has applied every route update of the receiver up to `rev`.
     RouteAck { from: usize, rev: u64 },
+    /// `--sync always`: shard `from` has the first `batches` data batches this
+    /// shard sent it on disk (what they made it write is durable).
+    LogAck { from: usize, batches: u64 },
     /// What the IO layers of two shards pass between them (a connection moving to
     /// the shard that owns its client id, reloaded credentials): the core carries
     /// it without looking inside.

@@ -569,7 +569,9 @@ impl Core {
         if let Some((dest, batch)) = self.ctrl_out.pop() {
             return Some(messages::Batch::Ctrl(dest, batch));
         }
-        self.data_out.pop().map(|(dest, batch)| messages::Batch::Data(dest, batch))
+        let (dest, batch) = self.data_out.pop()?;
+        self.count_sent(dest);
+        Some(messages::Batch::Data(dest, batch))
     }
 
     /// Whether the shard stops reading clients that publish (backpressure).
@@ -598,6 +600,7 @@ impl Core {
     /// reports what overflowed ([`Core::set_ring_overflow`]).
     pub fn end_pass(&mut self, now: Now) {
         self.now = now;
+        self.note_taken_batches();
         self.data_out.flush();
         self.ctrl_out.flush();
         self.refresh_gates(now);

@@ -86,7 +86,7 @@ impl Shard {
     }
 
     /// A connection of the core the pass woke: send what it released, or close it.
-    pub(in crate::shard) fn woken(&mut self, conn: ConnId) {
+    pub(super) fn woken(&mut self, conn: ConnId) {
         let Some(id) = self.sockets.link_of_conn(conn) else { return };
         if self.core.close_reason(conn).is_some() {
             self.close_connection(id, conn);

@@ -570,6 +570,7 @@ impl Sim {
                 for item in items {
                     core.handle_data(now, item);
                 }
+                core.data_batch_taken(ring / n);
                 core.refresh_gates(now);
             }
             Batch::Ctrl(_, items) => {

@@ -7,6 +7,7 @@
 mod clock;
 mod cluster;
 mod delivery;
+mod durable;
 
 use crate::config::Config;
 use crate::protocol::{

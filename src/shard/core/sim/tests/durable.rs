@@ -1,0 +1,57 @@
+//! `--sync always` across shards: an acknowledgement leaves only once every log
+//! that holds what it acknowledges is on disk (`durable::Hold`).
+
+use crate::protocol::{Packet, QoS};
+
+use super::super::Sim;
+use super::{persistent, publisher, sim, V5};
+
+/// Every core keeps a log whose syncs the test decides, with output held for it.
+fn durable_sim() -> Sim {
+    let mut sim = sim(2);
+    for core in &mut sim.cores {
+        core.enable_journal();
+        core.hold_output_for_log();
+    }
+    sim
+}
+
+/// Every log is on disk up to what it holds now.
+fn sync_all(sim: &mut Sim) {
+    for core in &mut sim.cores {
+        let appended = core.log_appended();
+        core.log_durable(appended);
+    }
+    sim.settle();
+}
+
+#[test]
+fn a_puback_waits_for_the_log_of_the_subscribers_shard() {
+    let mut sim = durable_sim();
+    let id = sim.id_on_shard("sub", 1);
+    let sub = sim.client(&id, V5);
+    sim.connect(sub, persistent(&id, V5, 3600));
+    sim.subscribe(sub, &[("t", QoS::AtLeastOnce)]);
+    sim.settle();
+    assert!(sim.take(sub).is_empty(), "CONNACK and SUBACK wait for the session's records");
+    sync_all(&mut sim);
+    let packets = sim.take(sub);
+    assert!(matches!(packets.last(), Some(Packet::SubAck(_))), "{packets:?}");
+
+    // The publisher's shard writes nothing (a clean session), but its PUBACK
+    // waits for the subscriber's shard to have the message on disk.
+    let publisher = publisher(&mut sim, "pub", 0, V5);
+    sync_all(&mut sim);
+    sim.take(publisher);
+    sim.publish(publisher, "t", b"m", QoS::AtLeastOnce, false);
+    sim.settle();
+    assert!(sim.take(publisher).is_empty(), "no PUBACK before shard 1's log has the message");
+    assert!(sim.take_delivered(sub).is_empty(), "nor the delivery");
+
+    let appended = sim.cores[1].log_appended();
+    sim.cores[1].log_durable(appended);
+    sim.settle();
+    let acks = sim.take(publisher);
+    assert!(matches!(acks.as_slice(), [Packet::PubAck(_)]), "{acks:?}");
+    assert_eq!(sim.take_delivered(sub).len(), 1);
+}
