@@ -59,6 +59,9 @@ pub struct ShardStats {
     pub sessions_handed_over: u64,
     /// Persistent sessions read back from the data directory at start-up.
     pub sessions_restored: u64,
+    /// QoS 1/2 publishes, persistent sessions and their subscriptions refused
+    /// because a durable log was at its share of `data_max_bytes`.
+    pub refused_log_full: u64,
     /// Sessions taken from another node of the cluster.
     pub sessions_taken_over: u64,
     /// Connections refused because another node of the cluster claimed their
@@ -178,6 +181,9 @@ pub struct LogSnapshot {
     pub checkpoints: u64,
     /// Whether a checkpoint is under way.
     pub checkpointing: bool,
+    /// Whether the log is at its share of `data_max_bytes` (new durable state
+    /// refused).
+    pub full: bool,
     /// Write or sync failures (the log stops at the first).
     pub errors: u64,
     /// Shard 0 only: milliseconds the start-up replay took.
@@ -271,6 +277,7 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         a.route_updates_sent += b.route_updates_sent;
         a.sessions_handed_over += b.sessions_handed_over;
         a.sessions_restored += b.sessions_restored;
+        a.refused_log_full += b.refused_log_full;
         a.sessions_taken_over += b.sessions_taken_over;
         a.claims_refused += b.claims_refused;
         a.route_updates_stale += b.route_updates_stale;
@@ -447,6 +454,20 @@ fn log_families(r: &mut Registry, snapshots: &[ShardSnapshot]) {
         "Checkpoints of the durable log completed",
         snapshots,
         of(|l| l.checkpoints),
+    );
+    gauge(
+        r,
+        "log_full",
+        "Whether the log is at its share of data_max_bytes",
+        snapshots,
+        of(|l| u64::from(l.full)),
+    );
+    counter(
+        r,
+        "refused_log_full",
+        "Publishes, sessions and subscriptions refused for a full log",
+        snapshots,
+        |s| s.stats.refused_log_full,
     );
     gauge(
         r,

@@ -22,6 +22,7 @@
 //! | `ring_overflow` | shard | a batch found a ring full during the last second | warning |
 //! | `event_loop_lag` | shard | tick lateness > `alarm_lag_ms` | warning |
 //! | `log_failed` | shard | its durable log could not be written (`--data-dir`) | critical |
+//! | `log_full` | shard | its durable log is at its share of `data_max_bytes` | critical |
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -197,6 +198,17 @@ impl Alarms {
                     ),
                     holds: log.errors > 0,
                     details: json!({"errors": log.errors}),
+                });
+                checks.push(Check {
+                    name: "log_full",
+                    shard: Some(s.shard),
+                    severity: "critical",
+                    message: format!(
+                        "shard {} durable log at its share of data_max_bytes: new durable state refused",
+                        s.shard
+                    ),
+                    holds: log.full,
+                    details: json!({"disk_bytes": log.disk_bytes}),
                 });
             }
         }

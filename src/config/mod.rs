@@ -451,6 +451,10 @@ macro_rules! for_each_setting {
             /// Bytes of one log segment before the next starts.
             data_segment_bytes: NonZeroU64 = nz!(64 * 1024 * 1024)
                 => data_segment_bytes: NonZeroU64, {};
+            /// Bytes the logs may take on disk, all shards together (each shard an equal
+            /// share): at the limit new durable state is refused (MQTT 5: 0x97). 0: no
+            /// limit.
+            data_max_bytes: Option<NonZeroU64> = None => data_max_bytes: u64, {};
             /// Seconds between `$SYS` publications; 0 turns `$SYS` off.
             sys_interval: Option<Duration> = Some(Duration::from_secs(10))
                 => sys_interval_secs: Secs, { value_name = "SECS" };

@@ -86,7 +86,7 @@ pub(crate) struct LogState {
 
 impl LogState {
     /// The figures for the shard's snapshot.
-    pub fn snapshot(&self, records: u64) -> crate::metrics::LogSnapshot {
+    pub fn snapshot(&self, records: u64, full: bool) -> crate::metrics::LogSnapshot {
         let f = &self.figures;
         let quantile = |q: f64| f.sync_us.as_ref().map_or(0, |h| h.value_at_quantile(q));
         let recovery = self.recovery.unwrap_or_default();
@@ -102,6 +102,7 @@ impl LogState {
             disk_bytes: f.closed_bytes + f.segment_bytes,
             checkpoints: f.checkpoints,
             checkpointing: self.walk.is_some(),
+            full,
             errors: f.errors,
             recovery_ms: recovery.millis,
             recovery_records: recovery.records,
@@ -256,6 +257,12 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
     let mut last_sync = Instant::now();
     // Segments before the open one: (sequence, bytes).
     let mut closed: Vec<(u64, u64)> = Vec::new();
+    // The share of `data_max_bytes` of this shard, and what the last checkpoint
+    // wrote (the live state, roughly).
+    let shards = shard.borrow().core.shards as u64;
+    let share = config.data_max_bytes.map(|max| max.get().div_ceil(shards));
+    let mut last_walk_bytes = 0u64;
+    let mut walk_started_at = 0u64;
     let work = async {
         loop {
             let unsynced = written > synced && config.sync == SyncMode::Interval;
@@ -311,7 +318,14 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
                 // The pass writes what that released and sends the acknowledgements.
                 s.schedule_pass();
             }
-            if segment.len >= segment_max {
+            // At its share of `data_max_bytes`, the shard refuses new durable state
+            // (every shard is told) and checkpoints early if that frees anything:
+            // more than half again what the last checkpoint wrote lies on disk.
+            let usage = closed.iter().map(|(_, len)| len).sum::<u64>() + segment.len;
+            let full = update_full(&shard, share, usage);
+            let idle_walker = shard.borrow().log.as_ref().is_some_and(|l| l.walk.is_none());
+            let reclaim = full && idle_walker && usage > last_walk_bytes + last_walk_bytes / 2;
+            if segment.len >= segment_max || (reclaim && segment.len > 0) {
                 if config.sync != SyncMode::Never {
                     if let Err(e) = segment.file.fdatasync().await {
                         fail(&shard, &format!("syncing segment {}: {e}", segment.seq));
@@ -334,10 +348,11 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
                 log.figures.segments = closed.len() as u64 + 1;
                 log.figures.segment_bytes = 0;
                 log.figures.closed_bytes = closed_bytes;
-                // Two segments' worth behind the open one: write the live state
-                // again from here, so they can go.
-                if log.walk.is_none() && closed_bytes >= 2 * segment_max {
+                // Two segments' worth behind the open one (or the disk share
+                // reached): write the live state again from here, so they can go.
+                if log.walk.is_none() && (closed_bytes >= 2 * segment_max || reclaim) {
                     log.walk = Some((segment.seq, None));
+                    walk_started_at = written;
                     s.core.begin_checkpoint();
                     s.schedule_pass();
                 }
@@ -371,6 +386,9 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
                     }
                 }
                 closed.retain(|(seq, _)| *seq >= from);
+                last_walk_bytes = written.saturating_sub(walk_started_at);
+                let usage = closed.iter().map(|(_, len)| len).sum::<u64>() + segment.len;
+                update_full(&shard, share, usage);
                 let mut s = shard.borrow_mut();
                 let log = s.log.as_mut().expect("started");
                 log.walk = None;
@@ -384,6 +402,21 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
     if written > synced && config.sync != SyncMode::Never {
         let _ = segment.file.fdatasync().await;
     }
+}
+
+/// Whether the shard's log, `usage` bytes on disk, is at its `share` of
+/// `data_max_bytes` (back under it only below 90%, so that it does not flap);
+/// the core, and through it every shard, is told of a change.
+fn update_full(shard: &Rc<RefCell<Shard>>, share: Option<u64>, usage: u64) -> bool {
+    let mut s = shard.borrow_mut();
+    let was = s.core.log_is_full();
+    let full = share.is_some_and(|share| usage >= if was { share / 10 * 9 } else { share });
+    if full != was {
+        s.core.set_log_full(full);
+        // The other shards learn it at the end of the pass.
+        s.schedule_pass();
+    }
+    full
 }
 
 /// The log cannot be written: say so, count it (the `log_failed` alarm), stop

@@ -267,7 +267,7 @@ impl Shard {
         self.lag_max_us = 0;
         snapshot.log = self.log.as_ref().map(|log| {
             let records = self.core.journal_stats().map_or(0, |j| j.records);
-            log.snapshot(records)
+            log.snapshot(records, self.core.log_is_full())
         });
         snapshot
     }

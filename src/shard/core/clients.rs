@@ -161,6 +161,15 @@ impl Core {
                 return refuse(ReasonCode::NOT_AUTHORIZED);
             }
         }
+        let new_durable = self.journal.is_some()
+            && terms.expiry_secs != Some(0)
+            && (connect.clean_session || self.sessions.get(&client_id).is_none());
+        if new_durable && self.durable_refused() {
+            // A new persistent session is durable state: none while a log is full
+            // (`data_max_bytes`). MQTT 3 clients read 0x97 as 3, Server unavailable.
+            self.stats.connects_refused += 1;
+            return refuse(ReasonCode::QUOTA_EXCEEDED);
+        }
         let session_present = self.take_over(&client_id, connect.clean_session);
         let key = if session_present {
             self.sessions.key(&client_id).expect("resumed")

@@ -39,6 +39,41 @@ impl Core {
         self.journal.as_deref_mut().and_then(Journal::take)
     }
 
+    /// This shard's log reached its share of `data_max_bytes` (`full`), or went
+    /// back under it: every shard is told.
+    pub fn set_log_full(&mut self, full: bool) {
+        if self.logs_full.contains(&self.id) == full {
+            return;
+        }
+        self.note_log_full(self.id, full);
+        for shard in (0..self.shards).filter(|s| *s != self.id) {
+            self.ctrl_out.push(shard, CtrlMsg::LogFull { from: self.id, full });
+        }
+    }
+
+    /// Whether this shard's log is at its share of `data_max_bytes`.
+    pub fn log_is_full(&self) -> bool {
+        self.logs_full.contains(&self.id)
+    }
+
+    pub(super) fn note_log_full(&mut self, shard: usize, full: bool) {
+        self.logs_full.retain(|s| *s != shard);
+        if full {
+            self.logs_full.push(shard);
+        }
+    }
+
+    /// Whether new durable state is refused: a log is at its share of
+    /// `data_max_bytes`. Counted (and logged once a second) by the caller.
+    pub(super) fn durable_refused(&mut self) -> bool {
+        if self.logs_full.is_empty() {
+            return false;
+        }
+        self.stats.refused_log_full += 1;
+        self.log_limit("data_max_bytes");
+        true
+    }
+
     /// The journal's counters, if the shard keeps a log.
     pub fn journal_stats(&self) -> Option<crate::persist::journal::JournalStats> {
         self.journal.as_deref().map(|j| j.stats)

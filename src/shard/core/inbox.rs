@@ -37,6 +37,7 @@ impl Core {
             }
             CtrlMsg::RouteAck { from, rev } => self.route_ack(from, rev),
             CtrlMsg::LogAck { from, batches } => self.log_acked(from, batches),
+            CtrlMsg::LogFull { from, full } => self.note_log_full(from, full),
             CtrlMsg::RetainedQuery { origin, client_id, filter, qos, sub_id, query } => {
                 // Answered even when empty: the SUBACK waits for every answer.
                 let messages = self.retained.matching(&filter, now.unix_us);

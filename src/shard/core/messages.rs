@@ -107,6 +107,9 @@ pub(crate) enum CtrlMsg {
     /// `--sync always`: shard `from` has the first `batches` data batches this
     /// shard sent it on disk (what they made it write is durable).
     LogAck { from: usize, batches: u64 },
+    /// Shard `from`'s log reached its share of `data_max_bytes` (or went back
+    /// under it): while any log is full, new durable state is refused.
+    LogFull { from: usize, full: bool },
     /// What the IO layers of two shards pass between them (a connection moving to
     /// the shard that owns its client id, reloaded credentials): the core carries
     /// it without looking inside.

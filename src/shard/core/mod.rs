@@ -408,6 +408,8 @@ pub(crate) struct Core {
     hold: Option<Box<durable::Hold>>,
     /// A checkpoint of the log under way (see `durable`).
     walk: Option<Box<durable::Walk>>,
+    /// The shards whose log is at its share of `data_max_bytes`.
+    logs_full: Vec<usize>,
 }
 
 impl std::fmt::Debug for Core {
@@ -468,6 +470,7 @@ impl Core {
             journal: None,
             hold: None,
             walk: None,
+            logs_full: Vec::new(),
             config,
         }
     }

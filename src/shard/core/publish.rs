@@ -49,6 +49,25 @@ impl Core {
         // PUBREC, an MQTT 3 one is acknowledged as if it went through (its protocol
         // has no way to say no, and a client that is never answered resends).
         let allowed = self.may_publish(id, topic.as_str());
+        if publish.qos.qos() != QoS::AtMostOnce && self.durable_refused() {
+            // No room left for durable state: an MQTT 5 client is told with 0x97
+            // (PUBACK/PUBREC Reason Code, MQTT 5 3.4.2.1, 3.5.2.1); an MQTT 3 one
+            // cannot be, and an acknowledgement would promise what was not stored:
+            // it is closed.
+            if !v5 {
+                return Err(Close::Limit("data_max_bytes"));
+            }
+            let packet_id = match publish.qos {
+                PublishQoS::AtLeastOnce(p) | PublishQoS::ExactlyOnce(p) => p,
+                PublishQoS::AtMostOnce => unreachable!("checked above"),
+            };
+            let ack = Ack { reason: ReasonCode::QUOTA_EXCEEDED, ..Ack::new(packet_id) };
+            match publish.qos {
+                PublishQoS::ExactlyOnce(_) => self.send(id, &Packet::PubRec(ack)),
+                _ => self.send(id, &Packet::PubAck(ack)),
+            }
+            return Ok(());
+        }
         let receive_maximum = usize::from(self.config.receive_maximum);
         let route = match publish.qos {
             PublishQoS::AtMostOnce => allowed,

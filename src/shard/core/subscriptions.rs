@@ -110,6 +110,13 @@ impl Core {
                 codes.push(ReasonCode::QUOTA_EXCEEDED);
                 continue;
             }
+            // A durable session's subscription is durable state: none while a log
+            // is full (`data_max_bytes`).
+            let durable = self.with_session(id, |s, _| s.is_durable()) == Some(true);
+            if durable && self.durable_refused() {
+                codes.push(ReasonCode::QUOTA_EXCEEDED);
+                continue;
+            }
             let options = SubOptions {
                 qos: request.qos,
                 no_local: request.no_local,
