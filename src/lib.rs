@@ -29,6 +29,10 @@ pub mod hooks;
 pub mod message;
 pub mod metrics;
 mod net;
+// Public for the fuzz targets only (`fuzzing` feature), like `cluster::frame`.
+#[cfg(feature = "fuzzing")]
+pub mod persist;
+#[cfg(not(feature = "fuzzing"))]
 mod persist;
 pub mod protocol;
 pub mod router;
