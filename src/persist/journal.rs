@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use hashbrown::HashSet;
 
 use crate::message::{Message, MessageId};
-use crate::protocol::{PacketId, TopicFilter};
+use crate::protocol::{LastWill, PacketId, ProtocolVersion, TopicFilter};
 use crate::session::{Change, Delivery, Session, SessionImage, SubOptions};
 
 use super::record::{self, Record};
@@ -186,6 +186,26 @@ impl Journal {
         for packet_id in &image.awaiting_rel {
             self.put(&Record::AwaitRel { serial, packet_id: *packet_id });
         }
+    }
+
+    /// The session's will (its connection's, or one waiting for its delay), or
+    /// none.
+    pub fn will(&mut self, serial: u64, will: Option<&LastWill>, protocol: ProtocolVersion) {
+        let will = will.map(|will| {
+            let mut properties = will.properties.clone().into_inner();
+            let delay = properties.will_delay_interval.take().unwrap_or(0);
+            let message = Message {
+                id: MessageId(0),
+                topic: will.topic.clone(),
+                payload: will.payload.clone(),
+                qos: will.qos,
+                retain: will.retain,
+                publisher: None,
+                properties: (!properties.is_empty()).then(|| Box::new(properties)),
+            };
+            (message, delay)
+        });
+        self.put(&Record::Will { serial, will, protocol: protocol.level() });
     }
 
     /// A retained message set (`None`: its topic cleared).

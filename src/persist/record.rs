@@ -43,6 +43,7 @@ const AWAIT_REL: u8 = 10;
 const REL: u8 = 11;
 const RETAIN: u8 = 12;
 const RETAIN_CLEAR: u8 = 13;
+const WILL: u8 = 14;
 
 /// One change of a shard's durable state. Sessions are named by their serial in
 /// the log (`serial`), given by the [`Record::Session`] that starts them.
@@ -120,6 +121,15 @@ pub enum Record {
     /// A retained topic cleared.
     RetainClear {
         topic: String,
+    },
+    /// The session's will: of its connection while connected, or waiting for
+    /// its Will Delay Interval (`delay_secs`) while offline; `None`: none. The
+    /// will is written as a message (its id means nothing); `protocol` is its
+    /// client's protocol level.
+    Will {
+        serial: u64,
+        will: Option<(Message, u32)>,
+        protocol: u8,
     },
 }
 
@@ -222,6 +232,19 @@ fn put_body(buf: &mut BytesMut, record: &Record) -> bool {
         Record::RetainClear { topic } => {
             buf.put_u8(RETAIN_CLEAR);
             put_str(buf, topic);
+        }
+        Record::Will { serial, will, protocol } => {
+            buf.put_u8(WILL);
+            buf.put_u64(*serial);
+            buf.put_u8(*protocol);
+            match will {
+                None => buf.put_u8(0),
+                Some((message, delay_secs)) => {
+                    buf.put_u8(1);
+                    buf.put_u32(*delay_secs);
+                    return frame::put_message(buf, message);
+                }
+            }
         }
     }
     true
@@ -351,6 +374,21 @@ fn decode_body(mut b: Bytes) -> Option<Record> {
             Record::Done { serial, message: MessageId(get_u128(&mut b)?) }
         }
         RETAIN_CLEAR => Record::RetainClear { topic: get_str(&mut b)? },
+        WILL => {
+            let serial = get_u64(&mut b)?;
+            let protocol = get_u8(&mut b)?;
+            let will = match get_u8(&mut b)? {
+                0 => None,
+                1 => {
+                    let delay_secs = get_u32(&mut b)?;
+                    let message = frame::get_message(BytesMut::from(&b[..])).ok()?;
+                    b.clear();
+                    Some((message, delay_secs))
+                }
+                _ => return None,
+            };
+            Record::Will { serial, will, protocol }
+        }
         _ => return None,
     };
     // Trailing bytes are not a record of this version.
@@ -502,6 +540,15 @@ mod tests {
                 ))
             ),
             name.prop_map(|topic| Record::RetainClear { topic }),
+            (any::<u64>(), name, any::<u32>(), any::<bool>(), 3u8..6).prop_map(
+                |(serial, topic, delay, some, protocol)| Record::Will {
+                    serial,
+                    will: some.then(|| {
+                        (message(0, &topic, b"gone".to_vec(), QoS::AtLeastOnce, false), delay)
+                    }),
+                    protocol,
+                }
+            ),
         ]
     }
 

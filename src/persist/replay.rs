@@ -30,6 +30,9 @@ pub struct RecoveredSession {
     pub offline_since_s: u64,
     pub username: Option<String>,
     pub image: SessionImage,
+    /// Its will (as a message), its Will Delay Interval, and its client's protocol
+    /// level: of the connection the crash ended, or waiting while offline.
+    pub will: Option<(Message, u32, u8)>,
 }
 
 /// A pending message of a session under replay.
@@ -52,6 +55,7 @@ struct Replayed {
     subscriptions: Vec<(TopicFilter, SubOptions)>,
     pending: VecDeque<Pending>,
     awaiting_rel: Vec<PacketId>,
+    will: Option<(Message, u32, u8)>,
 }
 
 /// What [`Replay`] could not use, counted.
@@ -157,6 +161,10 @@ impl Replay {
                 self.retained.remove(&topic);
                 false
             }
+            Record::Will { serial, will, protocol } => self.with(serial, |s| {
+                s.will = will.map(|(message, delay)| (message, delay, protocol));
+                true
+            }),
         };
         if orphan {
             self.stats.orphans += 1;
@@ -223,6 +231,7 @@ impl Replay {
                     offline_since_s: s.offline_since_s,
                     username: s.username,
                     image,
+                    will: s.will,
                 },
             );
         }

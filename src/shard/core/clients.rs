@@ -219,6 +219,7 @@ impl Core {
                     0,
                     entry.username.as_deref(),
                 );
+                journal.will(entry.serial, entry.will.as_deref(), protocol);
             }
         }
         let will = entry.will.as_deref().cloned();
@@ -457,8 +458,14 @@ impl Core {
                 entry.expires_at =
                     Some(self.wheel.schedule(at, Timer::SessionExpiry(conn.session)));
             }
+            let protocol = conn.info.protocol;
             if let Some(will) = will {
                 self.defer_will(*will, conn.info, expiry_secs);
+            }
+            // At shutdown the log keeps the connection's will, as a crash would:
+            // due after the restart unless the client is back in time.
+            if reason != Close::Shutdown {
+                self.journal_will(&client_id, protocol);
             }
             self.set_shared_online(&client_id, false);
         } else {

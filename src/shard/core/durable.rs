@@ -19,13 +19,17 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use hashbrown::HashMap;
 
+use bytestring::ByteString;
+
+use crate::hooks::ClientInfo;
 use crate::message::Message;
 use crate::persist::{Journal, ShardRecovery};
+use crate::protocol::{LastWill, Properties, ProtocolVersion};
 use crate::session::Session;
 
 use super::messages::CtrlMsg;
 use super::sessions::{SessionEntry, SessionKey};
-use super::timers::{secs_to_ticks, ticks, Timer};
+use super::timers::{secs_to_ticks, ticks, Timer, TICK_MS};
 use super::{ConnId, Core, Now};
 
 impl Core {
@@ -37,6 +41,68 @@ impl Core {
     /// The records appended since the last call.
     pub fn take_journal(&mut self) -> Option<BytesMut> {
         self.journal.as_deref_mut().and_then(Journal::take)
+    }
+
+    /// Logs the will a durable offline session waits to publish (its delay
+    /// running), or that it has none.
+    pub(super) fn journal_will(&mut self, client_id: &str, protocol: ProtocolVersion) {
+        let Some(journal) = self.journal.as_deref_mut() else { return };
+        let Some(entry) = self.sessions.get(client_id).filter(|e| e.session.is_durable()) else {
+            return;
+        };
+        journal.will(entry.serial, entry.pending_will.as_ref().map(|p| &p.0), protocol);
+    }
+
+    /// A recovered session's will: of a connection the crash ended (due its delay
+    /// after the restart), or one that waited offline (due its delay after the
+    /// session went offline); never sooner than a second after the start, so
+    /// that every shard's routes are back (`WILL_AFTER_START_SECS`), and never
+    /// after the session ends.
+    fn restore_will(
+        &mut self,
+        key: SessionKey,
+        message: Message,
+        delay: u32,
+        level: u8,
+        offline_since_s: u64,
+        crashed: bool,
+    ) -> ProtocolVersion {
+        let now_s = self.now.unix_us / 1_000_000;
+        let protocol = match level {
+            3 => ProtocolVersion::V31,
+            5 => ProtocolVersion::V5,
+            _ => ProtocolVersion::V311,
+        };
+        let Some(entry) = self.sessions.by_key(key) else { return protocol };
+        let info = ClientInfo {
+            client_id: entry.session.client_id().clone(),
+            username: entry.username.as_deref().map(ByteString::from),
+            protocol,
+            clean_session: false,
+            keep_alive_secs: 0,
+            shard: self.id,
+            listener: 0,
+        };
+        let mut properties = message.properties.map_or_else(Properties::default, |p| *p);
+        properties.will_delay_interval = (delay > 0).then_some(delay);
+        let will = LastWill {
+            topic: message.topic,
+            payload: message.payload,
+            qos: message.qos,
+            retain: message.retain,
+            properties: properties.into(),
+        };
+        let due_s =
+            if crashed { now_s + u64::from(delay) } else { offline_since_s + u64::from(delay) };
+        let mut left = due_s.saturating_sub(now_s).max(WILL_AFTER_START_SECS);
+        if let Some(secs) = entry.expiry_secs {
+            left =
+                left.min((offline_since_s + secs).saturating_sub(now_s).max(WILL_AFTER_START_SECS));
+        }
+        let at = self.wheel.schedule(ticks(self.now) + secs_to_ticks(left), Timer::Will(key));
+        let entry = self.sessions.by_key_mut(key).expect("found above");
+        entry.pending_will = Some(Box::new((will, info, at)));
+        protocol
     }
 
     /// This shard's log reached its share of `data_max_bytes` (`full`), or went
@@ -132,6 +198,12 @@ impl Core {
                 let at = ticks(now) + secs_to_ticks(left);
                 let entry = self.sessions.by_key_mut(key).expect("inserted above");
                 entry.expires_at = Some(self.wheel.schedule(at, Timer::SessionExpiry(key)));
+            }
+            if let Some((message, delay, level)) = recovered.will {
+                let crashed = recovered.offline_since_s == 0;
+                let protocol =
+                    self.restore_will(key, message, delay, level, offline_since_s, crashed);
+                self.journal_will(&client_id, protocol);
             }
             self.stats.sessions_restored += 1;
         }
@@ -370,6 +442,10 @@ pub(super) struct Walk {
     retained: Vec<Arc<Message>>,
 }
 
+/// The least time after a start before a recovered will is published: every
+/// shard restored its sessions and announced their routes by then.
+const WILL_AFTER_START_SECS: u64 = 1;
+
 /// Sessions (or retained messages) one pass writes at most while checkpointing:
 /// a pass stays short whatever the number of sessions.
 const WALK_SLICE: usize = 64;
@@ -400,8 +476,16 @@ impl Core {
             let Some(entry) = self.sessions.by_key(key).filter(|e| e.session.is_durable()) else {
                 continue;
             };
-            let offline_since_s =
-                if entry.conn.is_some() { 0 } else { self.now.unix_us / 1_000_000 };
+            // Offline since when: what its expiry timer has left tells.
+            let now_s = self.now.unix_us / 1_000_000;
+            let offline_since_s = match (entry.conn, entry.expiry_secs, entry.expires_at) {
+                (Some(_), _, _) => 0,
+                (None, Some(secs), Some(at)) => {
+                    let left_s = at.saturating_sub(ticks(self.now)) * TICK_MS / 1000;
+                    (now_s + left_s).saturating_sub(secs)
+                }
+                (None, _, _) => now_s,
+            };
             journal.checkpoint(
                 entry.serial,
                 entry.session.client_id(),
@@ -410,6 +494,16 @@ impl Core {
                 entry.username.as_deref(),
                 &entry.session.image(),
             );
+            let conn = entry.conn.and_then(|id| self.conns.get(id.slot()));
+            match (conn, entry.pending_will.as_deref()) {
+                (Some(conn), _) => {
+                    journal.will(entry.serial, entry.will.as_deref(), conn.info.protocol);
+                }
+                (None, Some((will, info, _))) => {
+                    journal.will(entry.serial, Some(will), info.protocol);
+                }
+                (None, None) => {}
+            }
         }
         for _ in 0..WALK_SLICE {
             let Some(message) = walk.retained.pop() else { break };

@@ -100,7 +100,9 @@ impl Core {
         let due = entry.pending_will.as_ref().is_some_and(|pending| pending.2 <= tick);
         if due && entry.conn.is_none() {
             let (will, info, _) = *entry.pending_will.take().expect("due");
+            let client_id = info.client_id.clone();
             self.publish_will(will, &info);
+            self.journal_will(&client_id, info.protocol);
         }
     }
 }
