@@ -7,7 +7,11 @@
 //!   hand-over (`nodes`);
 //! - its subscriptions and messages: noted by the session itself
 //!   (`session::journal`), taken after every call on it (`fanout`);
-//! - retained messages: `retained`.
+//! - its will: `clients` (the connection's at CONNECT, the delayed one at its
+//!   close) and `wills` (none once published);
+//! - retained messages: `retained`;
+//! - under `--sync always`, what output waits for ([`Hold`]), and the
+//!   checkpoints ([`Walk`]) that let old segments go.
 //!
 //! # Invariants
 //! - A session is durable (notes its changes) iff the shard keeps a log and the
