@@ -7,7 +7,9 @@
 //!   `check_invariants` holds after every step;
 //! - first transmissions (DUP = 0) come in delivery order, each message once;
 //! - every QoS 1/2 message is delivered or dropped by the counted mqueue policy;
-//! - after the client returns and acknowledges everything, nothing is pending.
+//! - after the client returns and acknowledges everything, nothing is pending;
+//! - the session is durable, and after every step its log (`persist::journal`),
+//!   replayed, gives its window (packet ids, stages), queue and QoS 2 ids.
 //!
 //! Built for tests and for the fuzz crate (feature `fuzzing`), never into the broker.
 
@@ -52,6 +54,54 @@ const NOW_US: u64 = 0;
 
 fn seq_of(payload: &[u8]) -> u64 {
     u64::from_be_bytes(payload.try_into().expect("8-byte payload"))
+}
+
+/// The session's log: what its journal appended, replayed at every check.
+struct Log {
+    journal: crate::persist::Journal,
+    bytes: Vec<u8>,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        let mut journal = crate::persist::Journal::default();
+        journal.session(1, true, "c", None, 0, None);
+        Log { journal, bytes: Vec::new() }
+    }
+}
+
+impl Log {
+    /// Takes the session's changes; the log replayed must give the session's
+    /// state.
+    fn check(&mut self, session: &mut Session) {
+        use crate::persist::record::{decode, Decoded};
+        self.journal.absorb(1, session);
+        if let Some(bytes) = self.journal.take() {
+            self.bytes.extend_from_slice(&bytes);
+        }
+        let mut replay = crate::persist::Replay::default();
+        let mut at = 0;
+        while let Decoded::Record(record, used) = decode(&self.bytes[at..]) {
+            replay.apply(record);
+            at += used;
+        }
+        assert_eq!(at, self.bytes.len(), "the whole log decodes");
+        let (sessions, _) = replay.finish();
+        let replayed = &sessions[0].image;
+        let live = session.image();
+        let view = |i: &super::SessionImage| {
+            let window: Vec<_> = i
+                .inflight
+                .iter()
+                .map(|e| (e.packet_id, e.stage, e.delivery.message.id, e.delivery.qos))
+                .collect();
+            let queue: Vec<_> = i.mqueue.iter().map(|d| (d.message.id, d.qos)).collect();
+            let mut rel = i.awaiting_rel.clone();
+            rel.sort_by_key(|p| p.get());
+            (window, queue, rel)
+        };
+        assert_eq!(view(replayed), view(&live), "the log replayed differs from the session");
+    }
 }
 
 /// One step of a script.
@@ -186,6 +236,8 @@ pub fn run(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: boo
 pub fn run_on(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: bool, link: Link) {
     let mut session = Session::new("c".into(), limits(inflight_max, mqueue_len_max, store_qos0));
     session.attach(link);
+    session.set_durable(true);
+    let mut log = Log::default();
     let mut link = link;
     let mut client = Client::new(link.protocol);
     let mut out = BytesMut::new();
@@ -225,6 +277,7 @@ pub fn run_on(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: 
         if online {
             client.read(&mut out);
         }
+        log.check(&mut session);
         assert!(session.check_invariants());
         assert!(session.inflight_len() <= usize::from(inflight_max), "inflight_max exceeded");
         let window = usize::from(inflight_max.min(link.receive_max));
@@ -239,6 +292,7 @@ pub fn run_on(ops: &[Op], inflight_max: u16, mqueue_len_max: usize, store_qos0: 
         client.ack(&mut session, &mut out, 0);
         client.read(&mut out);
     }
+    log.check(&mut session);
     assert!(!session.has_pending(), "everything delivered or dropped");
     assert!(client.first_sent.windows(2).all(|w| w[0] < w[1]), "order: {:?}", client.first_sent);
     let seen: BTreeSet<u64> = client.first_sent.iter().copied().collect();

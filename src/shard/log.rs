@@ -201,6 +201,9 @@ pub(super) async fn start(shard: &Rc<RefCell<Shard>>, durable: &Arc<Durable>) ->
             s.core.hold_output_for_log();
         }
         s.core.restore(now, recovery);
+        // The restored sessions' routes reach the other shards while the logs
+        // are written, before any shard accepts a client.
+        s.schedule_pass();
         let mut log = LogState::new();
         log.recovery = (id == 0).then_some(durable.recovery);
         s.log = Some(log);
