@@ -77,6 +77,9 @@ pub(crate) struct LogState {
     writer: Rc<Notify>,
     pub figures: LogFigures,
     failed: bool,
+    /// The writer task, which the shard waits for when it stops (everything
+    /// appended is written, and synced unless `--sync never`).
+    writer_task: Option<glommio::Task<()>>,
     /// The start-up replay's figures (shard 0 reports them).
     recovery: Option<RecoveryStats>,
     /// The checkpoint under way: the first segment it writes to, and the log
@@ -122,8 +125,18 @@ impl LogState {
             },
             failed: false,
             recovery: None,
+            writer_task: None,
             walk: None,
         }
+    }
+}
+
+/// Waits for the writer task of a stopping shard: everything appended is
+/// written (and synced unless `--sync never`).
+pub(super) async fn finish(shard: &Rc<RefCell<Shard>>) {
+    let task = shard.borrow_mut().log.as_mut().and_then(|log| log.writer_task.take());
+    if let Some(task) = task {
+        task.await;
     }
 }
 
@@ -240,7 +253,8 @@ pub(super) async fn start(shard: &Rc<RefCell<Shard>>, durable: &Arc<Durable>) ->
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }
     let position = shard.borrow().core.log_appended();
-    spawn_local(write_log(Rc::clone(shard), segment, position)).detach();
+    let writer = spawn_local(write_log(Rc::clone(shard), segment, position));
+    shard.borrow_mut().log.as_mut().expect("set above").writer_task = Some(writer);
     // Routes of the restored sessions go to the other shards now.
     shard.borrow_mut().schedule_pass();
     true
@@ -266,17 +280,28 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
     let share = config.data_max_bytes.map(|max| max.get().div_ceil(shards));
     let mut last_walk_bytes = 0u64;
     let mut walk_started_at = 0u64;
+    // A write is never cancelled (its bytes would be lost): the loop looks at the
+    // stop between writes, and at the stop writes what is left and syncs it.
     let work = async {
         loop {
             let unsynced = written > synced && config.sync == SyncMode::Interval;
+            let stop = async {
+                stopped.wait().await;
+            };
             if unsynced {
                 let left = interval.saturating_sub(last_sync.elapsed());
-                futures_lite::future::or(writer.notified(), glommio::timer::sleep(left)).await;
+                let wake = futures_lite::future::or(writer.notified(), glommio::timer::sleep(left));
+                futures_lite::future::or(wake, stop).await;
             } else {
-                writer.notified().await;
+                futures_lite::future::or(writer.notified(), stop).await;
             }
+            let stopping = stopped.is_set();
             let (bytes, position) = {
                 let mut s = shard.borrow_mut();
+                if stopping {
+                    // What the core appended after the last pass goes too.
+                    s.end_pass_log();
+                }
                 let log = s.log.as_mut().expect("started");
                 let waiting = std::mem::take(&mut log.waiting);
                 (waiting, log.position)
@@ -297,6 +322,14 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
                 log.figures.bytes_written += n;
                 log.figures.writes += 1;
                 log.figures.segment_bytes = segment.len;
+            }
+            if stopping {
+                if written > synced && config.sync != SyncMode::Never {
+                    if let Err(e) = segment.file.fdatasync().await {
+                        fail(&shard, &format!("syncing segment {}: {e}", segment.seq));
+                    }
+                }
+                return;
             }
             let due = match config.sync {
                 SyncMode::Always => written > synced,
@@ -401,10 +434,7 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
             }
         }
     };
-    futures_lite::future::or(work, stopped.wait()).await;
-    if written > synced && config.sync != SyncMode::Never {
-        let _ = segment.file.fdatasync().await;
-    }
+    work.await;
 }
 
 /// Whether the shard's log, `usage` bytes on disk, is at its `share` of

@@ -186,6 +186,8 @@ pub(crate) struct Shard {
     claims: sockets::Claims,
     /// The shard's log, when it keeps one (`--data-dir`).
     log: Option<log::LogState>,
+    /// Data batches taken from the rings (a stopping shard waits for quiet).
+    data_batches_taken: u64,
 }
 
 impl std::fmt::Debug for Shard {
@@ -368,6 +370,7 @@ pub(crate) async fn run(ctx: ShardContext) {
         cluster: None,
         claims: sockets::Claims::default(),
         log: None,
+        data_batches_taken: 0,
     };
     let cluster_sockets = match id {
         0 => ctx.cluster.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take(),
@@ -426,6 +429,7 @@ pub(crate) async fn run(ctx: ShardContext) {
     }
 
     tick_until_stopped(&shard, &ctx.stop, &ctx.reload).await;
+    log::finish(&shard).await;
     glommio::park::set_park_hook(None);
     let s = shard.borrow();
     s.data_out.close();
@@ -531,6 +535,7 @@ async fn receive_data_forever(
                 s.core.handle_data(now, msg);
             }
             s.core.data_batch_taken(from);
+            s.data_batches_taken += 1;
             // Close the gate before the next batch if this one backed a
             // subscriber up, not at the end of the pass.
             s.core.refresh_gates(now);
@@ -673,6 +678,25 @@ async fn tick_until_stopped(shard: &ShardRc, stop: &AtomicBool, reload: &AtomicB
             break;
         }
         glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    // With a log, what other shards acknowledged and sent here must reach it:
+    // take ring batches until none came for a while (every shard stopped its
+    // clients within a tick), at most a few seconds.
+    if shard.borrow().log.is_some() {
+        let started = Instant::now();
+        let mut seen = shard.borrow().data_batches_taken;
+        while started.elapsed() < Duration::from_secs(5) {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            let (taken, overflow) = {
+                let s = shard.borrow();
+                (s.data_batches_taken, s.data_out.overflow_len())
+            };
+            if taken == seen && overflow == 0 {
+                break;
+            }
+            seen = taken;
+        }
+        shard.borrow_mut().end_pass();
     }
     // End the long-lived tasks: listeners close, rings are released.
     let stopped = Rc::clone(&shard.borrow().stopped);

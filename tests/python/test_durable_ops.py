@@ -193,6 +193,7 @@ def test_a_full_disk_stops_the_log_and_the_broker_goes_on(start_broker, mqtt_cli
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
                                            capture_output=True).returncode != 0:
         pytest.skip("needs root to mount a small tmpfs")
+    b = None
     try:
         b = start_broker(extra_args=["--data-dir", str(mount / "data"), "--mqueue-len-max", "100000",
                                      "--sys-interval-secs", "1"])
@@ -218,8 +219,9 @@ def test_a_full_disk_stops_the_log_and_the_broker_goes_on(start_broker, mqtt_cli
         c.publish(other, b"still here", qos=0)
         assert a.get(timeout=5).payload == b"still here"
     finally:
-        b.kill()
-        subprocess.run(["umount", str(mount)], capture_output=True)
+        if b is not None:
+            b.kill()
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 # --------------------------------------------------------------------------
