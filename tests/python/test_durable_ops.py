@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -280,3 +281,45 @@ def test_sync_always_syncs_and_reports_its_latency(start_broker, mqtt_client, tm
     assert metric(metrics_port, "log_syncs", at_least=1) > 0
     assert metric(metrics_port, "log_sync_p99_us", at_least=1) > 0
     assert metric(metrics_port, "log_errors") == 0
+
+
+# --------------------------------------------------------------------------
+# As a new user would try it
+# --------------------------------------------------------------------------
+
+MOSQ_SUB = shutil.which("mosquitto_sub")
+MOSQ_PUB = shutil.which("mosquitto_pub")
+
+
+@pytest.mark.skipif(not (MOSQ_SUB and MOSQ_PUB), reason="mosquitto_sub/mosquitto_pub not installed")
+def test_mosquitto_sub_c_gets_everything_after_kill_9(start_broker, tmp_path):
+    """The issue's "done means": ``shardmq --data-dir DIR``, a ``mosquitto_sub -c``
+    subscriber offline, messages published with ``mosquitto_pub -q 1``, the
+    broker killed with -9 and restarted: the subscriber reconnects and gets
+    every message, in order. (``--sync always``: a PUBACK means on disk.)"""
+    args = ["--data-dir", str(tmp_path), "--sync", "always"]
+    b = start_broker(extra_args=args)
+    topic = f"{unique_topic_root('du')}/readings"
+    sub_id = b.client_id("dus", 1)
+
+    def sub(broker, count: int) -> subprocess.CompletedProcess:
+        return subprocess.run([MOSQ_SUB, "-h", broker.host, "-p", str(broker.port), "-c", "-i", sub_id,
+                               "-q", "1", "-t", topic, "-C", str(count), "-W", "10"],
+                              capture_output=True, text=True, timeout=20)
+
+    # Creates the persistent session and its subscription, then leaves (-W: a
+    # timeout with nothing received, exit code 27).
+    first = subprocess.run([MOSQ_SUB, "-h", b.host, "-p", str(b.port), "-c", "-i", sub_id, "-q", "1",
+                            "-t", topic, "-W", "1"], capture_output=True, text=True, timeout=20)
+    assert first.returncode == 27, first
+    sent = [f"reading {i}" for i in range(50)]
+    pub_id = b.client_id("dup", 0)
+    r = subprocess.run([MOSQ_PUB, "-h", b.host, "-p", str(b.port), "-i", pub_id, "-q", "1", "-t", topic, "-l"],
+                       input="\n".join(sent) + "\n", capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r
+    crash(b)
+
+    b = start_broker(extra_args=args)
+    got = sub(b, len(sent))
+    assert got.returncode == 0, got
+    assert got.stdout.splitlines() == sent
