@@ -7,7 +7,7 @@
 #   PEERS=/path/to/peers BENCH_PARTS=peers bench-harness/suite.sh
 #   BENCH_PARTS=security bench-harness/suite.sh             # TLS and ACL only
 #
-# Four parts, each case against every broker one after the other:
+# Five parts, each case against every broker one after the other:
 #   harness      shardmq-bench cases: target/bench/<broker>-<case>.json (+ .hlog,
 #                broker logs), target/bench/compare.md and compare.svg
 #   peers        external generators (NanoMQ's nanomq_cli, emqtt-bench), which
@@ -25,10 +25,15 @@
 #                target/bench/security/. target/bench/security.md (the
 #                figures and the TLS/plain and ACL/no-ACL ratios) and
 #                security.svg
+#   durable      QoS 1 fan-in and fan-out to persistent sessions: shardmq in
+#                memory, with --data-dir under --sync never|interval|always and
+#                with a checkpoint always under way, and Mosquitto with
+#                `persistence true`: target/bench/durable.md (the ratios to
+#                memory)
 #
 # Environment (all optional):
 #   BENCH_BROKERS          brokers to run, comma-separated   [shardmq,mosquitto]
-#   BENCH_PARTS            parts to run, comma-separated     [harness,peers,connections,security]
+#   BENCH_PARTS            parts to run, comma-separated     [harness,peers,connections,security,durable]
 #   PEERS                  folder with bin/nanomq_cli and bin/emqtt_bench []
 #   BENCH_PEER_DURATION    seconds per external-generator run [15]
 #   BENCH_PEER_WARMUP      of which warmup                   [3]
@@ -75,7 +80,7 @@ WARMUP="${BENCH_WARMUP:-2}"
 LATENCY_RATE="${BENCH_LATENCY_RATE:-20000}"
 CONN_RATE="${BENCH_CONN_RATE:-2000}"
 NODELAY="${BENCH_MOSQUITTO_NODELAY:-1}"
-PARTS=",${BENCH_PARTS:-harness,peers,connections,security},"
+PARTS=",${BENCH_PARTS:-harness,peers,connections,security,durable},"
 PEER_DURATION="${BENCH_PEER_DURATION:-15}"
 PEER_WARMUP="${BENCH_PEER_WARMUP:-3}"
 PEER_RATE_QOS="${BENCH_PEER_RATE_QOS:-0}"
@@ -178,8 +183,8 @@ start_broker() {
     esac
     case "$name" in
     shardmq)
-        # shellcheck disable=SC2086 # SHARDMQ_ARGS is a list of words
-        "${PIN[@]}" "$SHARDMQ" "${args[@]}" ${SHARDMQ_ARGS:-} >"$log" 2>&1 &
+        # shellcheck disable=SC2086 # SHARDMQ_ARGS and DURABLE_ARGS are lists of words
+        "${PIN[@]}" "$SHARDMQ" "${args[@]}" ${SHARDMQ_ARGS:-} ${DURABLE_ARGS:-} >"$log" 2>&1 &
         ;;
     baseline)
         # shellcheck disable=SC2086 # SHARDMQ_ARGS is a list of words
@@ -190,7 +195,13 @@ start_broker() {
         {
             echo "listener $PORT 127.0.0.1"
             echo "allow_anonymous true"
-            echo "persistence false"
+            if [[ -n "${MOSQUITTO_PERSIST:-}" ]]; then
+                # What Mosquitto users get: its defaults (autosave every 1,800 s).
+                echo "persistence true"
+                echo "persistence_location $MOSQUITTO_PERSIST/"
+            else
+                echo "persistence false"
+            fi
             echo "max_queued_messages 100000"
             if [[ "$NODELAY" == 1 ]]; then echo "set_tcp_nodelay true"; fi
             if [[ "$security" == tls ]]; then
@@ -302,6 +313,89 @@ for b in ${BROKERS//,/ }; do
         stop_broker
     done
 done
+
+# --- durable sessions ------------------------------------------------------------
+# QoS 1 to persistent sessions (clean session false, one packet per write): shardmq
+# in memory and with --data-dir under each --sync mode, with small segments (a
+# checkpoint always under way: its p99 against interval's), and Mosquitto with
+# `persistence true`. durable.md: the table and the ratios to memory.
+DURABLE_CASES=(
+    "fanin-q1-persistent|fan-in --write-mode packet --qos 1 --payload 64 --clients 8 --subscribers 1 --inflight 64 --clean-session false"
+    "fanout-q1-persistent|fan-out --write-mode packet --qos 1 --payload 64 --clients 1 --subscribers 8 --inflight 64 --clean-session false"
+)
+# variant|broker|shardmq arguments
+DURABLE_VARIANTS=(
+    "memory|shardmq|"
+    "never|shardmq|--sync never"
+    "interval|shardmq|--sync interval"
+    "always|shardmq|--sync always"
+    "compacting|shardmq|--sync interval --data-segment-bytes 1048576"
+    "mosquitto-persistence|mosquitto|"
+)
+durable_reports=()
+if [[ "$PARTS" == *,durable,* ]]; then
+    for c in "${DURABLE_CASES[@]}"; do
+        name="${c%%|*}"
+        # shellcheck disable=SC2206 # the case arguments are words
+        args=(${c#*|})
+        for v in "${DURABLE_VARIANTS[@]}"; do
+            IFS='|' read -r variant b extra <<<"$v"
+            [[ -n "${AVAILABLE[$b]:-}" ]] || continue
+            data="$OUT/durable/$variant-$name"
+            rm -rf "$data"
+            mkdir -p "$data"
+            DURABLE_ARGS="--mqueue-len-max 100000"
+            if [[ "$b" == shardmq && "$variant" != memory ]]; then
+                DURABLE_ARGS="$DURABLE_ARGS --data-dir $data/log $extra"
+            fi
+            if [[ "$b" == mosquitto ]]; then MOSQUITTO_PERSIST="$data"; fi
+            log="$OUT/durable-$variant-$name.broker.log"
+            say "durable: $variant: $name"
+            if start_broker "$b" "$log"; then
+                if "$BENCH" "${args[@]}" "${COMMON[@]}" --duration "$DURATION" --port "$PORT" \
+                    --broker-pid "$BROKER_PID" --label "$variant" --json "$OUT/durable-$variant-$name.json"; then
+                    durable_reports+=("$OUT/durable-$variant-$name.json")
+                else
+                    warn "durable: $variant: $name FAILED"
+                    FAILED+=("durable/$variant/$name")
+                fi
+                stop_broker
+            else
+                FAILED+=("durable/$variant/$name")
+            fi
+            unset DURABLE_ARGS MOSQUITTO_PERSIST
+            rm -rf "$data"
+        done
+    done
+    if ((${#durable_reports[@]} > 0)); then
+        "$BENCH" compare "${durable_reports[@]}" --md "$OUT/durable-cases.md"
+        python3 - "$OUT" "${durable_reports[@]}" >"$OUT/durable.md" <<'PY'
+import json, sys
+out, paths = sys.argv[1], sys.argv[2:]
+runs = [json.load(open(p)) for p in paths]
+print("# Durable sessions: QoS 1 to persistent sessions\n")
+print("| case | variant | delivered msgs/s | of memory | broker CPU-us/msg | p99 (ms) | lost |")
+print("|---|---|---:|---:|---:|---:|---:|")
+memory = {r["case"]: r["results"]["received_per_s"] for r in runs if r["label"] == "memory"}
+for r in runs:
+    res = r["results"]
+    base = memory.get(r["case"])
+    ratio = f"{res['received_per_s'] / base:.0%}" if base else "-"
+    p99 = res["latency_us"].get("p99_us") or 0
+    cpu = r["broker"].get("cpu_us_per_msg") or 0
+    print(f"| {r['case']} | {r['label']} | {res['received_per_s']:,.0f} | {ratio} | {cpu:.2f} | {p99 / 1000:.1f} | {res['lost']} |")
+print("\nTargets: `interval` at least 80% of memory, `always` at least 30%; p99 with a")
+print("checkpoint always under way (`compacting`) at most 2x `interval`'s.")
+PY
+        {
+            printf '\n## Every figure, per case\n\n'
+            cat "$OUT/durable-cases.md"
+        } >>"$OUT/durable.md"
+        rm -f "$OUT/durable-cases.md"
+        say "wrote $OUT/durable.md"
+        cat "$OUT/durable.md"
+    fi
+fi
 
 # --- external generators ---------------------------------------------------------
 # Each case against every broker, one right after the other; loadgen.py pins the
@@ -516,7 +610,7 @@ if ((${#FAILED[@]} > 0)); then
     warn "failed runs: ${FAILED[*]}"
     status=1
 fi
-if ((${#reports[@]} == 0 && ${#sec_reports[@]} == 0)) && [[ ! -s "$PEER_RESULTS" ]]; then
+if ((${#reports[@]} == 0 && ${#sec_reports[@]} == 0 && ${#durable_reports[@]} == 0)) && [[ ! -s "$PEER_RESULTS" ]]; then
     status=1
 fi
 exit "$status"
