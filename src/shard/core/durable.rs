@@ -374,6 +374,11 @@ impl Core {
         }
     }
 
+    /// Whether connection `id` has output waiting for the log.
+    pub(super) fn has_seals(&self, id: ConnId) -> bool {
+        self.hold.as_deref().is_some_and(|hold| hold.seals.contains_key(&id))
+    }
+
     /// Connection `id` ended: nothing of it waits any more.
     pub(super) fn forget_seals(&mut self, id: ConnId) {
         if let Some(hold) = self.hold.as_deref_mut() {

@@ -719,7 +719,14 @@ impl Core {
     /// The broker's last words to a closing connection: an MQTT 5 client is told
     /// why [MQTT-4.13.2-1]. Returns what is left to write.
     pub fn take_last_words(&mut self, id: ConnId) -> Option<BytesMut> {
+        let sealed = self.has_seals(id);
         let conn = self.conn_mut(id)?;
+        if sealed {
+            // Output still waiting for the log (`--sync always`) is not sent: an
+            // acknowledgement that left now could promise what a crash loses. The
+            // client resends what it was not acknowledged.
+            conn.out.truncate(conn.ready);
+        }
         if conn.info.protocol.is_v5() {
             if let Some(reason) = conn.close.as_deref().and_then(Close::reason_code) {
                 let packet = Packet::Disconnect(Disconnect::new(reason));

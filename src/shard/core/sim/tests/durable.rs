@@ -55,3 +55,30 @@ fn a_puback_waits_for_the_log_of_the_subscribers_shard() {
     assert!(matches!(acks.as_slice(), [Packet::PubAck(_)]), "{acks:?}");
     assert_eq!(sim.take_delivered(sub).len(), 1);
 }
+
+#[test]
+fn a_connection_closed_while_its_puback_waits_for_the_log_does_not_get_it() {
+    let mut sim = durable_sim();
+    let id = sim.id_on_shard("sub", 1);
+    let sub = sim.client(&id, V5);
+    sim.connect(sub, persistent(&id, V5, 3600));
+    sim.subscribe(sub, &[("t", QoS::AtLeastOnce)]);
+    sim.settle();
+    sync_all(&mut sim);
+    let pub_id = sim.id_on_shard("pub", 0);
+    let first = sim.client(&pub_id, V5);
+    sim.connect(first, super::super::connect_packet(&pub_id, V5));
+    sim.settle();
+    sync_all(&mut sim);
+    sim.take(first);
+    sim.publish(first, "t", b"m", QoS::AtLeastOnce, false);
+    sim.settle();
+    // A new connection takes the client id over while the PUBACK waits for
+    // shard 1's log: the old connection's last words are its DISCONNECT only.
+    let second = sim.client(&pub_id, V5);
+    sim.connect(second, super::super::connect_packet(&pub_id, V5));
+    sim.settle();
+    let last = sim.take(first);
+    assert!(!last.iter().any(|p| matches!(p, Packet::PubAck(_))), "{last:?}");
+    assert!(matches!(last.last(), Some(Packet::Disconnect(_))), "{last:?}");
+}
