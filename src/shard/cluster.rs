@@ -121,7 +121,52 @@ pub(crate) struct ClusterIo {
     /// Answers to claims of nodes this one has not seen up yet: (slot, claim, answer).
     unsent_answers: Vec<(usize, u64, ByteString, Answer)>,
     /// Per node slot, the wills of its connected clients (as messages).
-    remote_wills: Vec<HashMap<ByteString, crate::message::Message>>,
+    remote_wills: Vec<RemoteWills>,
+    /// Bytes of wills kept per other node (4 x `cluster_link_buffer_bytes`):
+    /// beyond, a will is not kept, and not published should its node die.
+    wills_bytes_max: usize,
+    /// Wills of other nodes' clients not kept (over `wills_bytes_max`).
+    wills_dropped: u64,
+}
+
+/// The wills one other node's connected clients left with this one.
+#[derive(Default)]
+struct RemoteWills {
+    wills: HashMap<ByteString, crate::message::Message>,
+    /// Topic and payload bytes of `wills`.
+    bytes: usize,
+}
+
+impl RemoteWills {
+    fn size(will: &crate::message::Message) -> usize {
+        will.topic.as_str().len() + will.payload.len()
+    }
+
+    /// Keeps (or forgets, `None`) a client's will; `false` when it is over
+    /// `bytes_max` and not kept.
+    fn set(
+        &mut self,
+        client_id: ByteString,
+        will: Option<crate::message::Message>,
+        bytes_max: usize,
+    ) -> bool {
+        if let Some(old) = self.wills.remove(&client_id) {
+            self.bytes -= Self::size(&old);
+        }
+        let Some(will) = will else { return true };
+        let size = Self::size(&will);
+        if self.bytes + size > bytes_max {
+            return false;
+        }
+        self.bytes += size;
+        self.wills.insert(client_id, will);
+        true
+    }
+
+    fn take(&mut self) -> Vec<crate::message::Message> {
+        self.bytes = 0;
+        self.wills.drain().map(|(_, w)| w).collect()
+    }
 }
 
 impl std::fmt::Debug for ClusterIo {
@@ -151,13 +196,15 @@ impl ClusterIo {
             answers_dropped: 0,
             claims_out: HashMap::new(),
             remote_wills: Vec::new(),
+            wills_bytes_max: config.cluster_link_buffer_bytes.get().saturating_mul(4),
+            wills_dropped: 0,
             unsent_answers: Vec::new(),
         }
     }
 
-    fn wills_mut(&mut self, slot: usize) -> &mut HashMap<ByteString, crate::message::Message> {
+    fn wills_mut(&mut self, slot: usize) -> &mut RemoteWills {
         if self.remote_wills.len() <= slot {
-            self.remote_wills.resize_with(slot + 1, HashMap::new);
+            self.remote_wills.resize_with(slot + 1, RemoteWills::default);
         }
         &mut self.remote_wills[slot]
     }
@@ -276,6 +323,12 @@ impl ClusterIo {
                 "counter",
                 "Claim answers dropped while waiting for a link to a node not yet seen up.",
                 self.answers_dropped,
+            ),
+            (
+                "cluster_remote_wills_dropped",
+                "counter",
+                "Wills of other nodes' clients not kept (over 4 x cluster_link_buffer_bytes per node).",
+                self.wills_dropped,
             ),
             (
                 "cluster_bad_datagrams",
@@ -576,7 +629,7 @@ fn drive_events(
                     link.wake.notify();
                 }
                 claims.extend(cluster.give_up_on(Some(slot), now.ms));
-                let wills: Vec<_> = cluster.wills_mut(slot).drain().map(|(_, w)| w).collect();
+                let wills = cluster.wills_mut(slot).take();
                 if !wills.is_empty() && cluster.publishes_wills_of(slot) {
                     info!(
                         wills = wills.len(),
@@ -865,15 +918,14 @@ fn take_frames_into(
             (Frame::Hello(_), Some(_)) => return Err("a second hello".to_owned()),
             (_, None) => return Err("no hello first".to_owned()),
             (Frame::Reset, Some(node)) => {
-                cluster.wills_mut(node).clear();
+                cluster.wills_mut(node).take();
                 s.core.handle_node(now, NodeMsg::Reset(node));
             }
             (Frame::Will { client_id, will }, Some(node)) => {
-                let wills = cluster.wills_mut(node);
-                match will {
-                    Some(will) => wills.insert(ByteString::from(client_id), will),
-                    None => wills.remove(client_id.as_str()),
-                };
+                let bytes_max = cluster.wills_bytes_max;
+                if !cluster.wills_mut(node).set(ByteString::from(client_id), will, bytes_max) {
+                    cluster.wills_dropped += 1;
+                }
             }
             (Frame::Route { filter, present }, Some(node)) => {
                 s.core.handle_node(now, NodeMsg::Route { node, filter, present });
@@ -964,4 +1016,38 @@ pub(crate) fn status(shard: &RefCell<Shard>) -> Option<ClusterStatus> {
     let s = shard.borrow();
     let now_ms = s.now().ms;
     s.cluster.as_ref().map(|c| c.status(now_ms, &s.core))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Message, MessageId};
+    use crate::protocol::{QoS, TopicName};
+
+    fn will(payload: usize) -> Message {
+        Message {
+            id: MessageId(1),
+            topic: TopicName::try_from("w").expect("topic"),
+            payload: vec![0; payload].into(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            publisher: None,
+            properties: None,
+        }
+    }
+
+    #[test]
+    fn remote_wills_are_bounded_by_bytes_and_counted_back() {
+        let mut wills = RemoteWills::default();
+        assert!(wills.set("a".into(), Some(will(49)), 100));
+        assert!(wills.set("b".into(), Some(will(49)), 100));
+        assert!(!wills.set("c".into(), Some(will(10)), 100), "over the bound: not kept");
+        // A client's new will replaces its old one within the bound.
+        assert!(wills.set("a".into(), Some(will(9)), 100));
+        assert!(wills.set("c".into(), Some(will(39)), 100));
+        assert!(wills.set("b".into(), None, 100));
+        assert_eq!(wills.bytes, 10 + 40);
+        assert_eq!(wills.take().len(), 2);
+        assert_eq!(wills.bytes, 0);
+    }
 }
