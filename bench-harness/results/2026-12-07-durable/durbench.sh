@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Fan-in QoS 1 into one persistent subscriber (clean session false), broker on CPU 0
 # (one shard), generator on CPU 1; without a data dir, then each --sync mode.
-BIN=${BIN:-/work/main/target/release/shardmq}
-BENCH=/work/main/target/release/shardmq-bench
-OUT=${OUT:-/work/meas/durbench}
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
+BIN=${BIN:-$ROOT/target/release/shardmq}
+BENCH=$ROOT/target/release/shardmq-bench
+OUT=${OUT:-$ROOT/target/bench/durbench}
 mkdir -p $OUT
 PORT=19100
 for mode in off never interval always; do
