@@ -163,6 +163,11 @@ pub struct LogSnapshot {
     pub bytes_written: u64,
     /// Records appended since start.
     pub records: u64,
+    /// Messages written since start (once per log, whatever the sessions
+    /// holding them).
+    pub messages: u64,
+    /// Records too large to be written (their state is not durable).
+    pub records_too_large: u64,
     /// Writes (one per pass with records) since start.
     pub writes: u64,
     /// fdatasyncs since start.
@@ -454,6 +459,20 @@ fn log_families(r: &mut Registry, snapshots: &[ShardSnapshot]) {
         "Checkpoints of the durable log completed",
         snapshots,
         of(|l| l.checkpoints),
+    );
+    counter(
+        r,
+        "log_messages",
+        "Messages written to the durable log",
+        snapshots,
+        of(|l| l.messages),
+    );
+    counter(
+        r,
+        "log_records_too_large",
+        "Records too large for the durable log (not durable)",
+        snapshots,
+        of(|l| l.records_too_large),
     );
     gauge(
         r,

@@ -309,12 +309,7 @@ pub fn put_handover(buf: &mut BytesMut, claim: u64, client_id: &str, answer: &An
                 buf.put_u32(image.subscriptions.len() as u32);
                 for (filter, options) in &image.subscriptions {
                     put_str(buf, filter.as_str());
-                    buf.put_u8(options.qos as u8);
-                    let flags = u8::from(options.no_local)
-                        | u8::from(options.retain_as_published) << 1
-                        | u8::from(options.acl_check) << 2;
-                    buf.put_u8(flags);
-                    buf.put_u32(options.id.unwrap_or(0));
+                    options.put(buf);
                 }
                 buf.put_u32(image.inflight.len() as u32);
                 for entry in &image.inflight {
@@ -554,15 +549,7 @@ fn decode_image(body: &mut BytesMut) -> Result<SessionImage, FrameError> {
         let filter = get_filter(body)?;
         let qos = get_qos(body)?;
         need(body, 5, WHAT)?;
-        let flags = body.get_u8();
-        let id = body.get_u32();
-        let options = SubOptions {
-            qos,
-            no_local: flags & 1 != 0,
-            retain_as_published: flags & 2 != 0,
-            acl_check: flags & 4 != 0,
-            id: (id != 0).then_some(id),
-        };
+        let options = SubOptions::from_wire(qos, body.get_u8(), body.get_u32());
         image.subscriptions.push((filter, options));
     }
     need(body, 4, WHAT)?;

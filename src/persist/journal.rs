@@ -25,8 +25,9 @@ const WRITTEN_MAX: usize = 1 << 20;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JournalStats {
     pub records: u64,
+    /// Messages written (once per log since its last checkpoint).
     pub messages: u64,
-    /// Messages larger than a record may be: not made durable.
+    /// Records larger than a record may be: not written, their state not durable.
     pub too_large: u64,
 }
 

@@ -181,12 +181,7 @@ fn put_body(buf: &mut BytesMut, record: &Record) -> bool {
             buf.put_u8(SUBSCRIBE);
             buf.put_u64(*serial);
             put_str(buf, filter.as_str());
-            buf.put_u8(options.qos as u8);
-            let flags = u8::from(options.no_local)
-                | u8::from(options.retain_as_published) << 1
-                | u8::from(options.acl_check) << 2;
-            buf.put_u8(flags);
-            buf.put_u32(options.id.unwrap_or(0));
+            options.put(buf);
         }
         Record::Unsubscribe { serial, filter } => {
             buf.put_u8(UNSUBSCRIBE);
@@ -308,15 +303,7 @@ fn decode_body(mut b: Bytes) -> Option<Record> {
             let serial = get_u64(&mut b)?;
             let filter = TopicFilter::try_from(get_str(&mut b)?.as_str()).ok()?;
             let qos = QoS::from_bits(get_u8(&mut b)?)?;
-            let flags = get_u8(&mut b)?;
-            let id = get_u32(&mut b)?;
-            let options = SubOptions {
-                qos,
-                no_local: flags & 1 != 0,
-                retain_as_published: flags & 2 != 0,
-                acl_check: flags & 4 != 0,
-                id: (id != 0).then_some(id),
-            };
+            let options = SubOptions::from_wire(qos, get_u8(&mut b)?, get_u32(&mut b)?);
             Record::Subscribe { serial, filter, options }
         }
         UNSUBSCRIBE => {

@@ -69,7 +69,10 @@ pub struct ReplayStats {
 /// The state of one log (or several: a change of `--cores`) under replay.
 #[derive(Debug, Default)]
 pub struct Replay {
-    sessions: HashMap<u64, Replayed>,
+    /// By log (the shard's, in replay order) and serial in that log.
+    sessions: HashMap<(u64, u64), Replayed>,
+    /// The log under replay.
+    log: u64,
     messages: HashMap<MessageId, Arc<Message>>,
     retained: HashMap<String, Arc<Message>>,
     pub stats: ReplayStats,
@@ -89,7 +92,7 @@ impl Replay {
                 offline_since_s,
                 username,
             } => {
-                let session = self.sessions.entry(serial).or_default();
+                let session = self.sessions.entry((self.log, serial)).or_default();
                 if fresh {
                     *session = Replayed::default();
                 }
@@ -99,7 +102,7 @@ impl Replay {
                 session.username = username;
                 false
             }
-            Record::SessionEnd { serial } => self.sessions.remove(&serial).is_none(),
+            Record::SessionEnd { serial } => self.sessions.remove(&(self.log, serial)).is_none(),
             Record::Subscribe { serial, filter, options } => self.with(serial, |s| {
                 match s.subscriptions.iter_mut().find(|(f, _)| *f == filter) {
                     Some((_, o)) => *o = options,
@@ -174,19 +177,12 @@ impl Replay {
     /// Applies `f` to the session `serial`; whether the record was an orphan (no
     /// such session, or `f` found nothing to change).
     fn with(&mut self, serial: u64, f: impl FnOnce(&mut Replayed) -> bool) -> bool {
-        !self.sessions.get_mut(&serial).is_some_and(f)
+        !self.sessions.get_mut(&(self.log, serial)).is_some_and(f)
     }
 
-    /// The next records come from another shard's log, whose serials are its own:
-    /// the sessions replayed so far are kept under serials no later record names.
+    /// The next records come from another shard's log, whose serials are its own.
     pub fn next_log(&mut self) {
-        let sessions = std::mem::take(&mut self.sessions);
-        let base = u64::MAX / 2;
-        for (n, (_, session)) in sessions.into_iter().enumerate() {
-            self.sessions.insert(base + n as u64, session);
-        }
-        // Parked serials must not collide with a later log's: move them far up.
-        debug_assert!(self.sessions.keys().all(|k| *k >= base));
+        self.log += 1;
     }
 
     /// The sessions and retained messages the log describes. A client id found in
@@ -194,8 +190,8 @@ impl Replay {
     pub fn finish(self) -> (Vec<RecoveredSession>, Vec<Arc<Message>>) {
         let messages = self.messages;
         let mut by_client: HashMap<String, RecoveredSession> = HashMap::new();
-        let mut sessions: Vec<(u64, Replayed)> = self.sessions.into_iter().collect();
-        sessions.sort_by_key(|(serial, _)| *serial);
+        let mut sessions: Vec<((u64, u64), Replayed)> = self.sessions.into_iter().collect();
+        sessions.sort_by_key(|(key, _)| *key);
         for (_, s) in sessions {
             let mut image = SessionImage {
                 subscriptions: s.subscriptions,

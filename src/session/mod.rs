@@ -150,6 +150,29 @@ impl SubOptions {
     pub fn qos(qos: QoS) -> SubOptions {
         SubOptions { qos, no_local: false, retain_as_published: false, id: None, acl_check: false }
     }
+
+    /// Appends the options as node links and the durable log write them: the QoS,
+    /// a byte of flags, the Subscription Identifier (0: none); 6 bytes.
+    pub fn put(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_u8(self.qos as u8);
+        buf.put_u8(
+            u8::from(self.no_local)
+                | u8::from(self.retain_as_published) << 1
+                | u8::from(self.acl_check) << 2,
+        );
+        buf.put_u32(self.id.unwrap_or(0));
+    }
+
+    /// The options [`SubOptions::put`] wrote, from its three fields.
+    pub fn from_wire(qos: QoS, flags: u8, id: u32) -> SubOptions {
+        SubOptions {
+            qos,
+            no_local: flags & 1 != 0,
+            retain_as_published: flags & 2 != 0,
+            acl_check: flags & 4 != 0,
+            id: (id != 0).then_some(id),
+        }
+    }
 }
 
 /// Counters of one session, since the owner last took them

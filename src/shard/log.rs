@@ -89,13 +89,19 @@ pub(crate) struct LogState {
 
 impl LogState {
     /// The figures for the shard's snapshot.
-    pub fn snapshot(&self, records: u64, full: bool) -> crate::metrics::LogSnapshot {
+    pub fn snapshot(
+        &self,
+        journal: crate::persist::journal::JournalStats,
+        full: bool,
+    ) -> crate::metrics::LogSnapshot {
         let f = &self.figures;
         let quantile = |q: f64| f.sync_us.as_ref().map_or(0, |h| h.value_at_quantile(q));
         let recovery = self.recovery.unwrap_or_default();
         crate::metrics::LogSnapshot {
             bytes_written: f.bytes_written,
-            records,
+            records: journal.records,
+            messages: journal.messages,
+            records_too_large: journal.too_large,
             writes: f.writes,
             syncs: f.syncs,
             sync_p50_us: quantile(0.5),

@@ -268,8 +268,8 @@ impl Shard {
         snapshot.lag_max_us = self.lag_max_us;
         self.lag_max_us = 0;
         snapshot.log = self.log.as_ref().map(|log| {
-            let records = self.core.journal_stats().map_or(0, |j| j.records);
-            log.snapshot(records, self.core.log_is_full())
+            let journal = self.core.journal_stats().unwrap_or_default();
+            log.snapshot(journal, self.core.log_is_full())
         });
         snapshot
     }

@@ -149,6 +149,47 @@ impl Core {
         self.journal.as_deref().map(|j| j.stats)
     }
 
+    /// Adds an offline session from its image (recovered here, or handed over by
+    /// another node): the session is durable and checkpointed when the shard keeps
+    /// a log, its plain filters are routed. The caller checked that the client id
+    /// has no session here.
+    pub(super) fn insert_offline_session(
+        &mut self,
+        client_id: bytestring::ByteString,
+        image: crate::session::SessionImage,
+        expiry_secs: Option<u64>,
+        offline_since_s: u64,
+        username: Option<String>,
+    ) -> SessionKey {
+        self.session_serial += 1;
+        let serial = self.session_serial;
+        if let Some(journal) = self.journal.as_deref_mut() {
+            let user = username.as_deref();
+            journal.checkpoint(serial, &client_id, expiry_secs, offline_since_s, user, &image);
+        }
+        let subscriptions = image.subscriptions.clone();
+        let (mut session, dropped) = Session::import(client_id, self.config.session, image);
+        session.set_durable(self.journal.is_some());
+        self.stats.dropped_mqueue += dropped as u64;
+        self.stats.queued_bytes += session.queued_bytes() as u64;
+        let key = self.sessions.insert(Box::new(SessionEntry {
+            session,
+            serial,
+            conn: None,
+            will: None,
+            pending_will: None,
+            expiry_secs,
+            expires_at: None,
+            username: username.map(Box::from),
+        }));
+        for (filter, options) in subscriptions {
+            if !filter.is_shared() {
+                self.add_local_sub(&filter, key, options);
+            }
+        }
+        key
+    }
+
     /// Takes the state the data directory held for this shard, before any client
     /// connects: sessions come back offline, their subscriptions routed and
     /// their expiry counting from when they went offline; retained messages are
@@ -164,39 +205,13 @@ impl Core {
             }
             let offline_since_s =
                 if recovered.offline_since_s == 0 { now_s } else { recovered.offline_since_s };
-            let subscriptions = recovered.image.subscriptions.clone();
-            self.session_serial += 1;
-            let serial = self.session_serial;
-            if let Some(journal) = self.journal.as_deref_mut() {
-                journal.checkpoint(
-                    serial,
-                    &client_id,
-                    recovered.expiry_secs,
-                    offline_since_s,
-                    recovered.username.as_deref(),
-                    &recovered.image,
-                );
-            }
-            let (mut session, dropped) =
-                Session::import(client_id.clone(), self.config.session, recovered.image);
-            session.set_durable(self.journal.is_some());
-            self.stats.dropped_mqueue += dropped as u64;
-            self.stats.queued_bytes += session.queued_bytes() as u64;
-            let key = self.sessions.insert(Box::new(SessionEntry {
-                session,
-                serial,
-                conn: None,
-                will: None,
-                pending_will: None,
-                expiry_secs: recovered.expiry_secs,
-                expires_at: None,
-                username: recovered.username.map(Box::from),
-            }));
-            for (filter, options) in subscriptions {
-                if !filter.is_shared() {
-                    self.add_local_sub(&filter, key, options);
-                }
-            }
+            let key = self.insert_offline_session(
+                client_id.clone(),
+                recovered.image,
+                recovered.expiry_secs,
+                offline_since_s,
+                recovered.username,
+            );
             if let Some(secs) = recovered.expiry_secs {
                 let left = (offline_since_s + secs).saturating_sub(now_s);
                 let at = ticks(now) + secs_to_ticks(left);

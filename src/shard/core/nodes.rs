@@ -27,11 +27,11 @@ use bytestring::ByteString;
 use crate::message::Message;
 use crate::protocol::TopicFilter;
 use crate::router::{RouteTable, ShardSet, SHARDS_MAX};
-use crate::session::{Session, SessionImage};
+use crate::session::SessionImage;
 
 use super::messages::{CtrlMsg, DataMsg, NodeMsg, NodeOut, RouteChange};
 use super::retained::is_sys_topic;
-use super::{Core, Now, SessionEntry};
+use super::{Core, Now};
 
 /// The core's view of the other nodes.
 #[derive(Debug)]
@@ -378,32 +378,8 @@ impl Core {
             self.stats.dropped_mqueue += (image.inflight.len() + image.mqueue.len()) as u64;
             return;
         }
-        let subscriptions = image.subscriptions.clone();
-        self.session_serial += 1;
-        if let Some(journal) = self.journal.as_deref_mut() {
-            let now_s = now.unix_us / 1_000_000;
-            journal.checkpoint(self.session_serial, &client_id, None, now_s, None, &image);
-        }
-        let (mut session, dropped) = Session::import(client_id, self.config.session, image);
-        session.set_durable(self.journal.is_some());
-        self.stats.dropped_mqueue += dropped as u64;
-        self.stats.queued_bytes += session.queued_bytes() as u64;
-        let key = self.sessions.insert(Box::new(SessionEntry {
-            session,
-            serial: self.session_serial,
-            conn: None,
-            will: None,
-            pending_will: None,
-            // Persistent until the CONNECT that resumes it sets its terms.
-            expiry_secs: None,
-            expires_at: None,
-            username: None,
-        }));
-        for (filter, options) in subscriptions {
-            if !filter.is_shared() {
-                self.add_local_sub(&filter, key, options);
-            }
-        }
+        // Persistent until the CONNECT that resumes it sets its terms.
+        self.insert_offline_session(client_id, image, None, now.unix_us / 1_000_000, None);
         self.stats.sessions_taken_over += 1;
     }
 

@@ -25,14 +25,21 @@ fn sync_all(sim: &mut Sim) {
     sim.settle();
 }
 
-#[test]
-fn a_puback_waits_for_the_log_of_the_subscribers_shard() {
-    let mut sim = durable_sim();
+/// A persistent session on shard 1, subscribed to `t` at QoS 1; its CONNACK
+/// and SUBACK not yet released (its records not synced).
+fn persistent_subscriber(sim: &mut Sim) -> usize {
     let id = sim.id_on_shard("sub", 1);
     let sub = sim.client(&id, V5);
     sim.connect(sub, persistent(&id, V5, 3600));
     sim.subscribe(sub, &[("t", QoS::AtLeastOnce)]);
     sim.settle();
+    sub
+}
+
+#[test]
+fn a_puback_waits_for_the_log_of_the_subscribers_shard() {
+    let mut sim = durable_sim();
+    let sub = persistent_subscriber(&mut sim);
     assert!(sim.take(sub).is_empty(), "CONNACK and SUBACK wait for the session's records");
     sync_all(&mut sim);
     let packets = sim.take(sub);
@@ -59,11 +66,7 @@ fn a_puback_waits_for_the_log_of_the_subscribers_shard() {
 #[test]
 fn a_connection_closed_while_its_puback_waits_for_the_log_does_not_get_it() {
     let mut sim = durable_sim();
-    let id = sim.id_on_shard("sub", 1);
-    let sub = sim.client(&id, V5);
-    sim.connect(sub, persistent(&id, V5, 3600));
-    sim.subscribe(sub, &[("t", QoS::AtLeastOnce)]);
-    sim.settle();
+    persistent_subscriber(&mut sim);
     sync_all(&mut sim);
     let pub_id = sim.id_on_shard("pub", 0);
     let first = sim.client(&pub_id, V5);
