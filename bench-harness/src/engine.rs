@@ -938,6 +938,11 @@ pub struct StormObserved {
     pub rss_after_kib: Option<u64>,
     pub rss_settled_kib: Option<u64>,
     pub settle_s: f64,
+    /// Broker CPU seconds from the drop to the last reconnect (with --broker-pid).
+    pub broker_cpu_s: Option<f64>,
+    /// This process's CPU seconds over the same time: a generator near
+    /// `seconds` x its cores bounds the storm's rate, not the broker.
+    pub generator_cpu_s: f64,
 }
 
 /// The merged outcome of a run.
@@ -1050,6 +1055,8 @@ fn reconnect_storm(
     let n = plan.connections as u64;
     let t0 = mono_ns();
     let give_up = t0 + 60_000_000_000 + secs_ns(plan.c.connect_timeout, "").unwrap_or(0);
+    let broker_cpu = || plan.c.broker_pid.and_then(sys::proc_cpu_s);
+    let (broker0, self0) = (broker_cpu(), sys::self_cpu_s());
     shared.storm.store(true, SeqCst);
     let mut st = StormObserved::default();
     loop {
@@ -1064,6 +1071,8 @@ fn reconnect_storm(
     }
     let t1 = mono_ns();
     st.seconds = (t1 - t0) as f64 / 1e9;
+    st.broker_cpu_s = broker0.zip(broker_cpu()).map(|(a, b)| b - a);
+    st.generator_cpu_s = sys::self_cpu_s() - self0;
     st.rss_after_kib = sample_rss();
     let settled = t1 + plan.settle_ns;
     while !shared.failed.load(SeqCst) && mono_ns() < settled {

@@ -198,6 +198,14 @@ pub struct StormResults {
     pub settle_s: f64,
     /// (settled - before) / before, percent.
     pub rss_settled_growth_pct: Option<f64>,
+    /// Broker CPU microseconds per reconnect, from the drop to the last CONNACK
+    /// (absent in reports written before it was measured).
+    #[serde(default)]
+    pub broker_cpu_us_per_reconnect: Option<f64>,
+    /// The generator's CPU over the storm, in cores: at its core count it, not
+    /// the broker, bounds the rate (absent in older reports).
+    #[serde(default)]
+    pub generator_cores: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -303,6 +311,15 @@ impl Report {
                 rss_settled_growth_pct: match (st.rss_before_kib, st.rss_settled_kib) {
                     (Some(b), Some(a)) if b > 0 => Some(100.0 * (a as f64 - b as f64) / b as f64),
                     _ => None,
+                },
+                broker_cpu_us_per_reconnect: st
+                    .broker_cpu_s
+                    .filter(|_| st.reconnected > 0)
+                    .map(|s| s * 1e6 / st.reconnected as f64),
+                generator_cores: if st.seconds > 0.0 {
+                    st.generator_cpu_s / st.seconds
+                } else {
+                    0.0
                 },
             });
             if let Some(st) = &storm {
@@ -675,6 +692,15 @@ impl Report {
                     ),
                 );
                 t.row("storm CONNACK (us)", fmt_lat(&st.connack_us));
+                t.row(
+                    "storm CPU",
+                    format!(
+                        "broker {} us per reconnect; generator {:.2} cores",
+                        st.broker_cpu_us_per_reconnect
+                            .map_or("n/a".into(), |us| format!("{us:.1}")),
+                        st.generator_cores
+                    ),
+                );
                 let mib = |k: Option<u64>| {
                     k.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
                 };
