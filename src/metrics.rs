@@ -232,6 +232,12 @@ pub struct ShardSnapshot {
     pub socket_receives: u64,
     /// Receives that ended because every provided buffer was in use (re-armed).
     pub socket_buffers_exhausted: u64,
+    /// Times receive coalescing turned on (`recv_coalesce_us`).
+    pub socket_coalesce_on: u64,
+    /// Parks that waited for arrivals to gather.
+    pub socket_coalesced_waits: u64,
+    /// 1 while the shard coalesces its receives, else 0.
+    pub socket_coalescing: u64,
     /// Closing sockets shut down because their last send did not end within
     /// `connect_timeout` (a peer that stopped reading).
     pub socket_closes_forced: u64,
@@ -316,6 +322,9 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         t.socket_parks += s.socket_parks;
         t.socket_receives += s.socket_receives;
         t.socket_buffers_exhausted += s.socket_buffers_exhausted;
+        t.socket_coalesce_on += s.socket_coalesce_on;
+        t.socket_coalesced_waits += s.socket_coalesced_waits;
+        t.socket_coalescing += s.socket_coalescing;
         t.socket_closes_forced += s.socket_closes_forced;
         t.heap_trims += s.heap_trims;
         t.heap_trimmed_bytes += s.heap_trimmed_bytes;
@@ -620,6 +629,27 @@ pub fn prometheus_text(
         "Receives ended because every provided buffer was in use",
         snapshots,
         |s| s.socket_buffers_exhausted,
+    );
+    counter(
+        &mut r,
+        "socket_coalesce_on",
+        "Times a shard started taking arrivals once per recv_coalesce_us",
+        snapshots,
+        |s| s.socket_coalesce_on,
+    );
+    gauge(
+        &mut r,
+        "socket_coalescing",
+        "1 while the shard coalesces its receives",
+        snapshots,
+        |s| s.socket_coalescing,
+    );
+    counter(
+        &mut r,
+        "socket_coalesced_waits",
+        "Parks that waited for arrivals to gather",
+        snapshots,
+        |s| s.socket_coalesced_waits,
     );
     counter(
         &mut r,

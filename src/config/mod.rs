@@ -360,6 +360,14 @@ macro_rules! for_each_setting {
             /// the shard (a power of two, at most 32768). What arrives while all are in use
             /// waits in the kernel's socket buffers until the shard takes what it has.
             recv_buffers: NonZeroU16 = nz!(1024) => recv_buffers: NonZeroU16, {};
+            /// Receive coalescing: while most arrivals come from connections that each
+            /// send more than one packet per half of this time (a flood of one packet
+            /// per write), the shard takes arrivals at most once per this many
+            /// microseconds, so each receive gathers several packets and far fewer TCP
+            /// acknowledgements are sent. Adds up to this much latency while on; 0 is
+            /// off; at most 10000.
+            recv_coalesce: Option<Duration> = Some(Duration::from_micros(2000))
+                => recv_coalesce_us: Micros, { value_name = "MICROS" };
             /// Bytes pending toward one client beyond which QoS 0 messages are queued (or
             /// dropped) instead of buffered.
             out_buffer_max_bytes: NonZeroUsize = nz!(1024 * 1024)
@@ -705,6 +713,16 @@ written_duration! {
     Micros: from_micros, as_micros, "A duration written in microseconds.";
 }
 
+/// 0 microseconds is `None`: off.
+impl Written<Option<Duration>> for Micros {
+    fn value(self) -> Option<Duration> {
+        Some(Duration::from_micros(self.0)).filter(|d| !d.is_zero())
+    }
+    fn written(value: &Option<Duration>) -> Option<String> {
+        Some(value.map_or(0, |d| d.as_micros() as u64).to_string())
+    }
+}
+
 /// 0 seconds is `None`: off.
 impl Written<Option<Duration>> for Secs {
     fn value(self) -> Option<Duration> {
@@ -830,6 +848,9 @@ impl Config {
         }
         if !self.recv_buffers.is_power_of_two() || self.recv_buffers.get() > 1 << 15 {
             return Err(invalid("recv_buffers", "must be a power of two, at most 32768"));
+        }
+        if self.recv_coalesce.is_some_and(|d| d > Duration::from_micros(10_000)) {
+            return Err(invalid("recv_coalesce_us", "must be at most 10000"));
         }
         // The shards count these in whole seconds, and read 0 as off.
         let in_seconds = [

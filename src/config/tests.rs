@@ -46,6 +46,7 @@ fn every_key_of_existing_files_still_reads() {
         listen_backlog = 128
         read_buffer_bytes = 4096
         recv_buffers = 256
+        recv_coalesce_us = 0
         out_buffer_max_bytes = 65536
         packet_size_max = 2048
         connect_timeout_secs = 5
@@ -98,6 +99,7 @@ fn every_key_of_existing_files_still_reads() {
         listen_backlog: nz!(128),
         read_buffer_bytes: nz!(4096),
         recv_buffers: nz!(256),
+        recv_coalesce: None,
         out_buffer_max_bytes: nz!(65536),
         packet_size_max: 2048,
         connect_timeout: Duration::from_secs(5),
@@ -313,6 +315,8 @@ fn values_out_of_range_are_refused_by_name() {
     let no_wait = Config { connect_timeout: Duration::ZERO, ..Config::test() };
     let no_cpu = Config { cpus: Some(Vec::new()), cores: None, ..Config::test() };
     let odd_buffers = Config { recv_buffers: nz!(1000), ..Config::test() };
+    let long_coalesce =
+        Config { recv_coalesce: Some(Duration::from_micros(10_001)), ..Config::test() };
     for (config, name) in [
         (sub_second, "retry_interval_secs"),
         (tiny, "packet_size_max"),
@@ -321,6 +325,7 @@ fn values_out_of_range_are_refused_by_name() {
         (no_wait, "connect_timeout_secs"),
         (no_cpu, "cpus"),
         (odd_buffers, "recv_buffers"),
+        (long_coalesce, "recv_coalesce_us"),
     ] {
         let error = config.validate().expect_err(name).to_string();
         assert!(error.contains(name), "{error}");

@@ -23,6 +23,7 @@
 //! and sets the gates.
 
 mod cluster;
+mod coalesce;
 pub(crate) mod core;
 mod heap;
 pub(crate) mod log;
@@ -188,6 +189,8 @@ pub(crate) struct Shard {
     log: Option<log::LogState>,
     /// Data batches taken from the rings (a stopping shard waits for quiet).
     data_batches_taken: u64,
+    /// Whether arrivals are taken once per `recv_coalesce_us` (under a flood).
+    coalesce: coalesce::Coalesce,
 }
 
 impl std::fmt::Debug for Shard {
@@ -199,6 +202,29 @@ impl std::fmt::Debug for Shard {
 impl Shard {
     /// The time, for the core: read at every input, so a pass never runs on a
     /// stale clock (a vDSO read, tens of nanoseconds).
+    /// Microseconds since the shard started: receive coalescing's clock, read
+    /// only when `recv_coalesce_us` is set.
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// Holds the socket ring's arrivals while receive coalescing is on and its wait
+    /// is not over; returns how long they are still held. Once it is over, the
+    /// arrivals are let through and the next wait starts.
+    fn hold_arrivals(&mut self) -> Option<Duration> {
+        if !self.coalesce.is_on() {
+            self.sockets.ring.hold_arrivals(false);
+            return None;
+        }
+        let now = self.now_us();
+        let wait = self.coalesce.hold_for(now);
+        if wait.is_none() {
+            self.coalesce.taken(now);
+        }
+        self.sockets.ring.hold_arrivals(wait.is_some());
+        wait
+    }
+
     pub fn now(&self) -> Now {
         let unix_us =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
@@ -263,6 +289,9 @@ impl Shard {
         snapshot.socket_parks = ring.parks;
         snapshot.socket_receives = ring.recv_completions;
         snapshot.socket_buffers_exhausted = ring.buffers_exhausted;
+        snapshot.socket_coalesce_on = self.coalesce.stats.switched_on;
+        snapshot.socket_coalesced_waits = self.coalesce.stats.waits;
+        snapshot.socket_coalescing = u64::from(self.coalesce.is_on());
         snapshot.socket_closes_forced = self.sockets.closes_forced;
         snapshot.listeners = self.sockets.listener_stats();
         snapshot.lag_max_us = self.lag_max_us;
@@ -371,6 +400,7 @@ pub(crate) async fn run(ctx: ShardContext) {
         claims: sockets::Claims::default(),
         log: None,
         data_batches_taken: 0,
+        coalesce: coalesce::Coalesce::new(ctx.config.recv_coalesce),
     };
     let cluster_sockets = match id {
         0 => ctx.cluster.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take(),
@@ -482,14 +512,23 @@ impl glommio::park::ParkHook for Park {
         // The executor polls between tasks, never inside one: a borrow that fails
         // means nothing to do here.
         let Ok(mut shard) = shard.try_borrow_mut() else { return 0 };
+        shard.hold_arrivals();
         usize::from(self.wake_reaper(&mut shard))
     }
 
     fn sleep(&self, rings: &[std::os::fd::RawFd]) {
         let Some(shard) = self.shard.upgrade() else { return };
         let Ok(mut shard) = shard.try_borrow_mut() else { return };
+        let wait = shard.hold_arrivals();
         if !self.wake_reaper(&mut shard) {
-            shard.sockets.ring.park(rings);
+            if wait.is_some() {
+                shard.coalesce.stats.waits += 1;
+            }
+            shard.sockets.ring.park(rings, wait);
+            if wait.is_some() {
+                let now = shard.now_us();
+                shard.coalesce.taken(now);
+            }
             self.wake_reaper(&mut shard);
         }
     }

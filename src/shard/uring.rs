@@ -23,6 +23,9 @@
 //!   hook), with a poll armed on each of glommio's rings: whatever glommio waits
 //!   for (timers, wake-ups from other shards) also ends the park.
 //! - Completions are reaped from shared memory, without a syscall.
+//! - Under a QoS 0 flood the shard holds arrivals ([`Ring::hold_arrivals`]): their
+//!   task work waits, and a park waits out the rest of the coalescing wait, so
+//!   each receive takes several packets (`super::coalesce` says when and why).
 //!
 //! Measured alternatives (10k msgs/s from 100 one-packet-per-write clients, broker
 //! on one core, same run against the glommio-socket build and Mosquitto): the
@@ -72,6 +75,9 @@ const TAG_SEND: u64 = 2;
 const TAG_CANCEL: u64 = 3;
 /// The most rings [`Ring::park`] watches.
 const WATCHED_MAX: usize = 2;
+/// Arrivals that end a coalescing park before its time: each takes a provided
+/// buffer when it is received, and a quarter of the default 1,024 leaves room.
+const WAIT_COMPLETIONS: usize = 256;
 const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
 
 /// What a caller names an operation by: at most 62 bits.
@@ -112,6 +118,8 @@ pub(crate) struct Ring {
     sends: Slab<(Token, BytesMut)>,
     /// Which of the executor's rings have a poll armed here ([`Ring::park`]).
     watching: [bool; WATCHED_MAX],
+    /// Arrivals' task work is left for later ([`Ring::hold_arrivals`]).
+    hold_arrivals: bool,
     in_flight: usize,
     pub stats: RingStats,
 }
@@ -155,31 +163,42 @@ impl Ring {
             buffers,
             sends: Slab::new(),
             watching: [false; WATCHED_MAX],
+            hold_arrivals: false,
             in_flight: 0,
             stats: RingStats::default(),
         })
     }
 
-    /// Whether reaping would find anything: a completion, an arrival's task work,
-    /// or completions the kernel kept aside for lack of room. Shared memory only.
+    /// Whether reaping would find anything: a completion, an arrival's task work
+    /// (unless arrivals are held), or completions the kernel kept aside for lack
+    /// of room. Shared memory only.
     pub fn ready(&mut self) -> bool {
         let (taskrun, overflow) = {
             let sq = self.ring.submission();
-            (sq.taskrun(), sq.cq_overflow())
+            (sq.taskrun() && !self.hold_arrivals, sq.cq_overflow())
         };
         taskrun || overflow || !self.ring.completion().is_empty()
+    }
+
+    /// Holds arrivals (`true`): their task work is left for later, so that each
+    /// receive takes more at once (receive coalescing, `super::coalesce`).
+    /// Completions already posted are still reaped. A park lifts the hold.
+    pub fn hold_arrivals(&mut self, hold: bool) {
+        self.hold_arrivals = hold;
     }
 
     /// Sleeps in this ring until a completion arrives here or in one of `rings`
     /// (io_uring descriptors of the executor, watched with a poll apiece), after
     /// handing every queued operation to the kernel.
     ///
-    /// It waits for one completion: a park that waits longer for a batch
-    /// (`min_wait_usec`) costs a timer per park, which on this VM costs more
+    /// Without `wait` it waits for one completion. With one, it waits that long
+    /// for arrivals to gather (receive coalescing), or until `WAIT_COMPLETIONS`
+    /// of them did; glommio's rings wait as long. That costs a timer per park,
+    /// which is why it is only done under a flood: on this VM a timer costs more
     /// than the wake-ups it saves (10k msgs/s from 100 publishers: 12.4 CPU-us
     /// per message without, 23.9 with a 100 us wait, 14.8 with 300 us, 11.0
     /// with 1 ms but twice the p99 latency).
-    pub fn park(&mut self, rings: &[RawFd]) {
+    pub fn park(&mut self, rings: &[RawFd], wait: Option<Duration>) {
         for (index, &fd) in rings.iter().enumerate().take(WATCHED_MAX) {
             if !self.watching[index] {
                 self.watching[index] = true;
@@ -191,13 +210,23 @@ impl Ring {
         }
         self.stats.enters += 1;
         self.stats.parks += 1;
-        match self.ring.submit_and_wait(1) {
+        let result = match wait {
+            Some(wait) => {
+                let ts = Timespec::from(wait);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(WAIT_COMPLETIONS, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        match result {
             Ok(_) => {}
-            // A signal, or a full completion queue: the caller reaps and parks
-            // again.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+            // The wait ended by its timeout; a signal, or a full completion queue:
+            // the caller reaps and parks again.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {
+            }
             Err(e) => tracing::error!("socket ring: park failed: {e}"),
         }
+        self.hold_arrivals = false;
     }
 
     /// Arms a multishot accept on listener `fd` (index `listener`).
@@ -269,18 +298,26 @@ impl Ring {
     }
 
     /// Hands every queued operation to the kernel and runs the task work that
-    /// arrivals left: one `io_uring_enter`, none when there is neither (and no
-    /// overflowed completion waits to be flushed).
+    /// arrivals left (unless they are held): one `io_uring_enter`, none when there
+    /// is neither (and no overflowed completion waits to be flushed).
     pub fn submit(&mut self) -> io::Result<()> {
-        let idle = {
+        let (queued, overflow, taskrun) = {
             let sq = self.ring.submission();
-            sq.is_empty() && !sq.cq_overflow() && !sq.taskrun()
+            (sq.len(), sq.cq_overflow(), sq.taskrun())
         };
-        if idle {
+        if queued == 0 && !overflow && (!taskrun || self.hold_arrivals) {
             return Ok(());
         }
         self.stats.enters += 1;
-        match self.ring.submit() {
+        let result = if self.hold_arrivals && !overflow {
+            // Without GETEVENTS: deferred task work runs only with it, so the
+            // arrivals stay held (`IoUring::submit` adds it whenever task work waits).
+            // SAFETY: what the queued entries point at outlives them, as in `push`.
+            unsafe { self.ring.submitter().enter::<libc::sigset_t>(queued as u32, 0, 0, None) }
+        } else {
+            self.ring.submit()
+        };
+        match result {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
             Err(e) => Err(e),
@@ -294,7 +331,7 @@ impl Ring {
             let mut cqe = self.ring.completion().next();
             let waiting = {
                 let sq = self.ring.submission();
-                sq.taskrun() || sq.cq_overflow()
+                (sq.taskrun() && !self.hold_arrivals) || sq.cq_overflow()
             };
             if cqe.is_none() && waiting {
                 // Task work waits (data arrived while the shard was busy), or
