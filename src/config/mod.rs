@@ -361,7 +361,7 @@ macro_rules! for_each_setting {
             /// waits in the kernel's socket buffers until the shard takes what it has.
             recv_buffers: NonZeroU16 = nz!(1024) => recv_buffers: NonZeroU16, {};
             /// Receive coalescing: while most arrivals come from connections that each
-            /// send more than one packet per half of this time (a flood of one packet
+            /// send more than one packet per quarter of this time (a flood of one packet
             /// per write), the shard takes arrivals at most once per this many
             /// microseconds, so each receive gathers several packets and far fewer TCP
             /// acknowledgements are sent. Adds up to this much latency while on; 0 is

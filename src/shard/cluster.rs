@@ -11,7 +11,10 @@
 //!
 //! # Invariants
 //! - A link's buffer holds at most `cluster_link_buffer_bytes` of messages; a
-//!   message beyond is dropped and counted. Route changes are never dropped: a
+//!   message beyond is dropped and counted. Only a connected link's buffer pauses
+//!   shard 0's publishers (past its high mark): a node that stopped answering
+//!   must not stall this one until it is declared down. What its buffer holds
+//!   then is discarded and counted (`cluster_messages_discarded`). Route changes are never dropped: a
 //!   link that reconnects starts over with `Hello`, `Reset` and the whole summary,
 //!   then what its buffer still holds, so the receiver ends on the current summary.
 //! - Frames are written whole or the link is dropped and reconnected: a reader
@@ -81,6 +84,10 @@ const CLAIM_TIMEOUT_MS: u64 = 5_000;
 struct LinkOut {
     buf: BytesMut,
     /// Messages in `buf` (route frames are not counted).
+    messages: u64,
+    /// Only a connected link pauses publishers when its buffer fills: one to a
+    /// node that stopped answering drops (counted) once full instead, or the whole
+    /// node would stall until the failure detector declares that node down.
     connected: bool,
     /// Cleared when the node goes down: the writer ends.
     wanted: bool,
@@ -93,6 +100,8 @@ struct LinkFigures {
     messages_out: u64,
     messages_in: u64,
     messages_dropped: u64,
+    /// Messages still in the link's buffer when its node was declared down.
+    messages_discarded: u64,
 }
 
 /// Shard 0's cluster state.
@@ -293,6 +302,12 @@ impl ClusterIo {
                 "Messages dropped because a node link's buffer was full.",
                 sum(|f| f.messages_dropped),
             ),
+            (
+                "cluster_messages_discarded",
+                "counter",
+                "Messages left in the link of a node declared down.",
+                sum(|f| f.messages_discarded),
+            ),
             ("cluster_link_queued_bytes", "gauge", "Bytes waiting for node links.", queued as u64),
             (
                 "cluster_links_refused",
@@ -481,6 +496,7 @@ impl Shard {
                 let fits = link.buf.len() + cluster.encoded.len() <= max;
                 if fits {
                     link.buf.extend_from_slice(&cluster.encoded);
+                    link.messages += 1;
                     woken.insert(slot);
                 }
                 let figures = cluster.figures_mut(slot);
@@ -505,7 +521,7 @@ impl Shard {
     fn update_links_full(&mut self) {
         let Some(cluster) = self.cluster.as_ref() else { return };
         let high = (cluster.link_bytes_max / 2).min(LINK_HIGH_MARK);
-        let full = cluster.links.iter().flatten().any(|l| l.buf.len() > high);
+        let full = cluster.links.iter().flatten().any(|l| l.connected && l.buf.len() > high);
         let now = self.now();
         self.core.set_links_full(now, full);
     }
@@ -617,8 +633,13 @@ fn drive_events(
                 for (_, claim, client_id, answer) in due {
                     frame::put_handover(&mut buf, claim, &client_id, &answer);
                 }
-                cluster.links[slot] =
-                    Some(LinkOut { buf, connected: false, wanted: true, wake: Rc::clone(&wake) });
+                cluster.links[slot] = Some(LinkOut {
+                    buf,
+                    messages: 0,
+                    connected: false,
+                    wanted: true,
+                    wake: Rc::clone(&wake),
+                });
                 s.core.handle_node(now, NodeMsg::Up(slot));
                 writers.push((slot, peer.addr, wake));
             }
@@ -627,6 +648,7 @@ fn drive_events(
                 warn!(node = %peer.name, addr = %peer.addr, "cluster: node down");
                 if let Some(Some(link)) = cluster.links.get_mut(slot).map(Option::take) {
                     link.wake.notify();
+                    cluster.figures_mut(slot).messages_discarded += link.messages;
                 }
                 claims.extend(cluster.give_up_on(Some(slot), now.ms));
                 let wills = cluster.wills_mut(slot).take();
@@ -780,7 +802,11 @@ async fn run_link(
             let mut s = shard.borrow_mut();
             let link =
                 s.cluster.as_mut().and_then(|c| c.links.get_mut(slot)).and_then(Option::as_mut);
-            link.map(|l| l.buf.split()).unwrap_or_default()
+            link.map(|l| {
+                l.messages = 0;
+                l.buf.split()
+            })
+            .unwrap_or_default()
         };
         if batch.is_empty() {
             wake.notified().await;

@@ -11,13 +11,16 @@
 //! receive gather several packets: 5.62 -> 2.66 CPU-us per delivered message.
 //!
 //! When: only while most arrivals come from connections that sent something else
-//! less than half a wait before (each of them would bring two or more packets per
-//! wait), and only while a wait does gather two or more QoS 0 PUBLISH packets per
-//! arrival. A connection sending 100 messages a second never turns it on, so
-//! neither does a fleet of them at any total rate: what a wait would save there
-//! is the shard's wake-ups, and a timer per wait costs as much on this VM (10k
-//! msgs/s from 100 publishers: 13.6 CPU-us per message without, 14.9 with 1 ms
-//! waits, and twice the p99 latency). Only QoS 0 counts: a QoS 1 or 2 publisher
+//! less than a quarter of a wait before (each of them would bring four or more
+//! packets per wait), and only while a wait does gather three or more QoS 0 PUBLISH
+//! packets per arrival. So a connection must send more than 2,000 packets a
+//! second (with the default 2 ms wait) to be held at all: 16 connections at 1,250
+//! msgs/s each (`make bench`'s latency case) turned it on with a bound of half a
+//! wait, and their p99 latency went from 360 us to 2.4 ms. A connection sending
+//! 100 messages a second never turns it on, so neither does a fleet of them at
+//! any total rate: what a wait would save there is the shard's wake-ups, and a
+//! timer per wait costs as much on this VM (10k msgs/s from 100 publishers: 13.6
+//! CPU-us per message without, 14.9 with 1 ms waits, and twice the p99 latency). Only QoS 0 counts: a QoS 1 or 2 publisher
 //! waits for its acknowledgements, and a client that keeps few in flight would
 //! slow down to a few messages per wait (nanomq_cli's QoS 1 flood from 20
 //! publishers: 36,000 delivered msgs/s without, 19,700 with 2 ms waits).
@@ -46,7 +49,8 @@ pub(crate) struct Coalesce {
     window_start_us: u64,
     /// Arrivals (receive completions with data) in this window.
     arrivals: u32,
-    /// ... of which came less than half a wait after their connection's previous one.
+    /// ... of which came less than a quarter of a wait after their connection's
+    /// previous one.
     near: u32,
     /// QoS 0 PUBLISH packets received when the window started.
     publishes_at_start: u64,
@@ -91,7 +95,7 @@ impl Coalesce {
     /// (microseconds, wrapping; updated).
     pub fn arrival(&mut self, now_us: u64, last: &mut u32) {
         let now = now_us as u32;
-        if *last != 0 && now.wrapping_sub(*last) < self.wait_us / 2 {
+        if *last != 0 && now.wrapping_sub(*last) < self.wait_us / 4 {
             self.near += 1;
         }
         self.arrivals += 1;
@@ -109,8 +113,9 @@ impl Coalesce {
         let arrivals = u64::from(self.arrivals);
         let busy = self.arrivals >= ARRIVALS_MIN;
         let next = if self.on {
-            // A wait that brings fewer than two per arrival saves nothing.
-            busy && gathered >= 2 * arrivals
+            // A wait that brings fewer than three per arrival saves too little
+            // for the latency it adds.
+            busy && gathered >= 3 * arrivals
         } else {
             busy && 2 * self.near >= self.arrivals && gathered >= arrivals
         };
@@ -184,8 +189,17 @@ mod tests {
         assert_eq!(c.stats.switched_on, 1);
         // Held: each arrival now brings about ten publishes; it stays on.
         assert!(drive(&mut c, &mut now, &mut publishes, 20, WAIT, 10, 3));
-        // The flood ends: one per arrival again, and it turns off.
-        assert!(!drive(&mut c, &mut now, &mut publishes, 20, WAIT, 1, 2));
+        // The flood thins out: two per arrival, and it turns off.
+        assert!(!drive(&mut c, &mut now, &mut publishes, 20, WAIT, 2, 2));
+    }
+
+    #[test]
+    fn connections_at_a_few_packets_per_wait_are_not_held() {
+        let (mut c, mut now, mut publishes) = (coalesce(), 1_000, 0);
+        // 16 connections at 1,250 msgs/s each: 2.5 packets per wait, and a wait
+        // would add its whole length to their latency.
+        assert!(!drive(&mut c, &mut now, &mut publishes, 16, 800, 1, 4));
+        assert_eq!(c.stats.switched_on, 0);
     }
 
     #[test]
