@@ -453,6 +453,42 @@ class PahoLifecycle:
                 pass
 
 
+class RawDrain(threading.Thread):
+    """Reads a raw subscriber's PUBLISH packets as they come, in a thread: keeps
+    each payload per topic, in arrival order, and acknowledges QoS 1. Ends at
+    ``stop`` or when the connection ends (its node killed, the test over)."""
+
+    def __init__(self, client: "RawClient"):
+        super().__init__(daemon=True)
+        self.client = client
+        self.got: dict[str, list[bytes]] = {}
+        self.total = 0
+        self.stop = threading.Event()
+        self.error: Optional[Exception] = None
+        self.start()
+
+    def run(self):
+        try:
+            while not self.stop.is_set():
+                try:
+                    p = self.client.recv_packet(timeout=0.2)
+                except TimeoutError:
+                    continue
+                if p.type == PUBLISH:
+                    pub = p.publish()
+                    self.got.setdefault(pub.topic, []).append(pub.payload)
+                    self.total += 1
+                    if pub.qos == 1:
+                        self.client.send(puback_packet(pub.pid))
+        except ConnectionClosed:
+            return
+        except Exception as e:  # reported by the test
+            self.error = e
+
+    def count(self, topic: str) -> int:
+        return len(self.got.get(topic, []))
+
+
 class MqttClient(PahoLifecycle):
     """paho client with a background network thread and bounded waits.
 

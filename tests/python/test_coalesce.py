@@ -14,8 +14,7 @@ import pytest
 
 from conftest import BROKER_KIND
 from hardening import start_with_metrics, wait_metrics
-from mqtt_helpers import (RawClient, client_id_on_shard, publish_packet, puback_packet,
-                          subscribe_packet)
+from mqtt_helpers import RawClient, RawDrain, client_id_on_shard, publish_packet, subscribe_packet
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "shardmq", reason="shardmq's own metrics")
 
@@ -23,38 +22,15 @@ SHARDS = 2
 PUBLISHERS = 6
 
 
-class Drain(threading.Thread):
-    """Reads the subscriber's PUBLISH packets as they come, acknowledging QoS 1."""
-
-    def __init__(self, client: RawClient):
-        super().__init__(daemon=True)
-        self.client = client
-        self.got: list[bytes] = []
-        self.stop = threading.Event()
-        self.error: Exception | None = None
-
-    def run(self):
-        try:
-            while not self.stop.is_set():
-                try:
-                    p = self.client.recv_packet(timeout=0.2)
-                except TimeoutError:
-                    continue
-                if p.type == 3:
-                    pub = p.publish()
-                    self.got.append(pub.payload)
-                    if pub.qos == 1:
-                        self.client.send(puback_packet(pub.pid))
-        except Exception as e:  # reported by the test
-            self.error = e
-
-    def wait_for(self, n: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.got) < n and time.monotonic() < deadline and self.error is None:
-            time.sleep(0.05)  # pacing; the count is re-checked each time
-        self.stop.set()
-        self.join(5)
-        assert self.error is None, f"subscriber failed: {self.error!r}"
+def drain_all(drain: RawDrain, n: int, timeout: float) -> list[bytes]:
+    """Waits until the subscriber has ``n`` messages, then stops it; every payload."""
+    deadline = time.monotonic() + timeout
+    while drain.total < n and time.monotonic() < deadline and drain.error is None:
+        time.sleep(0.05)  # pacing; the count is re-checked each time
+    drain.stop.set()
+    drain.join(5)
+    assert drain.error is None, f"subscriber failed: {drain.error!r}"
+    return [p for payloads in drain.got.values() for p in payloads]
 
 
 def connect_all(port: int, root: str, qos: int):
@@ -97,13 +73,14 @@ def check_complete_and_in_order(got: list[bytes], sent: list[int]) -> None:
 
 def test_a_qos0_flood_turns_coalescing_on_loses_nothing_and_a_trickle_turns_it_off(
         start_broker, topic_root):
-    broker, port = start_with_metrics(start_broker, cores=SHARDS)
+    # A 10 ms wait: a connection counts as flooding below 2.5 ms between arrivals,
+    # which a debug build on a loaded machine still sees (the default's 0.5 ms it
+    # may not: a slow shard reads each connection less often).
+    broker, port = start_with_metrics(start_broker, ["--recv-coalesce-us", "10000"], cores=SHARDS)
     sub, pubs = connect_all(broker.port, topic_root, qos=0)
-    drain = Drain(sub)
-    drain.start()
+    drain = RawDrain(sub)
     sent = flood(pubs, topic_root, seconds=2.0, qos=0)
-    drain.wait_for(sum(sent), timeout=30)
-    check_complete_and_in_order(drain.got, sent)
+    check_complete_and_in_order(drain_all(drain, sum(sent), timeout=30), sent)
     m = wait_metrics(port, lambda m: m.sum("shardmq_socket_coalesce_on_total") >= 1,
                      what="coalescing turned on by the flood")
     assert m.get("shardmq_socket_coalesce_on_total", shard=1) >= 1, "the publishers' shard"
@@ -120,16 +97,15 @@ def test_a_qos0_flood_turns_coalescing_on_loses_nothing_and_a_trickle_turns_it_o
 
 
 def test_qos1_publishers_never_turn_coalescing_on(start_broker, topic_root):
-    broker, port = start_with_metrics(start_broker, cores=SHARDS)
+    # The same 10 ms wait as above, so that only the QoS keeps it off.
+    broker, port = start_with_metrics(start_broker, ["--recv-coalesce-us", "10000"], cores=SHARDS)
     sub, pubs = connect_all(broker.port, topic_root, qos=1)
-    drain = Drain(sub)
-    drain.start()
+    drain = RawDrain(sub)
     acks = [threading.Thread(target=_swallow_pubacks, args=(p,), daemon=True) for p in pubs]
     for t in acks:
         t.start()
     sent = flood(pubs, topic_root, seconds=1.5, qos=1)
-    drain.wait_for(sum(sent), timeout=30)
-    check_complete_and_in_order(drain.got, sent)
+    check_complete_and_in_order(drain_all(drain, sum(sent), timeout=30), sent)
     m = wait_metrics(port, lambda m: m.sum("shardmq_messages_received_total", qos="1") >= sum(sent),
                      what="the flood's figures reported")
     assert m.sum("shardmq_socket_coalesce_on_total") == 0, \
