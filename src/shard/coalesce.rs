@@ -21,11 +21,14 @@
 //! wait, and their p99 latency went from 360 us to 2.4 ms. A connection sending
 //! 100 messages a second never turns it on, so neither does a fleet of them at
 //! any total rate: what a wait would save there is the shard's wake-ups, and a
-//! timer per wait costs as much on this VM (10k msgs/s from 100 publishers: 13.6
-//! CPU-us per message without, 14.9 with 1 ms waits, and twice the p99 latency). Only QoS 0 counts: a QoS 1 or 2 publisher
-//! waits for its acknowledgements, and a client that keeps few in flight would
-//! slow down to a few messages per wait (nanomq_cli's QoS 1 flood from 20
-//! publishers: 36,000 delivered msgs/s without, 19,700 with 2 ms waits).
+//! timer per wait costs about as much on this VM (10k msgs/s from 100
+//! publishers, runs minutes apart: 15.8 CPU-us per message without, 14.9 with 1
+//! ms waits and a p99 of 2 ms against 1).
+//!
+//! Only QoS 0 counts: a QoS 1 or 2 publisher waits for its acknowledgements, and
+//! a client that keeps few in flight would slow down to a few messages per wait
+//! (nanomq_cli's QoS 1 flood from 20 publishers: 36,000 delivered msgs/s without,
+//! 19,700 with 2 ms waits).
 //!
 //! Cost: while on, an arrival waits up to the wait (`recv_coalesce_us`) before it
 //! is read, and so does anything else the shard waits for in its park (timers,
