@@ -41,6 +41,16 @@ impl ProtocolVersion {
         }
     }
 
+    /// The version whose CONNECT carries protocol level `level`, if any.
+    pub fn from_level(level: u8) -> Option<ProtocolVersion> {
+        match level {
+            3 => Some(ProtocolVersion::V31),
+            4 => Some(ProtocolVersion::V311),
+            5 => Some(ProtocolVersion::V5),
+            _ => None,
+        }
+    }
+
     /// Whether packets carry reason codes and properties (MQTT 5).
     pub fn is_v5(self) -> bool {
         self == ProtocolVersion::V5
@@ -824,6 +834,14 @@ mod tests {
     fn within(part: &[u8], whole: &[u8]) -> bool {
         let range = whole.as_ptr_range();
         range.contains(&part.as_ptr())
+    }
+
+    #[test]
+    fn a_protocol_level_names_its_version_and_back() {
+        for version in [ProtocolVersion::V31, ProtocolVersion::V311, ProtocolVersion::V5] {
+            assert_eq!(ProtocolVersion::from_level(version.level()), Some(version));
+        }
+        assert_eq!(ProtocolVersion::from_level(6), None);
     }
 
     #[test]

@@ -208,6 +208,12 @@ impl Shard {
         self.started.elapsed().as_micros() as u64
     }
 
+    /// Receive coalescing decides on or off from what the shard received (its QoS 0
+    /// PUBLISH packets), once a window has passed.
+    fn review_coalescing(&mut self, now_us: u64) {
+        self.coalesce.review(now_us, self.core.stats.messages_in[0]);
+    }
+
     /// Holds the socket ring's arrivals while receive coalescing is on and its wait
     /// is not over; returns how long they are still held. Once it is over, the
     /// arrivals are let through and the next wait starts.

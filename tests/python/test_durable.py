@@ -515,6 +515,21 @@ def test_inflight_qos2_resent_after_restart(data_dir, raw_client, mqtt_client, h
 # 6: QoS 2 from a publisher, unreleased at the restart
 # --------------------------------------------------------------------------
 
+def release(raw, pid: int) -> None:
+    """PUBREL for ``pid``, answered by its PUBCOMP [MQTT-4.3.3]."""
+    raw.send(pubrel_packet(pid))
+    comp = raw.recv_packet()
+    assert (comp.type, comp.pid()) == (PUBCOMP, pid), comp
+
+
+def publish_qos2(raw, topic: str, payload: bytes, pid: int) -> None:
+    """A whole QoS 2 exchange from a raw publisher: PUBLISH, PUBREC, PUBREL, PUBCOMP."""
+    raw.send(publish_packet(topic, payload, qos=2, pid=pid))
+    rec = raw.recv_packet()
+    assert (rec.type, rec.pid()) == (PUBREC, pid), rec
+    release(raw, pid)
+
+
 @pytest.mark.parametrize("how,sync,resend", [
     pytest.param("sigterm", "interval", "publish", id="sigterm-dup-publish"),
     pytest.param("sigkill", "always", "publish", id="sigkill-sync-always-dup-publish"),
@@ -550,23 +565,11 @@ def test_inbound_qos2_awaiting_pubrel_survives_restart(data_dir, raw_client, mqt
         raw2.send(publish_packet(t, b"once", qos=2, pid=7, dup=True))
         rec = raw2.recv_packet()
         assert (rec.type, rec.pid()) == (PUBREC, 7), rec
-    raw2.send(pubrel_packet(7))
-    comp = raw2.recv_packet()
-    assert (comp.type, comp.pid()) == (PUBCOMP, 7), comp
+    release(raw2, 7)
     # Id 7 is released: a new message may use it.
-    raw2.send(publish_packet(t, b"second", qos=2, pid=7))
-    rec = raw2.recv_packet()
-    assert (rec.type, rec.pid()) == (PUBREC, 7), rec
-    raw2.send(pubrel_packet(7))
-    comp = raw2.recv_packet()
-    assert (comp.type, comp.pid()) == (PUBCOMP, 7), comp
+    publish_qos2(raw2, t, b"second", 7)
     # The sentinel at QoS 2 as well: paho hands QoS 2 messages over at PUBREL.
-    raw2.send(publish_packet(t, b"sentinel", qos=2, pid=8))
-    rec = raw2.recv_packet()
-    assert (rec.type, rec.pid()) == (PUBREC, 8), rec
-    raw2.send(pubrel_packet(8))
-    comp = raw2.recv_packet()
-    assert (comp.type, comp.pid()) == (PUBCOMP, 8), comp
+    publish_qos2(raw2, t, b"sentinel", 8)
 
     s = persistent(mqtt_client, b, sub_id, present=True)
     m, before = s.get_until(lambda m: m.payload == b"sentinel", timeout=10)

@@ -72,11 +72,7 @@ impl Core {
         crashed: bool,
     ) -> ProtocolVersion {
         let now_s = self.now.unix_us / 1_000_000;
-        let protocol = match level {
-            3 => ProtocolVersion::V31,
-            5 => ProtocolVersion::V5,
-            _ => ProtocolVersion::V311,
-        };
+        let protocol = ProtocolVersion::from_level(level).unwrap_or(ProtocolVersion::V311);
         let Some(entry) = self.sessions.by_key(key) else { return protocol };
         let info = ClientInfo {
             client_id: entry.session.client_id().clone(),

@@ -576,7 +576,7 @@ impl Shard {
             self.schedule_pass();
         }
         if let Some(now) = now_us {
-            self.coalesce.review(now, self.core.stats.messages_in[0]);
+            self.review_coalescing(now);
         }
         left == 0
     }
@@ -612,8 +612,7 @@ impl Shard {
     pub(super) fn tick_sockets(&mut self) {
         if self.coalesce.enabled() {
             // Arrivals review it as they come; once they stop, this turns it off.
-            let now_us = self.now_us();
-            self.coalesce.review(now_us, self.core.stats.messages_in[0]);
+            self.review_coalescing(self.now_us());
         }
         let now_ms = self.now().ms;
         while let Some(&(deadline, id)) = self.sockets.deadlines.front() {
