@@ -186,6 +186,10 @@ pub struct LogSnapshot {
     pub checkpoints: u64,
     /// Whether a checkpoint is under way.
     pub checkpointing: bool,
+    /// Bytes of records waiting in memory for the disk.
+    pub waiting_bytes: u64,
+    /// Times publishers paused because more than `log_buffer_bytes` waited.
+    pub pauses: u64,
     /// Whether the log is at its share of `data_max_bytes` (new durable state
     /// refused).
     pub full: bool,
@@ -503,6 +507,20 @@ fn log_families(r: &mut Registry, snapshots: &[ShardSnapshot]) {
         "Whether a checkpoint is under way",
         snapshots,
         of(|l| u64::from(l.checkpointing)),
+    );
+    gauge(
+        r,
+        "log_waiting_bytes",
+        "Bytes of log records waiting in memory for the disk",
+        snapshots,
+        of(|l| l.waiting_bytes),
+    );
+    counter(
+        r,
+        "log_pauses",
+        "Times publishers paused because more than log_buffer_bytes waited for the disk",
+        snapshots,
+        of(|l| l.pauses),
     );
     gauge(r, "log_segments", "Segments of the durable log on disk", snapshots, of(|l| l.segments));
     gauge(r, "log_disk_bytes", "Bytes of the durable log on disk", snapshots, of(|l| l.disk_bytes));

@@ -291,6 +291,11 @@ macro_rules! for_each_setting {
             /// Bytes of one log segment before the next starts.
             data_segment_bytes: NonZeroU64 = nz!(64 * 1024 * 1024)
                 => data_segment_bytes: NonZeroU64, {};
+            /// Bytes of log records one shard may hold in memory while its disk is
+            /// behind; beyond, the shard stops reading its publishers (and taking
+            /// messages from the other shards) until its writer caught up.
+            log_buffer_bytes: NonZeroUsize = nz!(16 * 1024 * 1024)
+                => log_buffer_bytes: NonZeroUsize, {};
             /// Bytes the logs may take on disk, all shards together (each shard an equal
             /// share): at the limit new durable state is refused (MQTT 5: 0x97). 0: no
             /// limit.

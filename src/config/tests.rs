@@ -122,6 +122,7 @@ fn every_key_of_existing_files_still_reads() {
         sync: SyncMode::Interval,
         sync_interval: Duration::from_millis(10),
         data_segment_bytes: nz!(64 * 1024 * 1024),
+        log_buffer_bytes: nz!(16 * 1024 * 1024),
         data_max_bytes: None,
         sys_interval: None,
         metrics_listen: Some("127.0.0.1:9100".parse().expect("addr")),

@@ -61,6 +61,9 @@ pub(crate) struct LogFigures {
     pub segment_bytes: u64,
     /// Checkpoints completed (each lets the segments before it go).
     pub checkpoints: u64,
+    /// Times the shard paused its publishers because more than `log_buffer_bytes`
+    /// waited for the disk.
+    pub pauses: u64,
     /// Bytes of the segments before the open one.
     pub closed_bytes: u64,
     pub errors: u64,
@@ -72,6 +75,10 @@ pub(crate) struct LogFigures {
 #[derive(Debug)]
 pub(crate) struct LogState {
     waiting: Vec<BytesMut>,
+    /// Bytes in `waiting`: beyond `log_buffer_bytes` the core pauses its
+    /// publishers (`Core::set_log_behind`) until the writer took them.
+    waiting_bytes: usize,
+    waiting_max: usize,
     /// The core's log position after the bytes waiting.
     position: u64,
     writer: Rc<Notify>,
@@ -111,6 +118,8 @@ impl LogState {
             disk_bytes: f.closed_bytes + f.segment_bytes,
             checkpoints: f.checkpoints,
             checkpointing: self.walk.is_some(),
+            waiting_bytes: self.waiting_bytes as u64,
+            pauses: f.pauses,
             full,
             errors: f.errors,
             recovery_ms: recovery.millis,
@@ -120,9 +129,11 @@ impl LogState {
         }
     }
 
-    fn new() -> Self {
+    fn new(waiting_max: usize) -> Self {
         LogState {
             waiting: Vec::new(),
+            waiting_bytes: 0,
+            waiting_max,
             position: 0,
             writer: Rc::new(Notify::default()),
             figures: LogFigures {
@@ -164,9 +175,15 @@ impl Shard {
         if log.failed {
             return;
         }
+        log.waiting_bytes += bytes.len();
         log.waiting.push(bytes);
         log.position = position;
         log.writer.notify();
+        if log.waiting_bytes > log.waiting_max {
+            log.figures.pauses += 1;
+            let now = self.now();
+            self.core.set_log_behind(now, true);
+        }
     }
 }
 
@@ -223,7 +240,7 @@ pub(super) async fn start(shard: &Rc<RefCell<Shard>>, durable: &Arc<Durable>) ->
         // The restored sessions' routes reach the other shards while the logs
         // are written, before any shard accepts a client.
         s.schedule_pass();
-        let mut log = LogState::new();
+        let mut log = LogState::new(s.config.log_buffer_bytes.get());
         log.recovery = (id == 0).then_some(durable.recovery);
         s.log = Some(log);
     }
@@ -310,7 +327,14 @@ async fn write_log(shard: Rc<RefCell<Shard>>, mut segment: Segment, mut written:
                 }
                 let log = s.log.as_mut().expect("started");
                 let waiting = std::mem::take(&mut log.waiting);
-                (waiting, log.position)
+                let position = log.position;
+                if std::mem::take(&mut log.waiting_bytes) > log.waiting_max {
+                    // Taken: the publishers read again from the next pass on.
+                    let now = s.now();
+                    s.core.set_log_behind(now, false);
+                    s.schedule_pass();
+                }
+                (waiting, position)
             };
             if !bytes.is_empty() {
                 let mut all = Vec::with_capacity(bytes.iter().map(BytesMut::len).sum());
@@ -468,7 +492,12 @@ fn fail(shard: &Rc<RefCell<Shard>>, what: &str) {
         log.failed = true;
         log.figures.errors += 1;
         log.waiting.clear();
+        log.waiting_bytes = 0;
     }
+    // Nothing waits for the disk any more.
+    let now = s.now();
+    s.core.set_log_behind(now, false);
+    s.schedule_pass();
 }
 
 /// Waits for every shard's first records, then makes the new generation current.

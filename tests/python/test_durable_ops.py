@@ -265,6 +265,31 @@ def test_checkpoints_keep_the_log_bounded_and_lose_nothing(start_broker, mqtt_cl
     assert metric(metrics_port, "recovery_records", at_least=1) > 0
 
 
+def test_a_log_behind_its_disk_pauses_publishers_and_loses_nothing(start_broker, mqtt_client, tmp_path):
+    """With ``--log-buffer-bytes 1`` every pass's records put the shard's log
+    behind: the shard stops reading its publishers and taking ring batches until
+    its writer took them (``log_pauses``), and a stream through a persistent
+    subscriber on the other shard still arrives whole and in order
+    [MQTT-4.6.0-1], with nothing left waiting at the end."""
+    metrics_port = free_port()
+    b = start_broker(extra_args=["--data-dir", str(tmp_path), "--log-buffer-bytes", "1",
+                                 "--mqueue-len-max", "100000", "--metrics", f"127.0.0.1:{metrics_port}"])
+    topic = f"{unique_topic_root('dw')}/q"
+    sub = mqtt_client(broker_=b, client_id=b.client_id("dws", 1), clean_session=False)
+    assert sub.subscribe(topic, 1) == [1]
+    pubs = [mqtt_client(broker_=b, shard=0, prefix=f"dwp{i}") for i in range(2)]
+    n = 1000
+    for i in range(n):
+        for p, pub in enumerate(pubs):
+            pub.publish(topic, f"{p}:{i}".encode(), qos=1)
+    got = [m.payload.decode() for m in sub.expect(2 * n, timeout=30)]
+    for p in range(2):
+        assert [int(s.split(":")[1]) for s in got if s.startswith(f"{p}:")] == list(range(n))
+    assert metric(metrics_port, "log_pauses", at_least=n) >= n
+    assert metric(metrics_port, "log_waiting_bytes") == 0
+    assert metric(metrics_port, "log_errors") == 0
+
+
 def test_sync_always_syncs_and_reports_its_latency(start_broker, mqtt_client, tmp_path):
     """``--sync always`` syncs the log (its fdatasyncs and their latency in
     ``/metrics``) and a QoS 1 publisher still gets every PUBACK."""

@@ -117,6 +117,16 @@ impl Core {
         }
     }
 
+    /// This shard's log holds more than `log_buffer_bytes` waiting for the disk
+    /// (`behind`), or caught up: while it is behind the shard reads no publisher
+    /// and takes no ring batch.
+    pub fn set_log_behind(&mut self, now: Now, behind: bool) {
+        if behind != self.log_behind {
+            self.log_behind = behind;
+            self.refresh_gates(now);
+        }
+    }
+
     /// Whether this shard's log is at its share of `data_max_bytes`.
     pub fn log_is_full(&self) -> bool {
         self.logs_full.contains(&self.id)

@@ -410,6 +410,8 @@ pub(crate) struct Core {
     walk: Option<Box<durable::Walk>>,
     /// The shards whose log is at its share of `data_max_bytes`.
     logs_full: Vec<usize>,
+    /// This shard's log holds more than `log_buffer_bytes` waiting for the disk.
+    log_behind: bool,
 }
 
 impl std::fmt::Debug for Core {
@@ -471,6 +473,7 @@ impl Core {
             hold: None,
             walk: None,
             logs_full: Vec::new(),
+            log_behind: false,
             config,
         }
     }
@@ -622,7 +625,9 @@ impl Core {
         self.backlog_paused = backlog;
         // Shard 0 of a cluster node also stops taking messages while a node link
         // is full, so that the shards forwarding to it pause their publishers.
-        let backlog = backlog || self.links_full();
+        // And any shard whose log's disk is behind: what it reads would pile up
+        // in memory (its publishers pause, and, through the rings, the others').
+        let backlog = backlog || self.links_full() || self.log_behind;
         self.rings_paused = backlog;
         let pause = backlog || self.ring_overflow > self.config.ring_overflow_max;
         self.set_readers_paused(pause);

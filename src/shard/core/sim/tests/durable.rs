@@ -4,7 +4,7 @@
 use crate::protocol::{Packet, QoS};
 
 use super::super::Sim;
-use super::{persistent, publisher, sim, V5};
+use super::{payloads, persistent, publisher, sim, V5};
 
 /// Every core keeps a log whose syncs the test decides, with output held for it.
 fn durable_sim() -> Sim {
@@ -84,4 +84,36 @@ fn a_connection_closed_while_its_puback_waits_for_the_log_does_not_get_it() {
     let last = sim.take(first);
     assert!(!last.iter().any(|p| matches!(p, Packet::PubAck(_))), "{last:?}");
     assert!(matches!(last.last(), Some(Packet::Disconnect(_))), "{last:?}");
+}
+
+#[test]
+fn a_shard_whose_log_is_behind_reads_no_publisher_and_takes_no_ring_batch() {
+    let mut sim = durable_sim();
+    let sub = persistent_subscriber(&mut sim);
+    let publisher = publisher(&mut sim, "pub", 0, V5);
+    sync_all(&mut sim);
+    sim.take(sub);
+    sim.take(publisher);
+
+    // Shard 1's disk falls behind: it pauses its own publishers and leaves the
+    // batches of the other shards in their rings.
+    let now = sim.now();
+    sim.cores[1].set_log_behind(now, true);
+    assert!(sim.cores[1].readers_paused() && sim.cores[1].rings_paused());
+    assert!(!sim.cores[0].readers_paused(), "only the shard that is behind pauses");
+    sim.publish(publisher, "t", b"m", QoS::AtLeastOnce, false);
+    sim.settle();
+    sync_all(&mut sim);
+    assert!(sim.take_delivered(sub).is_empty(), "the message waits in the ring");
+    assert!(sim.take(publisher).is_empty(), "and so does its PUBACK");
+
+    // Its writer caught up: the batch is taken, logged, delivered, acknowledged.
+    let now = sim.now();
+    sim.cores[1].set_log_behind(now, false);
+    assert!(!sim.cores[1].readers_paused() && !sim.cores[1].rings_paused());
+    sim.settle();
+    sync_all(&mut sim);
+    assert_eq!(payloads(&sim.take_delivered(sub)), ["m"]);
+    let acks = sim.take(publisher);
+    assert!(matches!(acks.as_slice(), [Packet::PubAck(_)]), "{acks:?}");
 }
