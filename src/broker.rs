@@ -32,6 +32,7 @@ use glommio::{
 };
 use tracing::info;
 
+use crate::cluster::auth::ClusterKey;
 use crate::config::{Config, ConfigError, ListenerConfig, SharedStrategy, SyncMode};
 use crate::hooks::Hooks;
 use crate::net;
@@ -220,7 +221,9 @@ impl Broker {
                 let (udp, tcp, bound) =
                     net::bind_cluster(addr).map_err(|source| StartError::Bind { addr, source })?;
                 let seeds = resolve_seeds(config.cluster_seeds.as_deref().unwrap_or_default());
-                Some(shard::ClusterSockets { udp, tcp, addr: bound, seeds })
+                let key =
+                    config.cluster_secret_file.as_deref().map(read_cluster_key).transpose()?;
+                Some(shard::ClusterSockets { udp, tcp, addr: bound, seeds, key })
             }
             None => None,
         };
@@ -519,6 +522,16 @@ fn check_io_uring(io_memory: usize) -> Result<(), StartError> {
         Ok(Err(reason)) => Err(StartError::IoUring { reason }),
         Err(_) => Err(StartError::IoUring { reason: "the probe thread panicked".to_owned() }),
     }
+}
+
+/// The key of the cluster secret in `path`; an error names the file, never the
+/// secret.
+fn read_cluster_key(path: &std::path::Path) -> Result<ClusterKey, StartError> {
+    let contents = std::fs::read(path).map_err(|e| {
+        StartError::Security(format!("cannot read the cluster secret file {}: {e}", path.display()))
+    })?;
+    ClusterKey::from_secret(&contents)
+        .map_err(|e| StartError::Security(format!("{}: {e}", path.display())))
 }
 
 /// The cluster seeds as addresses; a seed that does not resolve is logged and

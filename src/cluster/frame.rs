@@ -45,7 +45,7 @@ use crate::protocol::{
 use crate::session::{Delivery, Entry, SessionImage, Stage, SubOptions};
 
 /// The version of this format; a link from a node speaking another is refused.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 const HELLO: u8 = 1;
 const RESET: u8 = 2;
@@ -151,6 +151,19 @@ pub struct Hello {
     pub addr: String,
     /// Its node name.
     pub name: String,
+    /// With a cluster secret, its proof ([`crate::cluster::auth`]): the MAC of
+    /// the accepting node's nonce and of this `Hello` without the proof. Empty
+    /// without one.
+    pub proof: Vec<u8>,
+}
+
+impl Hello {
+    /// The bytes a link proof covers: this `Hello`'s frame without its proof.
+    pub fn signed_bytes(&self) -> BytesMut {
+        let mut buf = BytesMut::new();
+        put_hello(&mut buf, &Hello { proof: Vec::new(), ..self.clone() });
+        buf
+    }
 }
 
 /// Why a link's bytes were refused.
@@ -183,13 +196,16 @@ impl Limits {
 
 /// Appends a `Hello`.
 pub fn put_hello(buf: &mut BytesMut, hello: &Hello) {
-    let body = 1 + 2 + 8 + 2 + hello.addr.len() + 2 + hello.name.len();
+    let proof = &hello.proof[..hello.proof.len().min(usize::from(u8::MAX))];
+    let body = 1 + 2 + 8 + 2 + hello.addr.len() + 2 + hello.name.len() + 1 + proof.len();
     put_head(buf, HELLO, body);
     buf.put_u8(hello.version);
     buf.put_u16(hello.node_id);
     buf.put_u64(hello.boot);
     put_str(buf, &hello.addr);
     put_str(buf, &hello.name);
+    buf.put_u8(proof.len() as u8);
+    buf.put_slice(proof);
 }
 
 /// Appends a `Reset`.
@@ -451,10 +467,15 @@ fn decode_hello(mut body: Bytes) -> Result<Hello, FrameError> {
     let boot = body.get_u64();
     let addr = get_str(&mut body, "hello")?;
     let name = get_str(&mut body, "hello")?;
-    if body.has_remaining() {
+    if body.remaining() < 1 {
         return Err(FrameError::Malformed("hello"));
     }
-    Ok(Hello { version, node_id, boot, addr, name })
+    let proof_len = usize::from(body.get_u8());
+    if body.remaining() != proof_len {
+        return Err(FrameError::Malformed("hello"));
+    }
+    let proof = body.to_vec();
+    Ok(Hello { version, node_id, boot, addr, name, proof })
 }
 
 fn decode_route(mut body: Bytes) -> Result<Frame, FrameError> {
@@ -661,6 +682,7 @@ mod tests {
             boot: 42,
             addr: "127.0.0.1:4370".into(),
             name: "a".into(),
+            proof: vec![9; 32],
         };
         let props = Properties {
             content_type: Some("text/plain".into()),

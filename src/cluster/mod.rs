@@ -15,6 +15,7 @@
 //! lives in `shard::cluster`; this module is sans-IO.
 
 // Public for the fuzz targets only (`fuzzing` feature), like `session::script`.
+pub(crate) mod auth;
 #[cfg(feature = "fuzzing")]
 pub mod frame;
 #[cfg(not(feature = "fuzzing"))]

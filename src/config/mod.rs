@@ -270,6 +270,12 @@ macro_rules! for_each_setting {
             /// a node that lists none starts a cluster of its own for others to join.
             cluster_seeds: Option<Vec<String>> = None
                 => cluster_seeds: Vec<String>, { value_name = "ADDRS", value_delimiter = ',' } "none";
+            /// File holding the secret every node of the cluster shares (at least 16
+            /// bytes): membership datagrams carry its MAC and node links prove it, so
+            /// that a process without it can neither join nor feed a node. It does not
+            /// encrypt: keep the cluster port on a private network.
+            cluster_secret_file: Option<PathBuf> = None
+                => cluster_secret_file: PathBuf, { value_name = "FILE" } "none";
             /// How long a node may stop answering membership probes before the others
             /// declare it down and drop its routes, in milliseconds.
             cluster_failure_timeout: Duration = Duration::from_secs(3)
@@ -738,6 +744,13 @@ impl Config {
                 "cluster_seeds",
                 "cluster_listen",
                 "a node joins a cluster on its own cluster address: set cluster_listen".to_owned(),
+            ));
+        }
+        if self.cluster_secret_file.is_some() && self.cluster_listen.is_none() {
+            return Err(conflict(
+                "cluster_secret_file",
+                "cluster_listen",
+                "the secret is for node-to-node traffic: set cluster_listen".to_owned(),
             ));
         }
         if let Some(seed) = seeds.iter().find(|seed| !seed.contains(':')) {

@@ -116,6 +116,7 @@ fn every_key_of_existing_files_still_reads() {
         node_name: None,
         cluster_listen: Some("127.0.0.1:4370".parse().expect("addr")),
         cluster_seeds: Some(vec!["10.0.0.1:4370".to_owned(), "node-b:4370".to_owned()]),
+        cluster_secret_file: None,
         cluster_failure_timeout: Duration::from_millis(1500),
         cluster_link_buffer_bytes: nz!(4096),
         data_dir: None,
@@ -293,6 +294,7 @@ fn settings_that_conflict_are_refused_with_both_names() {
     for (args, names) in [
         (&["--cores", "2", "--cpus", "0,1,2"][..], ["cores", "cpus"]),
         (&["--listen", addr, "--metrics", addr][..], ["metrics_listen", "listen"]),
+        (&["--cluster-secret-file", "/etc/secret"][..], ["cluster_secret_file", "cluster_listen"]),
     ] {
         let error = resolved([flags(args).expect("flags parse")]).expect_err("conflict");
         let text = error.to_string();

@@ -8,8 +8,11 @@ them, shards.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import struct
 import signal
 import socket
 import subprocess
@@ -133,8 +136,8 @@ def cluster(request):
             wait_until(lambda: up_and_linked(node, others), 15, f"{node.name} to see {others} up")
         return nodes
 
-    def add(name: str, node_id: int) -> Node:
-        node = Node(name, node_id, [nodes[0].cluster_addr])
+    def add(name: str, node_id: int, extra=None) -> Node:
+        node = Node(name, node_id, [nodes[0].cluster_addr], extra=extra)
         nodes.append(node)
         return node.start()
 
@@ -729,3 +732,75 @@ def test_sigkill_under_load_leaves_the_survivors_balanced_and_unstalled(cluster)
         assert lost > 0, f"{n.name}: the messages for c after its death are not counted"
     for s in subs.values():
         s.stop.set()
+
+
+# --------------------------------------------------------------------------
+# The cluster secret
+# --------------------------------------------------------------------------
+
+LINK_DOMAIN = b"shardmq cluster link\0"
+HELLO_KIND = 1
+LINK_VERSION = 2
+
+
+def hello_frame(node_id: int, addr: str, name: str, proof: bytes) -> bytes:
+    """A node link's ``Hello`` frame, written from the link format: a u32
+    length, the kind, then version, node id, boot, address, name and proof."""
+    body = struct.pack(">BHQ", LINK_VERSION, node_id, 1)
+    for s in (addr.encode(), name.encode()):
+        body += struct.pack(">H", len(s)) + s
+    body += bytes([len(proof)]) + proof
+    return struct.pack(">IB", 1 + len(body), HELLO_KIND) + body
+
+
+def link_proof(secret: bytes, nonce: bytes, node_id: int, addr: str, name: str) -> bytes:
+    """HMAC-SHA256 over the nonce and the ``Hello`` without its proof."""
+    signed = hello_frame(node_id, addr, name, b"")
+    return hmac.new(secret, LINK_DOMAIN + nonce + signed, hashlib.sha256).digest()
+
+
+def test_a_cluster_secret_lets_its_nodes_in_and_keeps_others_out(cluster, tmp_path):
+    """Nodes that share ``--cluster-secret-file`` join and forward as usual; a node
+    with another secret is never seen up (its membership datagrams are dropped),
+    and a node link whose ``Hello`` does not prove the secret over the accepting
+    node's nonce is closed. Both are counted."""
+    secret = b"2f8e6c0a9d4b71e35a6c8f0e1d2b3a4c"
+    (tmp_path / "secret").write_bytes(secret + b"\n")
+    (tmp_path / "other").write_bytes(b"not-the-cluster-secret-at-all")
+    a, b = cluster(2, extra=["--cluster-secret-file", str(tmp_path / "secret")])
+    topic = f"{unique_topic_root('cs')}/t"
+    sub = client(b, "css", 1)
+    sub.subscribe(topic, 1)
+    routed(a, "b", 1)
+    pub = client(a, "csp", 0)
+    for i in range(20):
+        pub.publish(topic, str(i).encode(), qos=1)
+    assert [int(m.payload) for m in sub.expect(20, timeout=10)] == list(range(20))
+
+    intruder = cluster.add("x", 9, extra=["--cluster-secret-file", str(tmp_path / "other")])
+    wait_until(lambda: a.metric("shardmq_cluster_auth_failures_total") >= 1, 10,
+               "a to drop the intruder's datagrams")
+    time.sleep(3 * FAILURE_TIMEOUT_MS / 1000)
+    assert a.member("x") is None or a.member("x")["state"] != "up", a.status()
+    assert intruder.member("a") is None or intruder.member("a")["state"] != "up"
+
+    # A link straight to a's cluster port: the nonce comes first, then a Hello
+    # proven with the wrong secret, or with none, is refused.
+    failures = a.metric("shardmq_cluster_auth_failures_total")
+    for proof in (lambda n: link_proof(b"not-the-cluster-secret-at-all", n, 9, "127.0.0.1:9", "x"),
+                  lambda n: b""):
+        with socket.create_connection(("127.0.0.1", a.cluster_port), timeout=5) as s:
+            nonce = b""
+            while len(nonce) < 16:
+                chunk = s.recv(16 - len(nonce))
+                assert chunk, "the accepting node sends its nonce first"
+                nonce += chunk
+            s.sendall(hello_frame(9, "127.0.0.1:9", "x", proof(nonce)))
+            assert s.recv(1) == b"", "the link is closed"
+    wait_until(lambda: a.metric("shardmq_cluster_auth_failures_total") >= failures + 2, 5,
+               "a to count the refused links")
+    assert "does not prove the cluster secret" in a.log()
+
+    # The nodes that share it go on.
+    pub.publish(topic, b"20", qos=1)
+    assert sub.get(5).payload == b"20"

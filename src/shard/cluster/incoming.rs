@@ -8,11 +8,12 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
-use futures_lite::AsyncReadExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::spawn_local;
 use tracing::{debug, warn};
 
+use crate::cluster::auth::NONCE_LEN;
 use crate::cluster::frame::{self, Answer, Frame, Hello};
 use crate::cluster::membership::Peer;
 use crate::router::owner_shard;
@@ -70,6 +71,16 @@ async fn read_frames(shard: &ShardRc, mut stream: TcpStream) -> Result<(), Strin
         Some(cluster) => cluster.frame_limits,
         None => return Ok(()),
     };
+    // With a cluster secret, the link starts with a fresh nonce, which the other
+    // node's Hello must prove the secret over.
+    let nonce = if shard.borrow().cluster.as_ref().is_some_and(|c| c.key.is_some()) {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| format!("no random nonce: {e}"))?;
+        stream.write_all(&nonce).await.map_err(|e| e.to_string())?;
+        Some(nonce)
+    } else {
+        None
+    };
     let mut buf = BytesMut::new();
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut slot: Option<usize> = None;
@@ -79,7 +90,7 @@ async fn read_frames(shard: &ShardRc, mut stream: TcpStream) -> Result<(), Strin
         // so the other node's link fills and pauses the publishers there, as a ring
         // does between shards.
         gate.wait_open().await;
-        if take_frames(shard, &mut buf, limits, &mut slot)? {
+        if take_frames(shard, &mut buf, limits, &mut slot, nonce.as_ref())? {
             continue;
         }
         glommio::yield_if_needed().await;
@@ -101,12 +112,13 @@ fn take_frames(
     buf: &mut BytesMut,
     limits: frame::Limits,
     slot: &mut Option<usize>,
+    nonce: Option<&[u8; NONCE_LEN]>,
 ) -> Result<bool, String> {
     let mut guard = shard.borrow_mut();
     let now = guard.now();
     let s = &mut *guard;
     let mut claims = Vec::new();
-    let result = take_frames_into(s, now, buf, limits, slot, &mut claims);
+    let result = take_frames_into(s, now, buf, limits, slot, nonce, &mut claims);
     for (dest, msg) in claims {
         s.send_claim_msg(dest, msg);
     }
@@ -124,6 +136,7 @@ fn take_frames_into(
     buf: &mut BytesMut,
     limits: frame::Limits,
     slot: &mut Option<usize>,
+    nonce: Option<&[u8; NONCE_LEN]>,
     claims: &mut Vec<(usize, ClaimMsg)>,
 ) -> Result<bool, String> {
     let mut taken = 0;
@@ -143,7 +156,7 @@ fn take_frames_into(
         };
         match (frame, *slot) {
             (Frame::Hello(hello), None) => {
-                *slot = Some(accept_hello(cluster, &hello)?);
+                *slot = Some(accept_hello(cluster, &hello, nonce)?);
             }
             (Frame::Hello(_), Some(_)) => return Err("a second hello".to_owned()),
             (_, None) => return Err("no hello first".to_owned()),
@@ -204,13 +217,28 @@ fn take_frames_into(
 }
 
 /// The slot of the node a link says it comes from.
-fn accept_hello(cluster: &mut ClusterIo, hello: &Hello) -> Result<usize, String> {
+fn accept_hello(
+    cluster: &mut ClusterIo,
+    hello: &Hello,
+    nonce: Option<&[u8; NONCE_LEN]>,
+) -> Result<usize, String> {
     if hello.version != frame::VERSION {
         return Err(format!(
             "link protocol version {} (this node speaks {})",
             hello.version,
             frame::VERSION
         ));
+    }
+    if let Some(key) = &cluster.key {
+        let proven =
+            nonce.is_some_and(|n| key.check_link_proof(n, &hello.signed_bytes(), &hello.proof));
+        if !proven {
+            cluster.auth_failures += 1;
+            return Err(format!(
+                "node {:?} at {} does not prove the cluster secret (cluster_secret_file)",
+                hello.name, hello.addr
+            ));
+        }
     }
     let addr: SocketAddr =
         hello.addr.parse().map_err(|_| format!("bad cluster address {:?}", hello.addr))?;

@@ -29,7 +29,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream, UdpSocket};
 use glommio::spawn_local;
 use tracing::{debug, info, warn};
@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 use bytestring::ByteString;
 use hashbrown::HashMap;
 
+use crate::cluster::auth::{ClusterKey, NONCE_LEN};
 use crate::cluster::frame::{self, Answer, Hello};
 use crate::cluster::membership::{Event, Membership, Peer};
 use crate::cluster::{ClusterStatus, MemberStatus};
@@ -59,6 +60,8 @@ pub(crate) struct ClusterSockets {
     pub addr: SocketAddr,
     /// The seeds, resolved.
     pub seeds: Vec<SocketAddr>,
+    /// The key of `cluster_secret_file`, read at start.
+    pub key: Option<ClusterKey>,
 }
 
 /// How long a link waits to connect, and then before trying again.
@@ -124,6 +127,12 @@ pub(crate) struct ClusterIo {
     encoded: BytesMut,
     /// Incoming links refused (bad hello, bad frame).
     pub links_refused: u64,
+    /// The cluster secret's key: datagrams are sealed and opened with it, links
+    /// prove it.
+    pub key: Option<ClusterKey>,
+    /// Datagrams dropped and links refused because they did not prove the
+    /// cluster secret.
+    pub auth_failures: u64,
     /// Claim answers dropped while waiting for a link (over `UNSENT_ANSWERS_MAX`).
     answers_dropped: u64,
     /// Claims this node sent: the nodes that have not answered, and until when
@@ -204,6 +213,8 @@ impl ClusterIo {
             changes: Vec::new(),
             encoded: BytesMut::new(),
             links_refused: 0,
+            key: sockets.key.clone(),
+            auth_failures: 0,
             answers_dropped: 0,
             claims_out: HashMap::new(),
             remote_wills: Vec::new(),
@@ -316,6 +327,12 @@ impl ClusterIo {
                 "counter",
                 "Incoming node links refused (bad hello or frame).",
                 self.links_refused,
+            ),
+            (
+                "cluster_auth_failures",
+                "counter",
+                "Membership datagrams dropped and node links refused for not proving the cluster secret.",
+                self.auth_failures,
             ),
             (
                 "cluster_sessions_handed_over",
@@ -674,12 +691,23 @@ async fn receive_datagrams(shard: ShardRc, udp: Rc<UdpSocket>) {
     until_stopped(&shard.clone(), async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let Ok((n, _)) = udp.recv_from(&mut buf).await else { continue };
+            let Ok((n, from)) = udp.recv_from(&mut buf).await else { continue };
             {
                 let mut s = shard.borrow_mut();
                 let now_ms = s.now().ms;
                 if let Some(cluster) = s.cluster.as_mut() {
-                    cluster.membership.handle_datagram(now_ms, &buf[..n]);
+                    let datagram = match &cluster.key {
+                        Some(key) => key.open(&buf[..n]),
+                        None => Some(&buf[..n]),
+                    };
+                    match datagram {
+                        Some(datagram) => cluster.membership.handle_datagram(now_ms, datagram),
+                        None => {
+                            cluster.auth_failures += 1;
+                            debug!(%from, "cluster: membership datagram without the cluster secret's tag dropped");
+                            continue;
+                        }
+                    }
                 }
             }
             drive(&shard);
@@ -695,8 +723,8 @@ async fn send_datagrams(shard: ShardRc, udp: Rc<UdpSocket>) {
     };
     // Not ended by the shard's stop: the leave announcement goes out after it.
     loop {
-        let datagrams = match shard.borrow_mut().cluster.as_mut() {
-            Some(cluster) => std::mem::take(&mut cluster.datagrams),
+        let (datagrams, key) = match shard.borrow_mut().cluster.as_mut() {
+            Some(cluster) => (std::mem::take(&mut cluster.datagrams), cluster.key.clone()),
             None => return,
         };
         if datagrams.is_empty() {
@@ -707,7 +735,8 @@ async fn send_datagrams(shard: ShardRc, udp: Rc<UdpSocket>) {
             continue;
         }
         for (to, data) in datagrams {
-            if let Err(e) = udp.send_to(&data, to).await {
+            let sealed = key.as_ref().map(|key| key.seal(&data));
+            if let Err(e) = udp.send_to(sealed.as_deref().unwrap_or(&data), to).await {
                 debug!(%to, "cluster: membership datagram not sent: {e}");
             }
         }
@@ -774,20 +803,39 @@ async fn run_link(
     wake: &Rc<Notify>,
     wanted: &impl Fn(&ShardRc) -> bool,
 ) -> std::io::Result<()> {
+    // With a cluster secret, the other node speaks first: the nonce our Hello
+    // proves the secret over.
+    let key = shard.borrow().cluster.as_ref().and_then(|c| c.key.clone());
+    let nonce = match key {
+        Some(_) => {
+            let mut nonce = [0u8; NONCE_LEN];
+            stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+            stream.read_exact(&mut nonce).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("no challenge from the node (does it have the cluster secret?): {e}"),
+                )
+            })?;
+            Some(nonce)
+        }
+        None => None,
+    };
     let head = {
         let s = shard.borrow();
         let Some(cluster) = s.cluster.as_ref() else { return Ok(()) };
+        let mut hello = Hello {
+            version: frame::VERSION,
+            node_id: cluster.me.node_id,
+            boot: cluster.me.boot,
+            addr: cluster.me.addr.to_string(),
+            name: cluster.me.name.clone(),
+            proof: Vec::new(),
+        };
+        if let (Some(key), Some(nonce)) = (&cluster.key, &nonce) {
+            hello.proof = key.link_proof(nonce, &hello.signed_bytes()).to_vec();
+        }
         let mut head = BytesMut::new();
-        frame::put_hello(
-            &mut head,
-            &Hello {
-                version: frame::VERSION,
-                node_id: cluster.me.node_id,
-                boot: cluster.me.boot,
-                addr: cluster.me.addr.to_string(),
-                name: cluster.me.name.clone(),
-            },
-        );
+        frame::put_hello(&mut head, &hello);
         frame::put_reset(&mut head);
         for change in s.core.node_summary() {
             put_change(&mut head, &change);
