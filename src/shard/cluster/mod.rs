@@ -70,7 +70,13 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(200);
 /// Bytes waiting for a node link beyond which shard 0 pauses its publishers (or
 /// half of `cluster_link_buffer_bytes`, if less): enough for a write to keep the
 /// link busy, little enough that a message waits milliseconds, not seconds.
-const LINK_HIGH_MARK: usize = 512 * 1024;
+/// Under a QoS 1 flood the subscriber's node is the bottleneck and every link
+/// stands at this mark, so it is latency: 3 one-shard nodes on one core, 8
+/// publishers on two nodes to a subscriber on the third, `--inflight 64`: at 512
+/// KiB, 83-88k msgs/s with a p50 of 161-165 ms; at 64 KiB, 87-100k msgs/s and
+/// 85-99 ms (the rest is the kernel's buffers: at 64 KiB those stalled a link
+/// for 3 s, waiting for a window probe).
+const LINK_HIGH_MARK: usize = 64 * 1024;
 /// The kernel's buffer for a node link, each way: the link's own buffer already
 /// batches, and what the kernel holds is latency once the receiver slows down (on
 /// loopback, autotuning grows it to megabytes: seconds of messages).
