@@ -8,7 +8,9 @@
 //! A node joins through seeds, addresses whose identity it does not know yet: each
 //! is entered as a down member with boot 0, which every real identity at that
 //! address replaces (the higher boot wins an address), and announced to at once and
-//! then periodically until it answers.
+//! then periodically until it answers: by foca once this node has a member, and by
+//! [`Membership::rejoin`] while it has none (foca does not retry then, so a node
+//! whose seeds were all down when it started would wait forever).
 //!
 //! # Invariants
 //! - A node keeps its slot (its index in [`Membership::nodes`], the bit it has in
@@ -132,6 +134,11 @@ pub struct Membership {
     /// Datagrams that did not decode (or came from a foreign cluster).
     pub bad_datagrams: u64,
     now_ms: u64,
+    /// The seeds' placeholders, announced to again while this node has no member.
+    seeds: Vec<Peer>,
+    /// How often, and when last.
+    rejoin_ms: u64,
+    announced_ms: u64,
 }
 
 impl std::fmt::Debug for Membership {
@@ -158,6 +165,10 @@ impl Membership {
             over_limit: 0,
             bad_datagrams: 0,
             now_ms: 0,
+            seeds: Vec::new(),
+            // As often as foca announces to down members once it has a member.
+            rejoin_ms: (failure_timeout / 4).max(Duration::from_millis(50)).as_millis() as u64 * 2,
+            announced_ms: 0,
         };
         let placeholders: Vec<Peer> = seeds
             .iter()
@@ -167,11 +178,32 @@ impl Membership {
         let down = placeholders.iter().cloned().map(Member::down);
         // Neither call fails: the members are valid and nothing is encoded yet.
         let _ = membership.foca.apply_many(down, false, &mut membership.runtime);
-        for seed in placeholders {
-            let _ = membership.foca.announce(seed, &mut membership.runtime);
+        for seed in &placeholders {
+            let _ = membership.foca.announce(seed.clone(), &mut membership.runtime);
         }
+        membership.seeds = placeholders;
         membership.take_notifications();
         membership
+    }
+
+    /// Called every tick: while this node has no member (its seeds were down when
+    /// it announced, or every node it knew went), announces to the seeds again
+    /// once per `rejoin_ms`. Whether it did (there are datagrams to send).
+    pub fn rejoin(&mut self, now_ms: u64) -> bool {
+        if self.seeds.is_empty()
+            || self.foca.num_members() > 0
+            || now_ms.saturating_sub(self.announced_ms) < self.rejoin_ms
+        {
+            return false;
+        }
+        self.now_ms = now_ms;
+        self.announced_ms = now_ms;
+        for seed in &self.seeds {
+            // Fails only for this node's own identity, which is never a seed.
+            let _ = self.foca.announce(seed.clone(), &mut self.runtime);
+        }
+        self.take_notifications();
+        true
     }
 
     /// A datagram from the membership socket.
@@ -292,17 +324,17 @@ mod tests {
 
     impl Net {
         fn new(n: usize, timeout: Duration) -> Net {
+            Net::with_cut(vec![false; n], timeout)
+        }
+
+        /// Nodes that start cut off (down when the others announce to them).
+        fn with_cut(cut: Vec<bool>, timeout: Duration) -> Net {
+            let n = cut.len();
             // Every node joins through node 0.
             let nodes = (0..n)
                 .map(|i| Membership::new(peer(i, 1), timeout, &[addr(0)], i as u64))
                 .collect();
-            let mut net = Net {
-                nodes,
-                cut: vec![false; n],
-                timers: BinaryHeap::new(),
-                pending: vec![],
-                now_ms: 0,
-            };
+            let mut net = Net { nodes, cut, timers: BinaryHeap::new(), pending: vec![], now_ms: 0 };
             net.flush();
             net
         }
@@ -333,7 +365,23 @@ mod tests {
             }
         }
 
+        /// Fires the timers due until `until_ms`, with the shard's tick (every
+        /// `TICK_MS`) in between.
         fn run_until(&mut self, until_ms: u64) {
+            const TICK_MS: u64 = 10;
+            while self.now_ms < until_ms {
+                let tick = (self.now_ms / TICK_MS + 1) * TICK_MS;
+                self.fire_until(tick.min(until_ms));
+                for i in 0..self.nodes.len() {
+                    if !self.cut[i] {
+                        self.nodes[i].rejoin(self.now_ms);
+                    }
+                }
+                self.flush();
+            }
+        }
+
+        fn fire_until(&mut self, until_ms: u64) {
             while let Some(std::cmp::Reverse((at, key, i))) = self.timers.peek().copied() {
                 if at > until_ms {
                     break;
@@ -377,6 +425,21 @@ mod tests {
             assert_eq!(events.len(), 2, "node {i}: one Up per other node: {events:?}");
             assert!(events.iter().all(|e| matches!(e, Event::Up(_))));
         }
+    }
+
+    #[test]
+    fn nodes_whose_seed_was_down_when_they_started_join_once_it_is_up() {
+        // n1 and n2 start while their seed n0 is not there yet: their first
+        // announcements are lost, and foca alone never retries.
+        let mut net = Net::with_cut(vec![true, false, false], Duration::from_secs(1));
+        net.run_until(5_000);
+        assert!(net.up(1).is_empty() && net.up(2).is_empty());
+        net.cut[0] = false;
+        // Within a rejoin period (twice a probe period: 500 ms) and gossip.
+        net.run_until(6_000);
+        assert_eq!(net.up(0), vec!["n1", "n2"]);
+        assert_eq!(net.up(1), vec!["n0", "n2"]);
+        assert_eq!(net.up(2), vec!["n0", "n1"]);
     }
 
     #[test]

@@ -703,12 +703,16 @@ async fn tick_until_stopped(shard: &ShardRc, stop: &AtomicBool, reload: &AtomicB
         let now = s.now();
         s.core.handle_tick(now);
         s.tick_sockets();
-        s.tick_cluster();
+        let rejoined = s.tick_cluster();
         ticks += 1;
         if ticks.is_multiple_of(1000 / TICK_MS) {
             observe::every_second(&mut s);
         }
         s.schedule_pass();
+        drop(s);
+        if rejoined {
+            cluster::drive(shard);
+        }
     }
     cluster::leave(shard);
     {

@@ -804,3 +804,29 @@ def test_a_cluster_secret_lets_its_nodes_in_and_keeps_others_out(cluster, tmp_pa
     # The nodes that share it go on.
     pub.publish(topic, b"20", qos=1)
     assert sub.get(5).payload == b"20"
+
+
+def test_a_node_started_before_its_seed_joins_once_the_seed_is_up():
+    """Nodes started in any order form one cluster: b and c start while their
+    seed a is not up yet (their first announcements are lost), and join it once
+    it is, within about a failure timeout."""
+    a = Node("a", 1, [])
+    b = Node("b", 2, [a.cluster_addr])
+    c = Node("c", 3, [a.cluster_addr])
+    nodes = [b, c]
+    try:
+        b.start()
+        c.start()
+        time.sleep(2 * FAILURE_TIMEOUT_MS / 1000)  # their announcements went nowhere
+        assert b.member("a") is None or b.member("a")["state"] != "up"
+        nodes.append(a)
+        a.start()
+        for node in nodes:
+            others = [o.name for o in nodes if o is not node]
+            wait_until(lambda: up_and_linked(node, others), 5, f"{node.name} to see {others} up")
+    finally:
+        problems = [f"{n.name}: {p}" for n in nodes for p in n.problems()]
+        for n in nodes:
+            n.kill()
+            n.tmpdir.cleanup()
+        assert not problems, problems

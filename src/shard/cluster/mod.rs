@@ -464,12 +464,17 @@ impl Shard {
     }
 
     /// Shard 0, every tick: claims whose answers are overdue go on without them.
-    pub(super) fn tick_cluster(&mut self) {
+    /// At every tick: claims whose nodes did not answer in time, and a node alone
+    /// announces to its seeds again. Whether membership has datagrams to send
+    /// (the caller then drives it).
+    pub(super) fn tick_cluster(&mut self) -> bool {
         let now_ms = self.now().ms;
-        let Some(cluster) = self.cluster.as_mut() else { return };
+        let Some(cluster) = self.cluster.as_mut() else { return false };
+        let rejoined = cluster.membership.rejoin(now_ms);
         for (dest, msg) in cluster.give_up_on(None, now_ms) {
             self.send_claim_msg(dest, msg);
         }
+        rejoined
     }
 
     /// The end of a pass on shard 0 of a cluster node: route changes and messages
@@ -575,7 +580,7 @@ pub(crate) fn leave(shard: &ShardRc) {
 
 /// Acts on what membership produced: datagrams to send, timers to set, nodes up
 /// and down.
-fn drive(shard: &ShardRc) {
+pub(super) fn drive(shard: &ShardRc) {
     let mut timers = Vec::new();
     let mut writers = Vec::new();
     {
