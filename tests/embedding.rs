@@ -446,17 +446,21 @@ fn start_and_shutdown_release_sockets_and_rings() {
     assert!(after <= before + 4, "sockets and rings before {before}, after 3 brokers {after}");
 }
 
-/// Two embedded brokers form a cluster through `Broker::builder().cluster(...)`: a
-/// message the program publishes into one reaches a subscriber of the other.
+/// Two embedded brokers form a cluster through `Broker::builder().cluster(...)`,
+/// sharing a cluster secret: a message the program publishes into one reaches a
+/// subscriber of the other.
 #[test]
 fn embedded_brokers_form_a_cluster() {
     init_logging();
+    let secret = std::env::temp_dir().join(format!("shardmq-secret-{}", std::process::id()));
+    std::fs::write(&secret, "a secret shared by both nodes\n").expect("secret file");
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("address");
     let first = Broker::builder()
         .listen([loopback])
         .cores(NonZeroUsize::new(1))
         .node_name("first".to_owned())
         .node_id(1u16)
+        .cluster_secret_file(secret.clone())
         .cluster(loopback, &[])
         .start()
         .expect("first node starts");
@@ -466,6 +470,7 @@ fn embedded_brokers_form_a_cluster() {
         .cores(NonZeroUsize::new(1))
         .node_name("second".to_owned())
         .node_id(2u16)
+        .cluster_secret_file(secret.clone())
         .cluster(loopback, &[seed])
         .start()
         .expect("second node starts");
@@ -488,4 +493,5 @@ fn embedded_brokers_form_a_cluster() {
     assert!(text(&got.payload).starts_with('m'));
     first.shutdown().expect("first stops");
     second.shutdown().expect("second stops");
+    let _ = std::fs::remove_file(secret);
 }
