@@ -77,5 +77,6 @@ fuzz: ## one minute of fuzzing per target (cargo install cargo-fuzz first)
 	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz topic -- -max_total_time=60
 	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz session_script -- -max_total_time=60
 	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz node_frame -- -max_total_time=60
+	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz log_replay -- -max_total_time=60
 
 ci: deps lint test ## what CI runs: lint first (it fails fastest), then every test
