@@ -90,13 +90,18 @@ pub struct Node {
     pub since_ms: u64,
 }
 
+/// How often a member is probed, from the failure timeout.
+fn probe_period(failure_timeout: Duration) -> Duration {
+    (failure_timeout / 4).max(Duration::from_millis(50))
+}
+
 /// Timing derived from the failure timeout.
 fn config(failure_timeout: Duration) -> Config {
     // A member is probed once per period (foca probes members in a shuffled round),
     // answers within `probe_rtt` or is probed indirectly, and stays suspect for
     // `suspect_to_down_after`: in a small cluster it is declared down about one
     // failure timeout after it stopped.
-    let period = (failure_timeout / 4).max(Duration::from_millis(50));
+    let period = probe_period(failure_timeout);
     Config {
         probe_period: period,
         probe_rtt: period / 2,
@@ -167,7 +172,7 @@ impl Membership {
             now_ms: 0,
             seeds: Vec::new(),
             // As often as foca announces to down members once it has a member.
-            rejoin_ms: (failure_timeout / 4).max(Duration::from_millis(50)).as_millis() as u64 * 2,
+            rejoin_ms: probe_period(failure_timeout).as_millis() as u64 * 2,
             announced_ms: 0,
         };
         let placeholders: Vec<Peer> = seeds

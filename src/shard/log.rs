@@ -175,11 +175,12 @@ impl Shard {
         if log.failed {
             return;
         }
+        let was_behind = log.waiting_bytes > log.waiting_max;
         log.waiting_bytes += bytes.len();
         log.waiting.push(bytes);
         log.position = position;
         log.writer.notify();
-        if log.waiting_bytes > log.waiting_max {
+        if !was_behind && log.waiting_bytes > log.waiting_max {
             log.figures.pauses += 1;
             let now = self.now();
             self.core.set_log_behind(now, true);

@@ -728,14 +728,14 @@ async fn receive_datagrams(shard: ShardRc, udp: Rc<UdpSocket>) {
 }
 
 async fn send_datagrams(shard: ShardRc, udp: Rc<UdpSocket>) {
-    let wake = match shard.borrow().cluster.as_ref() {
-        Some(cluster) => Rc::clone(&cluster.send_wake),
+    let (wake, key) = match shard.borrow().cluster.as_ref() {
+        Some(cluster) => (Rc::clone(&cluster.send_wake), cluster.key.clone()),
         None => return,
     };
     // Not ended by the shard's stop: the leave announcement goes out after it.
     loop {
-        let (datagrams, key) = match shard.borrow_mut().cluster.as_mut() {
-            Some(cluster) => (std::mem::take(&mut cluster.datagrams), cluster.key.clone()),
+        let datagrams = match shard.borrow_mut().cluster.as_mut() {
+            Some(cluster) => std::mem::take(&mut cluster.datagrams),
             None => return,
         };
         if datagrams.is_empty() {
@@ -816,20 +816,19 @@ async fn run_link(
 ) -> std::io::Result<()> {
     // With a cluster secret, the other node speaks first: the nonce our Hello
     // proves the secret over.
-    let key = shard.borrow().cluster.as_ref().and_then(|c| c.key.clone());
-    let nonce = match key {
-        Some(_) => {
-            let mut nonce = [0u8; NONCE_LEN];
-            stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-            stream.read_exact(&mut nonce).await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("no challenge from the node (does it have the cluster secret?): {e}"),
-                )
-            })?;
-            Some(nonce)
-        }
-        None => None,
+    let secret = shard.borrow().cluster.as_ref().is_some_and(|c| c.key.is_some());
+    let nonce = if secret {
+        let mut nonce = [0u8; NONCE_LEN];
+        stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        stream.read_exact(&mut nonce).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("no challenge from the node (does it have the cluster secret?): {e}"),
+            )
+        })?;
+        Some(nonce)
+    } else {
+        None
     };
     let head = {
         let s = shard.borrow();
