@@ -67,6 +67,9 @@ pub struct ShardStats {
     /// Connections refused because another node of the cluster claimed their
     /// client id later (the later connection wins).
     pub claims_refused: u64,
+    /// Connections refused because this node saw fewer nodes up than
+    /// `cluster_quorum`.
+    pub refused_no_quorum: u64,
     /// Route changes this shard broadcast to the other shards.
     pub route_updates_sent: u64,
     /// Route updates dropped as stale (taken from the route table at snapshot time).
@@ -295,6 +298,7 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         a.refused_log_full += b.refused_log_full;
         a.sessions_taken_over += b.sessions_taken_over;
         a.claims_refused += b.claims_refused;
+        a.refused_no_quorum += b.refused_no_quorum;
         a.route_updates_stale += b.route_updates_stale;
         a.reader_pauses += b.reader_pauses;
         a.backlog_pauses += b.backlog_pauses;

@@ -170,6 +170,10 @@ fn cluster_status(metrics: std::net::SocketAddr, json: bool) -> Result<(), Strin
     }
     let status: shardmq::cluster::ClusterStatus =
         serde_json::from_str(body).map_err(|e| format!("{metrics}: {e}"))?;
+    if status.quorum > 0 {
+        let serving = if status.fenced { "fenced: serving no client" } else { "serving" };
+        println!("quorum {} nodes: {serving}", status.quorum);
+    }
     println!(
         "{:<24} {:<22} {:>7} {:<6} {:>8} {:<10} {:>8} {:>12} {:>12} {:>9}",
         "NODE",

@@ -144,6 +144,8 @@ pub struct Membership {
     /// How often, and when last.
     rejoin_ms: u64,
     announced_ms: u64,
+    /// foca's probe period (one member probed per period).
+    probe_period: Duration,
 }
 
 impl std::fmt::Debug for Membership {
@@ -174,6 +176,7 @@ impl Membership {
             // As often as foca announces to down members once it has a member.
             rejoin_ms: probe_period(failure_timeout).as_millis() as u64 * 2,
             announced_ms: 0,
+            probe_period: probe_period(failure_timeout),
         };
         let placeholders: Vec<Peer> = seeds
             .iter()
@@ -253,6 +256,23 @@ impl Membership {
         &self.nodes
     }
 
+    /// The nodes up, this one included: what a quorum counts.
+    pub fn nodes_up(&self) -> usize {
+        1 + self.nodes.iter().filter(|n| n.up).count()
+    }
+
+    /// How long a node that keeps its quorum waits, after it declared another
+    /// node down, before it takes that node's client ids over: long enough for
+    /// the node that was cut off to have declared the others down too, and so to
+    /// have fenced itself. Both sides declare a member down
+    /// `suspect_to_down_after` after their own probe of it failed, and foca
+    /// probes its members in shuffled rounds of one member per period: the cut-off
+    /// node's last probe of the members it needs can come up to two rounds after
+    /// the first probe of it. Two rounds of the members seen so far.
+    pub fn fence_margin(&self) -> Duration {
+        self.probe_period * 2 * self.nodes.len().max(1) as u32
+    }
+
     /// The slot of the node at `addr`, given one if it has none.
     pub fn slot_of(&mut self, peer: &Peer) -> Option<usize> {
         if let Some(slot) = self.nodes.iter().position(|n| n.peer.addr == peer.addr) {
@@ -310,10 +330,13 @@ mod tests {
     use std::collections::BinaryHeap;
 
     /// Nodes on a virtual network: every datagram is delivered at once unless a
-    /// node is cut off; timers fire on a virtual clock.
+    /// node is cut off (stopped) or on the other side of a partition; timers fire
+    /// on a virtual clock.
     struct Net {
         nodes: Vec<Membership>,
         cut: Vec<bool>,
+        /// The side of a partition each node is on: datagrams cross no partition.
+        side: Vec<u8>,
         timers: BinaryHeap<std::cmp::Reverse<(u64, u64, usize)>>,
         pending: Vec<Option<Timer<Peer>>>,
         now_ms: u64,
@@ -339,7 +362,9 @@ mod tests {
             let nodes = (0..n)
                 .map(|i| Membership::new(peer(i, 1), timeout, &[addr(0)], i as u64))
                 .collect();
-            let mut net = Net { nodes, cut, timers: BinaryHeap::new(), pending: vec![], now_ms: 0 };
+            let side = vec![0; n];
+            let mut net =
+                Net { nodes, cut, side, timers: BinaryHeap::new(), pending: vec![], now_ms: 0 };
             net.flush();
             net
         }
@@ -363,7 +388,7 @@ mod tests {
                 }
                 for (from, to, data) in sent {
                     let to = (to.port() - 4000) as usize;
-                    if !self.cut[from] && !self.cut[to] {
+                    if !self.cut[from] && !self.cut[to] && self.side[from] == self.side[to] {
                         self.nodes[to].handle_datagram(self.now_ms, &data);
                     }
                 }
@@ -473,6 +498,58 @@ mod tests {
             let slot = net.nodes[i].nodes().iter().position(|n| n.peer.name == "n2").unwrap();
             assert_eq!(net.events(i), vec![Event::Up(slot)]);
             assert!(net.nodes[i].nodes()[slot].peer.boot > 1, "renewed identity");
+        }
+    }
+
+    /// `cluster_quorum`'s timing: nodes cut off from the quorum by a partition
+    /// (still running) declare enough of the others down to fence themselves
+    /// before any node of the quorum side is past the fencing margin of their
+    /// down notice, whatever the probe order; the quorum side never fences.
+    #[test]
+    fn a_node_cut_off_from_the_quorum_fences_itself_before_the_others_take_over() {
+        let timeout = Duration::from_secs(1);
+        for (n, minority, quorum) in [(3, vec![2], 2), (5, vec![3, 4], 3)] {
+            let majority: Vec<usize> = (0..n).filter(|i| !minority.contains(i)).collect();
+            let names: Vec<String> = minority.iter().map(|i| format!("n{i}")).collect();
+            // The partition starts at moments spread over several probe rounds.
+            for start in 0..16u64 {
+                let t0 = 4_000 + start * 61;
+                let mut net = Net::new(n, timeout);
+                net.run_until(t0);
+                assert!((0..n).all(|i| net.nodes[i].nodes_up() == n), "formed by {t0} ms");
+                for &i in &minority {
+                    net.side[i] = 1;
+                }
+                let mut fenced_at = vec![None; n];
+                let mut takeover_at = u64::MAX;
+                while net.now_ms < t0 + 10 * timeout.as_millis() as u64 {
+                    let next = net.now_ms + 10;
+                    net.run_until(next);
+                    for &i in &minority {
+                        if fenced_at[i].is_none() && net.nodes[i].nodes_up() < quorum {
+                            fenced_at[i] = Some(net.now_ms);
+                        }
+                    }
+                    for &i in &majority {
+                        let node = &net.nodes[i];
+                        assert!(node.nodes_up() >= quorum, "n{i} of the quorum side fenced");
+                        let margin = node.fence_margin().as_millis() as u64;
+                        for other in node.nodes().iter().filter(|o| names.contains(&o.peer.name)) {
+                            if !other.up {
+                                takeover_at = takeover_at.min(other.since_ms + margin);
+                            }
+                        }
+                    }
+                }
+                assert!(takeover_at < u64::MAX, "the quorum side declared the others down");
+                for &i in &minority {
+                    let fenced = fenced_at[i].expect("the cut-off node fenced itself");
+                    assert!(
+                        fenced < takeover_at,
+                        "n={n} start {t0}: n{i} fenced at {fenced} ms, takeover from {takeover_at} ms"
+                    );
+                }
+            }
         }
     }
 

@@ -59,4 +59,10 @@ pub struct ClusterStatus {
     pub node: String,
     /// It, then every other node it has seen, by slot.
     pub members: Vec<MemberStatus>,
+    /// `cluster_quorum`: the nodes it must see up to serve clients (0: off).
+    #[serde(default)]
+    pub quorum: u16,
+    /// Whether it sees fewer and serves no client.
+    #[serde(default)]
+    pub fenced: bool,
 }

@@ -280,6 +280,13 @@ macro_rules! for_each_setting {
             /// declare it down and drop its routes, in milliseconds.
             cluster_failure_timeout: Duration = Duration::from_secs(3)
                 => cluster_failure_timeout_ms: Millis, { value_name = "MILLIS" };
+            /// Nodes (this one included) a node must see up to serve clients: with
+            /// fewer, it closes its client connections (MQTT 5: DISCONNECT 0x9C, Use
+            /// another server) and refuses new ones until it sees enough again, so
+            /// that during a partition only the side with a quorum accepts messages.
+            /// Set it to a majority of the cluster (2 of 3, 3 of 5); 0: off.
+            cluster_quorum: Option<NonZeroU16> = None
+                => cluster_quorum: u16, { value_name = "NODES" } "off";
             /// Bytes that may wait toward one node while its link is slow or down; beyond,
             /// messages for it are dropped and counted.
             cluster_link_buffer_bytes: NonZeroUsize = nz!(16 * 1024 * 1024)
@@ -760,6 +767,25 @@ impl Config {
             return Err(invalid(
                 "cluster_listen",
                 "other nodes reach this one at this address: give a specific IP, not 0.0.0.0 or ::",
+            ));
+        }
+        if self.cluster_quorum.is_some() && self.cluster_listen.is_none() {
+            return Err(conflict(
+                "cluster_quorum",
+                "cluster_listen",
+                "a quorum counts the nodes of a cluster: set cluster_listen".to_owned(),
+            ));
+        }
+        if self
+            .cluster_quorum
+            .is_some_and(|q| usize::from(q.get()) > crate::cluster::membership::NODES_MAX + 1)
+        {
+            return Err(invalid(
+                "cluster_quorum",
+                format!(
+                    "a cluster has at most {} nodes",
+                    crate::cluster::membership::NODES_MAX + 1
+                ),
             ));
         }
         if self.cluster_failure_timeout < Duration::from_millis(200) {

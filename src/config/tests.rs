@@ -64,6 +64,7 @@ fn every_key_of_existing_files_still_reads() {
         cluster_listen = "127.0.0.1:4370"
         cluster_seeds = ["10.0.0.1:4370", "node-b:4370"]
         cluster_failure_timeout_ms = 1500
+        cluster_quorum = 2
         cluster_link_buffer_bytes = 4096
         sys_interval_secs = 0
         metrics_listen = "127.0.0.1:9100"
@@ -118,6 +119,7 @@ fn every_key_of_existing_files_still_reads() {
         cluster_seeds: Some(vec!["10.0.0.1:4370".to_owned(), "node-b:4370".to_owned()]),
         cluster_secret_file: None,
         cluster_failure_timeout: Duration::from_millis(1500),
+        cluster_quorum: Some(nz!(2)),
         cluster_link_buffer_bytes: nz!(4096),
         data_dir: None,
         sync: SyncMode::Interval,
@@ -295,6 +297,7 @@ fn settings_that_conflict_are_refused_with_both_names() {
         (&["--cores", "2", "--cpus", "0,1,2"][..], ["cores", "cpus"]),
         (&["--listen", addr, "--metrics", addr][..], ["metrics_listen", "listen"]),
         (&["--cluster-secret-file", "/etc/secret"][..], ["cluster_secret_file", "cluster_listen"]),
+        (&["--cluster-quorum", "2"][..], ["cluster_quorum", "cluster_listen"]),
     ] {
         let error = resolved([flags(args).expect("flags parse")]).expect_err("conflict");
         let text = error.to_string();
@@ -320,6 +323,11 @@ fn values_out_of_range_are_refused_by_name() {
     let odd_buffers = Config { recv_buffers: nz!(1000), ..Config::test() };
     let long_coalesce =
         Config { recv_coalesce: Some(Duration::from_micros(10_001)), ..Config::test() };
+    let big_quorum = Config {
+        cluster_listen: Some("127.0.0.1:4370".parse().expect("addr")),
+        cluster_quorum: Some(nz!(1000)),
+        ..Config::test()
+    };
     for (config, name) in [
         (sub_second, "retry_interval_secs"),
         (tiny, "packet_size_max"),
@@ -329,6 +337,7 @@ fn values_out_of_range_are_refused_by_name() {
         (no_cpu, "cpus"),
         (odd_buffers, "recv_buffers"),
         (long_coalesce, "recv_coalesce_us"),
+        (big_quorum, "cluster_quorum"),
     ] {
         let error = config.validate().expect_err(name).to_string();
         assert!(error.contains(name), "{error}");

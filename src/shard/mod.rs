@@ -135,6 +135,7 @@ fn core_config(config: &Config, shards: usize) -> CoreConfig {
             .map(|listener| listener.mount_point.map(ByteString::from))
             .collect(),
         cluster: config.cluster_listen.is_some(),
+        quorum: config.cluster_quorum.is_some_and(|q| q.get() > 1),
     }
 }
 

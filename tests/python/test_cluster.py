@@ -69,7 +69,32 @@ class Node(Broker):
         ]
         if seeds:
             args += ["--cluster-seeds", ",".join(seeds)]
+        # A node with a quorum refuses clients until it sees enough nodes up.
+        self.quorum = "--cluster-quorum" in (extra or [])
         super().__init__("shardmq", cores=cores, extra_args=args + list(extra or []))
+
+    def _wait_ready(self) -> None:
+        if not self.quorum:
+            return super()._wait_ready()
+        # Its refusal (CONNACK 3, Server unavailable) says it is up.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                raw = RawClient(self.host, self.port, timeout=1.0)
+                try:
+                    if raw.connect(f"probe-{time.monotonic_ns()}", timeout=2.0)[1] in (0, 3):
+                        return
+                finally:
+                    raw.close()
+            except (OSError, TimeoutError, AssertionError, ConnectionError):
+                time.sleep(0.05)  # polling interval while the process binds its port
+        raise AssertionError(f"{self.name} never answered CONNECT")
+
+    def stop_process(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def continue_process(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGCONT)
 
     @property
     def cluster_addr(self) -> str:
@@ -830,3 +855,133 @@ def test_a_node_started_before_its_seed_joins_once_the_seed_is_up():
             n.kill()
             n.tmpdir.cleanup()
         assert not problems, problems
+
+
+QUORUM = ["--cluster-quorum", "2"]
+
+
+def serving(*nodes: Node) -> bool:
+    return all(n.metric("shardmq_cluster_fenced") == 0 for n in nodes)
+
+
+def test_a_node_without_its_quorum_refuses_clients_until_it_sees_one():
+    """With --cluster-quorum 2, a node alone serves nobody (CONNACK 0x9C, 3 in
+    MQTT 3): it cannot know that no other side of the cluster serves its clients."""
+    from mqtt5_helpers import RawClient5
+    a = Node("a", 1, [], extra=QUORUM)
+    nodes = [a]
+    try:
+        a.start()
+        assert a.metric("shardmq_cluster_fenced") == 1
+        # The readiness probe was refused too: counted on each shard, summed once a second.
+        wait_until(lambda: a.metric("shardmq_cluster_refused_no_quorum_total") >= 1, 5,
+                   "the probe's refusal to be counted")
+        probes = a.metric("shardmq_cluster_refused_no_quorum_total")
+        v3 = RawClient(a.host, a.port)
+        assert v3.connect(a.client_id("alone3", 0))[1] == 3, "Server unavailable"
+        v3.wait_closed()
+        v5 = RawClient5(a.host, a.port)
+        assert v5.connect5(a.client_id("alone5", 1)).reason_code == 0x9C, "Use another server"
+        v5.wait_closed()
+        wait_until(lambda: a.metric("shardmq_cluster_refused_no_quorum_total") == probes + 2, 5,
+                   "a's refusals to be counted")
+        b = Node("b", 2, [a.cluster_addr], extra=QUORUM)
+        nodes.append(b)
+        b.start()
+        wait_until(lambda: serving(a, b), 10, "a and b to have their quorum")
+        ok = RawClient5(a.host, a.port)
+        assert ok.connect5(a.client_id("together", 1)).reason_code == 0
+        ok.close()
+        assert a.status()["quorum"] == 2 and not a.status()["fenced"]
+        assert a.metric("shardmq_cluster_fences_total") == 0, "never lost a quorum it had"
+    finally:
+        problems = [f"{n.name}: {p}" for n in nodes for p in n.problems()]
+        for n in nodes:
+            n.kill()
+            n.tmpdir.cleanup()
+        assert not problems, problems
+
+
+def test_a_node_cut_off_from_its_quorum_closes_its_clients_until_it_is_back(cluster):
+    """A partition, as c sees it: a and b stop answering (SIGSTOP). c declares
+    them down, has 1 node of the 2 it needs, and closes its clients (MQTT 5:
+    DISCONNECT 0x9C, Use another server) and refuses new ones; once a and b
+    answer again it serves again."""
+    from mqtt5_helpers import RawClient5, Will, parse_disconnect5, DISCONNECT
+    a, b, c = cluster(3, extra=QUORUM)
+    wait_until(lambda: serving(a, b, c), 10, "every node to have its quorum")
+    root = unique_topic_root("fence")
+    old = RawClient5(c.host, c.port)
+    connack = old.connect5(c.client_id("cut", 0), clean_start=False, props=[(0x11, 3600)],
+                           will=Will(f"{root}/will", b"gone"))
+    assert connack.reason_code == 0
+    a.stop_process()
+    b.stop_process()
+    try:
+        disconnect, _ = old.recv_until(DISCONNECT, timeout=10)
+        assert parse_disconnect5(disconnect)[0] == 0x9C, "Use another server"
+        old.wait_closed()
+        assert c.metric("shardmq_cluster_fenced") == 1
+        assert c.metric("shardmq_cluster_fences_total") == 1
+        late = RawClient5(c.host, c.port)
+        assert late.connect5(c.client_id("late", 1)).reason_code == 0x9C
+        late.wait_closed()
+        v3 = RawClient(c.host, c.port)
+        assert v3.connect(c.client_id("late3", 0))[1] == 3
+        v3.wait_closed()
+        # Counted on each shard, summed once a second.
+        wait_until(lambda: c.metric("shardmq_cluster_refused_no_quorum_total") >= 2, 5,
+                   "c's refusals to be counted")
+    finally:
+        a.continue_process()
+        b.continue_process()
+    wait_until(lambda: serving(a, b, c), 20, "c to have its quorum again")
+    for node in (a, b, c):
+        others = [o.name for o in (a, b, c) if o is not node]
+        wait_until(lambda: up_and_linked(node, others), 15, f"{node.name} to see {others} up")
+    # The first claims after the heal may wait for an answer lost with a link
+    # that the stop broke (the claim timeout, 5 s).
+    back = RawClient5(c.host, c.port)
+    assert back.connect5(c.client_id("cut", 0), clean_start=False, props=[(0x11, 3600)],
+                         timeout=15).reason_code == 0
+    back.close()
+    sub = MqttClient(a.host, a.port, a.client_id("after", 0))
+    sub.connect(timeout=15)
+    sub.subscribe(f"{root}/t", 1)
+    routed(c, "a", 1)
+    pub = MqttClient(c.host, c.port, c.client_id("pub", 1))
+    pub.connect(timeout=15)
+    pub.publish(f"{root}/t", b"served again", qos=1)
+    assert [m.payload for m in sub.expect(1, 10)] == [b"served again"]
+    for x in (sub, pub):
+        x.disconnect()
+
+
+def test_the_quorum_side_takes_over_a_dead_nodes_client_only_after_the_fencing_margin(cluster):
+    """a and b keep their quorum when c dies, and go on serving; a client of c's
+    that comes to a is accepted, but only once c could have fenced itself had it
+    been cut off instead: the fencing margin, two probe rounds (here 2 x 2 x 250
+    ms) after a declared c down."""
+    from mqtt5_helpers import RawClient5
+    a, b, c = cluster(3, extra=QUORUM)
+    wait_until(lambda: serving(a, b, c), 10, "every node to have its quorum")
+    cid = c.client_id("moving", 0)
+    old = RawClient5(c.host, c.port)
+    assert old.connect5(cid, clean_start=False, props=[(0x11, 3600)]).reason_code == 0
+    c.sigkill()
+    wait_until(lambda: a.member("c")["state"] == "down", 10, "a to declare c down")
+    down_at = time.monotonic()
+    new = RawClient5(a.host, a.port)
+    assert new.connect5(cid, clean_start=False, props=[(0x11, 3600)],
+                        timeout=10).reason_code == 0
+    waited = time.monotonic() - down_at
+    new.close()
+    # The margin is 1 s from a's own down notice, which the poll above saw at
+    # most one interval (0.1 s) late.
+    assert waited >= 0.8, f"taken over {waited:.2f}s after c was declared down"
+    for n in (a, b):
+        assert n.metric("shardmq_cluster_fenced") == 0
+        assert n.metric("shardmq_cluster_fences_total") == 0
+    other = RawClient5(b.host, b.port)
+    assert other.connect5(b.client_id("fresh", 1)).reason_code == 0
+    other.close()

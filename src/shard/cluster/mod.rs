@@ -153,6 +153,13 @@ pub(crate) struct ClusterIo {
     wills_bytes_max: usize,
     /// Wills of other nodes' clients not kept (over `wills_bytes_max`).
     wills_dropped: u64,
+    /// `cluster_quorum`, when over 1: the nodes (this one included) this node
+    /// must see up to serve clients.
+    quorum: Option<usize>,
+    /// This node sees fewer nodes up than `quorum`.
+    fenced: bool,
+    /// Times it lost its quorum.
+    fences: u64,
 }
 
 /// The wills one other node's connected clients left with this one.
@@ -227,6 +234,21 @@ impl ClusterIo {
             wills_bytes_max: config.cluster_link_buffer_bytes.get().saturating_mul(4),
             wills_dropped: 0,
             unsent_answers: Vec::new(),
+            quorum: config.cluster_quorum.map(|q| usize::from(q.get())).filter(|&q| q > 1),
+            // As every shard's core: fenced until enough nodes are seen up.
+            fenced: config.cluster_quorum.is_some_and(|q| q.get() > 1),
+            fences: 0,
+        }
+    }
+
+    /// How long after a node went down its client ids still count as held there:
+    /// with a quorum, the fencing margin (`Membership::fence_margin`), so that a
+    /// node cut off from the quorum has closed its clients before any of them is
+    /// taken over here; without, none.
+    fn fence_margin_ms(&self) -> u64 {
+        match self.quorum {
+            Some(_) => self.membership.fence_margin().as_millis() as u64,
+            None => 0,
         }
     }
 
@@ -293,7 +315,12 @@ impl ClusterIo {
                 filters: core.node_filter_count(Some(slot)),
             });
         }
-        ClusterStatus { node: self.me.name.clone(), members }
+        ClusterStatus {
+            node: self.me.name.clone(),
+            members,
+            quorum: self.quorum.map_or(0, |q| q as u16),
+            fenced: self.fenced,
+        }
     }
 
     /// Node-wide figures for `/metrics`, in the OpenMetrics text format.
@@ -303,6 +330,19 @@ impl ClusterIo {
         let queued: usize = self.links.iter().flatten().map(|l| l.buf.len()).sum();
         let rows = [
             ("cluster_nodes_up", "gauge", "Other nodes up.", up as u64),
+            (
+                "cluster_fenced",
+                "gauge",
+                "1 while this node sees fewer nodes up than cluster_quorum and serves no client.",
+                u64::from(self.fenced),
+            ),
+            ("cluster_fences", "counter", "Times this node lost its quorum.", self.fences),
+            (
+                "cluster_refused_no_quorum",
+                "counter",
+                "Connections refused (CONNACK 0x9C) while this node had no quorum.",
+                stats.refused_no_quorum,
+            ),
             (
                 "cluster_messages_forwarded",
                 "counter",
@@ -389,16 +429,22 @@ impl ClusterIo {
 }
 
 impl ClusterIo {
-    /// The claims waiting for `slot` (down), or every overdue one (`None`),
-    /// answered with nothing.
-    fn give_up_on(&mut self, slot: Option<usize>, now_ms: u64) -> Vec<(usize, ClaimMsg)> {
+    /// Claims go on without the nodes that will not answer, as if they had
+    /// nothing: a node declared down (once the fencing margin passed), or any
+    /// node once the claim is overdue.
+    fn give_up(&mut self, now_ms: u64) -> Vec<(usize, ClaimMsg)> {
+        let margin = self.fence_margin_ms();
+        let members = self.membership.nodes();
         let mut answers = Vec::new();
         self.claims_out.retain(|&claim, (nodes, deadline)| {
-            let gone: Vec<usize> = match slot {
-                Some(slot) => nodes.iter().filter(|n| *n == slot).collect(),
-                None if *deadline <= now_ms => nodes.iter().collect(),
-                None => Vec::new(),
-            };
+            let gone: Vec<usize> = nodes
+                .iter()
+                .filter(|&n| match members.get(n) {
+                    Some(node) if !node.up => node.since_ms + margin <= now_ms,
+                    Some(_) => *deadline <= now_ms,
+                    None => true,
+                })
+                .collect();
             for node in gone {
                 nodes.remove(node);
                 let msg = ClaimMsg::Answered { claim, answer: Answer::Nothing };
@@ -426,6 +472,14 @@ impl Shard {
             if let Some(link) = link {
                 frame::put_claim(&mut link.buf, claim, stamp, client_id, clean_start);
                 link.wake.notify();
+                nodes.insert(slot);
+            }
+        }
+        // A node declared down within the fencing margin may still serve the
+        // client (it has not fenced itself yet): the claim waits it out.
+        let margin = cluster.fence_margin_ms();
+        for (slot, node) in cluster.membership.nodes().iter().enumerate() {
+            if !node.up && now_ms < node.since_ms + margin {
                 nodes.insert(slot);
             }
         }
@@ -471,7 +525,7 @@ impl Shard {
         let now_ms = self.now().ms;
         let Some(cluster) = self.cluster.as_mut() else { return false };
         let rejoined = cluster.membership.rejoin(now_ms);
-        for (dest, msg) in cluster.give_up_on(None, now_ms) {
+        for (dest, msg) in cluster.give_up(now_ms) {
             self.send_claim_msg(dest, msg);
         }
         rejoined
@@ -680,7 +734,7 @@ fn drive_events(
                     link.wake.notify();
                     cluster.figures_mut(slot).messages_discarded += link.messages;
                 }
-                claims.extend(cluster.give_up_on(Some(slot), now.ms));
+                claims.extend(cluster.give_up(now.ms));
                 let wills = cluster.wills_mut(slot).take();
                 if !wills.is_empty() && cluster.publishes_wills_of(slot) {
                     info!(
@@ -694,6 +748,18 @@ fn drive_events(
         }
     }
     if changed {
+        let fenced = cluster.quorum.is_some_and(|q| cluster.membership.nodes_up() < q);
+        if fenced != cluster.fenced {
+            cluster.fenced = fenced;
+            let up = cluster.membership.nodes_up();
+            if fenced {
+                cluster.fences += 1;
+                warn!(up, quorum = ?cluster.quorum, "cluster: quorum lost, closing every client");
+            } else {
+                info!(up, quorum = ?cluster.quorum, "cluster: quorum reached, serving clients");
+            }
+            s.core.handle_node(now, NodeMsg::Fenced(fenced));
+        }
         s.schedule_pass();
     }
 }

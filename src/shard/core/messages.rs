@@ -95,6 +95,9 @@ pub(crate) enum NodeMsg {
     Route { node: usize, filter: TopicFilter, present: bool },
     /// The node has `members` connected members of the shared subscription `filter`.
     Shared { node: usize, filter: TopicFilter, members: u32 },
+    /// With `cluster_quorum`: this node sees fewer nodes up than the quorum (`true`),
+    /// or enough again (`false`).
+    Fenced(bool),
 }
 
 /// Messages on the control mesh.

@@ -150,6 +150,9 @@ pub(crate) enum Close {
     Io,
     /// The broker is shutting down.
     Shutdown,
+    /// This node lost its quorum of cluster nodes (`cluster_quorum`): the other
+    /// side of a partition may take the client over.
+    Fenced,
 }
 
 impl Close {
@@ -166,12 +169,14 @@ impl Close {
             Close::Limit(_) => "limit exceeded",
             Close::Io => "connection lost",
             Close::Shutdown => "shutdown",
+            Close::Fenced => "cluster quorum lost",
         }
     }
 
     /// Whether the will message is published [MQTT-3.1.2-8]: on every close the
     /// client did not ask for with DISCONNECT. Takeover and shutdown keep the will
-    /// unpublished, as the client is (or may soon be) back.
+    /// unpublished, as the client is (or may soon be) back; so does losing the
+    /// quorum, as the nodes that have it publish the wills of this node's clients.
     fn publishes_will(&self) -> bool {
         matches!(
             self,
@@ -197,6 +202,7 @@ impl Close {
             Close::Malformed(e) => Some(e.reason_code()),
             Close::Limit(_) => Some(ReasonCode::QUOTA_EXCEEDED),
             Close::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            Close::Fenced => Some(ReasonCode::USE_ANOTHER_SERVER),
         }
     }
 }
@@ -238,6 +244,9 @@ pub(crate) struct CoreConfig {
     pub mount_points: Vec<Option<ByteString>>,
     /// Whether this node is in a cluster (forwards to other nodes).
     pub cluster: bool,
+    /// Whether the node serves clients only while it sees a quorum of nodes up
+    /// (`cluster_quorum` over 1): it starts fenced, until shard 0 says otherwise.
+    pub quorum: bool,
 }
 
 /// The MQTT state of one connection. The socket and its read state stay with the
@@ -468,7 +477,7 @@ impl Core {
             last_limit_log_ms: None,
             stopping: false,
             security: Security::default(),
-            nodes: Nodes::new(config.cluster),
+            nodes: Nodes::new(config.cluster, config.quorum),
             journal: None,
             hold: None,
             walk: None,
@@ -775,9 +784,13 @@ impl Core {
     /// Asks every connection to close (shutdown); new connections are refused.
     pub fn close_all(&mut self) {
         self.stopping = true;
+        self.close_every_connection(Close::Shutdown);
+    }
+
+    fn close_every_connection(&mut self, reason: Close) {
         let ids: Vec<ConnId> = self.sessions.values().filter_map(|e| e.conn).collect();
         for id in ids {
-            self.close(id, Close::Shutdown);
+            self.close(id, reason.clone());
         }
     }
 

@@ -31,7 +31,7 @@ use crate::session::SessionImage;
 
 use super::messages::{CtrlMsg, DataMsg, NodeMsg, NodeOut, RouteChange};
 use super::retained::is_sys_topic;
-use super::{Core, Now};
+use super::{Close, Core, Now};
 
 /// The core's view of the other nodes.
 #[derive(Debug)]
@@ -55,10 +55,12 @@ pub(super) struct Nodes {
     /// Shard 0: the wills of this node's connected clients, which every other
     /// node keeps a copy of.
     wills: hashbrown::HashMap<ByteString, Arc<Message>>,
+    /// This node sees fewer nodes up than `cluster_quorum`: it serves no client.
+    fenced: bool,
 }
 
 impl Nodes {
-    pub(super) fn new(enabled: bool) -> Self {
+    pub(super) fn new(enabled: bool, quorum: bool) -> Self {
         Nodes {
             enabled,
             routes: RouteTable::new(SHARDS_MAX),
@@ -69,6 +71,7 @@ impl Nodes {
             shared: hashbrown::HashMap::new(),
             links_full: false,
             wills: hashbrown::HashMap::new(),
+            fenced: quorum,
         }
     }
 
@@ -100,6 +103,7 @@ impl Nodes {
             }
             // Kept in the core's `SharedRoutes` (see `Core::apply_node`).
             NodeMsg::Shared { .. } => {}
+            NodeMsg::Fenced(fenced) => self.fenced = *fenced,
         }
     }
 }
@@ -113,6 +117,7 @@ impl Core {
         let node = match &msg {
             NodeMsg::Up(node) | NodeMsg::Down(node) | NodeMsg::Reset(node) => *node,
             NodeMsg::Route { node, .. } | NodeMsg::Shared { node, .. } => *node,
+            NodeMsg::Fenced(_) => 0,
         };
         if node >= SHARDS_MAX {
             return;
@@ -140,7 +145,12 @@ impl Core {
                     self.forward_retain(*node, message);
                 }
             }
-            NodeMsg::Up(_) | NodeMsg::Route { .. } => {}
+            NodeMsg::Fenced(true) if !self.nodes.fenced => {
+                // Whatever this node's clients send now could also be accepted on
+                // the other side of a partition, where their ids may be claimed.
+                self.close_every_connection(Close::Fenced);
+            }
+            NodeMsg::Up(_) | NodeMsg::Route { .. } | NodeMsg::Fenced(_) => {}
         }
         self.nodes.apply(msg);
     }
@@ -327,6 +337,12 @@ impl Core {
         }
     }
 
+    /// Whether this node lacks its quorum of cluster nodes (`cluster_quorum`): it
+    /// refuses clients (CONNACK 0x9C, Use another server; 3 in MQTT 3).
+    pub fn cluster_fenced(&self) -> bool {
+        self.nodes.fenced
+    }
+
     /// Whether another node is up: a client that connects here is claimed from
     /// the others first.
     pub fn cluster_peers_up(&self) -> bool {
@@ -437,7 +453,7 @@ mod tests {
 
     #[test]
     fn destinations_follow_routes_of_up_nodes_and_retained_goes_everywhere() {
-        let mut nodes = Nodes::new(true);
+        let mut nodes = Nodes::new(true, false);
         for msg in [NodeMsg::Up(0), NodeMsg::Up(1), NodeMsg::Up(2), route(0, "a/+", true)] {
             nodes.apply(&msg);
         }
@@ -464,7 +480,7 @@ mod tests {
 
     #[test]
     fn a_single_node_forwards_nothing() {
-        let mut nodes = Nodes::new(false);
+        let mut nodes = Nodes::new(false, false);
         nodes.apply(&NodeMsg::Up(0));
         nodes.apply(&route(0, "#", true));
         assert!(nodes.destinations(&message("a", true)).is_empty());

@@ -92,6 +92,10 @@ impl Shard {
         connect: Connect,
         auth: Option<AuthOutcome>,
     ) {
+        if self.core.cluster_fenced() {
+            self.refuse_no_quorum(id, connect.protocol);
+            return;
+        }
         // An assigned client id is this node's own: no other node can hold it.
         if !self.core.cluster_peers_up() || connect.client_id.is_empty() {
             self.connect_now(id, connect, auth);
@@ -164,6 +168,17 @@ impl Shard {
         }
     }
 
+    /// Refuses a connection while this node has no quorum (`cluster_quorum`): the
+    /// client is to use another node (CONNACK 0x9C, Use another server, MQTT 5
+    /// section 3.2.2.2; return code 3, Server unavailable, in MQTT 3).
+    fn refuse_no_quorum(&mut self, id: LinkId, protocol: ProtocolVersion) {
+        self.core.stats.refused_no_quorum += 1;
+        info!("refusing connection: this node has no quorum of cluster nodes");
+        let refusal = connack(ReasonCode::USE_ANOTHER_SERVER, protocol);
+        self.sockets.close_link(id, Some(refusal));
+        self.schedule_pass();
+    }
+
     /// Another node claims `client_id`: the later of two racing claims wins.
     fn answer_claim(
         &mut self,
@@ -206,6 +221,10 @@ impl Shard {
             .link(parked.link)
             .is_some_and(|l| matches!(l.phase, Phase::Claiming(c) if c == claim));
         if !waiting {
+            return;
+        }
+        if self.core.cluster_fenced() {
+            self.refuse_no_quorum(parked.link, parked.connect.protocol);
             return;
         }
         if parked.lost {

@@ -97,3 +97,50 @@ fn a_clean_start_elsewhere_ends_the_session_here() {
     assert!(a.cores.iter().all(|core| core.sessions.get(&client_id).is_none()));
     assert!(a.cores.iter().all(|core| core.routes.is_empty()));
 }
+
+/// `cluster_quorum`: a node that loses its quorum closes every client on every
+/// shard (MQTT 5: DISCONNECT 0x9C, Use another server) and publishes none of
+/// their wills (the nodes that keep the quorum do, once they declare it down);
+/// a persistent session stays, offline, for its client's return.
+#[test]
+fn losing_the_quorum_closes_every_client_without_publishing_its_will() {
+    use crate::shard::core::messages::NodeMsg;
+    for protocol in [V3, V5] {
+        let mut a = sim(2);
+        let mut clients = Vec::new();
+        for shard in 0..2 {
+            let id = a.id_on_shard("fenced", shard);
+            let c = a.client(&id, protocol);
+            let mut connect = persistent(&id, protocol, 600);
+            connect.will = Some(will("will/x", "gone", None));
+            a.connect(c, connect);
+            clients.push((c, id));
+        }
+        a.settle();
+        let now = a.now();
+        a.cores[0].handle_node(now, NodeMsg::Fenced(true));
+        a.settle();
+        assert!(a.cores.iter().all(|core| core.cluster_fenced()), "{protocol:?}");
+        for (c, id) in &clients {
+            assert_eq!(a.client_ref(*c).closed, Some(Close::Fenced), "{protocol:?}");
+            if protocol.is_v5() {
+                let last = a.take(*c).pop();
+                let Some(Packet::Disconnect(d)) = last else { panic!("{last:?}") };
+                assert_eq!(d.reason, ReasonCode::USE_ANOTHER_SERVER);
+            }
+            let client_id = ByteString::from(id.as_str());
+            assert!(a.cores.iter().any(|core| core.sessions.get(&client_id).is_some()));
+        }
+        let wills: u64 = a.cores.iter().map(|core| core.stats.wills_published).sum();
+        assert_eq!(wills, 0, "{protocol:?}: no will published by the fenced node");
+
+        a.cores[0].handle_node(now, NodeMsg::Fenced(false));
+        a.settle();
+        assert!(a.cores.iter().all(|core| !core.cluster_fenced()));
+        let (_, id) = &clients[1];
+        let back = a.client(id, protocol);
+        a.connect(back, persistent(id, protocol, 600));
+        a.settle();
+        assert!(connack(&a.take(back)).session_present, "{protocol:?}");
+    }
+}
