@@ -223,7 +223,18 @@ impl Broker {
                 let seeds = resolve_seeds(config.cluster_seeds.as_deref().unwrap_or_default());
                 let key =
                     config.cluster_secret_file.as_deref().map(read_cluster_key).transpose()?;
-                Some(shard::ClusterSockets { udp, tcp, addr: bound, seeds, key })
+                let tls = match (
+                    &config.cluster_tls_cert_file,
+                    &config.cluster_tls_key_file,
+                    &config.cluster_tls_ca_file,
+                ) {
+                    (Some(cert), Some(key), Some(ca)) => Some(
+                        net::tls::NodeTls::load(cert, key, ca)
+                            .map_err(|e| StartError::Security(format!("cluster TLS: {e}")))?,
+                    ),
+                    _ => None,
+                };
+                Some(shard::ClusterSockets { udp, tcp, addr: bound, seeds, key, tls })
             }
             None => None,
         };

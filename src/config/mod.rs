@@ -276,6 +276,17 @@ macro_rules! for_each_setting {
             /// encrypt: keep the cluster port on a private network.
             cluster_secret_file: Option<PathBuf> = None
                 => cluster_secret_file: PathBuf, { value_name = "FILE" } "none";
+            /// PEM certificate chain this node presents on its node links, both ways
+            /// (TLS 1.3, mutual): it must name the node's cluster address (an IP
+            /// SAN). Needs `cluster_tls_key_file` and `cluster_tls_ca_file`.
+            cluster_tls_cert_file: Option<PathBuf> = None
+                => cluster_tls_cert_file: PathBuf, { value_name = "FILE" } "none (plain TCP)";
+            /// PEM private key of `cluster_tls_cert_file`.
+            cluster_tls_key_file: Option<PathBuf> = None
+                => cluster_tls_key_file: PathBuf, { value_name = "FILE" } "none";
+            /// PEM CA certificates every other node's link certificate must chain to.
+            cluster_tls_ca_file: Option<PathBuf> = None
+                => cluster_tls_ca_file: PathBuf, { value_name = "FILE" } "none";
             /// How long a node may stop answering membership probes before the others
             /// declare it down and drop its routes, in milliseconds.
             cluster_failure_timeout: Duration = Duration::from_secs(3)
@@ -767,6 +778,28 @@ impl Config {
             return Err(invalid(
                 "cluster_listen",
                 "other nodes reach this one at this address: give a specific IP, not 0.0.0.0 or ::",
+            ));
+        }
+        let tls = [
+            ("cluster_tls_cert_file", self.cluster_tls_cert_file.is_some()),
+            ("cluster_tls_key_file", self.cluster_tls_key_file.is_some()),
+            ("cluster_tls_ca_file", self.cluster_tls_ca_file.is_some()),
+        ];
+        if let (Some(set), Some(unset)) =
+            (tls.iter().find(|(_, set)| *set), tls.iter().find(|(_, set)| !*set))
+        {
+            return Err(conflict(
+                set.0,
+                unset.0,
+                "node links use TLS with a certificate, its key and the cluster's CA: set all three"
+                    .to_owned(),
+            ));
+        }
+        if self.cluster_tls_cert_file.is_some() && self.cluster_listen.is_none() {
+            return Err(conflict(
+                "cluster_tls_cert_file",
+                "cluster_listen",
+                "TLS is for node-to-node links: set cluster_listen".to_owned(),
             ));
         }
         if self.cluster_quorum.is_some() && self.cluster_listen.is_none() {

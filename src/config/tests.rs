@@ -118,6 +118,9 @@ fn every_key_of_existing_files_still_reads() {
         cluster_listen: Some("127.0.0.1:4370".parse().expect("addr")),
         cluster_seeds: Some(vec!["10.0.0.1:4370".to_owned(), "node-b:4370".to_owned()]),
         cluster_secret_file: None,
+        cluster_tls_cert_file: None,
+        cluster_tls_key_file: None,
+        cluster_tls_ca_file: None,
         cluster_failure_timeout: Duration::from_millis(1500),
         cluster_quorum: Some(nz!(2)),
         cluster_link_buffer_bytes: nz!(4096),
@@ -298,6 +301,25 @@ fn settings_that_conflict_are_refused_with_both_names() {
         (&["--listen", addr, "--metrics", addr][..], ["metrics_listen", "listen"]),
         (&["--cluster-secret-file", "/etc/secret"][..], ["cluster_secret_file", "cluster_listen"]),
         (&["--cluster-quorum", "2"][..], ["cluster_quorum", "cluster_listen"]),
+        (
+            &["--cluster-tls-cert-file", "/n.pem"][..],
+            ["cluster_tls_cert_file", "cluster_tls_key_file"],
+        ),
+        (
+            &["--cluster-tls-cert-file", "/n.pem", "--cluster-tls-key-file", "/n.key"][..],
+            ["cluster_tls_cert_file", "cluster_tls_ca_file"],
+        ),
+        (
+            &[
+                "--cluster-tls-cert-file",
+                "/n.pem",
+                "--cluster-tls-key-file",
+                "/n.key",
+                "--cluster-tls-ca-file",
+                "/ca.pem",
+            ][..],
+            ["cluster_tls_cert_file", "cluster_listen"],
+        ),
     ] {
         let error = resolved([flags(args).expect("flags parse")]).expect_err("conflict");
         let text = error.to_string();

@@ -219,6 +219,62 @@ fn certified_key(
     }
 }
 
+/// The CA certificates of `ca_file`.
+fn root_store(ca_file: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in pem_items::<CertificateDer<'static>>(ca_file, "CA certificate")? {
+        roots
+            .add(ca)
+            .map_err(|e| TlsError::Unusable { path: ca_file.into(), reason: e.to_string() })?;
+    }
+    Ok(roots)
+}
+
+/// The TLS of node links (`cluster_tls_*`): TLS 1.3 with a certificate both ways,
+/// each verified against the cluster's CA, and the connecting node checks that the
+/// accepting node's certificate names the address it connected to. Nodes run the
+/// same software, so nothing older than 1.3 is offered.
+#[derive(Clone)]
+pub(crate) struct NodeTls {
+    /// For the links other nodes open to this one.
+    pub server: Arc<ServerConfig>,
+    /// For the links this node opens.
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeTls")
+    }
+}
+
+impl NodeTls {
+    /// Reads the node's certificate chain, its key and the cluster's CA.
+    pub fn load(cert: &Path, key: &Path, ca_file: &Path) -> Result<NodeTls, TlsError> {
+        let provider = Arc::new(provider());
+        let certified = Arc::new(certified_key(cert, key, &provider)?);
+        let roots = Arc::new(root_store(ca_file)?);
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
+                .build()
+                .map_err(|e| TlsError::Unusable { path: ca_file.into(), reason: e.to_string() })?;
+        let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(TlsError::Config)?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(&certified))));
+        // A link carries frames one way: the connecting node never reads after the
+        // handshake, so a ticket would only wait in its socket.
+        server.send_tls13_tickets = 0;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(TlsError::Config)?
+            .with_root_certificates(roots)
+            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+        Ok(NodeTls { server: Arc::new(server), client: Arc::new(client) })
+    }
+}
+
 /// What checks client certificates: nothing without `ca_file`.
 fn client_verifier(
     settings: &TlsSettings,
@@ -227,12 +283,7 @@ fn client_verifier(
     let Some(ca_file) = &settings.ca_file else {
         return Ok(WebPkiClientVerifier::no_client_auth());
     };
-    let mut roots = RootCertStore::empty();
-    for ca in pem_items::<CertificateDer<'static>>(ca_file, "CA certificate")? {
-        roots
-            .add(ca)
-            .map_err(|e| TlsError::Unusable { path: ca_file.clone(), reason: e.to_string() })?;
-    }
+    let roots = root_store(ca_file)?;
     let crls = match &settings.crl_file {
         Some(crl_file) => pem_items::<CertificateRevocationListDer<'static>>(
             crl_file,
@@ -889,6 +940,23 @@ mod tests {
         let identity =
             TlsSettings { use_identity_as_username: true, ..f.settings_with_clients(false) };
         check(&identity, &["needs require_certificate"]);
+    }
+
+    /// Node links: the files load, and a bad one stops the start with its name.
+    #[test]
+    fn node_tls_loads_and_names_the_bad_file() {
+        let f = Fixture::new();
+        let cert = f.write("node.pem", &f.server.pem);
+        let key = f.write("node.key", &f.server.key.serialize_pem());
+        let ca = f.write("ca.pem", &f.ca.pem);
+        let tls = NodeTls::load(&cert, &key, &ca).expect("loads");
+        assert!(tls.client.client_auth_cert_resolver.has_certs(), "a node proves itself");
+        assert_eq!(tls.server.send_tls13_tickets, 0);
+        let missing = f.dir.path().join("missing-ca.pem");
+        let e = NodeTls::load(&cert, &key, &missing).unwrap_err().to_string();
+        assert!(e.contains("cannot read") && e.contains("missing-ca.pem"), "{e}");
+        let e = NodeTls::load(&cert, &ca, &ca).unwrap_err().to_string();
+        assert!(e.contains("no private key"), "{e}");
     }
 
     #[test]

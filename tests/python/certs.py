@@ -69,7 +69,8 @@ class Authority:
             .not_valid_before(now + dt.timedelta(days=days_valid[0]))
             .not_valid_after(now + dt.timedelta(days=days_valid[1]))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage if isinstance(usage, list) else [usage]),
+                           critical=False)
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -79,6 +80,13 @@ class Authority:
         import ipaddress
         sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         return self._issue(stem, "localhost", ExtendedKeyUsageOID.SERVER_AUTH, sans)
+
+    def node(self, stem: str = "node") -> Pair:
+        """A cluster node's certificate: both ends of a node link, for 127.0.0.1."""
+        import ipaddress
+        sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        return self._issue(stem, "shardmq node", usage, sans)
 
     def client(self, cn: str, expired: bool = False) -> Pair:
         days = (-30, -1) if expired else (-1, 30)

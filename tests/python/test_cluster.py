@@ -55,7 +55,8 @@ def free_tcp_port() -> int:
 class Node(Broker):
     """A cluster node: a shardmq broker with a cluster address and a metrics port."""
 
-    def __init__(self, name: str, node_id: int, seeds: list[str], cores: int = 2, extra=None):
+    def __init__(self, name: str, node_id: int, seeds: list[str], cores: int = 2, extra=None,
+                 ready_on_metrics: bool = False):
         self.name = name
         self.cluster_port = free_udp_tcp_port()
         self.metrics_port = free_tcp_port()
@@ -71,9 +72,15 @@ class Node(Broker):
             args += ["--cluster-seeds", ",".join(seeds)]
         # A node with a quorum refuses clients until it sees enough nodes up.
         self.quorum = "--cluster-quorum" in (extra or [])
+        # A node that cannot link to the others it sees up keeps a CONNECT waiting
+        # for their answers to its claim: it is ready once its metrics answer.
+        self.ready_on_metrics = ready_on_metrics
         super().__init__("shardmq", cores=cores, extra_args=args + list(extra or []))
 
     def _wait_ready(self) -> None:
+        if self.ready_on_metrics:
+            wait_until(lambda: self.status(), 10, f"{self.name}'s metrics")
+            return
         if not self.quorum:
             return super()._wait_ready()
         # Its refusal (CONNACK 3, Server unavailable) says it is up.
@@ -167,6 +174,7 @@ def cluster(request):
         return node.start()
 
     start.add = add
+    start.nodes = nodes
     yield start
     problems = []
     for node in nodes:
@@ -985,3 +993,49 @@ def test_the_quorum_side_takes_over_a_dead_nodes_client_only_after_the_fencing_m
     other = RawClient5(b.host, b.port)
     assert other.connect5(b.client_id("fresh", 1)).reason_code == 0
     other.close()
+
+
+def tls_args(authority, pair) -> list[str]:
+    return ["--cluster-tls-cert-file", str(pair.cert), "--cluster-tls-key-file", str(pair.key),
+            "--cluster-tls-ca-file", str(authority.pem)]
+
+
+def test_node_links_over_tls_carry_messages_and_keep_other_cas_out(cluster, tmp_path):
+    """With --cluster-tls-*, node links are TLS 1.3 with a certificate both ways,
+    verified against the cluster's CA: two nodes of one CA forward in order; a
+    node whose certificate another CA signed is seen by membership but never
+    linked, either way."""
+    from certs import Authority
+    for side in ("ours", "theirs"):
+        (tmp_path / side).mkdir()
+    ours = Authority(tmp_path / "ours", "cluster CA")
+    theirs = Authority(tmp_path / "theirs", "other CA")
+    a, b = cluster(2, extra=tls_args(ours, ours.node()))
+    root = unique_topic_root("tls")
+    sub = client(b, "sub", 0)
+    sub.subscribe(f"{root}/t", 1)
+    routed(a, "b", 1)
+    pub = client(a, "pub", 1)
+    for n in range(50):
+        pub.publish(f"{root}/t", str(n).encode(), qos=1)
+    assert [int(m.payload) for m in sub.expect(50, 10)] == list(range(50))
+
+    rogue = Node("c", 3, [a.cluster_addr], extra=tls_args(theirs, theirs.node()),
+                 ready_on_metrics=True)
+    cluster.nodes.append(rogue)
+    rogue.start()
+    wait_until(lambda: (a.member("c") or {}).get("state") == "up", 10, "a to see c up")
+    wait_until(lambda: a.metric("shardmq_cluster_links_refused_total") >= 1, 10,
+               "a to refuse c's link")
+    time.sleep(1)  # several reconnect attempts (every 200 ms), none of them linked
+    assert a.member("c")["link"] != "connected"
+    assert rogue.member("a")["link"] != "connected"
+    assert "TLS handshake" in a.log() + rogue.log()
+    # Nor does a link in the clear get in.
+    refused = a.metric("shardmq_cluster_links_refused_total")
+    with socket.create_connection(("127.0.0.1", a.cluster_port), timeout=5) as plain:
+        plain.sendall(b"\x00\x00\x00\x10" + b"\x01" * 16)
+        wait_until(lambda: a.metric("shardmq_cluster_links_refused_total") > refused, 10,
+                   "a to refuse a link in the clear")
+    for x in (sub, pub):
+        x.disconnect()

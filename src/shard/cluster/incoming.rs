@@ -23,6 +23,9 @@ use crate::shard::{until_stopped, Shard, ShardRc};
 
 use super::{ClusterIo, READ_CHUNK, RECONNECT_DELAY};
 
+/// How long a node that opens a link has for its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Accepts the links other nodes open to this one.
 pub(super) async fn accept_links(shard: ShardRc, listener: TcpListener) {
     until_stopped(&shard.clone(), async move {
@@ -44,7 +47,24 @@ pub(super) async fn accept_links(shard: ShardRc, listener: TcpListener) {
 
 async fn read_link(shard: ShardRc, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
-    if let Err(reason) = until_stopped_result(&shard, read_frames(&shard, stream)).await {
+    let tls = shard.borrow().cluster.as_ref().and_then(|c| c.tls.clone());
+    let read = async {
+        match tls {
+            Some(tls) => {
+                // The handshake is bounded; the link then may be quiet for long.
+                stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(|e| e.to_string())?;
+                let acceptor = futures_rustls::TlsAcceptor::from(tls.server);
+                let stream = acceptor
+                    .accept(stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                stream.get_ref().0.set_read_timeout(None).map_err(|e| e.to_string())?;
+                read_frames(&shard, stream).await
+            }
+            None => read_frames(&shard, stream).await,
+        }
+    };
+    if let Err(reason) = until_stopped_result(&shard, read).await {
         warn!(?peer, "cluster: incoming link closed: {reason}");
         if let Some(cluster) = shard.borrow_mut().cluster.as_mut() {
             cluster.links_refused += 1;
@@ -66,7 +86,10 @@ async fn until_stopped_result(
 
 /// Reads an incoming link until the other node closes it; an error is a reason to
 /// close it.
-async fn read_frames(shard: &ShardRc, mut stream: TcpStream) -> Result<(), String> {
+async fn read_frames<S>(shard: &ShardRc, mut stream: S) -> Result<(), String>
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
     let limits = match shard.borrow().cluster.as_ref() {
         Some(cluster) => cluster.frame_limits,
         None => return Ok(()),
@@ -77,6 +100,7 @@ async fn read_frames(shard: &ShardRc, mut stream: TcpStream) -> Result<(), Strin
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|e| format!("no random nonce: {e}"))?;
         stream.write_all(&nonce).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
         Some(nonce)
     } else {
         None

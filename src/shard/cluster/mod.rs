@@ -42,6 +42,7 @@ use crate::cluster::frame::{self, Answer, Hello};
 use crate::cluster::membership::{Event, Membership, Peer};
 use crate::cluster::{ClusterStatus, MemberStatus};
 use crate::config::Config;
+use crate::net::tls::NodeTls;
 use crate::router::ShardSet;
 
 use super::core::{NodeMsg, NodeOut, RouteChange};
@@ -62,6 +63,8 @@ pub(crate) struct ClusterSockets {
     pub seeds: Vec<SocketAddr>,
     /// The key of `cluster_secret_file`, read at start.
     pub key: Option<ClusterKey>,
+    /// `cluster_tls_*`, read at start.
+    pub tls: Option<NodeTls>,
 }
 
 /// How long a link waits to connect, and then before trying again.
@@ -139,6 +142,8 @@ pub(crate) struct ClusterIo {
     /// Datagrams dropped and links refused because they did not prove the
     /// cluster secret.
     pub auth_failures: u64,
+    /// Node links over TLS (`cluster_tls_*`).
+    tls: Option<NodeTls>,
     /// Claim answers dropped while waiting for a link (over `UNSENT_ANSWERS_MAX`).
     answers_dropped: u64,
     /// Claims this node sent: the nodes that have not answered, and until when
@@ -228,6 +233,7 @@ impl ClusterIo {
             links_refused: 0,
             key: sockets.key.clone(),
             auth_failures: 0,
+            tls: sockets.tls.clone(),
             answers_dropped: 0,
             claims_out: HashMap::new(),
             remote_wills: Vec::new(),
@@ -846,7 +852,24 @@ async fn write_link(shard: ShardRc, slot: usize, addr: SocketAddr, wake: Rc<Noti
             };
             let _ = stream.set_nodelay(true);
             limit_send_buffer(&stream);
-            if let Err(e) = run_link(&shard, slot, stream, &wake, &wanted).await {
+            // This side reads only the other node's nonce and its TLS handshake.
+            let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
+            let tls = shard.borrow().cluster.as_ref().and_then(|c| c.tls.clone());
+            let result = match tls {
+                Some(tls) => {
+                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                    match futures_rustls::TlsConnector::from(tls.client).connect(name, stream).await
+                    {
+                        Ok(stream) => run_link(&shard, slot, stream, &wake, &wanted).await,
+                        Err(e) => {
+                            warn!(%addr, "cluster: TLS handshake with the node failed: {e}");
+                            Err(e)
+                        }
+                    }
+                }
+                None => run_link(&shard, slot, stream, &wake, &wanted).await,
+            };
+            if let Err(e) = result {
                 debug!(%addr, "cluster: link lost: {e}");
                 glommio::timer::sleep(RECONNECT_DELAY).await;
             }
@@ -873,19 +896,21 @@ fn set_connected(shard: &ShardRc, slot: usize, wake: &Rc<Notify>, connected: boo
     }
 }
 
-async fn run_link(
+async fn run_link<S>(
     shard: &ShardRc,
     slot: usize,
-    mut stream: TcpStream,
+    mut stream: S,
     wake: &Rc<Notify>,
     wanted: &impl Fn(&ShardRc) -> bool,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
     // With a cluster secret, the other node speaks first: the nonce our Hello
     // proves the secret over.
     let secret = shard.borrow().cluster.as_ref().is_some_and(|c| c.key.is_some());
     let nonce = if secret {
         let mut nonce = [0u8; NONCE_LEN];
-        stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
         stream.read_exact(&mut nonce).await.map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -919,6 +944,8 @@ async fn run_link(
         head
     };
     stream.write_all(&head).await?;
+    // Through TLS, what is written may wait in the session until flushed.
+    stream.flush().await?;
     set_connected(shard, slot, wake, true);
     loop {
         if !wanted(shard) {
@@ -939,6 +966,7 @@ async fn run_link(
             continue;
         }
         stream.write_all(&batch).await?;
+        stream.flush().await?;
         // The next pass sees the room this made (publishers paused for a full link).
         shard.borrow_mut().schedule_pass();
     }
