@@ -217,7 +217,8 @@ fn take_frames_into(
                 claims.push((owner, msg));
             }
             (Frame::Handover { claim, client_id, answer }, Some(node)) => {
-                let waiting = cluster.claims_out.get(&claim).is_some_and(|(n, _)| n.contains(node));
+                let waiting =
+                    cluster.claims_out.get(&claim).is_some_and(|c| c.nodes.contains(node));
                 if !waiting {
                     // Too late for its claim (given up on): a session in it is kept
                     // here as an offline one rather than lost.
@@ -228,9 +229,9 @@ fn take_frames_into(
                     }
                     continue;
                 }
-                let Some((nodes, _)) = cluster.claims_out.get_mut(&claim) else { continue };
-                nodes.remove(node);
-                if nodes.is_empty() {
+                let Some(out) = cluster.claims_out.get_mut(&claim) else { continue };
+                out.nodes.remove(node);
+                if out.nodes.is_empty() {
                     cluster.claims_out.remove(&claim);
                 }
                 claims.push(((claim >> 48) as usize, ClaimMsg::Answered { claim, answer }));

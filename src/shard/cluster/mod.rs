@@ -148,7 +148,9 @@ pub(crate) struct ClusterIo {
     answers_dropped: u64,
     /// Claims this node sent: the nodes that have not answered, and until when
     /// they may.
-    claims_out: HashMap<u64, (ShardSet, u64)>,
+    claims_out: HashMap<u64, ClaimOut>,
+    /// Claims that went on without a node that was up but did not answer in time.
+    claims_timed_out: u64,
     /// Answers to claims of nodes this one has not seen up yet: (slot, claim, answer).
     unsent_answers: Vec<(usize, u64, ByteString, Answer)>,
     /// Per node slot, the wills of its connected clients (as messages).
@@ -165,6 +167,18 @@ pub(crate) struct ClusterIo {
     fenced: bool,
     /// Times it lost its quorum.
     fences: u64,
+}
+
+/// A claim this node sent, until every node it went to answered.
+#[derive(Debug)]
+struct ClaimOut {
+    /// The nodes that have not answered.
+    nodes: ShardSet,
+    /// When it goes on without the up nodes among them.
+    deadline: u64,
+    /// The frame, written again on every new connection of a link to one of
+    /// `nodes`: what a broken connection held is lost with it.
+    frame: bytes::Bytes,
 }
 
 /// The wills one other node's connected clients left with this one.
@@ -236,6 +250,7 @@ impl ClusterIo {
             tls: sockets.tls.clone(),
             answers_dropped: 0,
             claims_out: HashMap::new(),
+            claims_timed_out: 0,
             remote_wills: Vec::new(),
             wills_bytes_max: config.cluster_link_buffer_bytes.get().saturating_mul(4),
             wills_dropped: 0,
@@ -405,6 +420,12 @@ impl ClusterIo {
                 stats.claims_refused,
             ),
             (
+                "cluster_claims_timed_out",
+                "counter",
+                "Claims that went on without an up node's answer (none within 5 s).",
+                self.claims_timed_out,
+            ),
+            (
                 "cluster_claim_answers_dropped",
                 "counter",
                 "Claim answers dropped while waiting for a link to a node not yet seen up.",
@@ -442,22 +463,28 @@ impl ClusterIo {
         let margin = self.fence_margin_ms();
         let members = self.membership.nodes();
         let mut answers = Vec::new();
-        self.claims_out.retain(|&claim, (nodes, deadline)| {
-            let gone: Vec<usize> = nodes
+        let mut timed_out = 0;
+        self.claims_out.retain(|&claim, out| {
+            let gone: Vec<usize> = out
+                .nodes
                 .iter()
                 .filter(|&n| match members.get(n) {
                     Some(node) if !node.up => node.since_ms + margin <= now_ms,
-                    Some(_) => *deadline <= now_ms,
+                    Some(_) => out.deadline <= now_ms,
                     None => true,
                 })
                 .collect();
             for node in gone {
-                nodes.remove(node);
+                if members.get(node).is_some_and(|n| n.up) {
+                    timed_out += 1;
+                }
+                out.nodes.remove(node);
                 let msg = ClaimMsg::Answered { claim, answer: Answer::Nothing };
                 answers.push(((claim >> 48) as usize, msg));
             }
-            !nodes.is_empty()
+            !out.nodes.is_empty()
         });
+        self.claims_timed_out += timed_out;
         answers
     }
 }
@@ -473,10 +500,13 @@ impl Shard {
     ) -> usize {
         let now_ms = self.now().ms;
         let Some(cluster) = self.cluster.as_mut() else { return 0 };
+        let mut encoded = BytesMut::new();
+        frame::put_claim(&mut encoded, claim, stamp, client_id, clean_start);
+        let frame = encoded.freeze();
         let mut nodes = ShardSet::default();
         for (slot, link) in cluster.links.iter_mut().enumerate() {
             if let Some(link) = link {
-                frame::put_claim(&mut link.buf, claim, stamp, client_id, clean_start);
+                link.buf.extend_from_slice(&frame);
                 link.wake.notify();
                 nodes.insert(slot);
             }
@@ -490,7 +520,8 @@ impl Shard {
             }
         }
         if !nodes.is_empty() {
-            cluster.claims_out.insert(claim, (nodes, now_ms + CLAIM_TIMEOUT_MS));
+            let out = ClaimOut { nodes, deadline: now_ms + CLAIM_TIMEOUT_MS, frame };
+            cluster.claims_out.insert(claim, out);
         }
         nodes.iter().count()
     }
@@ -940,6 +971,13 @@ where
         frame::put_reset(&mut head);
         for change in s.core.node_summary() {
             put_change(&mut head, &change);
+        }
+        // Claims still waiting for this node, again: a connection that broke may
+        // have taken them with it. One that reaches the node twice is answered
+        // twice, the second time with nothing (the session left with the first),
+        // and this node takes only the first answer.
+        for out in cluster.claims_out.values().filter(|out| out.nodes.contains(slot)) {
+            head.extend_from_slice(&out.frame);
         }
         head
     };
