@@ -757,29 +757,6 @@ impl Config {
             }
         }
         let seeds = self.cluster_seeds.as_deref().unwrap_or_default();
-        if !seeds.is_empty() && self.cluster_listen.is_none() {
-            return Err(conflict(
-                "cluster_seeds",
-                "cluster_listen",
-                "a node joins a cluster on its own cluster address: set cluster_listen".to_owned(),
-            ));
-        }
-        if self.cluster_secret_file.is_some() && self.cluster_listen.is_none() {
-            return Err(conflict(
-                "cluster_secret_file",
-                "cluster_listen",
-                "the secret is for node-to-node traffic: set cluster_listen".to_owned(),
-            ));
-        }
-        if let Some(seed) = seeds.iter().find(|seed| !seed.contains(':')) {
-            return Err(invalid("cluster_seeds", format!("{seed:?} is not host:port")));
-        }
-        if self.cluster_listen.is_some_and(|addr| addr.ip().is_unspecified()) {
-            return Err(invalid(
-                "cluster_listen",
-                "other nodes reach this one at this address: give a specific IP, not 0.0.0.0 or ::",
-            ));
-        }
         let tls = [
             ("cluster_tls_cert_file", self.cluster_tls_cert_file.is_some()),
             ("cluster_tls_key_file", self.cluster_tls_key_file.is_some()),
@@ -795,30 +772,45 @@ impl Config {
                     .to_owned(),
             ));
         }
-        if self.cluster_tls_cert_file.is_some() && self.cluster_listen.is_none() {
-            return Err(conflict(
-                "cluster_tls_cert_file",
-                "cluster_listen",
-                "TLS is for node-to-node links: set cluster_listen".to_owned(),
-            ));
-        }
-        if self.cluster_quorum.is_some() && self.cluster_listen.is_none() {
-            return Err(conflict(
+        // Settings of a cluster node, meaningless without its cluster address.
+        let cluster_only = [
+            (
+                "cluster_seeds",
+                !seeds.is_empty(),
+                "a node joins a cluster on its own cluster address",
+            ),
+            (
+                "cluster_secret_file",
+                self.cluster_secret_file.is_some(),
+                "the secret is for node-to-node traffic",
+            ),
+            ("cluster_tls_cert_file", tls[0].1, "TLS is for node-to-node links"),
+            (
                 "cluster_quorum",
+                self.cluster_quorum.is_some(),
+                "a quorum counts the nodes of a cluster",
+            ),
+        ];
+        if self.cluster_listen.is_none() {
+            if let Some((name, _, why)) = cluster_only.iter().find(|(_, set, _)| *set) {
+                return Err(conflict(name, "cluster_listen", format!("{why}: set cluster_listen")));
+            }
+        }
+        if let Some(seed) = seeds.iter().find(|seed| !seed.contains(':')) {
+            return Err(invalid("cluster_seeds", format!("{seed:?} is not host:port")));
+        }
+        if self.cluster_listen.is_some_and(|addr| addr.ip().is_unspecified()) {
+            return Err(invalid(
                 "cluster_listen",
-                "a quorum counts the nodes of a cluster: set cluster_listen".to_owned(),
+                "other nodes reach this one at this address: give a specific IP, not 0.0.0.0 or ::",
             ));
         }
-        if self
-            .cluster_quorum
-            .is_some_and(|q| usize::from(q.get()) > crate::cluster::membership::NODES_MAX + 1)
-        {
+        // This node and the others it can know.
+        let nodes_max = crate::cluster::membership::NODES_MAX + 1;
+        if self.cluster_quorum.is_some_and(|q| usize::from(q.get()) > nodes_max) {
             return Err(invalid(
                 "cluster_quorum",
-                format!(
-                    "a cluster has at most {} nodes",
-                    crate::cluster::membership::NODES_MAX + 1
-                ),
+                format!("a cluster has at most {nodes_max} nodes"),
             ));
         }
         if self.cluster_failure_timeout < Duration::from_millis(200) {

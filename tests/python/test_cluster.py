@@ -199,6 +199,20 @@ def routed(frm: Node, to: str, filters: int):
                f"{frm.name} to learn {to}'s {filters} filter(s)")
 
 
+def forwards_in_order(frm: Node, to: Node, n: int, prefix: str) -> None:
+    """A QoS 1 subscriber on ``to`` gets ``n`` messages published on ``frm``, in order."""
+    topic = f"{unique_topic_root(prefix)}/t"
+    sub = client(to, f"{prefix}-s", 1)
+    sub.subscribe(topic, 1)
+    routed(frm, to.name, 1)
+    pub = client(frm, f"{prefix}-p", 0)
+    for i in range(n):
+        pub.publish(topic, str(i).encode(), qos=1)
+    assert [int(m.payload) for m in sub.expect(n, timeout=10)] == list(range(n))
+    for x in (sub, pub):
+        x.disconnect()
+
+
 def test_nodes_join_and_show_each_other(cluster):
     a, b, c = cluster(3)
     status = b.status()
@@ -801,14 +815,7 @@ def test_a_cluster_secret_lets_its_nodes_in_and_keeps_others_out(cluster, tmp_pa
     (tmp_path / "secret").write_bytes(secret + b"\n")
     (tmp_path / "other").write_bytes(b"not-the-cluster-secret-at-all")
     a, b = cluster(2, extra=["--cluster-secret-file", str(tmp_path / "secret")])
-    topic = f"{unique_topic_root('cs')}/t"
-    sub = client(b, "css", 1)
-    sub.subscribe(topic, 1)
-    routed(a, "b", 1)
-    pub = client(a, "csp", 0)
-    for i in range(20):
-        pub.publish(topic, str(i).encode(), qos=1)
-    assert [int(m.payload) for m in sub.expect(20, timeout=10)] == list(range(20))
+    forwards_in_order(a, b, 20, "cs")
 
     intruder = cluster.add("x", 9, extra=["--cluster-secret-file", str(tmp_path / "other")])
     wait_until(lambda: a.metric("shardmq_cluster_auth_failures_total") >= 1, 10,
@@ -835,8 +842,7 @@ def test_a_cluster_secret_lets_its_nodes_in_and_keeps_others_out(cluster, tmp_pa
     assert "does not prove the cluster secret" in a.log()
 
     # The nodes that share it go on.
-    pub.publish(topic, b"20", qos=1)
-    assert sub.get(5).payload == b"20"
+    forwards_in_order(a, b, 20, "cs2")
 
 
 def test_a_node_started_before_its_seed_joins_once_the_seed_is_up():
@@ -1018,14 +1024,7 @@ def test_node_links_over_tls_carry_messages_and_keep_other_cas_out(cluster, tmp_
     ours = Authority(tmp_path / "ours", "cluster CA")
     theirs = Authority(tmp_path / "theirs", "other CA")
     a, b = cluster(2, extra=tls_args(ours, ours.node()))
-    root = unique_topic_root("tls")
-    sub = client(b, "sub", 0)
-    sub.subscribe(f"{root}/t", 1)
-    routed(a, "b", 1)
-    pub = client(a, "pub", 1)
-    for n in range(50):
-        pub.publish(f"{root}/t", str(n).encode(), qos=1)
-    assert [int(m.payload) for m in sub.expect(50, 10)] == list(range(50))
+    forwards_in_order(a, b, 50, "tls")
 
     rogue = Node("c", 3, [a.cluster_addr], extra=tls_args(theirs, theirs.node()),
                  ready_on_metrics=True)
@@ -1044,5 +1043,3 @@ def test_node_links_over_tls_carry_messages_and_keep_other_cas_out(cluster, tmp_
         plain.sendall(b"\x00\x00\x00\x10" + b"\x01" * 16)
         wait_until(lambda: a.metric("shardmq_cluster_links_refused_total") > refused, 10,
                    "a to refuse a link in the clear")
-    for x in (sub, pub):
-        x.disconnect()

@@ -1,5 +1,6 @@
 //! The cluster's IO, on shard 0: the membership socket and its timers, the node
-//! links (one TCP connection to every other up node, which this node writes), and
+//! links (one TCP connection to every other up node, which this node writes:
+//! [`outgoing`]), and
 //! the links other nodes opened to this one (which it reads: [`incoming`]).
 //!
 //! Membership ([`Membership`]) and the link format ([`frame`]) are sans-IO; here
@@ -29,16 +30,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream, UdpSocket};
+use glommio::net::{TcpListener, UdpSocket};
 use glommio::spawn_local;
 use tracing::{debug, info, warn};
 
 use bytestring::ByteString;
 use hashbrown::HashMap;
 
-use crate::cluster::auth::{ClusterKey, NONCE_LEN};
-use crate::cluster::frame::{self, Answer, Hello};
+use crate::cluster::auth::ClusterKey;
+use crate::cluster::frame::{self, Answer};
 use crate::cluster::membership::{Event, Membership, Peer};
 use crate::cluster::{ClusterStatus, MemberStatus};
 use crate::config::Config;
@@ -51,6 +51,9 @@ use super::sockets::ClaimMsg;
 use super::{until_stopped, Shard, ShardRc};
 
 mod incoming;
+mod outgoing;
+
+use outgoing::{put_change, write_link};
 
 /// What `Broker::start` binds for the cluster, taken by shard 0.
 #[derive(Debug)]
@@ -232,6 +235,7 @@ impl ClusterIo {
         let me = Peer { addr: sockets.addr, boot, node_id: config.node_id, name: config.node() };
         let membership =
             Membership::new(me.clone(), config.cluster_failure_timeout, &sockets.seeds, boot);
+        let quorum = config.cluster_quorum.map(|q| usize::from(q.get())).filter(|&q| q > 1);
         ClusterIo {
             me,
             membership,
@@ -255,9 +259,9 @@ impl ClusterIo {
             wills_bytes_max: config.cluster_link_buffer_bytes.get().saturating_mul(4),
             wills_dropped: 0,
             unsent_answers: Vec::new(),
-            quorum: config.cluster_quorum.map(|q| usize::from(q.get())).filter(|&q| q > 1),
+            quorum,
             // As every shard's core: fenced until enough nodes are seen up.
-            fenced: config.cluster_quorum.is_some_and(|q| q.get() > 1),
+            fenced: quorum.is_some(),
             fences: 0,
         }
     }
@@ -785,10 +789,10 @@ fn drive_events(
         }
     }
     if changed {
-        let fenced = cluster.quorum.is_some_and(|q| cluster.membership.nodes_up() < q);
+        let up = cluster.membership.nodes_up();
+        let fenced = cluster.quorum.is_some_and(|q| up < q);
         if fenced != cluster.fenced {
             cluster.fenced = fenced;
-            let up = cluster.membership.nodes_up();
             if fenced {
                 cluster.fences += 1;
                 warn!(up, quorum = ?cluster.quorum, "cluster: quorum lost, closing every client");
@@ -860,167 +864,6 @@ async fn send_datagrams(shard: ShardRc, udp: Rc<UdpSocket>) {
 async fn shard_stopped(shard: &ShardRc) {
     let stopped = Rc::clone(&shard.borrow().stopped);
     stopped.wait().await;
-}
-
-/// Writes one node's link: connects (again and again while the node is up), says
-/// who this node is and what it subscribes to, then writes what the passes append.
-async fn write_link(shard: ShardRc, slot: usize, addr: SocketAddr, wake: Rc<Notify>) {
-    let wanted = |shard: &ShardRc| {
-        let s = shard.borrow();
-        let link = s.cluster.as_ref().and_then(|c| c.links.get(slot)).and_then(Option::as_ref);
-        // The same link, not a later one for the same slot.
-        link.is_some_and(|l| l.wanted && Rc::ptr_eq(&l.wake, &wake))
-    };
-    let work = async {
-        while wanted(&shard) {
-            let stream = match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).await {
-                Ok(stream) => stream,
-                Err(e) => {
-                    debug!(%addr, "cluster: link not connected: {e}");
-                    glommio::timer::sleep(RECONNECT_DELAY).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            limit_send_buffer(&stream);
-            // This side reads only the other node's nonce and its TLS handshake.
-            let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
-            let tls = shard.borrow().cluster.as_ref().and_then(|c| c.tls.clone());
-            let result = match tls {
-                Some(tls) => {
-                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-                    match futures_rustls::TlsConnector::from(tls.client).connect(name, stream).await
-                    {
-                        Ok(stream) => run_link(&shard, slot, stream, &wake, &wanted).await,
-                        Err(e) => {
-                            warn!(%addr, "cluster: TLS handshake with the node failed: {e}");
-                            Err(e)
-                        }
-                    }
-                }
-                None => run_link(&shard, slot, stream, &wake, &wanted).await,
-            };
-            if let Err(e) = result {
-                debug!(%addr, "cluster: link lost: {e}");
-                glommio::timer::sleep(RECONNECT_DELAY).await;
-            }
-            set_connected(&shard, slot, &wake, false);
-        }
-    };
-    until_stopped(&shard.clone(), work).await;
-}
-
-fn limit_send_buffer(stream: &TcpStream) {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    // SAFETY: the stream owns the descriptor and outlives this borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    if let Err(e) = socket2::SockRef::from(&fd).set_send_buffer_size(LINK_SOCKET_BUFFER) {
-        debug!("cluster: link send buffer not set: {e}");
-    }
-}
-
-fn set_connected(shard: &ShardRc, slot: usize, wake: &Rc<Notify>, connected: bool) {
-    let mut s = shard.borrow_mut();
-    let link = s.cluster.as_mut().and_then(|c| c.links.get_mut(slot)).and_then(Option::as_mut);
-    if let Some(link) = link.filter(|l| Rc::ptr_eq(&l.wake, wake)) {
-        link.connected = connected;
-    }
-}
-
-async fn run_link<S>(
-    shard: &ShardRc,
-    slot: usize,
-    mut stream: S,
-    wake: &Rc<Notify>,
-    wanted: &impl Fn(&ShardRc) -> bool,
-) -> std::io::Result<()>
-where
-    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
-{
-    // With a cluster secret, the other node speaks first: the nonce our Hello
-    // proves the secret over.
-    let secret = shard.borrow().cluster.as_ref().is_some_and(|c| c.key.is_some());
-    let nonce = if secret {
-        let mut nonce = [0u8; NONCE_LEN];
-        stream.read_exact(&mut nonce).await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("no challenge from the node (does it have the cluster secret?): {e}"),
-            )
-        })?;
-        Some(nonce)
-    } else {
-        None
-    };
-    let head = {
-        let s = shard.borrow();
-        let Some(cluster) = s.cluster.as_ref() else { return Ok(()) };
-        let mut hello = Hello {
-            version: frame::VERSION,
-            node_id: cluster.me.node_id,
-            boot: cluster.me.boot,
-            addr: cluster.me.addr.to_string(),
-            name: cluster.me.name.clone(),
-            proof: Vec::new(),
-        };
-        if let (Some(key), Some(nonce)) = (&cluster.key, &nonce) {
-            hello.proof = key.link_proof(nonce, &hello.signed_bytes()).to_vec();
-        }
-        let mut head = BytesMut::new();
-        frame::put_hello(&mut head, &hello);
-        frame::put_reset(&mut head);
-        for change in s.core.node_summary() {
-            put_change(&mut head, &change);
-        }
-        // Claims still waiting for this node, again: a connection that broke may
-        // have taken them with it. One that reaches the node twice is answered
-        // twice, the second time with nothing (the session left with the first),
-        // and this node takes only the first answer.
-        for out in cluster.claims_out.values().filter(|out| out.nodes.contains(slot)) {
-            head.extend_from_slice(&out.frame);
-        }
-        head
-    };
-    stream.write_all(&head).await?;
-    // Through TLS, what is written may wait in the session until flushed.
-    stream.flush().await?;
-    set_connected(shard, slot, wake, true);
-    loop {
-        if !wanted(shard) {
-            return Ok(());
-        }
-        let batch = {
-            let mut s = shard.borrow_mut();
-            let link =
-                s.cluster.as_mut().and_then(|c| c.links.get_mut(slot)).and_then(Option::as_mut);
-            link.map(|l| {
-                l.messages = 0;
-                l.buf.split()
-            })
-            .unwrap_or_default()
-        };
-        if batch.is_empty() {
-            wake.notified().await;
-            continue;
-        }
-        stream.write_all(&batch).await?;
-        stream.flush().await?;
-        // The next pass sees the room this made (publishers paused for a full link).
-        shard.borrow_mut().schedule_pass();
-    }
-}
-
-/// Writes a change of this node's route summary.
-fn put_change(buf: &mut BytesMut, change: &RouteChange) {
-    match change {
-        RouteChange::Filter(filter, present) => frame::put_route(buf, filter.as_str(), *present),
-        RouteChange::Shared(filter, members) => {
-            frame::put_shared_route(buf, filter.as_str(), *members);
-        }
-        RouteChange::Will(client_id, will) => {
-            frame::put_will(buf, client_id, will.as_deref());
-        }
-    }
 }
 
 /// The cluster's part of shard 0's figures, when in a cluster.

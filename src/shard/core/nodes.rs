@@ -115,11 +115,11 @@ impl Core {
         self.now = now;
         debug_assert_eq!(self.id, 0, "shard 0 hears of nodes");
         let node = match &msg {
-            NodeMsg::Up(node) | NodeMsg::Down(node) | NodeMsg::Reset(node) => *node,
-            NodeMsg::Route { node, .. } | NodeMsg::Shared { node, .. } => *node,
-            NodeMsg::Fenced(_) => 0,
+            NodeMsg::Up(node) | NodeMsg::Down(node) | NodeMsg::Reset(node) => Some(*node),
+            NodeMsg::Route { node, .. } | NodeMsg::Shared { node, .. } => Some(*node),
+            NodeMsg::Fenced(_) => None,
         };
-        if node >= SHARDS_MAX {
+        if node.is_some_and(|node| node >= SHARDS_MAX) {
             return;
         }
         self.apply_node(&msg);
