@@ -64,6 +64,13 @@ pub struct ShardStats {
     pub refused_log_full: u64,
     /// Sessions taken from another node of the cluster.
     pub sessions_taken_over: u64,
+    /// Sessions recovered from the data directory and dropped because their
+    /// client had connected to another node of the cluster while this one was
+    /// down.
+    pub recovered_sessions_dropped: u64,
+    /// Wills recovered from the data directory and dropped because another node
+    /// of the cluster published them when this one died.
+    pub recovered_wills_dropped: u64,
     /// Connections refused because another node of the cluster claimed their
     /// client id later (the later connection wins).
     pub claims_refused: u64,
@@ -297,6 +304,8 @@ pub fn totals(snapshots: &[ShardSnapshot]) -> ShardSnapshot {
         a.sessions_restored += b.sessions_restored;
         a.refused_log_full += b.refused_log_full;
         a.sessions_taken_over += b.sessions_taken_over;
+        a.recovered_sessions_dropped += b.recovered_sessions_dropped;
+        a.recovered_wills_dropped += b.recovered_wills_dropped;
         a.claims_refused += b.claims_refused;
         a.refused_no_quorum += b.refused_no_quorum;
         a.route_updates_stale += b.route_updates_stale;

@@ -28,6 +28,11 @@
 //!   queue, QoS 2 state, each message as in `Publish`), or a refusal when the
 //!   receiver claimed the same client id later.
 //!
+//! A node that restarted with sessions from its data directory claims each of
+//! them too (`ClaimKind::Recovered`), but takes nothing: the receiver answers
+//! whether it holds a session for the id (the client moved while the sender was
+//! down) or published the will the sender recovered (as a dead node's will).
+//!
 //! # Invariants
 //! - Sans-IO: bytes in, frames out; a frame is never partly consumed.
 //! - A frame over [`Limits::frame_max`] or one that does not decode is an error that
@@ -45,7 +50,7 @@ use crate::protocol::{
 use crate::session::{Delivery, Entry, SessionImage, Stage, SubOptions};
 
 /// The version of this format; a link from a node speaking another is refused.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 const HELLO: u8 = 1;
 const RESET: u8 = 2;
@@ -113,8 +118,8 @@ pub enum Frame {
         stamp: u64,
         /// The client.
         client_id: String,
-        /// Its CONNECT's Clean Start (CleanSession): no session to hand over.
-        clean_start: bool,
+        /// What the sender wants.
+        kind: ClaimKind,
     },
     /// The answer to one of the receiver's claims.
     Handover {
@@ -127,6 +132,46 @@ pub enum Frame {
     },
 }
 
+/// What a claim asks of the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// A CONNECT that resumes any session: the receiver hands its session over.
+    Resume,
+    /// A CONNECT with Clean Start (CleanSession): the receiver ends its session.
+    CleanStart,
+    /// The sender restarted with a session for the id from its data directory:
+    /// the receiver keeps what it has, and says what it holds.
+    Recovered,
+}
+
+impl ClaimKind {
+    /// The claim of a CONNECT.
+    pub fn of_connect(clean_start: bool) -> Self {
+        if clean_start {
+            ClaimKind::CleanStart
+        } else {
+            ClaimKind::Resume
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            ClaimKind::Resume => 0,
+            ClaimKind::CleanStart => 1,
+            ClaimKind::Recovered => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => ClaimKind::Resume,
+            1 => ClaimKind::CleanStart,
+            2 => ClaimKind::Recovered,
+            _ => return None,
+        })
+    }
+}
+
 /// What a node answers a claim.
 #[derive(Debug, PartialEq)]
 pub enum Answer {
@@ -136,6 +181,12 @@ pub enum Answer {
     Refused,
     /// The session, which left this node.
     Session(Box<SessionImage>),
+    /// To a `Recovered` claim: this node holds a session for the id, newer than
+    /// the recovered one, which the claimer drops.
+    Held,
+    /// To a `Recovered` claim: this node holds no session for the id, but knows
+    /// that the claimer's will for it was published when the claimer died.
+    WillPublished,
 }
 
 /// The sender of a link.
@@ -301,11 +352,11 @@ pub fn put_will(buf: &mut BytesMut, client_id: &str, will: Option<&Message>) -> 
 }
 
 /// Appends a `Claim`.
-pub fn put_claim(buf: &mut BytesMut, claim: u64, stamp: u64, client_id: &str, clean_start: bool) {
+pub fn put_claim(buf: &mut BytesMut, claim: u64, stamp: u64, client_id: &str, kind: ClaimKind) {
     put_head(buf, CLAIM, 8 + 8 + 1 + 2 + client_id.len());
     buf.put_u64(claim);
     buf.put_u64(stamp);
-    buf.put_u8(u8::from(clean_start));
+    buf.put_u8(kind.code());
     put_str(buf, client_id);
 }
 
@@ -320,6 +371,8 @@ pub fn put_handover(buf: &mut BytesMut, claim: u64, client_id: &str, answer: &An
         match answer {
             Answer::Nothing => buf.put_u8(0),
             Answer::Refused => buf.put_u8(1),
+            Answer::Held => buf.put_u8(3),
+            Answer::WillPublished => buf.put_u8(4),
             Answer::Session(image) => {
                 buf.put_u8(2);
                 buf.put_u32(image.subscriptions.len() as u32);
@@ -502,12 +555,12 @@ fn decode_claim(mut body: Bytes) -> Result<Frame, FrameError> {
     }
     let claim = body.get_u64();
     let stamp = body.get_u64();
-    let clean_start = body.get_u8() != 0;
+    let kind = ClaimKind::from_code(body.get_u8()).ok_or(FrameError::Malformed("claim"))?;
     let client_id = get_str(&mut body, "claim")?;
     if body.has_remaining() {
         return Err(FrameError::Malformed("claim"));
     }
-    Ok(Frame::Claim { claim, stamp, client_id, clean_start })
+    Ok(Frame::Claim { claim, stamp, client_id, kind })
 }
 
 /// Reads `n` bytes of `body` as a `T`, or fails as a malformed `what`.
@@ -528,6 +581,8 @@ fn decode_handover(mut body: BytesMut) -> Result<Frame, FrameError> {
         0 => Answer::Nothing,
         1 => Answer::Refused,
         2 => Answer::Session(Box::new(decode_image(&mut body)?)),
+        3 => Answer::Held,
+        4 => Answer::WillPublished,
         _ => return Err(FrameError::Malformed(WHAT)),
     };
     if body.has_remaining() {
@@ -704,11 +759,14 @@ mod tests {
             "$share/g/a/#",
             &message("a/b", b"s", QoS::AtLeastOnce, false)
         ));
-        put_claim(&mut buf, 7 << 48 | 9, 1234, "dev-1", false);
+        put_claim(&mut buf, 7 << 48 | 9, 1234, "dev-1", ClaimKind::Resume);
+        put_claim(&mut buf, 3, 99, "dev-2", ClaimKind::Recovered);
         assert!(put_retain(&mut buf, &message("r", b"kept", QoS::AtMostOnce, true)));
         assert!(put_will(&mut buf, "dev", Some(&message("w", b"gone", QoS::AtLeastOnce, true))));
         assert!(put_will(&mut buf, "dev", None));
         put_handover(&mut buf, 5, "dev-1", &Answer::Refused);
+        put_handover(&mut buf, 6, "dev-2", &Answer::Held);
+        put_handover(&mut buf, 7, "dev-3", &Answer::WillPublished);
         let whole = buf.clone();
         // Byte by byte: nothing decodes before its last byte arrives.
         let mut fed = BytesMut::new();
@@ -741,7 +799,13 @@ mod tests {
                     claim: 7 << 48 | 9,
                     stamp: 1234,
                     client_id: "dev-1".into(),
-                    clean_start: false
+                    kind: ClaimKind::Resume
+                },
+                Frame::Claim {
+                    claim: 3,
+                    stamp: 99,
+                    client_id: "dev-2".into(),
+                    kind: ClaimKind::Recovered
                 },
                 Frame::Retain(message("r", b"kept", QoS::AtMostOnce, true)),
                 Frame::Will {
@@ -750,6 +814,12 @@ mod tests {
                 },
                 Frame::Will { client_id: "dev".into(), will: None },
                 Frame::Handover { claim: 5, client_id: "dev-1".into(), answer: Answer::Refused },
+                Frame::Handover { claim: 6, client_id: "dev-2".into(), answer: Answer::Held },
+                Frame::Handover {
+                    claim: 7,
+                    client_id: "dev-3".into(),
+                    answer: Answer::WillPublished
+                },
             ]
         );
     }
@@ -773,6 +843,11 @@ mod tests {
         buf[3] -= 3;
         buf.truncate(len - 3);
         assert_eq!(decode(&mut buf, limits()), Err(FrameError::Malformed("publish")));
+        // A claim of a kind this version does not know.
+        let mut buf = BytesMut::new();
+        put_claim(&mut buf, 1, 2, "c", ClaimKind::Resume);
+        buf[HEAD + 16] = 3;
+        assert_eq!(decode(&mut buf, limits()), Err(FrameError::Malformed("claim")));
     }
 
     #[test]

@@ -704,6 +704,7 @@ async fn tick_until_stopped(shard: &ShardRc, stop: &AtomicBool, reload: &AtomicB
         let now = s.now();
         s.core.handle_tick(now);
         s.tick_sockets();
+        s.reconcile_recovered();
         let rejoined = s.tick_cluster();
         ticks += 1;
         if ticks.is_multiple_of(1000 / TICK_MS) {

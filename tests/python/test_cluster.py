@@ -636,6 +636,97 @@ def test_the_wills_of_a_dead_nodes_clients_are_published_once_by_the_survivors(c
     watchers[0].disconnect()
 
 
+# -- a node restarted with its data directory ----------------------------------------
+
+def with_data_dir(cluster, tmp_path) -> tuple[Node, Node]:
+    """Two nodes: a keeps its sessions in a data directory, b does not."""
+    (a,) = cluster(1, extra=data_dir(tmp_path))
+    b = cluster.add("b", 2)
+    for node, other in ((a, "b"), (b, "a")):
+        wait_until(lambda: up_and_linked(node, [other]), 15, f"{node.name} to see {other} up")
+    return a, b
+
+
+def data_dir(tmp_path) -> list[str]:
+    return ["--data-dir", str(tmp_path / "a")]
+
+
+def restart(cluster, node: Node, extra: list[str]) -> Node:
+    """The same node again after a SIGKILL: its name, id and cluster address,
+    and ``extra`` (its data directory), as a restarted process has."""
+    again = Node(node.name, cluster.nodes.index(node) + 1, [], extra=extra)
+    args = again.extra_args
+    args[args.index("--cluster-listen") + 1] = node.cluster_addr
+    again.cluster_port = node.cluster_port
+    # Its seed is any other node.
+    other = next(n for n in cluster.nodes if n is not node)
+    args += ["--cluster-seeds", other.cluster_addr]
+    cluster.nodes.append(again)
+    return again.start()
+
+
+def test_a_node_restarted_with_its_data_dir_does_not_publish_a_will_the_survivors_did(
+        cluster, tmp_path):
+    a, b = with_data_dir(cluster, tmp_path)
+    root = unique_topic_root("rw")
+    watcher = client(b, "w", 0)
+    watcher.subscribe(f"{root}/#", 1)
+    routed(a, "b", 1)
+    dev = MqttClient(a.host, a.port, a.client_id("dev", 1), clean_session=False,
+                     will=(f"{root}/dev", b"offline", 1, False))
+    assert dev.connect() is False
+    time.sleep(0.5)  # the will reaches b with the connection (a route change)
+    a.sigkill()
+    assert watcher.get(10).payload == b"offline", "b publishes the dead node's will"
+    a2 = restart(cluster, a, data_dir(tmp_path))
+    wait_until(lambda: up_and_linked(a2, ["b"]), 15, "a back")
+    # a asks b about its recovered session once the failure timeout has passed.
+    wait_until(lambda: a2.metric("shardmq_cluster_recovered_wills_dropped_total") == 1, 10,
+               "a to drop the will b published")
+    time.sleep(1.5)  # a recovered will is due a second after the start
+    assert watcher.messages.empty(), "the will was published a second time"
+    # The session itself was a's to keep: b holds none.
+    back = MqttClient(a2.host, a2.port, dev.client_id, clean_session=False)
+    assert back.connect() is True, "Session Present = 1 [MQTT-3.2.2-2]"
+    assert a2.metric("shardmq_cluster_recovered_sessions_dropped_total") == 0
+    for x in (back, watcher):
+        x.disconnect()
+
+
+def test_a_client_that_moved_while_its_node_was_down_keeps_its_new_session(cluster, tmp_path):
+    a, b = with_data_dir(cluster, tmp_path)
+    root = unique_topic_root("mv")
+    dev = MqttClient(a.host, a.port, a.client_id("dev", 1), clean_session=False)
+    assert dev.connect() is False
+    dev.subscribe(f"{root}/old", 1)
+    routed(b, "a", 1)
+    a.sigkill()
+    wait_until(lambda: b.member("a")["state"] == "down", 10, "a down")
+    # The device moves to b: a new session there, queued for while it is away.
+    moved = MqttClient(b.host, b.port, dev.client_id, clean_session=False)
+    assert moved.connect() is False, "a's session went down with a"
+    moved.subscribe(f"{root}/new", 1)
+    moved.disconnect()
+    pub = client(b, "p", 0)
+    pub.publish(f"{root}/new", b"queued", qos=1)
+    a2 = restart(cluster, a, data_dir(tmp_path))
+    wait_until(lambda: up_and_linked(a2, ["b"]), 15, "a back")
+    wait_until(lambda: a2.metric("shardmq_cluster_recovered_sessions_dropped_total") == 1, 10,
+               "a to drop the session its client left")
+    # Back on a: the claim brings b's session, the one with the queued message.
+    back = MqttClient(a2.host, a2.port, dev.client_id, clean_session=False)
+    assert back.connect() is True, "Session Present = 1 [MQTT-3.2.2-2]"
+    assert back.get(5).payload == b"queued"
+    routed(b, "a", 1)
+    pub.publish(f"{root}/old", b"stale", qos=1)
+    pub.publish(f"{root}/new", b"next", qos=1)
+    assert back.get(5).payload == b"next", "the old session's filter is gone"
+    time.sleep(0.5)
+    assert back.messages.empty()
+    for x in (back, pub):
+        x.disconnect()
+
+
 def test_a_node_joining_under_load_disturbs_nobody(cluster):
     a, b = cluster(2)
     root = unique_topic_root("jl")
@@ -787,7 +878,7 @@ def test_sigkill_under_load_leaves_the_survivors_balanced_and_unstalled(cluster)
 
 LINK_DOMAIN = b"shardmq cluster link\0"
 HELLO_KIND = 1
-LINK_VERSION = 2
+LINK_VERSION = 3
 
 
 def hello_frame(node_id: int, addr: str, name: str, proof: bytes) -> bytes:

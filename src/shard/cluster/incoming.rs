@@ -190,7 +190,11 @@ fn take_frames_into(
             }
             (Frame::Will { client_id, will }, Some(node)) => {
                 let bytes_max = cluster.wills_bytes_max;
-                if !cluster.wills_mut(node).set(ByteString::from(client_id), will, bytes_max) {
+                let client_id = ByteString::from(client_id);
+                // The client is connected again: a will published before is no
+                // longer the one its old node may recover.
+                cluster.wills_published.remove(&client_id);
+                if !cluster.wills_mut(node).set(client_id, will, bytes_max) {
                     cluster.wills_dropped += 1;
                 }
             }
@@ -209,11 +213,20 @@ fn take_frames_into(
                 cluster.figures_mut(node).messages_in += 1;
                 s.core.handle_remote_publish(now, message);
             }
-            (Frame::Claim { claim, stamp, client_id, clean_start }, Some(node)) => {
+            (Frame::Claim { claim, stamp, client_id, kind }, Some(node)) => {
                 let node_id = cluster.membership.nodes().get(node).map_or(0, |n| n.peer.node_id);
                 let client_id = ByteString::from(client_id);
                 let owner = owner_shard(client_id.as_bytes(), s.core.shards);
-                let msg = ClaimMsg::Remote { node, node_id, claim, stamp, client_id, clean_start };
+                let will_published = cluster.wills_published.contains(&client_id);
+                let msg = ClaimMsg::Remote {
+                    node,
+                    node_id,
+                    claim,
+                    stamp,
+                    client_id,
+                    kind,
+                    will_published,
+                };
                 claims.push((owner, msg));
             }
             (Frame::Handover { claim, client_id, answer }, Some(node)) => {

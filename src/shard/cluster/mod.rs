@@ -38,7 +38,7 @@ use bytestring::ByteString;
 use hashbrown::HashMap;
 
 use crate::cluster::auth::ClusterKey;
-use crate::cluster::frame::{self, Answer};
+use crate::cluster::frame::{self, Answer, ClaimKind};
 use crate::cluster::membership::{Event, Membership, Peer};
 use crate::cluster::{ClusterStatus, MemberStatus};
 use crate::config::Config;
@@ -90,6 +90,9 @@ pub(crate) const LINK_SOCKET_BUFFER: usize = 256 * 1024;
 
 /// Claim answers kept for a node whose link does not exist yet.
 const UNSENT_ANSWERS_MAX: usize = 4096;
+/// Client ids whose wills this node saw published as a dead node's, kept for
+/// that node's restart: beyond, one is not kept (counted).
+const WILLS_PUBLISHED_MAX: usize = 65_536;
 /// What one read of an incoming link takes at most.
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a claim waits for a node's answer before going on without it (a
@@ -163,6 +166,13 @@ pub(crate) struct ClusterIo {
     wills_bytes_max: usize,
     /// Wills of other nodes' clients not kept (over `wills_bytes_max`).
     wills_dropped: u64,
+    /// The client ids whose wills the survivors published when their node died:
+    /// that node, restarted with its data directory, drops them
+    /// (`ClaimKind::Recovered`). Forgotten once asked, or once the client's new
+    /// node sends its will.
+    wills_published: hashbrown::HashSet<ByteString>,
+    /// Published wills not kept in `wills_published` (over `WILLS_PUBLISHED_MAX`).
+    wills_published_forgotten: u64,
     /// `cluster_quorum`, when over 1: the nodes (this one included) this node
     /// must see up to serve clients.
     quorum: Option<usize>,
@@ -218,9 +228,9 @@ impl RemoteWills {
         true
     }
 
-    fn take(&mut self) -> Vec<crate::message::Message> {
+    fn take(&mut self) -> Vec<(ByteString, crate::message::Message)> {
         self.bytes = 0;
-        self.wills.drain().map(|(_, w)| w).collect()
+        self.wills.drain().collect()
     }
 }
 
@@ -258,6 +268,8 @@ impl ClusterIo {
             remote_wills: Vec::new(),
             wills_bytes_max: config.cluster_link_buffer_bytes.get().saturating_mul(4),
             wills_dropped: 0,
+            wills_published: hashbrown::HashSet::new(),
+            wills_published_forgotten: 0,
             unsent_answers: Vec::new(),
             quorum,
             // As every shard's core: fenced until enough nodes are seen up.
@@ -294,6 +306,18 @@ impl ClusterIo {
             .enumerate()
             .filter(|(slot, node)| *slot != dead && node.up)
             .all(|(_, node)| node.peer.addr > self.me.addr)
+    }
+
+    /// The wills of a dead node's clients were published (by this node or
+    /// another survivor): kept in mind for that node's restart.
+    fn remember_published(&mut self, wills: &[(ByteString, crate::message::Message)]) {
+        for (client_id, _) in wills {
+            if self.wills_published.len() < WILLS_PUBLISHED_MAX {
+                self.wills_published.insert(client_id.clone());
+            } else if !self.wills_published.contains(client_id) {
+                self.wills_published_forgotten += 1;
+            }
+        }
     }
 
     fn figures_mut(&mut self, slot: usize) -> &mut LinkFigures {
@@ -418,6 +442,18 @@ impl ClusterIo {
                 stats.sessions_taken_over,
             ),
             (
+                "cluster_recovered_sessions_dropped",
+                "counter",
+                "Sessions recovered from the data directory and dropped: their client had moved to another node.",
+                stats.recovered_sessions_dropped,
+            ),
+            (
+                "cluster_recovered_wills_dropped",
+                "counter",
+                "Wills recovered from the data directory and dropped: another node published them.",
+                stats.recovered_wills_dropped,
+            ),
+            (
                 "cluster_claims_refused",
                 "counter",
                 "Connections refused because another node claimed the client id later.",
@@ -440,6 +476,12 @@ impl ClusterIo {
                 "counter",
                 "Wills of other nodes' clients not kept (over 4 x cluster_link_buffer_bytes per node).",
                 self.wills_dropped,
+            ),
+            (
+                "cluster_published_wills_forgotten",
+                "counter",
+                "Client ids of a dead node's published wills not kept for its restart (over 65,536).",
+                self.wills_published_forgotten,
             ),
             (
                 "cluster_bad_datagrams",
@@ -500,12 +542,12 @@ impl Shard {
         claim: u64,
         stamp: u64,
         client_id: &str,
-        clean_start: bool,
+        kind: ClaimKind,
     ) -> usize {
         let now_ms = self.now().ms;
         let Some(cluster) = self.cluster.as_mut() else { return 0 };
         let mut encoded = BytesMut::new();
-        frame::put_claim(&mut encoded, claim, stamp, client_id, clean_start);
+        frame::put_claim(&mut encoded, claim, stamp, client_id, kind);
         let frame = encoded.freeze();
         let mut nodes = ShardSet::default();
         for (slot, link) in cluster.links.iter_mut().enumerate() {
@@ -539,6 +581,10 @@ impl Shard {
         answer: Answer,
     ) {
         let Some(cluster) = self.cluster.as_mut() else { return };
+        if matches!(answer, Answer::Held | Answer::WillPublished) {
+            // The restarted node drops the will: asked once.
+            cluster.wills_published.remove(&client_id);
+        }
         match cluster.links.get_mut(node) {
             Some(Some(link)) => {
                 let left_out = frame::put_handover(&mut link.buf, claim, &client_id, &answer);
@@ -777,12 +823,14 @@ fn drive_events(
                 }
                 claims.extend(cluster.give_up(now.ms));
                 let wills = cluster.wills_mut(slot).take();
+                cluster.remember_published(&wills);
                 if !wills.is_empty() && cluster.publishes_wills_of(slot) {
                     info!(
                         wills = wills.len(),
                         "cluster: publishing the wills of the node that died"
                     );
-                    s.core.publish_dead_node_wills(now, wills);
+                    s.core
+                        .publish_dead_node_wills(now, wills.into_iter().map(|(_, w)| w).collect());
                 }
                 s.core.handle_node(now, NodeMsg::Down(slot));
             }

@@ -353,6 +353,8 @@ impl Core {
             self.set_shared_online(client_id, false);
         }
         let key = self.sessions.key(client_id).expect("still present");
+        // Its client is back (here, or claiming it from another node).
+        self.settle_recovered(key);
         if let Some((will, info)) = self.cancel_pending_will(key) {
             // Back in time: a delayed will is not sent [MQTT-3.1.3-9], unless the
             // session ends now (clean start), which is when it is due.

@@ -13,9 +13,18 @@
 //! - under `--sync always`, what output waits for ([`Hold`]), and the
 //!   checkpoints ([`Walk`]) that let old segments go.
 //!
+//! In a cluster, a recovered session may be stale: its client connected to
+//! another node while this one was down, or another node published its will
+//! when this one died. Recovered sessions stay unreconciled until the IO layer
+//! asked the other nodes ([`Core::recovered_sessions`], [`Core::reconcile`]);
+//! until then their wills wait, and a session handed over from another node
+//! replaces them.
+//!
 //! # Invariants
 //! - A session is durable (notes its changes) iff the shard keeps a log and the
 //!   session is persistent or was when its last record was written.
+//! - An unreconciled session is offline and was recovered at start-up: its client
+//!   coming back (or being claimed) reconciles it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -230,12 +239,86 @@ impl Core {
                     self.restore_will(key, message, delay, level, offline_since_s, crashed);
                 self.journal_will(&client_id, protocol);
             }
+            if self.cluster_enabled() {
+                let serial = self.sessions.by_key(key).expect("inserted above").serial;
+                self.unreconciled.insert(key, serial);
+            }
             self.stats.sessions_restored += 1;
         }
         for message in recovery.retained {
             self.store_retained(message);
         }
     }
+
+    /// Whether the session in `key` was recovered and is not reconciled yet.
+    pub(super) fn is_unreconciled(&self, key: SessionKey) -> bool {
+        let serial = self.unreconciled.get(&key);
+        serial.is_some_and(|s| self.sessions.by_key(key).is_some_and(|e| e.serial == *s))
+    }
+
+    /// The session in `key` is reconciled: its client came back, or it leaves.
+    pub(super) fn settle_recovered(&mut self, key: SessionKey) {
+        if !self.unreconciled.is_empty() {
+            self.unreconciled.remove(&key);
+        }
+    }
+
+    /// The client ids of the sessions recovered and not reconciled yet, for the
+    /// IO layer to ask the other nodes about.
+    pub fn recovered_sessions(&self) -> Vec<ByteString> {
+        self.unreconciled
+            .keys()
+            .filter(|key| self.is_unreconciled(**key))
+            .filter_map(|key| self.sessions.by_key(*key))
+            .map(|entry| entry.session.client_id().clone())
+            .collect()
+    }
+
+    /// What the other nodes said of a recovered session: kept as it is; dropped
+    /// (not its will either) because its client moved; or kept without its will,
+    /// which another node published. A session reconciled meanwhile is left as it
+    /// is.
+    pub fn reconcile(&mut self, now: Now, client_id: &ByteString, outcome: Reconciled) {
+        self.now = now;
+        let Some(key) = self.sessions.key(client_id) else { return };
+        if !self.is_unreconciled(key) {
+            return;
+        }
+        self.settle_recovered(key);
+        match outcome {
+            Reconciled::Keep => {}
+            Reconciled::Moved => self.drop_recovered(key, client_id),
+            Reconciled::WillPublished => {
+                if let Some((_, info)) = self.cancel_pending_will(key) {
+                    self.stats.recovered_wills_dropped += 1;
+                    self.journal_will(client_id, info.protocol);
+                }
+            }
+        }
+    }
+
+    /// Drops a recovered session that is stale: its client has a newer session on
+    /// another node. Its will goes with it, unpublished: the will belonged to the
+    /// connection the crash ended, and the client has connected since.
+    pub(super) fn drop_recovered(&mut self, key: SessionKey, client_id: &ByteString) {
+        self.settle_recovered(key);
+        self.cancel_pending_will(key);
+        self.remove_session(client_id);
+        self.stats.recovered_sessions_dropped += 1;
+    }
+}
+
+/// What the other nodes of the cluster said of a session recovered from the data
+/// directory (see [`Core::reconcile`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reconciled {
+    /// None holds a session for its client id, or knows of its will: kept.
+    Keep,
+    /// One holds a session for its client id: the client moved there while this
+    /// node was down.
+    Moved,
+    /// None holds its session, but one published its will when this node died.
+    WillPublished,
 }
 
 /// Output that waits for the log (`--sync always`): a pass's acknowledgements go

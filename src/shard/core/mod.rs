@@ -59,6 +59,8 @@ pub(crate) mod timers;
 mod wheel;
 mod wills;
 
+pub use durable::Reconciled;
+
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -417,6 +419,9 @@ pub(crate) struct Core {
     hold: Option<Box<durable::Hold>>,
     /// A checkpoint of the log under way (see `durable`).
     walk: Option<Box<durable::Walk>>,
+    /// Sessions recovered from the data directory that the other nodes of the
+    /// cluster have not confirmed yet, by key and serial (see `durable`).
+    unreconciled: hashbrown::HashMap<SessionKey, u64>,
     /// The shards whose log is at its share of `data_max_bytes`.
     logs_full: Vec<usize>,
     /// This shard's log holds more than `log_buffer_bytes` waiting for the disk.
@@ -481,6 +486,7 @@ impl Core {
             journal: None,
             hold: None,
             walk: None,
+            unreconciled: hashbrown::HashMap::new(),
             logs_full: Vec::new(),
             log_behind: false,
             config,

@@ -306,7 +306,8 @@ impl Core {
         self.nodes.links_full
     }
 
-    pub(super) fn cluster_enabled(&self) -> bool {
+    /// Whether this node is in a cluster.
+    pub fn cluster_enabled(&self) -> bool {
         self.nodes.enabled
     }
 
@@ -384,12 +385,25 @@ impl Core {
         Some(entry.session.export())
     }
 
+    /// Whether a session here for `client_id` stands against another node's
+    /// recovered one (a `Recovered` claim): any but one recovered here and not
+    /// reconciled either. Two nodes that restarted with one id keep theirs, and
+    /// the client's next CONNECT keeps the one it is handed.
+    pub fn holds_session(&self, client_id: &ByteString) -> bool {
+        self.sessions.key(client_id).is_some_and(|key| !self.is_unreconciled(key))
+    }
+
     /// A session handed over by another node, before its client's CONNECT is
     /// processed here (which resumes it: Session Present). A session already here
     /// for the same client id wins (two nodes held one: a partition healed); the
-    /// image is dropped, counted.
+    /// image is dropped, counted), unless that one was recovered from the data
+    /// directory and not reconciled yet: the client moved while this node was
+    /// down, and the image is newer.
     pub fn import_session(&mut self, now: Now, client_id: ByteString, image: SessionImage) {
         self.now = now;
+        if let Some(key) = self.sessions.key(&client_id).filter(|k| self.is_unreconciled(*k)) {
+            self.drop_recovered(key, &client_id);
+        }
         if self.sessions.get(&client_id).is_some() {
             self.stats.dropped_mqueue += (image.inflight.len() + image.mqueue.len()) as u64;
             return;

@@ -96,8 +96,16 @@ impl Core {
 
     /// A delayed will may be due.
     pub(super) fn will_due(&mut self, key: SessionKey, tick: u64) {
+        let unreconciled = self.is_unreconciled(key);
         let Some(entry) = self.sessions.by_key_mut(key) else { return };
         let due = entry.pending_will.as_ref().is_some_and(|pending| pending.2 <= tick);
+        if due && unreconciled {
+            // Recovered, and another node may have published it already (see
+            // `durable`): it waits for their answer.
+            let at = self.wheel.schedule(tick + secs_to_ticks(1), Timer::Will(key));
+            entry.pending_will.as_mut().expect("due").2 = at;
+            return;
+        }
         if due && entry.conn.is_none() {
             let (will, info, _) = *entry.pending_will.take().expect("due");
             let client_id = info.client_id.clone();

@@ -16,6 +16,12 @@
 //! connection is refused (CONNACK 0x89 Server busy, 3 in MQTT 3), so one of them
 //! connects.
 //!
+//! A node that restarted with sessions from its data directory claims each of
+//! them once (`ClaimKind::Recovered`), when membership had the failure timeout
+//! to find the other nodes: a node that holds a session for the id, or published
+//! its will when this one died, says so, and the core drops the stale session or
+//! will (`Core::reconcile`).
+//!
 //! # Invariants
 //! - A parked connection reads nothing; its handshake deadline still runs.
 //! - A session handed over is imported even when its connection is gone meanwhile,
@@ -23,7 +29,8 @@
 
 use hashbrown::HashMap;
 
-use crate::cluster::frame::Answer;
+use crate::cluster::frame::{Answer, ClaimKind};
+use crate::shard::core::Reconciled;
 
 use super::*;
 
@@ -31,7 +38,7 @@ use super::*;
 #[derive(Debug)]
 pub(crate) enum ClaimMsg {
     /// Owner shard -> shard 0: claim `client_id` from every other node.
-    Claim { claim: u64, stamp: u64, client_id: ByteString, clean_start: bool },
+    Claim { claim: u64, stamp: u64, client_id: ByteString, kind: ClaimKind },
     /// Shard 0 -> owner shard: the claim went to this many nodes.
     Sent { claim: u64, nodes: usize },
     /// Shard 0 -> owner shard: one node's answer.
@@ -43,7 +50,9 @@ pub(crate) enum ClaimMsg {
         claim: u64,
         stamp: u64,
         client_id: ByteString,
-        clean_start: bool,
+        kind: ClaimKind,
+        /// Shard 0 published the will of `client_id` as a dead node's.
+        will_published: bool,
     },
     /// Owner shard -> shard 0: the answer to node `node`'s claim.
     Reply { node: usize, claim: u64, client_id: ByteString, answer: Answer },
@@ -66,11 +75,24 @@ struct Parked {
     lost: bool,
 }
 
+/// A recovered session's claim, until every node answered.
+#[derive(Debug)]
+struct Recovering {
+    client_id: ByteString,
+    /// Nodes the claim went to, once shard 0 said.
+    due: Option<usize>,
+    answered: usize,
+    outcome: Reconciled,
+}
+
 /// This shard's claims in flight.
 #[derive(Debug, Default)]
 pub(crate) struct Claims {
     parked: HashMap<u64, Parked>,
+    recovering: HashMap<u64, Recovering>,
     next: u64,
+    /// The recovered sessions were claimed (once, after the start).
+    reconciling: bool,
 }
 
 impl Shard {
@@ -101,11 +123,10 @@ impl Shard {
             self.connect_now(id, connect, auth);
             return;
         }
-        self.claims.next += 1;
-        let claim = ((self.core.id as u64) << 48) | (self.claims.next & ((1 << 48) - 1));
+        let claim = self.next_claim();
         let stamp = self.now().unix_us;
         let client_id = ByteString::from(&*connect.client_id);
-        let clean_start = connect.clean_session;
+        let kind = ClaimKind::of_connect(connect.clean_session);
         if let Some(link) = self.sockets.link(id) {
             link.phase = Phase::Claiming(claim);
         }
@@ -120,14 +141,56 @@ impl Shard {
             lost: false,
         };
         self.claims.parked.insert(claim, parked);
-        self.send_claim_msg(0, ClaimMsg::Claim { claim, stamp, client_id, clean_start });
+        self.send_claim_msg(0, ClaimMsg::Claim { claim, stamp, client_id, kind });
+    }
+
+    /// A claim id: the shard in its top 16 bits, where answers go back to.
+    fn next_claim(&mut self) -> u64 {
+        self.claims.next += 1;
+        ((self.core.id as u64) << 48) | (self.claims.next & ((1 << 48) - 1))
+    }
+
+    /// Every tick: once the failure timeout has passed since the start (time
+    /// for membership to find the other nodes) and the node has its quorum, the
+    /// sessions recovered from the data directory are claimed from every node up,
+    /// which says what it holds (`ClaimKind::Recovered`).
+    pub(in crate::shard) fn reconcile_recovered(&mut self) {
+        if self.claims.reconciling || !self.core.cluster_enabled() {
+            return;
+        }
+        let now = self.now();
+        if now.ms < self.config.cluster_failure_timeout.as_millis() as u64
+            || self.core.cluster_fenced()
+        {
+            return;
+        }
+        self.claims.reconciling = true;
+        let recovered = self.core.recovered_sessions();
+        if !recovered.is_empty() {
+            info!(
+                sessions = recovered.len(),
+                "cluster: asking the other nodes about the recovered sessions"
+            );
+        }
+        for client_id in recovered {
+            let claim = self.next_claim();
+            let recovering = Recovering {
+                client_id: client_id.clone(),
+                due: None,
+                answered: 0,
+                outcome: Reconciled::Keep,
+            };
+            self.claims.recovering.insert(claim, recovering);
+            let kind = ClaimKind::Recovered;
+            self.send_claim_msg(0, ClaimMsg::Claim { claim, stamp: now.unix_us, client_id, kind });
+        }
     }
 
     /// A claim message from another shard of this node (or this one).
     pub(in crate::shard) fn handle_claim_msg(&mut self, msg: ClaimMsg) {
         match msg {
-            ClaimMsg::Claim { claim, stamp, client_id, clean_start } => {
-                let nodes = self.cluster_send_claim(claim, stamp, &client_id, clean_start);
+            ClaimMsg::Claim { claim, stamp, client_id, kind } => {
+                let nodes = self.cluster_send_claim(claim, stamp, &client_id, kind);
                 let origin = (claim >> 48) as usize;
                 self.send_claim_msg(origin, ClaimMsg::Sent { claim, nodes });
             }
@@ -135,13 +198,35 @@ impl Shard {
                 if let Some(parked) = self.claims.parked.get_mut(&claim) {
                     parked.due = Some(nodes);
                 }
+                if let Some(recovering) = self.claims.recovering.get_mut(&claim) {
+                    recovering.due = Some(nodes);
+                }
+                self.claim_done(claim);
+            }
+            ClaimMsg::Answered { claim, answer } if self.claims.recovering.contains_key(&claim) => {
+                let now = self.now();
+                let recovering = self.claims.recovering.get_mut(&claim).expect("checked");
+                recovering.answered += 1;
+                match answer {
+                    Answer::Held => recovering.outcome = Reconciled::Moved,
+                    Answer::WillPublished if recovering.outcome == Reconciled::Keep => {
+                        recovering.outcome = Reconciled::WillPublished;
+                    }
+                    // Not an answer to this kind of claim; a session is never lost.
+                    Answer::Session(image) => {
+                        let client_id = recovering.client_id.clone();
+                        self.core.import_session(now, client_id, *image);
+                    }
+                    Answer::WillPublished | Answer::Nothing | Answer::Refused => {}
+                }
                 self.claim_done(claim);
             }
             ClaimMsg::Answered { claim, answer } => {
                 if let Some(parked) = self.claims.parked.get_mut(&claim) {
                     parked.answered += 1;
                     match answer {
-                        Answer::Nothing => {}
+                        // `Held` and `WillPublished` answer recovered sessions only.
+                        Answer::Nothing | Answer::Held | Answer::WillPublished => {}
                         Answer::Refused => parked.lost = true,
                         // Two nodes with a session for one id (a healed partition):
                         // the first answer wins, the other is dropped.
@@ -152,7 +237,25 @@ impl Shard {
                 }
                 self.claim_done(claim);
             }
-            ClaimMsg::Remote { node, node_id, claim, stamp, client_id, clean_start } => {
+            ClaimMsg::Remote {
+                node,
+                claim,
+                client_id,
+                kind: ClaimKind::Recovered,
+                will_published,
+                ..
+            } => {
+                let answer = if self.core.holds_session(&client_id) {
+                    Answer::Held
+                } else if will_published {
+                    Answer::WillPublished
+                } else {
+                    Answer::Nothing
+                };
+                self.send_claim_msg(0, ClaimMsg::Reply { node, claim, client_id, answer });
+            }
+            ClaimMsg::Remote { node, node_id, claim, stamp, client_id, kind, .. } => {
+                let clean_start = kind == ClaimKind::CleanStart;
                 let answer = self.answer_claim(node_id, stamp, &client_id, clean_start);
                 self.send_claim_msg(0, ClaimMsg::Reply { node, claim, client_id, answer });
             }
@@ -206,6 +309,14 @@ impl Shard {
     /// Ends a claim once every node answered: imports what came, then connects (or
     /// refuses the connection that lost a race).
     fn claim_done(&mut self, claim: u64) {
+        let recovered = self.claims.recovering.get(&claim);
+        if recovered.is_some_and(|r| r.due.is_some_and(|d| r.answered >= d)) {
+            let recovering = self.claims.recovering.remove(&claim).expect("checked");
+            let now = self.now();
+            self.core.reconcile(now, &recovering.client_id, recovering.outcome);
+            self.schedule_pass();
+            return;
+        }
         let done =
             self.claims.parked.get(&claim).is_some_and(|p| p.due.is_some_and(|d| p.answered >= d));
         if !done {

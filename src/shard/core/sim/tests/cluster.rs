@@ -7,7 +7,7 @@ use bytestring::ByteString;
 
 use crate::protocol::{Packet, QoS, ReasonCode};
 use crate::router::owner_shard;
-use crate::shard::core::Close;
+use crate::shard::core::{Close, Reconciled};
 
 use super::*;
 
@@ -143,4 +143,158 @@ fn losing_the_quorum_closes_every_client_without_publishing_its_will() {
         a.settle();
         assert!(connack(&a.take(back)).session_present, "{protocol:?}");
     }
+}
+
+// -- a node restarted with its data directory ------------------------------------
+
+/// A two-shard node of a cluster, restarted: the session of `id` comes back from
+/// the data directory, subscribed to `cmd/#`, with the will of the connection the
+/// crash ended (on `will/{id}`); a watcher on the other shard subscribes to
+/// `will/#`.
+fn restarted_with(id_prefix: &str) -> (Sim, ByteString, usize) {
+    use crate::message::{Message, MessageId};
+    use crate::persist::{RecoveredSession, ShardRecovery};
+    use crate::protocol::{TopicFilter, TopicName};
+    use crate::session::{SessionImage, SubOptions};
+
+    let mut config = crate::config::Config::test();
+    config.cluster_listen = Some("127.0.0.1:7946".parse().expect("an address"));
+    let mut sim = Sim::new(2, &config, 0);
+    let id = sim.id_on_shard(id_prefix, 1);
+    let will = Message {
+        id: MessageId(1),
+        topic: TopicName::try_from(format!("will/{id}").as_str()).expect("valid"),
+        payload: bytes::Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        publisher: None,
+        properties: None,
+    };
+    let image = SessionImage {
+        subscriptions: vec![(
+            TopicFilter::try_from("cmd/#").expect("valid"),
+            SubOptions::qos(QoS::AtLeastOnce),
+        )],
+        inflight: Vec::new(),
+        mqueue: Vec::new(),
+        awaiting_rel: Vec::new(),
+    };
+    let session = RecoveredSession {
+        client_id: id.clone(),
+        expiry_secs: Some(600),
+        offline_since_s: 0,
+        username: None,
+        image,
+        will: Some((will, 0, 5)),
+    };
+    let now = sim.now();
+    let recovery = ShardRecovery { sessions: vec![session], ..ShardRecovery::default() };
+    sim.cores[1].restore(now, recovery);
+    sim.settle();
+    let watcher = subscriber(&mut sim, "watch", 0, "will/#");
+    (sim, ByteString::from(id), watcher)
+}
+
+#[test]
+fn a_recovered_will_waits_for_the_other_nodes_and_goes_out_when_none_published_it() {
+    let (mut sim, id, watcher) = restarted_with("dev");
+    assert_eq!(sim.cores[1].recovered_sessions(), vec![id.clone()]);
+    sim.advance(10_000);
+    assert!(sim.take_delivered(watcher).is_empty(), "published before the cluster answered");
+    let now = sim.now();
+    sim.cores[1].reconcile(now, &id, Reconciled::Keep);
+    sim.advance(1_500);
+    assert_eq!(payloads(&sim.take_delivered(watcher)), ["gone"]);
+    assert!(sim.cores[1].recovered_sessions().is_empty());
+    assert!(sim.cores[1].sessions.get(&id).is_some(), "the session stays");
+}
+
+#[test]
+fn a_recovered_will_another_node_published_is_dropped_and_the_session_kept() {
+    let (mut sim, id, watcher) = restarted_with("dev");
+    sim.advance(2_000);
+    let now = sim.now();
+    sim.cores[1].reconcile(now, &id, Reconciled::WillPublished);
+    sim.advance(10_000);
+    assert!(sim.take_delivered(watcher).is_empty(), "the will went out twice");
+    assert_eq!(sim.cores[1].stats.recovered_wills_dropped, 1);
+    // The session is still routed: a message for it is queued.
+    let sender = publisher(&mut sim, "pub", 0, V5);
+    sim.publish(sender, "cmd/1", b"queued", QoS::AtLeastOnce, false);
+    sim.settle();
+    let back = sim.client(&id, V5);
+    sim.connect(back, persistent(&id, V5, 600));
+    sim.settle();
+    assert!(connack(&sim.take(back)).session_present);
+    assert_eq!(payloads(&sim.take_delivered(back)), ["queued"]);
+}
+
+#[test]
+fn a_recovered_session_whose_client_moved_is_dropped_with_its_will() {
+    let (mut sim, id, watcher) = restarted_with("dev");
+    let now = sim.now();
+    sim.cores[1].reconcile(now, &id, Reconciled::Moved);
+    sim.settle();
+    sim.advance(5_000);
+    assert!(sim.take_delivered(watcher).is_empty(), "the stale session's will went out");
+    assert!(sim.cores.iter().all(|core| core.sessions.get(&id).is_none()));
+    assert!(sim.cores.iter().all(|core| !core.routes.iter().any(|(f, _)| f == "cmd/#")));
+    assert_eq!(sim.cores[1].stats.recovered_sessions_dropped, 1);
+}
+
+/// The client connects here and its claim brings its newer session from the node
+/// it moved to: that one replaces the recovered one (which would win otherwise,
+/// as a session already here does after a healed partition).
+#[test]
+fn a_session_handed_over_replaces_a_recovered_one() {
+    use crate::protocol::TopicFilter;
+    use crate::session::{SessionImage, SubOptions};
+    let (mut sim, id, watcher) = restarted_with("dev");
+    let image = SessionImage {
+        subscriptions: vec![(
+            TopicFilter::try_from("new/#").expect("valid"),
+            SubOptions::qos(QoS::AtLeastOnce),
+        )],
+        inflight: Vec::new(),
+        mqueue: Vec::new(),
+        awaiting_rel: Vec::new(),
+    };
+    let now = sim.now();
+    sim.cores[1].import_session(now, id.clone(), image);
+    sim.settle();
+    let back = sim.client(&id, V5);
+    sim.connect(back, persistent(&id, V5, 600));
+    sim.settle();
+    assert!(connack(&sim.take(back)).session_present);
+    let sender = publisher(&mut sim, "pub", 0, V5);
+    sim.publish(sender, "cmd/1", b"old", QoS::AtLeastOnce, false);
+    sim.publish(sender, "new/1", b"new", QoS::AtLeastOnce, false);
+    sim.settle();
+    assert_eq!(payloads(&sim.take_delivered(back)), ["new"], "the handed-over session");
+    sim.advance(5_000);
+    assert!(sim.take_delivered(watcher).is_empty(), "the stale session's will went out");
+    assert_eq!(sim.cores[1].stats.recovered_sessions_dropped, 1);
+}
+
+/// Its client comes back here first: the session is its own again, whatever the
+/// other nodes answer later.
+#[test]
+fn a_recovered_session_its_client_resumed_is_not_dropped_by_a_late_answer() {
+    let (mut sim, id, watcher) = restarted_with("dev");
+    let back = sim.client(&id, V5);
+    sim.connect(back, persistent(&id, V5, 600));
+    sim.settle();
+    assert!(connack(&sim.take(back)).session_present);
+    assert!(sim.cores[1].recovered_sessions().is_empty());
+    let now = sim.now();
+    sim.cores[1].reconcile(now, &id, Reconciled::Moved);
+    sim.settle();
+    assert!(sim.is_connected(back));
+    let sender = publisher(&mut sim, "pub", 0, V5);
+    sim.publish(sender, "cmd/1", b"still", QoS::AtLeastOnce, false);
+    sim.settle();
+    assert_eq!(payloads(&sim.take_delivered(back)), ["still"]);
+    // Back in time: the crashed connection's will is not published [MQTT-3.1.3-9].
+    sim.advance(5_000);
+    assert!(sim.take_delivered(watcher).is_empty());
 }
