@@ -299,7 +299,8 @@ macro_rules! for_each_setting {
             cluster_quorum: Option<NonZeroU16> = None
                 => cluster_quorum: u16, { value_name = "NODES" } "off";
             /// Bytes that may wait toward one node while its link is slow or down; beyond,
-            /// messages for it are dropped and counted.
+            /// messages for it are dropped and counted (but for QoS 1/2 messages of one
+            /// pass while the link is connected: their publishers are acknowledged).
             cluster_link_buffer_bytes: NonZeroUsize = nz!(16 * 1024 * 1024)
                 => cluster_link_buffer_bytes: NonZeroUsize, {};
             /// Directory of the durable sessions and retained messages: each shard keeps

@@ -872,6 +872,29 @@ def test_sigkill_under_load_leaves_the_survivors_balanced_and_unstalled(cluster)
         s.stop.set()
 
 
+def test_a_burst_over_a_small_link_buffer_loses_no_acknowledged_message(cluster):
+    """[#12] One pass can read more QoS 1 messages for another node than a small
+    node link buffer holds: the high mark pauses the publishers only at the end of
+    the pass. A connected link takes them over its bound rather than drop messages
+    whose publishers are acknowledged in that pass."""
+    a, b = cluster(2, extra=["--cluster-link-buffer-bytes", str(16 * 1024)])
+    root = unique_topic_root("ob")
+    sub = raw_subscriber(b, b.client_id("os", 1), f"{root}/#")
+    routed(a, "b", 1)
+    pub = RawPublisher(a, a.client_id("op", 0))
+    n = 2000
+    # About 260 KiB in one write: a pass reads far more than the link holds.
+    pub.c.send(b"".join(publish_packet(f"{root}/t", str(i).zfill(120).encode(), qos=1,
+                                       pid=i + 1) for i in range(n)))
+    pub.sent = n
+    wait_until(lambda: len(pub.acked_at) >= n, 10, "every PUBACK")
+    wait_until(lambda: sub.count(f"{root}/t") >= n, 10, f"b's subscriber to get {n}")
+    assert [int(x) for x in sub.got[f"{root}/t"]] == list(range(n)), \
+        "not every acknowledged message once and in order [MQTT-4.6.0-3]"
+    assert a.metric("shardmq_cluster_messages_dropped_total") == 0
+    sub.stop.set()
+
+
 # --------------------------------------------------------------------------
 # The cluster secret
 # --------------------------------------------------------------------------
