@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -1884,10 +1884,16 @@ impl Reactor {
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // shardmq patch (PATCHES.md, 5): a full fence here, paired with the one
+            // every notifier issues before it reads `should_notify`
+            // (`SleepNotifier::notify`): either this executor sees what the remote
+            // side pushed, or the remote side sees that it sleeps and writes its
+            // eventfd. The release's `sys_membarrier()` (see
+            // https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/)
+            // spares the notifier its fence, but interrupts every CPU that runs a
+            // thread of the process, at each park: 9 us on this VM when another
+            // shard is running, against a fence of tens of nanoseconds.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
