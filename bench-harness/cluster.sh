@@ -12,7 +12,10 @@
 #            that subscribers are on a (and, for pairs, on b and c) and every
 #            publisher on another node (shardmq-bench --help, --host).
 # Each case runs under scripts/cluster_probe.py, which samples every node's CPU
-# and RSS from /proc and the cluster counters from /metrics. Results in
+# and RSS from /proc and the cluster counters from /metrics. Then
+# scripts/takeover.py: a persistent session with BENCH_TAKEOVER_QUEUED QoS 1
+# messages queued, resumed BENCH_TAKEOVER_ROUNDS times, each time on the next node
+# (on the single node: where it is); CONNECT -> CONNACK p50/p99. Results in
 # target/bench/cluster/: <target>-<case>.json (the bench report),
 # .nodes.json (per node), node logs; the summary in target/bench/cluster.md and
 # target/bench/cluster.json, with the cluster/single ratios.
@@ -29,6 +32,7 @@
 #                      summaries' propagation after the subscribers subscribe [3]
 #   BENCH_CLIENTS      fan-in publishers, and pairs          [8]
 #   BENCH_LATENCY_RATE msgs/s of the fixed-rate fan-in case  [10000]
+#   BENCH_TAKEOVER_ROUNDS, BENCH_TAKEOVER_QUEUED  the takeover case [50, 1000]
 #   BENCH_GEN_CPUS     generator CPUs (--cpus)               [upper half of the CPUs]
 #   BENCH_BROKER_CPUS  CPUs every broker node is pinned to   [the others]
 #   CARGO_TARGET_DIR   where cargo builds, as for cargo      [target]
@@ -49,6 +53,8 @@ DURATION="${BENCH_DURATION:-10}"
 WARMUP="${BENCH_WARMUP:-3}"
 CLIENTS="${BENCH_CLIENTS:-8}"
 LATENCY_RATE="${BENCH_LATENCY_RATE:-10000}"
+TAKEOVER_ROUNDS="${BENCH_TAKEOVER_ROUNDS:-50}"
+TAKEOVER_QUEUED="${BENCH_TAKEOVER_QUEUED:-1000}"
 
 NCPU="$(nproc)"
 HALF=$(((NCPU + 1) / 2))
@@ -163,6 +169,19 @@ run_cases() {
     done
 }
 
+# takeover TARGET HOSTS: the session takeover case against HOSTS.
+takeover() {
+    say "$1: takeover, $TAKEOVER_QUEUED queued messages, $TAKEOVER_ROUNDS rounds"
+    local gen=()
+    if command -v taskset >/dev/null 2>&1; then gen=(taskset -c "$BENCH_GEN_CPUS"); fi
+    if ! "${gen[@]}" python3 "$ROOT/bench-harness/scripts/takeover.py" --hosts "$2" \
+        --rounds "$TAKEOVER_ROUNDS" --queued "$TAKEOVER_QUEUED" --label "$1" \
+        --json "$DIR/takeover-$1.json"; then
+        warn "$1: takeover FAILED"
+        FAILED=1
+    fi
+}
+
 # --- build -------------------------------------------------------------------
 say "building shardmq and shardmq-bench (release)"
 cargo build --release --bin shardmq
@@ -175,6 +194,7 @@ rm -f "$DIR"/*.json "$DIR"/*.hlog "$DIR"/*.log "$OUT/cluster.md" "$OUT/cluster.j
 say "single node, one shard, CPUs $BENCH_BROKER_CPUS; generator CPUs $BENCH_GEN_CPUS"
 start_node single || exit 2
 run_cases single single "${NODE_PIDS[0]}" "127.0.0.1:$METRICS" "127.0.0.1:$PORT" "${SINGLE_CASES[@]}"
+takeover single "127.0.0.1:$PORT"
 cp "$DIR/node-single.log" "$DIR/node-single.run.log"
 stop_nodes
 
@@ -202,6 +222,7 @@ fi
 say "cluster formed: $(join "${HOSTS[@]}")"
 run_cases cluster a,b,c "$(join "${NODE_PIDS[@]}")" "$(join "${METRICS_ALL[@]}")" "$(join "${HOSTS[@]}")" \
     "${CLUSTER_CASES[@]}"
+takeover cluster "$(join "${HOSTS[@]}")"
 # Each node's view after the runs: link states and per-link counters.
 i=0
 for name in a b c; do
@@ -216,6 +237,21 @@ stop_nodes
 
 # --- summary -------------------------------------------------------------------
 python3 "$PROBE" table --dir "$DIR" --md "$OUT/cluster.md" --json "$OUT/cluster.json"
+{
+    printf '\nSession takeover: a persistent session with %s QoS 1 messages queued, resumed\n' "$TAKEOVER_QUEUED"
+    printf '%s times, each time on the next node (single: where it is), scripts/takeover.py:\n\n' "$TAKEOVER_ROUNDS"
+    printf '| target | CONNECT -> CONNACK p50 ms | p99 ms | CONNECT -> last message p50 ms | p99 ms | rounds that lost a message |\n'
+    printf '|---|---:|---:|---:|---:|---:|\n'
+    for target in single cluster; do
+        [[ -f "$DIR/takeover-$target.json" ]] || continue
+        python3 - "$DIR/takeover-$target.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+c, a = r["connack_ms"], r["all_messages_ms"]
+print(f"| {r['label']} | {c['p50']:.2f} | {c['p99']:.2f} | {a['p50']:.2f} | {a['p99']:.2f} | {r['bad_rounds']} |")
+PY
+    done
+} >>"$OUT/cluster.md"
 problems="$(grep -E 'WARN|ERROR|panicked' "$DIR"/node-*.run.log | sed 's/\x1b\[[0-9;]*m//g' | head -n 30 || true)"
 if [[ -n "$problems" ]]; then
     warn "warnings or errors in the node logs while the cases ran ($DIR/node-*.run.log):"
