@@ -395,8 +395,8 @@ impl Core {
 
     /// A session handed over by another node, before its client's CONNECT is
     /// processed here (which resumes it: Session Present). A session already here
-    /// for the same client id wins (two nodes held one: a partition healed); the
-    /// image is dropped, counted), unless that one was recovered from the data
+    /// for the same client id wins (two nodes held one: a partition healed), and
+    /// the image is dropped, counted; unless that one was recovered from the data
     /// directory and not reconciled yet: the client moved while this node was
     /// down, and the image is newer.
     pub fn import_session(&mut self, now: Now, client_id: ByteString, image: SessionImage) {
