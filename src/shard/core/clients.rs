@@ -482,6 +482,7 @@ impl Core {
     /// Drops a session and its subscriptions.
     pub(super) fn remove_session(&mut self, client_id: &ByteString) {
         let Some(key) = self.sessions.key(client_id) else { return };
+        self.settle_recovered(key);
         self.cancel_expiry(key);
         let pending_will = self.cancel_pending_will(key);
         let (_, entry) = self.sessions.remove(client_id).expect("found above");

@@ -256,7 +256,8 @@ impl Core {
         serial.is_some_and(|s| self.sessions.by_key(key).is_some_and(|e| e.serial == *s))
     }
 
-    /// The session in `key` is reconciled: its client came back, or it leaves.
+    /// The session in `key` is reconciled: its client came back, or it ends (every
+    /// way a session leaves the shard passes here, so no stale key stays).
     pub(super) fn settle_recovered(&mut self, key: SessionKey) {
         if !self.unreconciled.is_empty() {
             self.unreconciled.remove(&key);
