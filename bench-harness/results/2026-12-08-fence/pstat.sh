@@ -4,7 +4,7 @@ ROUNDS=$1; SH=$2; ARGS=$3
 cpus=0; gen=1; [ "$SH" = 2 ] && cpus=0,1 && gen=0,1
 PORT=19400
 for r in $(seq 1 $ROUNDS); do
-  order="e375b85 fence"; [ $((r%2)) = 0 ] && order="fence e375b85"
+  order="${A:-e375b85} ${B:-fence}"; [ $((r%2)) = 0 ] && order="${B:-fence} ${A:-e375b85}"
   for b in $order; do
     PORT=$((PORT+1))
     taskset -c $cpus /work/baseline/shardmq-$b --cores $SH --cpus $cpus --listen 127.0.0.1:$PORT >/tmp/pb.log 2>&1 & bp=$!
