@@ -29,28 +29,8 @@ import struct
 import sys
 import time
 
-
-def enc_str(s: bytes) -> bytes:
-    return struct.pack(">H", len(s)) + s
-
-
-def enc_len(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + enc_len(len(body)) + body
-
-
-def connect(client_id: str, clean: bool) -> bytes:
-    flags = 0x02 if clean else 0x00
-    return packet(0x10, enc_str(b"MQTT") + bytes([4, flags]) + struct.pack(">H", 60)
-                  + enc_str(client_id.encode()))
+# The MQTT 3.1.1 encoders of the restart benchmark, in this directory.
+from recovery import connect, enc_str, packet
 
 
 def publish1(topic: str, pid: int, payload: bytes) -> bytes:

@@ -147,6 +147,21 @@ fn losing_the_quorum_closes_every_client_without_publishing_its_will() {
 
 // -- a node restarted with its data directory ------------------------------------
 
+/// A session image subscribed to `filter` at QoS 1, with nothing queued.
+fn subscribed_image(filter: &str) -> crate::session::SessionImage {
+    use crate::protocol::TopicFilter;
+    use crate::session::{SessionImage, SubOptions};
+    SessionImage {
+        subscriptions: vec![(
+            TopicFilter::try_from(filter).expect("valid"),
+            SubOptions::qos(QoS::AtLeastOnce),
+        )],
+        inflight: Vec::new(),
+        mqueue: Vec::new(),
+        awaiting_rel: Vec::new(),
+    }
+}
+
 /// A two-shard node of a cluster, restarted: the session of `id` comes back from
 /// the data directory, subscribed to `cmd/#`, with the will of the connection the
 /// crash ended (on `will/{id}`); a watcher on the other shard subscribes to
@@ -154,8 +169,7 @@ fn losing_the_quorum_closes_every_client_without_publishing_its_will() {
 fn restarted_with(id_prefix: &str) -> (Sim, ByteString, usize) {
     use crate::message::{Message, MessageId};
     use crate::persist::{RecoveredSession, ShardRecovery};
-    use crate::protocol::{TopicFilter, TopicName};
-    use crate::session::{SessionImage, SubOptions};
+    use crate::protocol::TopicName;
 
     let mut config = crate::config::Config::test();
     config.cluster_listen = Some("127.0.0.1:7946".parse().expect("an address"));
@@ -170,15 +184,7 @@ fn restarted_with(id_prefix: &str) -> (Sim, ByteString, usize) {
         publisher: None,
         properties: None,
     };
-    let image = SessionImage {
-        subscriptions: vec![(
-            TopicFilter::try_from("cmd/#").expect("valid"),
-            SubOptions::qos(QoS::AtLeastOnce),
-        )],
-        inflight: Vec::new(),
-        mqueue: Vec::new(),
-        awaiting_rel: Vec::new(),
-    };
+    let image = subscribed_image("cmd/#");
     let session = RecoveredSession {
         client_id: id.clone(),
         expiry_secs: Some(600),
@@ -247,18 +253,8 @@ fn a_recovered_session_whose_client_moved_is_dropped_with_its_will() {
 /// as a session already here does after a healed partition).
 #[test]
 fn a_session_handed_over_replaces_a_recovered_one() {
-    use crate::protocol::TopicFilter;
-    use crate::session::{SessionImage, SubOptions};
     let (mut sim, id, watcher) = restarted_with("dev");
-    let image = SessionImage {
-        subscriptions: vec![(
-            TopicFilter::try_from("new/#").expect("valid"),
-            SubOptions::qos(QoS::AtLeastOnce),
-        )],
-        inflight: Vec::new(),
-        mqueue: Vec::new(),
-        awaiting_rel: Vec::new(),
-    };
+    let image = subscribed_image("new/#");
     let now = sim.now();
     sim.cores[1].import_session(now, id.clone(), image);
     sim.settle();
